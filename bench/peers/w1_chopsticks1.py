@@ -1,0 +1,62 @@
+"""W1 for the original chopsticks 1.0 (PyPI, 2017): tun.call(w1_target.two)
+over a chopsticks.tunnel.Local tunnel (remote = /usr/bin/python3).
+
+w1_target is shipped to the remote on demand by chopsticks' import hook
+(OP_IMP) during the warm-up. Run with the peers venv python, from a cwd
+where our own ``chopsticks`` package is not importable (run.py uses
+bench/peers); the script refuses to run if it would import the wrong one.
+
+Python 3.11 compatibility (checked on 3.11.7 local / 3.11.2 remote): 1.0
+works here unmodified, so nothing is monkeypatched. What it leans on, for
+whoever moves the remote to a newer Python:
+  * the remote bootstrap (chopsticks/bubble.py) does ``import imp`` and
+    ``from imp import is_builtin``; ``imp`` was removed in 3.12, so a 3.12+
+    remote dies on start.
+  * its remote import hook is a sys.path_hooks finder with only the legacy
+    find_module()/load_module() API; 3.11's PathFinder still falls back to
+    find_module() (with a silenced ImportWarning), 3.12 does not.
+  * locally, Thread.setDaemon() is deprecated (warning only) and
+    serialise_main.trace_globals() misreads 3.11 LOAD_GLOBAL opargs (only
+    used for functions defined in __main__, which this benchmark avoids by
+    calling a function from the importable module w1_target).
+A 3.12+ remote would need a patched bubble (e.g. replace ``imp.new_module``
+with ``types.ModuleType`` and ``imp.is_builtin`` with a check against
+``sys.builtin_module_names``, and give Loader find_spec()) sent in place of
+``chopsticks.tunnel.bubble`` -- not done because it is not needed here.
+"""
+import os
+import platform
+
+from _w1common import (REMOTE_PYTHON, dist_version, emit, measure, note,
+                       parse_args, setup_path)
+
+
+def main():
+    args = parse_args(__doc__.splitlines()[0])
+    setup_path()
+    import chopsticks
+    if getattr(chopsticks, '__version__', None) != '1.0':
+        raise SystemExit(
+            'imported the wrong chopsticks (%s from %s); run with the peers '
+            'venv python from bench/peers' % (
+                getattr(chopsticks, '__version__', '?'),
+                os.path.dirname(chopsticks.__file__)))
+    import chopsticks.tunnel
+    import w1_target
+
+    tunnel_cls = chopsticks.tunnel.Local
+    tunnel_cls.python3 = REMOTE_PYTHON  # already the default; made explicit
+    tun = tunnel_cls()
+    try:
+        remote_version = tun.call(platform.python_version)
+        note('remote w1_target from: %s' % tun.call(w1_target.origin))
+        samples = measure(lambda: tun.call(w1_target.two),
+                          args.n, args.warmup)
+    finally:
+        tun.close()
+    emit('chopsticks-1.0', samples, remote_version,
+         chopsticks.__version__ or dist_version('chopsticks'))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,60 @@
+"""W1 for execnet over a popen gateway (popen//python=/usr/bin/python3).
+
+Two measurements, one JSON line each:
+
+* execnet-remote_exec: each call is a fresh gw.remote_exec() of a source
+  string (w1_target's source plus ``channel.send(two())``) and a
+  channel.receive() of its result -- execnet's idiomatic "run this remotely".
+* execnet-channel: one long-lived remote_exec loop echoing channel messages;
+  each call is ch.send(2) + ch.receive(), i.e. the raw channel round trip.
+
+Run with the peers venv python.
+"""
+import inspect
+
+from _w1common import (REMOTE_PYTHON, dist_version, emit, measure,
+                       parse_args, setup_path)
+
+ECHO = '''
+for item in channel:
+    channel.send(item)
+'''
+
+
+def main():
+    args = parse_args(__doc__.splitlines()[0])
+    setup_path()
+    import execnet
+    import w1_target
+
+    version = dist_version('execnet')
+    call_src = inspect.getsource(w1_target) + '\nchannel.send(two())\n'
+
+    gw = execnet.makegateway('popen//python=%s' % REMOTE_PYTHON)
+    try:
+        remote_version = gw.remote_exec(
+            'import platform; channel.send(platform.python_version())'
+        ).receive()
+
+        def remote_exec_call():
+            return gw.remote_exec(call_src).receive()
+
+        samples_exec = measure(remote_exec_call, args.n, args.warmup)
+        emit('execnet-remote_exec', samples_exec, remote_version, version)
+
+        ch = gw.remote_exec(ECHO)
+
+        def channel_call():
+            ch.send(2)
+            return ch.receive()
+
+        samples_chan = measure(channel_call, args.n, args.warmup)
+        emit('execnet-channel', samples_chan, remote_version, version)
+        ch.close()
+        ch.waitclose(10)
+    finally:
+        gw.exit()
+
+
+if __name__ == '__main__':
+    main()

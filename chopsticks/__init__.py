@@ -1,0 +1,38 @@
+"""chopsticks: run Python functions on many machines at once, with nothing installed on them.
+
+This package is also shipped to every remote agent, so importing it does nothing: the
+public names below load their modules on first use (PEP 562), and the remote, which has no
+gevent, never touches them.
+"""
+
+import importlib
+
+__version__ = "2.0.0.dev0"
+
+_EXPORTS = {
+    "CallTimeout": "chopsticks.errors",
+    "ChopsticksError": "chopsticks.errors",
+    "ConnectError": "chopsticks.errors",
+    "Local": "chopsticks.tunnel",
+    "ProtocolViolation": "chopsticks.errors",
+    "PythonNotFound": "chopsticks.errors",
+    "RemoteException": "chopsticks.errors",
+    "ResultTooLarge": "chopsticks.errors",
+    "SerializationError": "chopsticks.errors",
+    "TunnelClosed": "chopsticks.errors",
+    "TunnelError": "chopsticks.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError("module 'chopsticks' has no attribute %r" % (name,)) from None
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,152 @@
+"""Remote import on demand: a meta-path finder and loader fed by the controller.
+
+Remote-safe. The bootstrap bundle executes this file's source directly (no import system
+is ready yet), then calls ``boot``. Modules the bundle carries (the agent itself, and
+msgpack's pure-Python codec) sit in the importer's cache from the start; any other module
+the remote cannot find itself is requested from the controller by dotted name, with
+related modules sent along in the same reply so that a package costs few round trips.
+
+Two finders share one importer: one at the front of ``sys.meta_path`` claims only
+``chopsticks`` (the controller's version must win over any installed copy), one at the end
+serves everything the remote's own finders did not find. Standard library names are never
+requested. Shipped source goes into ``linecache`` so remote tracebacks show its lines.
+"""
+
+import io
+import linecache
+import os
+import sys
+import threading
+from importlib.machinery import ModuleSpec
+
+
+class _FrontFinder(object):
+    def __init__(self, importer):
+        self.importer = importer
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.partition(".")[0] in self.importer.front:
+            return self.importer.find_spec(fullname, path, target)
+        return None
+
+
+class Importer(object):
+    """Finder and loader for modules that live on the controller."""
+
+    def __init__(self, sources, stdlib_names):
+        # name -> (is_pkg, filename, source)
+        self.cache = dict((name, tuple(entry)) for name, entry in sources.items())
+        self.missing = set()
+        self.front = set(["chopsticks"])
+        self.stdlib = frozenset(getattr(sys, "stdlib_module_names", None) or stdlib_names)
+        self.lock = threading.Lock()
+        self.request = None  # set by the agent: name -> list of [name, is_pkg, filename, source]
+        self.request_data = None  # set by the agent: (package, resource) -> bytes
+
+    def install(self):
+        sys.meta_path.insert(0, _FrontFinder(self))
+        sys.meta_path.append(self)
+
+    def add(self, entries):
+        with self.lock:
+            for name, is_pkg, filename, source in entries:
+                self.cache[name] = (is_pkg, filename, source)
+
+    def find_spec(self, fullname, path=None, target=None):
+        entry = self.cache.get(fullname)
+        if entry is None:
+            if (fullname in self.missing or self.request is None
+                    or fullname.partition(".")[0] in self.stdlib):
+                return None
+            self.add(self.request(fullname))
+            entry = self.cache.get(fullname)
+            if entry is None:
+                self.missing.add(fullname)
+                return None
+        is_pkg, filename, source = entry
+        spec = ModuleSpec(fullname, self, origin=filename, is_package=is_pkg)
+        if is_pkg:
+            spec.submodule_search_locations = []
+        spec.has_location = source is not None
+        return spec
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        is_pkg, filename, source = self.cache[module.__name__]
+        if source is None:  # a namespace package
+            return
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        exec(compile(source, filename, "exec", dont_inherit=True), module.__dict__)
+
+    # -- package data: pkgutil.get_data and importlib.resources -------------------------
+
+    def get_data(self, path):
+        """Read a data file next to a shipped module, from the controller."""
+        for name, (is_pkg, filename, source) in list(self.cache.items()):
+            if not is_pkg or not filename:
+                continue
+            base = os.path.dirname(filename) + "/"
+            if path.startswith(base):
+                return self.request_data(name, path[len(base):])
+        raise OSError("no shipped package contains %r" % (path,))
+
+    def get_resource_reader(self, fullname):
+        entry = self.cache.get(fullname)
+        if entry is None or not entry[0] or not entry[1]:
+            return None
+        return _ResourceReader(self, fullname)
+
+    def is_package(self, fullname):
+        return self.cache[fullname][0]
+
+    def get_source(self, fullname):
+        return self.cache[fullname][2]
+
+
+class _ResourceReader(object):
+    def __init__(self, importer, package):
+        self.importer = importer
+        self.package = package
+
+    def open_resource(self, resource):
+        return io.BytesIO(self.importer.request_data(self.package, resource))
+
+    def resource_path(self, resource):
+        raise FileNotFoundError(resource)
+
+    def is_resource(self, name):
+        try:
+            self.importer.request_data(self.package, name)
+        except OSError:
+            return False
+        return True
+
+    def contents(self):
+        return iter(())
+
+
+def _load_msgpack(importer):
+    """Use the remote's own msgpack if it is recent enough, else the shipped fallback."""
+    import msgpack  # the remote's own, or else the bundle's copy through the tail finder
+    if msgpack.version >= (1, 0):
+        return
+    for name in list(sys.modules):
+        if name == "msgpack" or name.startswith("msgpack."):
+            del sys.modules[name]
+    importer.front.add("msgpack")
+    import msgpack  # noqa: F811  (now the bundle's copy)
+
+
+def boot(sources, config):
+    """Entry point of the bundle: install the importer, then run the agent until EOF."""
+    if sys.path and sys.path[0] in ("", "."):
+        # ``python3 -c`` puts the login directory first; modules must come from the
+        # remote's installed packages or from the controller, never from wherever we landed.
+        del sys.path[0]
+    importer = Importer(sources, config["stdlib"])
+    importer.install()
+    _load_msgpack(importer)
+    from chopsticks.agent import main
+    main.run(importer, config)

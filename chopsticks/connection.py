@@ -1,0 +1,311 @@
+"""One live agent: the one place where protocol frames meet I/O. Controller-side.
+
+A ``Connection`` owns a transport pipe and two greenlets: the reader (stdout: frames) and
+the stderr reader (lines shown as remote output). Writers share one lock. Requests wait in
+a pending table keyed by request id; the reader resolves them. When the pipe ends, for any
+reason, the reader fails every pending call at once with ``TunnelClosed`` and releases the
+pipe, in order: greenlets stop, then the process is reaped, then the fds close.
+"""
+
+import collections
+import itertools
+import time
+from typing import Any, Callable, Deque, Dict, Optional, Set
+
+import gevent
+import gevent.event
+import gevent.lock
+import msgpack
+
+from chopsticks import codec, logs, protocol
+from chopsticks.bootstrap import EXIT_OLD_PYTHON
+from chopsticks.errors import (
+    CallTimeout, ConnectError, ProtocolViolation, PythonNotFound, RemoteException, ResultTooLarge,
+    SerializationError, TunnelClosed,
+)
+from chopsticks.modules import ModuleServer
+
+# Remote stderr lines kept for error messages about a tunnel that failed.
+STDERR_TAIL = 20
+# Longest remote output line shown as one line; longer lines are split.
+MAX_LINE = 64 << 10
+# Exit statuses of a shell that could not run the interpreter.
+NOT_FOUND_STATUSES = (126, 127)
+
+
+class CallFuture:
+    """The eventual result of one call: ``result(timeout)``, ``done()``, ``add_done_callback``."""
+
+    __slots__ = ("_async", "host")
+
+    def __init__(self, host: str):
+        self.host = host
+        self._async = gevent.event.AsyncResult()
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        """The call's value; raises its error, or CallTimeout after ``timeout`` seconds."""
+        try:
+            return self._async.get(timeout=timeout)
+        except gevent.Timeout:
+            raise CallTimeout("[%s] call did not finish within %ss" % (self.host, timeout)) from None
+
+    def done(self) -> bool:
+        return self._async.ready()
+
+    def exception(self) -> Optional[BaseException]:
+        return self._async.exception if self._async.ready() else None
+
+    def add_done_callback(self, fn: Callable[["CallFuture"], None]) -> None:
+        self._async.rawlink(lambda _: fn(self))
+
+    @property
+    def value(self) -> Any:
+        """The value once done (waiting for it if needed); the original chopsticks' name."""
+        return self.result()
+
+
+class Connection:
+    """A started agent: send calls, get results, serve its imports."""
+
+    def __init__(self, name: str, pipe, modules: ModuleServer, max_result: int,
+                 on_output: Callable[[str, str], None] = logs.remote_output):
+        self.name = name
+        self.pipe = pipe
+        self.modules = modules
+        self.max_result = max_result
+        self.on_output = on_output
+        self.hello: Optional[Dict[str, Any]] = None
+        self.error: Optional[BaseException] = None  # why the connection ended
+        self._closing = False
+        self._pending: Dict[int, CallFuture] = {}
+        self._ids = itertools.count(1)
+        self._write_lock = gevent.lock.Semaphore()
+        self._hello = gevent.event.AsyncResult()
+        self._sent_modules: Set[str] = set()
+        self._stderr_tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL)
+        self._decoder = protocol.Decoder(max_message=max_result + (1 << 20), sync=True)
+        self._stderr_reader = gevent.spawn(self._read_stderr)
+        self._reader = gevent.spawn(self._read_frames)
+
+    @property
+    def closed(self) -> bool:
+        return self.error is not None
+
+    # -- starting --------------------------------------------------------------------
+
+    def handshake(self, stdin_bytes: bytes, timeout: float) -> Dict[str, Any]:
+        """Feed the bundle and wait for the agent's HELLO; ConnectError if it never comes."""
+        started = time.monotonic()
+        try:
+            self._write(stdin_bytes)
+        except OSError:
+            pass  # the reader sees the pipe end and explains why
+        try:
+            hello = self._hello.get(timeout=timeout)
+        except gevent.Timeout:
+            self.close()
+            raise ConnectError("[%s] the agent did not start within %ss%s"
+                               % (self.name, timeout, self._stderr_note())) from None
+        logs.event("tunnel_connected", host=self.name, python=".".join(map(str, hello["python"])),
+                   elapsed_ms=round((time.monotonic() - started) * 1000, 1))
+        return hello
+
+    # -- calls -----------------------------------------------------------------------
+
+    def submit(self, payload: bytes) -> CallFuture:
+        """Send one pickled call; return its future."""
+        if self.error is not None:
+            raise self.error
+        req_id = next(self._ids)
+        future = CallFuture(self.name)
+        self._pending[req_id] = future
+        try:
+            self._write_frame(protocol.CALL, req_id, payload)
+        except OSError:
+            pass  # the reader fails the future with the reason the pipe ended
+        return future
+
+    def forget(self, future: CallFuture) -> None:
+        """Stop tracking a call whose caller gave up (timeout); a late result is dropped."""
+        for req_id, pending in list(self._pending.items()):
+            if pending is future:
+                del self._pending[req_id]
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _write(self, data) -> None:
+        with self._write_lock:
+            self.pipe.write(data)
+
+    def _write_frame(self, kind: int, req_id: int, payload=b"") -> None:
+        buffers = protocol.encode(kind, req_id, payload)
+        with self._write_lock:
+            for buf in buffers:
+                self.pipe.write(buf)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _read_frames(self) -> None:
+        error: BaseException = TunnelClosed("[%s] the agent's output ended" % self.name)
+        try:
+            while True:
+                data = self.pipe.read(262144)
+                if not data:
+                    error = self._ended_error()
+                    break
+                for frame in self._decoder.feed(data):
+                    handler = self.HANDLERS.get(frame.kind)
+                    if handler is None:
+                        raise protocol.ProtocolError("unexpected frame kind %d" % frame.kind)
+                    handler(self, frame)
+        except protocol.ProtocolError as exc:
+            error = ProtocolViolation("[%s] the remote broke the protocol (%s); tunnel closed" % (self.name, exc))
+            logs.warning("protocol_violation", host=self.name, reason=str(exc))
+        except OSError as exc:
+            error = TunnelClosed("[%s] the agent's pipe failed: %s" % (self.name, exc))
+        except gevent.GreenletExit:
+            error = TunnelClosed("[%s] tunnel closed" % self.name)
+        finally:
+            self._finish(error)
+
+    def _ended_error(self) -> BaseException:
+        if self._closing:
+            return TunnelClosed("[%s] tunnel closed" % self.name)
+        status = self.pipe.exit_status(2.0)
+        self._stderr_reader.join(1.0)
+        if self.hello is None:
+            if status == EXIT_OLD_PYTHON or status in NOT_FOUND_STATUSES:
+                return PythonNotFound("[%s] no usable Python on the remote (exit status %s)%s"
+                                      % (self.name, status, self._stderr_note()))
+            return ConnectError("[%s] the agent exited before it started (exit status %s)%s"
+                                % (self.name, status, self._stderr_note()))
+        how = "was killed by signal %d" % -status if status is not None and status < 0 else \
+            "exited with status %s" % status
+        return TunnelClosed("[%s] the agent %s%s" % (self.name, how, self._stderr_note()))
+
+    def _stderr_note(self) -> str:
+        if not self._stderr_tail:
+            return ""
+        return "; its last stderr lines:\n  " + "\n  ".join(self._stderr_tail)
+
+    def _finish(self, error: BaseException) -> None:
+        self.error = error
+        if not self._hello.ready():
+            self._hello.set_exception(error)
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            future._async.set_exception(error)
+        self.pipe.close_stdin()
+        self._stderr_reader.join(2.0)
+        self._stderr_reader.kill()
+        self.pipe.close()
+        logs.event("tunnel_closed", host=self.name, reason=str(error))
+
+    def _read_stderr(self) -> None:
+        partial = b""
+        while True:
+            try:
+                data = self.pipe.read_stderr(65536)
+            except OSError:
+                data = b""
+            if not data:
+                if partial:
+                    self._output_line(partial)
+                return
+            lines = (partial + data).split(b"\n")
+            partial = lines.pop()
+            while len(partial) > MAX_LINE:
+                lines.append(partial[:MAX_LINE])
+                partial = partial[MAX_LINE:]
+            for line in lines:
+                self._output_line(line)
+
+    def _output_line(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace").rstrip("\r")
+        self._stderr_tail.append(line)
+        self.on_output(self.name, line)
+
+    # -- frame handlers (run in the reader greenlet) ------------------------------------
+
+    def _on_hello(self, frame: protocol.Frame) -> None:
+        if self.hello is not None:
+            raise protocol.ProtocolError("a second HELLO")
+        hello = msgpack.unpackb(frame.payload)
+        if not isinstance(hello, dict) or not isinstance(hello.get("python"), list):
+            raise protocol.ProtocolError("malformed HELLO")
+        self.hello = hello
+        if self._decoder.preamble:
+            for line in self._decoder.preamble.decode("utf-8", "replace").splitlines():
+                self._output_line(line.encode())
+        self._hello.set(hello)
+
+    def _on_result(self, frame: protocol.Frame) -> None:
+        future = self._pending.pop(frame.req_id, None)
+        if future is None:
+            return  # the caller gave up on it
+        try:
+            value = codec.decode(frame.payload)
+        except Exception as exc:
+            future._async.set_exception(SerializationError(
+                "[%s] the result could not be decoded: %s" % (self.name, exc)))
+            return
+        future._async.set(value)
+
+    def _on_error(self, frame: protocol.Frame) -> None:
+        future = self._pending.pop(frame.req_id, None)
+        if future is None:
+            return
+        try:
+            info = codec.decode(frame.payload)
+            remote_type, message, tb = info["type"], info["message"], info["traceback"]
+            if not all(isinstance(x, str) for x in (remote_type, message, tb)):
+                raise TypeError("non-string fields")
+        except Exception as exc:
+            future._async.set_exception(SerializationError(
+                "[%s] the remote error could not be decoded: %s" % (self.name, exc)))
+            return
+        if remote_type == "chopsticks.ResultTooLarge":
+            future._async.set_exception(ResultTooLarge("[%s] %s" % (self.name, message)))
+        else:
+            future._async.set_exception(RemoteException(self.name, remote_type, message, tb))
+
+    def _on_import(self, frame: protocol.Frame) -> None:
+        try:
+            name = msgpack.unpackb(frame.payload)
+        except Exception as exc:
+            raise protocol.ProtocolError("undecodable import request: %s" % exc)
+        reply = self.modules.serve(name, self._sent_modules)
+        logs.event("module_served", host=self.name, module=name, sent=len(reply))
+        self._write_frame(protocol.MODULES, frame.req_id, msgpack.packb(reply))
+
+    def _on_get_data(self, frame: protocol.Frame) -> None:
+        try:
+            package, resource = msgpack.unpackb(frame.payload)
+            answer = [True, self.modules.get_data(package, resource)]
+        except OSError as exc:
+            answer = [False, str(exc)]
+        except Exception as exc:
+            answer = [False, "invalid package data request: %s" % exc]
+        self._write_frame(protocol.DATA, frame.req_id, msgpack.packb(answer))
+
+    HANDLERS = {
+        protocol.HELLO: _on_hello,
+        protocol.RESULT: _on_result,
+        protocol.ERROR: _on_error,
+        protocol.IMPORT: _on_import,
+        protocol.GET_DATA: _on_get_data,
+    }
+
+    # -- closing ---------------------------------------------------------------------
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the agent's stdin (it exits), wait for the reader to finish, kill if late."""
+        if self._reader.dead:
+            return
+        self._closing = True
+        try:
+            self.pipe.close_stdin()
+        except OSError:
+            pass
+        self._reader.join(timeout)
+        self._reader.kill()

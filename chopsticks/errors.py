@@ -1,0 +1,78 @@
+"""Every exception chopsticks raises, in one tree. Controller-side.
+
+Each class also subclasses the builtin it means, so ``except TimeoutError`` or
+``except ConnectionError`` works without importing anything from here::
+
+    ChopsticksError(Exception)
+    ├── RemoteException                 the remote function raised; carries type, message, traceback
+    ├── SerializationError(TypeError)   an argument cannot be pickled, or a result cannot be decoded
+    ├── ResultTooLarge(ValueError)      a result exceeds the tunnel's ``max_result`` bytes
+    ├── CallTimeout(TimeoutError)       ``call(..., timeout=)`` expired; the tunnel stays usable
+    ├── TunnelError(ConnectionError)    the tunnel could not be used
+    │   ├── ConnectError                starting the remote agent failed (includes ``connect_timeout``)
+    │   │   └── PythonNotFound          the remote has no usable ``python3`` (missing, or older than 3.8)
+    │   ├── TunnelClosed                the agent went away: it exited, was killed, or the pipe broke
+    │   └── ProtocolViolation           the remote sent bytes that break the protocol; tunnel closed
+"""
+
+
+class ChopsticksError(Exception):
+    """Base class of every error chopsticks raises."""
+
+
+class RemoteException(ChopsticksError):
+    """The remote function raised an exception.
+
+    ``remote_type`` is its qualified type name (``'builtins.ValueError'``), ``remote_message``
+    its ``str()``, ``remote_traceback`` the formatted remote traceback, source lines included.
+    """
+
+    def __init__(self, host, remote_type, remote_message, remote_traceback):
+        self.host = host
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+        super().__init__(host, remote_type, remote_message)
+
+    @property
+    def type_name(self):
+        """The remote exception's class name without its module (``'ValueError'``)."""
+        return self.remote_type.rpartition(".")[2]
+
+    def __str__(self):
+        text = "[%s] %s: %s" % (self.host, self.type_name, self.remote_message)
+        if self.remote_traceback:
+            text += "\n\nRemote traceback:\n" + self.remote_traceback.rstrip("\n")
+        return text
+
+
+class SerializationError(ChopsticksError, TypeError):
+    """A call's arguments cannot be pickled, or a result cannot be decoded."""
+
+
+class ResultTooLarge(ChopsticksError, ValueError):
+    """A result is larger than the tunnel accepts (``max_result``)."""
+
+
+class CallTimeout(ChopsticksError, TimeoutError):
+    """A call did not finish within its ``timeout``; the remote call may still be running."""
+
+
+class TunnelError(ChopsticksError, ConnectionError):
+    """The tunnel could not be used."""
+
+
+class ConnectError(TunnelError):
+    """The remote agent could not be started."""
+
+
+class PythonNotFound(ConnectError):
+    """The remote has no usable Python: missing, or older than the agent needs."""
+
+
+class TunnelClosed(TunnelError):
+    """The agent went away (exited, was killed, or its pipe broke) or the tunnel was closed."""
+
+
+class ProtocolViolation(TunnelError):
+    """The remote sent bytes that break the protocol. The tunnel is closed, nothing is run."""

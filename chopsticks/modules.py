@@ -1,0 +1,158 @@
+"""The controller's import service: module source by dotted name, package data by path. Controller-side.
+
+Everything a remote asks for is treated as hostile input. A module is found by walking the
+controller's ``sys.path`` with ``importlib.machinery.PathFinder`` (or taken from an already
+imported module's spec): nothing is imported or executed on the controller to answer a
+request, only ``.py`` files are read, and standard library modules are never served. Package
+data is served only from inside the package's own directory: no ``..``, no absolute paths,
+no symlinks that lead out.
+
+To save round trips, a reply carries, after the module asked for, the modules of the same
+top-level package that it imports (found by parsing its source), transitively, up to
+``RELATED_LIMIT`` of them. Each tunnel remembers what it already sent.
+"""
+
+import ast
+import os
+import sys
+from importlib.machinery import PathFinder
+from typing import Dict, List, Optional, Set, Tuple
+
+from chopsticks.bootstrap import stdlib_names
+
+RELATED_LIMIT = 64
+# Package data files larger than this are refused; put/fetch is the way to move big files.
+MAX_DATA = 64 << 20
+
+ModuleEntry = Tuple[str, bool, Optional[str], Optional[str]]  # name, is_pkg, filename, source
+
+
+def _valid_name(name: object) -> bool:
+    return isinstance(name, str) and 0 < len(name) < 512 and all(p.isidentifier() for p in name.split("."))
+
+
+class ModuleServer:
+    """Finds module sources and package data for agents. One can serve many tunnels."""
+
+    def __init__(self) -> None:
+        self._stdlib = frozenset(stdlib_names())
+        self._found: Dict[str, Optional[Tuple[bool, Optional[str], Optional[str], Tuple[str, ...]]]] = {}
+
+    # -- modules ---------------------------------------------------------------------
+
+    def _spec_location(self, name: str) -> Optional[Tuple[bool, Optional[str], Optional[List[str]]]]:
+        """(is_pkg, origin, search locations) for ``name``, without importing anything."""
+        module = sys.modules.get(name)
+        spec = getattr(module, "__spec__", None) if module is not None else None
+        if spec is None:
+            parent, _, _ = name.rpartition(".")
+            if parent:
+                parent_loc = self._spec_location(parent)
+                if parent_loc is None or parent_loc[2] is None:
+                    return None
+                path = parent_loc[2]
+            else:
+                path = None
+            spec = PathFinder.find_spec(name, path)
+            if spec is None:
+                return None
+        locations = spec.submodule_search_locations
+        return locations is not None, spec.origin, list(locations) if locations is not None else None
+
+    def _lookup(self, name: str):
+        if name in self._found:
+            return self._found[name]
+        result = None
+        loc = self._spec_location(name)
+        if loc is not None:
+            is_pkg, origin, _ = loc
+            if origin and origin.endswith(".py") and os.path.isfile(origin):
+                with open(origin, "rb") as f:
+                    source = f.read().decode("utf-8")
+                result = (is_pkg, origin, source, _imports_of(name, is_pkg, source))
+            elif is_pkg and origin in (None, "namespace"):
+                result = (True, None, None, ())
+        self._found[name] = result
+        return result
+
+    def serve(self, name: object, sent: Set[str]) -> List[ModuleEntry]:
+        """The reply to an import request: ``name`` first (if servable), then related modules."""
+        if not _valid_name(name) or name.partition(".")[0] in self._stdlib:  # type: ignore[union-attr]
+            return []
+        assert isinstance(name, str)
+        found = self._lookup(name)
+        if found is None:
+            return []
+        reply: List[ModuleEntry] = [(name, found[0], found[1], found[2])]
+        sent.add(name)
+        top = name.partition(".")[0]
+        queue = list(found[3])
+        while queue and len(reply) < RELATED_LIMIT:
+            other = queue.pop(0)
+            if other in sent or other.partition(".")[0] != top:
+                continue
+            sent.add(other)
+            related = self._lookup(other)
+            if related is not None:
+                reply.append((other, related[0], related[1], related[2]))
+                queue.extend(related[3])
+        return reply
+
+    # -- package data ----------------------------------------------------------------
+
+    def get_data(self, package: object, resource: object) -> bytes:
+        """Bytes of ``resource`` inside ``package``'s directory; OSError for anything else."""
+        if not _valid_name(package) or not isinstance(resource, str):
+            raise PermissionError("invalid package data request")
+        assert isinstance(package, str)
+        found = self._lookup(package)
+        if found is None or not found[0] or not found[1]:
+            raise FileNotFoundError("no package %s on the controller" % package)
+        parts = resource.split("/")
+        if (not resource or resource.startswith("/") or "\\" in resource or "\0" in resource
+                or any(p in ("", ".", "..") for p in parts)):
+            raise PermissionError("refused package data path %r" % resource)
+        root = os.path.realpath(os.path.dirname(found[1]))
+        path = os.path.realpath(os.path.join(root, *parts))
+        if os.path.commonpath([root, path]) != root:
+            raise PermissionError("package data path %r leads outside %s" % (resource, package))
+        if not os.path.isfile(path):
+            raise FileNotFoundError("no data file %r in package %s" % (resource, package))
+        if os.path.getsize(path) > MAX_DATA:
+            raise PermissionError("data file %r is over %d bytes" % (resource, MAX_DATA))
+        with open(path, "rb") as f:
+            return f.read(MAX_DATA + 1)[:MAX_DATA]
+
+
+def _imports_of(name: str, is_pkg: bool, source: str) -> Tuple[str, ...]:
+    """Absolute names of the modules ``source`` imports (and of submodules it may mean)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return ()
+    package = name if is_pkg else name.rpartition(".")[0]
+    names: List[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".")
+                if node.level > 1:
+                    base_parts = base_parts[: -(node.level - 1)]
+                base = ".".join(base_parts)
+                module = base + "." + node.module if node.module else base
+            else:
+                module = node.module or ""
+            if module:
+                names.append(module)
+                names.extend(module + "." + alias.name for alias in node.names if alias.name != "*")
+    # parents first, so the remote can import in order
+    ordered: List[str] = []
+    for full in names:
+        parts = full.split(".")
+        for i in range(1, len(parts) + 1):
+            candidate = ".".join(parts[:i])
+            if candidate not in ordered:
+                ordered.append(candidate)
+    return tuple(ordered)

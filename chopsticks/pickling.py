@@ -1,0 +1,155 @@
+"""Pickling calls for the agent, including functions defined in ``__main__``. Controller-side.
+
+Calls go down as pickles: the remote trusts its controller (results come back in msgpack,
+see ``codec``). Functions from importable modules pickle by reference, as usual; modules
+pickle as their name. A function or lambda whose ``__module__`` is ``__main__`` (a script,
+an IPython or Jupyter session) cannot be found by name on the remote, so it is sent by
+source: the segment that defines it, read with ``linecache`` (no source, as in the plain
+``python`` REPL, is a clear error), plus the globals it uses, its closure and its defaults,
+each pickled the same way. ``chopsticks.agent.mainfn`` rebuilds it on the remote.
+"""
+
+import ast
+import functools
+import importlib
+import io
+import linecache
+import pickle
+import types
+from typing import Any, Dict, Iterator, List, Tuple
+
+from chopsticks.errors import SerializationError
+
+PROTOCOL = 4  # every remote from Python 3.8 reads it
+
+
+class _Namespace:
+    """Stands for the remote globals shared by the ``__main__`` functions of one call."""
+
+
+def _rebuild(name: str):
+    module = importlib.import_module("chopsticks.agent.mainfn")
+    return getattr(module, name)
+
+
+def _code_names(code: types.CodeType) -> Iterator[str]:
+    yield from code.co_names
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_names(const)
+
+
+@functools.lru_cache(maxsize=512)
+def _main_source(filename: str, firstline: int, name: str, is_lambda: bool, argnames: Tuple[str, ...]):
+    """(segment, first line) of the def or lambda that starts at ``firstline`` in ``filename``."""
+    text = "".join(linecache.getlines(filename))
+    if not text:
+        raise SerializationError(
+            "cannot send %s defined in __main__: its source is not available (the plain Python REPL "
+            "keeps none); define it in a module, a script, or an IPython/Jupyter session" % name)
+    tree = ast.parse(text)
+    candidates = []
+    for node in ast.walk(tree):
+        if is_lambda and isinstance(node, ast.Lambda) and node.lineno == firstline:
+            if tuple(a.arg for a in node.args.posonlyargs + node.args.args) == argnames:
+                candidates.append(node)
+        elif (not is_lambda and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+              and node.name == name):
+            start = min([d.lineno for d in node.decorator_list] + [node.lineno])
+            if start == firstline:
+                candidates.append(node)
+    if len(candidates) != 1:
+        raise SerializationError(
+            "cannot send %s defined in __main__: %s on line %d of %s" % (
+                name, "cannot tell which lambda is meant" if candidates else "its source was not found",
+                firstline, filename))
+    node = candidates[0]
+    segment = ast.get_source_segment(text, node, padded=True)
+    return segment, node.lineno
+
+
+class CallPickler(pickle.Pickler):
+    """A pickler that sends ``__main__`` functions by source and modules by name."""
+
+    def __init__(self, file: io.BytesIO):
+        super().__init__(file, protocol=PROTOCOL)
+        self._namespace = _Namespace()
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, types.FunctionType) and obj.__module__ == "__main__":
+            return self._reduce_main_function(obj)
+        if isinstance(obj, types.ModuleType):
+            return importlib.import_module, (obj.__name__,)
+        if obj is self._namespace:
+            return _rebuild("new_namespace"), ()
+        if isinstance(obj, type) and obj.__module__ == "__main__":
+            raise SerializationError(
+                "cannot send class %s defined in __main__: the remote cannot import it; "
+                "move it into a module" % obj.__qualname__)
+        return NotImplemented
+
+    def _reduce_main_function(self, fn: types.FunctionType):
+        code = fn.__code__
+        is_lambda = fn.__name__ == "<lambda>"
+        segment, firstline = _main_source(
+            code.co_filename, code.co_firstlineno, fn.__name__, is_lambda,
+            code.co_varnames[:code.co_posonlyargcount + code.co_argcount])
+        top_level = fn.__qualname__ == fn.__name__
+        fn_globals = fn.__globals__
+        used = {name: fn_globals[name] for name in sorted(set(_code_names(code)))
+                if name in fn_globals and fn_globals[name] is not fn}
+        if top_level:
+            used[fn.__name__] = fn
+        closure = {var: cell.cell_contents
+                   for var, cell in zip(code.co_freevars, fn.__closure__ or ())
+                   if _cell_is_set(cell)}
+        state = {
+            "globals": used,
+            "closure": closure,
+            "defaults": fn.__defaults__,
+            "kwdefaults": fn.__kwdefaults__,
+            "qualname": fn.__qualname__,
+            "doc": fn.__doc__,
+        }
+        args = (self._namespace, code.co_filename, firstline, segment, fn.__name__, is_lambda,
+                list(code.co_freevars), top_level)
+        return _rebuild("rebuild"), args, state, None, None, _rebuild("set_state")
+
+
+def _cell_is_set(cell: Any) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
+def _dumps(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    CallPickler(buf).dump(obj)
+    return buf.getvalue()
+
+
+def dumps_call(fn: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bytes:
+    """Pickle a call; SerializationError names the part that cannot be sent."""
+    if not callable(fn):
+        raise SerializationError("cannot call %r: it is not callable" % (fn,))
+    try:
+        return _dumps((fn, args, kwargs))
+    except SerializationError:
+        raise
+    except Exception as exc:
+        culprit = _find_culprit(fn, args, kwargs)
+        raise SerializationError("cannot send %s: %s" % (culprit, exc)) from exc
+
+
+def _find_culprit(fn: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> str:
+    parts: List[Tuple[str, Any]] = [("the function %r" % (fn,), fn)]
+    parts += [("argument %d (%s)" % (i + 1, type(a).__name__), a) for i, a in enumerate(args)]
+    parts += [("keyword argument %r (%s)" % (k, type(v).__name__), v) for k, v in kwargs.items()]
+    for label, value in parts:
+        try:
+            _dumps(value)
+        except Exception:
+            return label
+    return "the call"

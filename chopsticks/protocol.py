@@ -1,0 +1,184 @@
+"""Wire frames: the sans-IO protocol layer shared by the controller and the remote agent.
+
+Remote-safe: standard library plus msgpack only, Python 3.8 syntax. Nothing here reads or
+writes a file descriptor; bytes go in through ``Decoder.feed`` and out of ``encode``.
+
+A frame on the wire::
+
+    +----------------+----------------+----------------------+------------------+
+    | header length  | payload length | header (msgpack)     | payload (raw)    |
+    | u16 big-endian | u32 big-endian | [kind, req_id(, 1)]  | bytes, untouched |
+    +----------------+----------------+----------------------+------------------+
+
+The payload is never re-encoded into the header, so large payloads are written as they are
+(a ``memoryview`` slice) and read without copying them into a msgpack structure. A message
+whose payload is larger than ``CHUNK`` travels as several frames of the same kind and
+request id; every frame but the last carries a third header field ``1`` ("more follows"),
+and the decoder joins them back, up to ``max_message`` bytes.
+
+Before the agent's first frame, a remote login shell may print anything to stdout. The
+agent writes ``SYNC`` before its first frame; a decoder created with ``sync=True`` discards
+(and reports) whatever precedes it.
+"""
+
+import struct
+
+import msgpack
+
+# Message kinds. Controller -> agent:
+CALL = 1  # payload: pickle of (function, args, kwargs)
+MODULES = 2  # reply to IMPORT; payload: msgpack [[name, is_pkg, filename, source], ...]
+DATA = 3  # reply to GET_DATA; payload: msgpack [ok, bytes or error message]
+EXIT = 4  # ask the agent to exit; no payload
+# Agent -> controller:
+HELLO = 16  # first frame; payload: msgpack {"pid", "python", "version", "executable"}
+RESULT = 17  # payload: codec-encoded value
+ERROR = 18  # payload: codec-encoded dict describing the exception
+IMPORT = 19  # payload: msgpack module name
+GET_DATA = 20  # payload: msgpack [package, resource]
+
+KIND_NAMES = {
+    CALL: "CALL", MODULES: "MODULES", DATA: "DATA", EXIT: "EXIT", HELLO: "HELLO",
+    RESULT: "RESULT", ERROR: "ERROR", IMPORT: "IMPORT", GET_DATA: "GET_DATA",
+}
+
+SYNC = b"\x00\xffchopsticks-agent-ready\xff\x00"
+PREFIX = struct.Struct(">HI")
+# Messages above this size are split into several frames, so a big result or argument
+# never blocks the other traffic on a tunnel for long and no frame needs a huge buffer.
+CHUNK = 1 << 20
+# Default cap on one reassembled message. The controller lowers or raises it per tunnel.
+MAX_MESSAGE = 256 << 20
+# How much junk before SYNC a decoder tolerates (login banners, motd).
+MAX_PREAMBLE = 1 << 20
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that are not a valid frame sequence."""
+
+
+class Frame(tuple):
+    """One decoded message: ``(kind, req_id, payload)``."""
+
+    __slots__ = ()
+
+    def __new__(cls, kind, req_id, payload):
+        return tuple.__new__(cls, (kind, req_id, payload))
+
+    kind = property(lambda self: self[0])
+    req_id = property(lambda self: self[1])
+    payload = property(lambda self: self[2])
+
+
+def _header(kind, req_id, more=False):
+    # The common header, a two-element msgpack array of small ints, is built by hand:
+    # the agent often runs msgpack's pure-Python fallback, and this is its hottest path.
+    if not more and 0 <= kind < 128:
+        if 0 <= req_id < 128:
+            return bytes((0x92, kind, req_id))
+        if 0 <= req_id < 0x10000:
+            return bytes((0x92, kind, 0xCD)) + req_id.to_bytes(2, "big")
+        if 0 <= req_id < 0x100000000:
+            return bytes((0x92, kind, 0xCE)) + req_id.to_bytes(4, "big")
+    return msgpack.packb([kind, req_id, 1] if more else [kind, req_id])
+
+
+def _parse_header(header):
+    # Mirror of _header's fast path; anything else goes through msgpack.
+    if header[0] == 0x92 and header[1] < 128:
+        size = len(header)
+        if size == 3 and header[2] < 128:
+            return header[1], header[2], False
+        if size == 5 and header[2] == 0xCD or size == 7 and header[2] == 0xCE:
+            return header[1], int.from_bytes(header[3:], "big"), False
+    try:
+        fields = msgpack.unpackb(header)
+    except Exception as exc:
+        raise ProtocolError("undecodable frame header: %s" % exc)
+    if (not isinstance(fields, list) or len(fields) not in (2, 3)
+            or type(fields[0]) is not int or type(fields[1]) is not int):
+        raise ProtocolError("malformed frame header %r" % (fields,))
+    return fields[0], fields[1], len(fields) == 3
+
+
+def encode(kind, req_id, payload=b""):
+    """Return the list of buffers that carry one message, chunked if it is large.
+
+    Small messages come back as one ``bytes`` object (one write); large payloads as
+    header buffers interleaved with ``memoryview`` slices of the payload, never copied.
+    """
+    size = len(payload)
+    if size <= CHUNK:
+        header = _header(kind, req_id)
+        if size <= 65536:
+            return [PREFIX.pack(len(header), size) + header + payload]
+        return [PREFIX.pack(len(header), size) + header, payload]
+    view = memoryview(payload)
+    buffers = []
+    more = _header(kind, req_id, more=True)
+    last = _header(kind, req_id)
+    for start in range(0, size, CHUNK):
+        piece = view[start:start + CHUNK]
+        header = more if start + CHUNK < size else last
+        buffers.append(PREFIX.pack(len(header), len(piece)) + header)
+        buffers.append(piece)
+    return buffers
+
+
+class Decoder(object):
+    """Turns a byte stream into frames; raises ProtocolError on anything malformed.
+
+    ``feed(data)`` returns the complete frames the data finished. Partial frames wait in an
+    internal buffer. ``max_message`` bounds one message after reassembly, so a hostile peer
+    cannot make us buffer more than that per message in flight.
+    """
+
+    def __init__(self, max_message=MAX_MESSAGE, sync=False):
+        self.max_message = max_message
+        self._buf = bytearray()
+        self._partial = {}  # (kind, req_id) -> list of payload pieces
+        self._held = 0  # bytes held in all partial messages together
+        self._synced = not sync
+        self.preamble = b""  # junk seen before SYNC
+
+    def feed(self, data):
+        buf = self._buf
+        buf += data
+        if not self._synced:
+            at = buf.find(SYNC)
+            if at < 0:
+                if len(buf) > MAX_PREAMBLE:
+                    raise ProtocolError("no agent handshake in the first %d bytes" % MAX_PREAMBLE)
+                return []
+            self.preamble = bytes(buf[:at])
+            del buf[:at + len(SYNC)]
+            self._synced = True
+        frames = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= 6:
+            hlen, plen = PREFIX.unpack_from(buf, pos)
+            if hlen == 0 or hlen > 64 or plen > CHUNK:
+                raise ProtocolError("bad frame prefix (header %d bytes, payload %d bytes)" % (hlen, plen))
+            stop = pos + 6 + hlen + plen
+            if stop > end:
+                break
+            frames.append(self._frame(bytes(buf[pos + 6:pos + 6 + hlen]), bytes(buf[pos + 6 + hlen:stop])))
+            pos = stop
+        if pos:
+            del buf[:pos]
+        return [f for f in frames if f is not None]
+
+    def _frame(self, header, payload):
+        kind, req_id, more = _parse_header(header)
+        key = (kind, req_id)
+        if more or key in self._partial:
+            self._held += len(payload)
+            if self._held > self.max_message:
+                raise ProtocolError("messages in flight exceed the %d-byte limit" % self.max_message)
+            self._partial.setdefault(key, []).append(payload)
+            if more:
+                return None
+            payload = b"".join(self._partial.pop(key))
+            self._held -= len(payload)
+        return Frame(key[0], key[1], payload)

@@ -1,0 +1,104 @@
+"""A child process as a byte pipe, cooperative under gevent. Transport layer.
+
+Used by every tunnel that runs a local command whose stdin and stdout reach the agent
+(``Local``, and later ``Sudo`` and container tunnels). The child gets its own session, so
+a Ctrl-C at the controller's terminal does not reach it and closing can kill its whole
+process group.
+"""
+
+import os
+import signal
+import subprocess
+from typing import List, Mapping, Optional
+
+import gevent
+import gevent.subprocess
+from gevent.hub import get_hub
+
+# How long a child may take to exit after its stdin closes before it is killed.
+EXIT_GRACE = 2.0
+_READ = 1
+_WRITE = 2
+
+
+class ProcessPipe:
+    """stdin/stdout/stderr of a child process, read and written without blocking the hub."""
+
+    def __init__(self, argv: List[str], env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None):
+        self.proc = gevent.subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            bufsize=0, start_new_session=True, env=env, cwd=cwd,
+        )
+        loop = get_hub().loop
+        self._fds = {}
+        self._watchers = {}
+        for role, stream, mode in (("in", self.proc.stdin, _WRITE), ("out", self.proc.stdout, _READ),
+                                   ("err", self.proc.stderr, _READ)):
+            fd = stream.fileno()
+            os.set_blocking(fd, False)
+            self._fds[role] = fd
+            self._watchers[role] = loop.io(fd, mode)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self, role: str, size: int) -> bytes:
+        fd = self._fds[role]
+        while True:
+            try:
+                return os.read(fd, size)
+            except BlockingIOError:
+                get_hub().wait(self._watchers[role])
+
+    def read(self, size: int) -> bytes:
+        return self._read("out", size)
+
+    def read_stderr(self, size: int) -> bytes:
+        return self._read("err", size)
+
+    def write(self, data) -> None:
+        fd = self._fds["in"]
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                get_hub().wait(self._watchers["in"])
+
+    def close_stdin(self) -> None:
+        """Send end-of-file to the agent, which then exits."""
+        watcher = self._watchers.pop("in", None)
+        if watcher is not None:
+            watcher.close()
+            self.proc.stdin.close()
+
+    def exit_status(self, timeout: Optional[float] = None) -> Optional[int]:
+        """The child's exit status, waiting up to ``timeout`` seconds; None if still running."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except (subprocess.TimeoutExpired, gevent.Timeout):
+            return None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def close(self) -> None:
+        """Release everything: stdin, the child (killed if it outlives EXIT_GRACE), the fds.
+
+        The caller stops its reader greenlets first: no greenlet may wait on a closed fd.
+        """
+        self.close_stdin()
+        if self.exit_status(EXIT_GRACE) is None:
+            self.kill()
+            self.exit_status(EXIT_GRACE)
+        for role in ("out", "err"):
+            watcher = self._watchers.pop(role, None)
+            if watcher is not None:
+                watcher.close()
+        self.proc.stdout.close()
+        self.proc.stderr.close()

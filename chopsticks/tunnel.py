@@ -1,0 +1,142 @@
+"""Tunnels: one connection each to a remote agent, with ``call`` (and later put/fetch). API layer.
+
+A tunnel connects lazily on first use, can be closed and used again (it reconnects), and is
+a context manager. Subclasses only say how to start a pipe whose other end is the remote
+``python`` (``_open_pipe``); everything else is shared. Tunnels are driven by gevent: use
+them from greenlets (or plain code in the main thread), not from several OS threads.
+"""
+
+import os
+import time
+from typing import Any, Dict, Optional
+
+import gevent.lock
+
+from chopsticks import bootstrap
+from chopsticks.connection import CallFuture, Connection
+from chopsticks.errors import CallTimeout, ConnectError, PythonNotFound
+from chopsticks.modules import ModuleServer
+from chopsticks.pickling import dumps_call
+from chopsticks.transports.process import ProcessPipe
+
+DEFAULT_CONNECT_TIMEOUT = 30.0
+# The largest result a call may return, encoded; bigger results fail that call alone.
+DEFAULT_MAX_RESULT = 256 << 20
+
+
+def _system_python() -> str:
+    return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
+
+
+class BaseTunnel:
+    """What every tunnel does; subclasses implement ``_open_pipe(argv)``."""
+
+    def __init__(self, host: str, *, python: Optional[str] = None,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                 max_result: int = DEFAULT_MAX_RESULT, modules: Optional[ModuleServer] = None):
+        if not isinstance(host, str) or not host:
+            raise ValueError("a tunnel needs a non-empty name, got %r" % (host,))
+        if connect_timeout <= 0 or max_result <= 0:
+            raise ValueError("connect_timeout and max_result must be positive")
+        self.host = host
+        self.python = python or _system_python()
+        self.connect_timeout = connect_timeout
+        self.max_result = max_result
+        self.modules = modules or ModuleServer()
+        self._conn: Optional[Connection] = None
+        self._connect_lock = gevent.lock.Semaphore()
+
+    # -- what subclasses provide -----------------------------------------------------------
+
+    def _open_pipe(self, argv):
+        raise NotImplementedError
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    @property
+    def closed(self) -> bool:
+        return not self.connected
+
+    @property
+    def remote_info(self) -> Optional[Dict[str, Any]]:
+        """What the agent said of itself (pid, Python version, executable), once connected."""
+        return self._conn.hello if self.connected and self._conn else None
+
+    def connect(self) -> "BaseTunnel":
+        """Start the remote agent now (calls do it on demand). Idempotent."""
+        with self._connect_lock:
+            if self.connected:
+                return self
+            started = time.monotonic()
+            bundle = bootstrap.bundle_for(self.max_result)
+            try:
+                pipe = self._open_pipe(bootstrap.python_argv(self.python))
+            except FileNotFoundError as exc:
+                raise PythonNotFound("[%s] cannot start %s: %s" % (self.host, self.python, exc)) from exc
+            except OSError as exc:
+                raise ConnectError("[%s] cannot start the agent: %s" % (self.host, exc)) from exc
+            conn = Connection(self.host, pipe, self.modules, self.max_result)
+            remaining = max(0.001, self.connect_timeout - (time.monotonic() - started))
+            conn.handshake(bundle.stdin_bytes(), remaining)
+            self._conn = conn
+        return self
+
+    def close(self) -> None:
+        """Stop the agent and release its process and pipes. The tunnel can be used again."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> "BaseTunnel":
+        return self.connect()
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "not connected"
+        return "<%s %r python=%r %s>" % (type(self).__name__, self.host, self.python, state)
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def call_async(self, fn, /, *args, **kwargs) -> CallFuture:
+        """Start ``fn(*args, **kwargs)`` on the remote; return a future for its result.
+
+        Many calls may be in flight on one tunnel; the remote runs them concurrently.
+        """
+        payload = dumps_call(fn, args, kwargs)  # before anything is sent or started
+        self.connect()
+        assert self._conn is not None
+        return self._conn.submit(payload)
+
+    def call(self, fn, /, *args, timeout: Optional[float] = None, **kwargs) -> Any:
+        """Run ``fn(*args, **kwargs)`` on the remote and return its result.
+
+        ``timeout`` (seconds) raises ``CallTimeout`` (a ``TimeoutError``) when it expires;
+        the tunnel stays usable. A remote exception raises ``RemoteException``.
+        To pass a keyword argument named ``timeout`` to ``fn``, use ``functools.partial``.
+        """
+        future = self.call_async(fn, *args, **kwargs)
+        try:
+            return future.result(timeout)
+        except CallTimeout:
+            if self._conn is not None:
+                self._conn.forget(future)
+            raise
+
+
+class Local(BaseTunnel):
+    """A tunnel to an agent in a local subprocess of the system ``python3``.
+
+    ``Local()`` or ``Local('name', python='/usr/bin/python3.11')``.
+    """
+
+    def __init__(self, name: str = "localhost", **options):
+        super().__init__(name, **options)
+
+    def _open_pipe(self, argv):
+        return ProcessPipe(argv)
