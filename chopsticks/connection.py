@@ -1,10 +1,13 @@
 """One live agent: the one place where protocol frames meet I/O. Controller-side.
 
-A ``Connection`` owns a transport pipe and two greenlets: the reader (stdout: frames) and
-the stderr reader (lines shown as remote output). Writers share one lock. Requests wait in
-a pending table keyed by request id; the reader resolves them. When the pipe ends, for any
-reason, the reader fails every pending call at once with ``TunnelClosed`` and releases the
-pipe, in order: greenlets stop, then the process is reaped, then the fds close.
+A ``Connection`` owns a transport pipe. The agent's stdout is read by a callback that the
+transport runs in the hub whenever bytes arrive (``pipe.start_reading``): it feeds the
+decoder and resolves futures directly, which saves a greenlet switch and a loop round per
+call; frames that need to write (import and data requests) are handled in their own
+greenlet, since the hub must never block. The agent's stderr has its own greenlet (lines
+shown as remote output). Writers share one lock. When the stdout stream ends, for any
+reason, every pending call fails at once with ``TunnelClosed`` and the pipe is released,
+in order: readers stop, then the process is reaped, then the fds close.
 """
 
 import collections
@@ -20,9 +23,10 @@ import msgpack
 from chopsticks import codec, logs, protocol
 from chopsticks.bootstrap import EXIT_OLD_PYTHON
 from chopsticks.errors import (
-    CallTimeout, ConnectError, ProtocolViolation, PythonNotFound, RemoteException, ResultTooLarge,
+    ConnectError, ProtocolViolation, PythonNotFound, RemoteException, ResultTooLarge,
     SerializationError, TunnelClosed,
 )
+from chopsticks.future import CallFuture
 from chopsticks.modules import ModuleServer
 
 # Remote stderr lines kept for error messages about a tunnel that failed.
@@ -31,37 +35,6 @@ STDERR_TAIL = 20
 MAX_LINE = 64 << 10
 # Exit statuses of a shell that could not run the interpreter.
 NOT_FOUND_STATUSES = (126, 127)
-
-
-class CallFuture:
-    """The eventual result of one call: ``result(timeout)``, ``done()``, ``add_done_callback``."""
-
-    __slots__ = ("_async", "host")
-
-    def __init__(self, host: str):
-        self.host = host
-        self._async = gevent.event.AsyncResult()
-
-    def result(self, timeout: Optional[float] = None) -> Any:
-        """The call's value; raises its error, or CallTimeout after ``timeout`` seconds."""
-        try:
-            return self._async.get(timeout=timeout)
-        except gevent.Timeout:
-            raise CallTimeout("[%s] call did not finish within %ss" % (self.host, timeout)) from None
-
-    def done(self) -> bool:
-        return self._async.ready()
-
-    def exception(self) -> Optional[BaseException]:
-        return self._async.exception if self._async.ready() else None
-
-    def add_done_callback(self, fn: Callable[["CallFuture"], None]) -> None:
-        self._async.rawlink(lambda _: fn(self))
-
-    @property
-    def value(self) -> Any:
-        """The value once done (waiting for it if needed); the original chopsticks' name."""
-        return self.result()
 
 
 class Connection:
@@ -85,7 +58,9 @@ class Connection:
         self._stderr_tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL)
         self._decoder = protocol.Decoder(max_message=max_result + (1 << 20), sync=True)
         self._stderr_reader = gevent.spawn(self._read_stderr)
-        self._reader = gevent.spawn(self._read_frames)
+        self._finisher: Optional[gevent.Greenlet] = None
+        self._finished = gevent.event.Event()
+        pipe.start_reading(self._on_data)
 
     @property
     def closed(self) -> bool:
@@ -145,28 +120,23 @@ class Connection:
 
     # -- reading -------------------------------------------------------------------------
 
-    def _read_frames(self) -> None:
-        error: BaseException = TunnelClosed("[%s] the agent's output ended" % self.name)
+    def _on_data(self, data: bytes) -> None:
+        """Runs in the hub for every chunk of the agent's stdout; ``b""`` at its end."""
+        if self._finisher is not None:
+            return
+        if not data:
+            self._finisher = gevent.spawn(self._finish, None)
+            return
         try:
-            while True:
-                data = self.pipe.read(262144)
-                if not data:
-                    error = self._ended_error()
-                    break
-                for frame in self._decoder.feed(data):
-                    handler = self.HANDLERS.get(frame.kind)
-                    if handler is None:
-                        raise protocol.ProtocolError("unexpected frame kind %d" % frame.kind)
-                    handler(self, frame)
-        except protocol.ProtocolError as exc:
+            for frame in self._decoder.feed(data):
+                handler = self.HANDLERS.get(frame.kind)
+                if handler is None:
+                    raise protocol.ProtocolError("unexpected frame kind %d" % frame.kind)
+                handler(self, frame)
+        except Exception as exc:
             error = ProtocolViolation("[%s] the remote broke the protocol (%s); tunnel closed" % (self.name, exc))
             logs.warning("protocol_violation", host=self.name, reason=str(exc))
-        except OSError as exc:
-            error = TunnelClosed("[%s] the agent's pipe failed: %s" % (self.name, exc))
-        except gevent.GreenletExit:
-            error = TunnelClosed("[%s] tunnel closed" % self.name)
-        finally:
-            self._finish(error)
+            self._finisher = gevent.spawn(self._finish, error)
 
     def _ended_error(self) -> BaseException:
         if self._closing:
@@ -188,17 +158,21 @@ class Connection:
             return ""
         return "; its last stderr lines:\n  " + "\n  ".join(self._stderr_tail)
 
-    def _finish(self, error: BaseException) -> None:
+    def _finish(self, error: Optional[BaseException]) -> None:
+        self.pipe.stop_reading()
+        if error is None:
+            error = self._ended_error()
         self.error = error
         if not self._hello.ready():
             self._hello.set_exception(error)
         pending, self._pending = self._pending, {}
         for future in pending.values():
-            future._async.set_exception(error)
+            future._resolve(error=error)
         self.pipe.close_stdin()
         self._stderr_reader.join(2.0)
         self._stderr_reader.kill()
         self.pipe.close()
+        self._finished.set()
         logs.event("tunnel_closed", host=self.name, reason=str(error))
 
     def _read_stderr(self) -> None:
@@ -246,10 +220,10 @@ class Connection:
         try:
             value = codec.decode(frame.payload)
         except Exception as exc:
-            future._async.set_exception(SerializationError(
+            future._resolve(error=SerializationError(
                 "[%s] the result could not be decoded: %s" % (self.name, exc)))
             return
-        future._async.set(value)
+        future._resolve(value)
 
     def _on_error(self, frame: protocol.Frame) -> None:
         future = self._pending.pop(frame.req_id, None)
@@ -261,24 +235,30 @@ class Connection:
             if not all(isinstance(x, str) for x in (remote_type, message, tb)):
                 raise TypeError("non-string fields")
         except Exception as exc:
-            future._async.set_exception(SerializationError(
+            future._resolve(error=SerializationError(
                 "[%s] the remote error could not be decoded: %s" % (self.name, exc)))
             return
         if remote_type == "chopsticks.ResultTooLarge":
-            future._async.set_exception(ResultTooLarge("[%s] %s" % (self.name, message)))
+            future._resolve(error=ResultTooLarge("[%s] %s" % (self.name, message)))
         else:
-            future._async.set_exception(RemoteException(self.name, remote_type, message, tb))
+            future._resolve(error=RemoteException(self.name, remote_type, message, tb))
 
     def _on_import(self, frame: protocol.Frame) -> None:
+        gevent.spawn(self._serve_import, frame)
+
+    def _serve_import(self, frame: protocol.Frame) -> None:
         try:
             name = msgpack.unpackb(frame.payload)
-        except Exception as exc:
-            raise protocol.ProtocolError("undecodable import request: %s" % exc)
+        except Exception:
+            name = None  # answered as "not found"
         reply = self.modules.serve(name, self._sent_modules)
         logs.event("module_served", host=self.name, module=name, sent=len(reply))
-        self._write_frame(protocol.MODULES, frame.req_id, msgpack.packb(reply))
+        self._reply(protocol.MODULES, frame.req_id, msgpack.packb(reply))
 
     def _on_get_data(self, frame: protocol.Frame) -> None:
+        gevent.spawn(self._serve_data, frame)
+
+    def _serve_data(self, frame: protocol.Frame) -> None:
         try:
             package, resource = msgpack.unpackb(frame.payload)
             answer = [True, self.modules.get_data(package, resource)]
@@ -286,7 +266,13 @@ class Connection:
             answer = [False, str(exc)]
         except Exception as exc:
             answer = [False, "invalid package data request: %s" % exc]
-        self._write_frame(protocol.DATA, frame.req_id, msgpack.packb(answer))
+        self._reply(protocol.DATA, frame.req_id, msgpack.packb(answer))
+
+    def _reply(self, kind: int, req_id: int, payload: bytes) -> None:
+        try:
+            self._write_frame(kind, req_id, payload)
+        except OSError:
+            pass  # the agent is gone; the stdout callback reports why
 
     HANDLERS = {
         protocol.HELLO: _on_hello,
@@ -299,13 +285,11 @@ class Connection:
     # -- closing ---------------------------------------------------------------------
 
     def close(self, timeout: float = 5.0) -> None:
-        """Close the agent's stdin (it exits), wait for the reader to finish, kill if late."""
-        if self._reader.dead:
-            return
-        self._closing = True
-        try:
+        """Close the agent's stdin (it exits), wait for the stream to end, then release all."""
+        if self._finisher is None:
+            self._closing = True
             self.pipe.close_stdin()
-        except OSError:
-            pass
-        self._reader.join(timeout)
-        self._reader.kill()
+            self._finished.wait(timeout)
+            if self._finisher is None:  # the agent ignored EOF: _finish kills it
+                self._finisher = gevent.spawn(self._finish, None)
+        self._finished.wait()

@@ -124,6 +124,10 @@ def _cell_is_set(cell: Any) -> bool:
     return True
 
 
+_PLAIN_CALLABLES = (types.FunctionType, types.BuiltinFunctionType)
+_SCALARS = frozenset((int, float, str, bytes, bool, type(None)))
+
+
 def _dumps(obj: Any) -> bytes:
     buf = io.BytesIO()
     CallPickler(buf).dump(obj)
@@ -134,6 +138,14 @@ def dumps_call(fn: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bytes:
     """Pickle a call; SerializationError names the part that cannot be sent."""
     if not callable(fn):
         raise SerializationError("cannot call %r: it is not callable" % (fn,))
+    if (type(fn) in _PLAIN_CALLABLES and fn.__module__ != "__main__"
+            and all(type(a) in _SCALARS for a in args)
+            and all(type(v) in _SCALARS for v in kwargs.values())):
+        # Fast path, most calls: nothing here needs the custom pickler.
+        try:
+            return pickle.dumps((fn, args, kwargs), PROTOCOL)
+        except Exception:
+            pass
     try:
         return _dumps((fn, args, kwargs))
     except SerializationError:

@@ -1,19 +1,24 @@
 """The agent's main loop: read frames from the controller, run calls, send results back.
 
-Remote-safe. The main thread only reads and dispatches frames; calls run in a pool of
-worker threads (so a call can wait on an import round trip that the main thread answers,
-and many calls run at once). Writers share one lock. The protocol stream lives on private
+Remote-safe. One thread at a time holds the reader role and reads frames.
+When it reads a call it runs it inline, keeping the role: a short call costs no thread
+hand-off at all (waking another thread costs more than a trivial call on a busy machine).
+The role passes to another thread (woken, or started if none is idle) when the call
+needs the controller (an import round trip, whose answer someone must read) or when a
+watchdog sees it running longer than ``INLINE_SLICE``; then the caller finishes its call
+and becomes a follower. So many calls still run at once. Writers share one lock. The protocol stream lives on private
 copies of fds 0 and 1: fd 0 becomes /dev/null and fd 1 a copy of stderr, so whatever remote
 code or its subprocesses print reaches the controller as stderr lines and never corrupts
 the stream.
 """
 
+import collections
 import itertools
 import os
 import pickle
-import queue
 import sys
 import threading
+import time
 import traceback
 
 import msgpack
@@ -22,6 +27,11 @@ from chopsticks import codec, protocol
 
 # How long a worker waits for the controller to answer an import or data request.
 REQUEST_TIMEOUT = 120.0
+# A call running inline longer than this hands the reader role to another thread, so
+# other calls are not held up behind it. The watchdog polls at this period only while
+# calls keep coming (for WATCH_IDLE seconds after the last one) and sleeps otherwise.
+INLINE_SLICE = 0.002
+WATCH_IDLE = 0.2
 
 
 class Agent(object):
@@ -33,13 +43,21 @@ class Agent(object):
         self.write_lock = threading.Lock()
         self.waiting = {}  # req_id -> [threading.Event, payload] for our own requests
         self.ids = itertools.count(1)
-        self.tasks = queue.SimpleQueue()
-        self.idle = 0
-        self.idle_lock = threading.Lock()
+        self.decoder = protocol.Decoder()
+        self.frames = collections.deque()
+        # The reader role, all guarded by self.lock:
+        self.lock = threading.Lock()
+        self.role_free = threading.Condition(self.lock)
+        self.watch_wake = threading.Condition(self.lock)
+        self.reader = None  # ident of the thread holding the role
+        self.inline_since = None  # when the holder started running a call inline
+        self.last_call = 0.0
+        self.followers = 0  # threads waiting for the role
+        self.watch_asleep = False
         self.handlers = {
-            protocol.CALL: self.on_call,
             protocol.MODULES: self.on_reply,
             protocol.DATA: self.on_reply,
+            protocol.EXIT: self.on_exit,
         }
 
     # -- writing ---------------------------------------------------------------------
@@ -54,6 +72,9 @@ class Agent(object):
 
     def request(self, kind, payload):
         """Send a request to the controller from a worker thread and wait for the reply."""
+        with self.lock:
+            if self.reader == threading.get_ident():
+                self.give_up_role()  # someone else must read the reply
         req_id = next(self.ids)
         waiter = [threading.Event(), None]
         self.waiting[req_id] = waiter
@@ -72,18 +93,81 @@ class Agent(object):
             raise OSError(value)
         return value
 
-    # -- reading (main thread) ---------------------------------------------------------
+    # -- the reader role -------------------------------------------------------------------
 
     def serve(self):
-        decoder = protocol.Decoder()
-        while True:
+        """Run as reader and worker until the controller goes away; then exit."""
+        watchdog = threading.Thread(target=self.watch, name="chopsticks-watchdog")
+        watchdog.daemon = True
+        watchdog.start()
+        self.follow()
+
+    def follow(self):
+        """Wait for the reader role; read frames and run calls inline until the role is taken."""
+        me = threading.get_ident()
+        try:
+            while True:
+                with self.lock:
+                    while self.reader is not None:
+                        self.followers += 1
+                        self.role_free.wait()
+                        self.followers -= 1
+                    self.reader = me
+                while self.reader == me:
+                    frame = self.next_frame()
+                    if frame.kind != protocol.CALL:
+                        self.handlers[frame.kind](frame)
+                        continue
+                    with self.lock:
+                        self.inline_since = time.monotonic()
+                        if self.watch_asleep:
+                            self.watch_wake.notify()
+                    self.run_call(frame)
+                    with self.lock:
+                        if self.reader == me:
+                            self.inline_since = None
+                            self.last_call = time.monotonic()
+        except Exception:
+            traceback.print_exc()
+            _exit(70)
+
+    def give_up_role(self):
+        """Pass the reader role on (lock held): the holder is busy with a call."""
+        self.reader = None
+        self.inline_since = None
+        self.last_call = time.monotonic()
+        if self.followers:
+            self.role_free.notify()
+        else:
+            thread = threading.Thread(target=self.follow, name="chopsticks-worker")
+            thread.daemon = True
+            thread.start()
+
+    def watch(self):
+        """Take the reader role from a call that runs longer than INLINE_SLICE."""
+        with self.lock:
+            while True:
+                now = time.monotonic()
+                if self.inline_since is not None:
+                    due = self.inline_since + INLINE_SLICE - now
+                    if due <= 0:
+                        self.give_up_role()
+                    else:
+                        self.watch_wake.wait(due)
+                elif now - self.last_call < WATCH_IDLE:
+                    self.watch_wake.wait(INLINE_SLICE)
+                else:
+                    self.watch_asleep = True
+                    self.watch_wake.wait()
+                    self.watch_asleep = False
+
+    def next_frame(self):
+        while not self.frames:
             data = os.read(self.fd_in, 262144)
             if not data:
-                return
-            for frame in decoder.feed(data):
-                if frame.kind == protocol.EXIT:
-                    return
-                self.handlers[frame.kind](frame)
+                _exit(0)
+            self.frames.extend(self.decoder.feed(data))
+        return self.frames.popleft()
 
     def on_reply(self, frame):
         waiter = self.waiting.pop(frame.req_id, None)
@@ -91,26 +175,10 @@ class Agent(object):
             waiter[1] = frame.payload
             waiter[0].set()
 
-    def on_call(self, frame):
-        with self.idle_lock:
-            spawn = self.idle == 0
-            if not spawn:
-                self.idle -= 1
-        if spawn:
-            worker = threading.Thread(target=self.work, args=(frame,), name="chopsticks-worker")
-            worker.daemon = True
-            worker.start()
-        else:
-            self.tasks.put(frame)
+    def on_exit(self, frame):
+        _exit(0)
 
-    # -- workers -------------------------------------------------------------------------
-
-    def work(self, frame):
-        while True:
-            self.run_call(frame)
-            with self.idle_lock:
-                self.idle += 1
-            frame = self.tasks.get()
+    # -- running calls ---------------------------------------------------------------------
 
     def run_call(self, frame):
         try:
@@ -189,12 +257,7 @@ def run(importer, config):
     })
     os.write(fd_out, protocol.SYNC)
     agent.send(protocol.HELLO, 0, hello)
-    try:
-        agent.serve()
-    except Exception:
-        traceback.print_exc()
-        _exit(70)
-    _exit(0)
+    agent.serve()
 
 
 def _msgpack_is_c():

@@ -51,8 +51,30 @@ class ProcessPipe:
             except BlockingIOError:
                 get_hub().wait(self._watchers[role])
 
-    def read(self, size: int) -> bytes:
-        return self._read("out", size)
+    def start_reading(self, callback) -> None:
+        """Call ``callback(data)`` from the hub for each chunk of stdout; ``b""`` at its end."""
+        fd = self._fds["out"]
+
+        def on_readable():
+            while True:
+                try:
+                    data = os.read(fd, 262144)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    data = b""
+                if not data:
+                    self.stop_reading()
+                callback(data)
+                if not data:
+                    return
+
+        self._watchers["out"].start(on_readable)
+
+    def stop_reading(self) -> None:
+        watcher = self._watchers.get("out")
+        if watcher is not None:
+            watcher.stop()
 
     def read_stderr(self, size: int) -> bytes:
         return self._read("err", size)
