@@ -7,8 +7,9 @@ a compromised host can send data but never objects with behaviour.
 Supported, and what arrives on the controller:
 
     None, bool, int (any size), float, str, bytes  -> the same
+    bytearray, memoryview                            -> bytes
     list, dict (keys of any supported hashable type) -> list, dict
-    tuple, set, frozenset, bytearray, complex        -> the same
+    tuple, set, frozenset, complex                   -> the same
     datetime.datetime / date / time / timedelta      -> the same (tzinfo as a fixed offset)
     decimal.Decimal, uuid.UUID                       -> the same
 
@@ -24,10 +25,10 @@ import uuid
 import msgpack
 
 # Ext type codes. Append only: both ends of a tunnel must agree.
-TUPLE, SET, FROZENSET, BIGINT, COMPLEX, DATETIME, DATE, TIME, TIMEDELTA, DECIMAL, UUID, BYTEARRAY = range(1, 13)
+TUPLE, SET, FROZENSET, BIGINT, COMPLEX, DATETIME, DATE, TIME, TIMEDELTA, DECIMAL, UUID = range(1, 12)
 
 SUPPORTED = (
-    "None, bool, int, float, str, bytes, bytearray, list, tuple, dict, set, frozenset, "
+    "None, bool, int, float, str, bytes, list, tuple, dict, set, frozenset, "
     "complex, datetime.datetime, datetime.date, datetime.time, datetime.timedelta, "
     "decimal.Decimal, uuid.UUID"
 )
@@ -61,8 +62,8 @@ def _default(obj):
         return msgpack.ExtType(UUID, obj.bytes)
     if isinstance(obj, complex):
         return msgpack.ExtType(COMPLEX, _pack_items([obj.real, obj.imag]))
-    if isinstance(obj, bytearray):
-        return msgpack.ExtType(BYTEARRAY, bytes(obj))
+    if isinstance(obj, (bytearray, memoryview)):
+        return bytes(obj)
     for base in (str, bytes, float, dict, list):
         if isinstance(obj, base):
             return base(obj)
@@ -106,7 +107,6 @@ EXT_DECODERS = {
     TIMEDELTA: _timedelta,
     DECIMAL: lambda data: decimal.Decimal(data.decode()),
     UUID: lambda data: uuid.UUID(bytes=data),
-    BYTEARRAY: bytearray,
 }
 
 

@@ -68,8 +68,10 @@ class Connection:
 
     # -- starting --------------------------------------------------------------------
 
-    def handshake(self, stdin_bytes: bytes, timeout: float) -> Dict[str, Any]:
-        """Feed the bundle and wait for the agent's HELLO; ConnectError if it never comes."""
+    def handshake(self, stdin_bytes: bytes, timeout: float, stated_timeout: float) -> Dict[str, Any]:
+        """Feed the bundle and wait ``timeout`` for the agent's HELLO, else ConnectError.
+
+        ``stated_timeout`` is the user's whole connect timeout, for the message."""
         started = time.monotonic()
         try:
             self._write(stdin_bytes)
@@ -78,9 +80,9 @@ class Connection:
         try:
             hello = self._hello.get(timeout=timeout)
         except gevent.Timeout:
-            self.close()
+            self.close(kill=True)
             raise ConnectError("[%s] the agent did not start within %ss%s"
-                               % (self.name, timeout, self._stderr_note())) from None
+                               % (self.name, stated_timeout, self._stderr_note())) from None
         logs.event("tunnel_connected", host=self.name, python=".".join(map(str, hello["python"])),
                    elapsed_ms=round((time.monotonic() - started) * 1000, 1))
         return hello
@@ -284,11 +286,15 @@ class Connection:
 
     # -- closing ---------------------------------------------------------------------
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Close the agent's stdin (it exits), wait for the stream to end, then release all."""
+    def close(self, timeout: float = 5.0, kill: bool = False) -> None:
+        """Close the agent's stdin (it exits), wait for the stream to end, then release all.
+
+        ``kill`` kills the agent at once instead (for an agent that never started)."""
         if self._finisher is None:
             self._closing = True
             self.pipe.close_stdin()
+            if kill:
+                self.pipe.kill()
             self._finished.wait(timeout)
             if self._finisher is None:  # the agent ignored EOF: _finish kills it
                 self._finisher = gevent.spawn(self._finish, None)

@@ -81,7 +81,7 @@ class BaseTunnel:
                 raise ConnectError("[%s] cannot start the agent: %s" % (self.host, exc)) from exc
             conn = Connection(self.host, pipe, self.modules, self.max_result)
             remaining = max(0.001, self.connect_timeout - (time.monotonic() - started))
-            conn.handshake(bundle.stdin_bytes(), remaining)
+            conn.handshake(bundle.stdin_bytes(), remaining, self.connect_timeout)
             self._conn = conn
         return self
 

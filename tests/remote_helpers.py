@@ -1,0 +1,103 @@
+"""Functions the tests call on remote agents. The remote imports this module on demand."""
+
+import os
+import sys
+import threading
+import time
+
+
+def add(a, b):
+    return a + b
+
+
+def echo(value):
+    return value
+
+
+def getpid():
+    return os.getpid()
+
+
+def raise_value_error(message):
+    helper_line = "this line is in the remote traceback"  # noqa: F841
+    raise ValueError(message)
+
+
+def sleep_and_return(seconds, value):
+    time.sleep(seconds)
+    return value
+
+
+def wait_for_peers(barrier_name, count, timeout=10.0):
+    """Block until ``count`` concurrent calls have arrived: proves calls run concurrently."""
+    state = _BARRIERS.setdefault(barrier_name, threading.Barrier(count))
+    state.wait(timeout)
+    return threading.get_ident()
+
+
+_BARRIERS = {}
+
+
+def print_lines(*lines):
+    for line in lines:
+        print(line)
+    sys.stdout.flush()
+    return len(lines)
+
+
+def write_stderr(text):
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+def subprocess_prints(text):
+    """A child process writing to fd 1 must not corrupt the protocol stream."""
+    import subprocess
+    return subprocess.call(["sh", "-c", "echo %s; echo %s >&2" % (text, text)])
+
+
+def read_stdin():
+    """The protocol stream is not the remote's stdin: reading it finds nothing."""
+    return sys.stdin.read()
+
+
+def exit_with(code):
+    sys.exit(code)
+
+
+def hard_exit(code):
+    os._exit(code)
+
+
+def return_object():
+    return object()
+
+
+def return_lock():
+    return threading.Lock()
+
+
+def big_bytes(size):
+    return b"x" * size
+
+
+def module_origin(name):
+    """Where the remote loaded ``name`` from, importing it if needed."""
+    import importlib
+    module = importlib.import_module(name)
+    return getattr(module, "__file__", None), type(module.__spec__.loader).__name__
+
+
+def modules_loaded():
+    return sorted(sys.modules)
+
+
+def is_on_remote_path(name):
+    """Whether the remote could import ``name`` by itself, without the controller."""
+    import importlib.machinery
+    return importlib.machinery.PathFinder.find_spec(name, [p for p in sys.path if p]) is not None
+
+
+def uses_json():
+    import json
+    return json.dumps([1, 2])
