@@ -89,14 +89,21 @@ class Connection:
 
     # -- calls -----------------------------------------------------------------------
 
-    def submit(self, payload: bytes) -> CallFuture:
-        """Send one pickled call; return its future."""
+    def submit(self, payload: bytes, module: Optional[str] = None) -> CallFuture:
+        """Send one pickled call; return its future.
+
+        ``module`` names the module of the called function: its source (and its package's)
+        goes first, unasked, so the remote does not spend round trips importing it."""
         if self.error is not None:
             raise self.error
         req_id = next(self._ids)
         future = CallFuture(self.name)
         self._pending[req_id] = future
         try:
+            if module is not None and module not in self._sent_modules:
+                modules = self.modules.preload(module, self._sent_modules)
+                if modules:
+                    self._write_frame(protocol.MODULES, 0, msgpack.packb(modules))
             self._write_frame(protocol.CALL, req_id, payload)
         except OSError:
             pass  # the reader fails the future with the reason the pipe ended

@@ -76,7 +76,10 @@ class ModuleServer:
         return result
 
     def serve(self, name: object, sent: Set[str]) -> List[ModuleEntry]:
-        """The reply to an import request: ``name`` first (if servable), then related modules."""
+        """The reply to a remote's import request: ``name`` first (if servable), then related modules."""
+        return self._collect(name, sent)
+
+    def _collect(self, name: object, sent: Set[str]) -> List[ModuleEntry]:
         if not _valid_name(name) or name.partition(".")[0] in self._stdlib:  # type: ignore[union-attr]
             return []
         assert isinstance(name, str)
@@ -97,6 +100,22 @@ class ModuleServer:
                 reply.append((other, related[0], related[1], related[2]))
                 queue.extend(related[3])
         return reply
+
+    def preload(self, name: str, sent: Set[str]) -> List[ModuleEntry]:
+        """Modules to send along with a call to a function of module ``name``.
+
+        The module's parents, the module, and what they import from their package, minus
+        what this tunnel already has. The remote keeps them in its importer's cache and
+        uses them only if its own finders come up empty, so sending early is always safe.
+        """
+        entries: List[ModuleEntry] = []
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            part = ".".join(parts[:i])
+            if part not in sent:
+                entries.extend(self._collect(part, sent))
+                sent.add(part)
+        return entries
 
     # -- package data ----------------------------------------------------------------
 

@@ -111,7 +111,8 @@ class BaseTunnel:
         payload = dumps_call(fn, args, kwargs)  # before anything is sent or started
         self.connect()
         assert self._conn is not None
-        return self._conn.submit(payload)
+        module = getattr(fn, "__module__", None)
+        return self._conn.submit(payload, module if isinstance(module, str) else None)
 
     def call(self, fn, /, *args, timeout: Optional[float] = None, **kwargs) -> Any:
         """Run ``fn(*args, **kwargs)`` on the remote and return its result.

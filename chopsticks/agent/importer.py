@@ -40,7 +40,7 @@ class Importer(object):
         self.front = set(["chopsticks"])
         self.stdlib = frozenset(getattr(sys, "stdlib_module_names", None) or stdlib_names)
         self.lock = threading.Lock()
-        self.request = None  # set by the agent: name -> list of [name, is_pkg, filename, source]
+        self.request = None  # set by the agent: asks the controller for a module, fills the cache
         self.request_data = None  # set by the agent: (package, resource) -> bytes
 
     def install(self):
@@ -58,7 +58,7 @@ class Importer(object):
             if (fullname in self.missing or self.request is None
                     or fullname.partition(".")[0] in self.stdlib):
                 return None
-            self.add(self.request(fullname))
+            self.request(fullname)  # the reply lands in self.cache
             entry = self.cache.get(fullname)
             if entry is None:
                 self.missing.add(fullname)

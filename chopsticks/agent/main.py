@@ -55,7 +55,7 @@ class Agent(object):
         self.followers = 0  # threads waiting for the role
         self.watch_asleep = False
         self.handlers = {
-            protocol.MODULES: self.on_reply,
+            protocol.MODULES: self.on_modules,
             protocol.DATA: self.on_reply,
             protocol.EXIT: self.on_exit,
         }
@@ -85,7 +85,8 @@ class Agent(object):
         return waiter[1]
 
     def import_request(self, fullname):
-        return msgpack.unpackb(self.request(protocol.IMPORT, msgpack.packb(fullname)))
+        self.request(protocol.IMPORT, msgpack.packb(fullname))  # on_modules caches the reply
+        return ()
 
     def data_request(self, package, resource):
         ok, value = msgpack.unpackb(self.request(protocol.GET_DATA, msgpack.packb([package, resource])))
@@ -168,6 +169,11 @@ class Agent(object):
                 _exit(0)
             self.frames.extend(self.decoder.feed(data))
         return self.frames.popleft()
+
+    def on_modules(self, frame):
+        """Modules from the controller: a reply to an import request, or sent unasked."""
+        self.importer.add(msgpack.unpackb(frame.payload))
+        self.on_reply(frame)
 
     def on_reply(self, frame):
         waiter = self.waiting.pop(frame.req_id, None)

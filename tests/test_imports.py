@@ -1,0 +1,175 @@
+"""Import on demand: modules and package data come from the controller, safely and in few round trips."""
+
+import importlib
+import sys
+import textwrap
+
+import pytest
+
+import remote_helpers as rh
+from chopsticks import RemoteException
+from chopsticks.modules import ModuleServer
+from chopsticks.tunnel import Local
+
+
+class RecordingServer(ModuleServer):
+    """A ModuleServer that records every name it is asked for."""
+
+    def __init__(self):
+        super().__init__()
+        self.requests = []
+
+    def serve(self, name, sent):
+        self.requests.append(name)
+        return super().serve(name, sent)
+
+
+PACKAGE = {
+    "demo_pkg/__init__.py": "from . import util\nVALUE = util.double(21)\n",
+    "demo_pkg/util.py": "def double(x):\n    return 2 * x\n",
+    "demo_pkg/sub/__init__.py": "",
+    "demo_pkg/sub/deep.py": textwrap.dedent("""\
+        import pkgutil
+        from .. import util
+        from ..util import double
+
+
+        def where():
+            import demo_pkg
+            return __file__, type(__loader__).__name__, demo_pkg.VALUE, double(2)
+
+
+        def data(name):
+            return pkgutil.get_data("demo_pkg", name)
+
+
+        def fail():
+            marker = "the source line of a shipped module"
+            raise KeyError(marker)
+        """),
+    "demo_pkg/data/info.txt": "package data\n",
+}
+
+
+@pytest.fixture
+def demo_pkg(tmp_path, monkeypatch):
+    """A package that exists only on the controller, in a temporary directory."""
+    for rel, text in PACKAGE.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (tmp_path / "secret.txt").write_text("outside the package\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [n for n in sys.modules if n.startswith("demo_pkg")]:
+        del sys.modules[name]
+    deep = importlib.import_module("demo_pkg.sub.deep")
+    yield deep, tmp_path
+    for name in [n for n in sys.modules if n.startswith("demo_pkg")]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def recorded(no_leaks):
+    server = RecordingServer()
+    tunnel = Local("imports", modules=server)
+    yield tunnel, server
+    tunnel.close()
+
+
+def test_user_package_is_imported_from_the_controller(demo_pkg, recorded):
+    """A package the remote lacks, with subpackages and relative imports, loads from the controller."""
+    deep, root = demo_pkg
+    tunnel, server = recorded
+    assert not tunnel.call(rh.is_on_remote_path, "demo_pkg")
+    filename, loader, value, doubled = tunnel.call(deep.where)
+    assert filename == str(root / "demo_pkg/sub/deep.py")
+    assert loader == "Importer"
+    assert (value, doubled) == (42, 4)
+
+
+def test_related_modules_come_along(demo_pkg, recorded):
+    """A called function's module, its parents and what they import travel with the call."""
+    deep, _ = demo_pkg
+    tunnel, server = recorded
+    tunnel.call(deep.where)
+    assert [n for n in server.requests if n.startswith("demo_pkg")] == []
+
+
+def test_imports_inside_a_call_cost_one_round_trip_per_package(demo_pkg, recorded):
+    """A module imported by name at run time arrives with its related modules in one reply."""
+    tunnel, server = recorded
+    assert tunnel.call(rh.module_origin, "demo_pkg.util")[1] == "Importer"
+    assert [n for n in server.requests if n.startswith("demo_pkg")] == ["demo_pkg"]  # util came along
+    server.requests.clear()
+    assert tunnel.call(rh.module_origin, "demo_pkg.sub.deep")[1] == "Importer"
+    assert [n for n in server.requests if n.startswith("demo_pkg")] == ["demo_pkg.sub", "demo_pkg.sub.deep"]
+
+
+def test_stdlib_is_never_requested(recorded):
+    """Standard library modules, even ones missing on the remote, are never asked for."""
+    tunnel, server = recorded
+    assert tunnel.call(rh.uses_json) == "[1, 2]"
+    with pytest.raises(RemoteException) as info:
+        tunnel.call(importlib.import_module, "tkinter")  # not installed on the remote python
+    assert info.value.type_name == "ModuleNotFoundError"
+    assert not [n for n in server.requests if n.partition(".")[0] in ("json", "tkinter", "os", "sys")]
+
+
+def test_unknown_module_raises_module_not_found(recorded):
+    """A module neither side has fails with ModuleNotFoundError on the remote."""
+    tunnel, server = recorded
+    with pytest.raises(RemoteException) as info:
+        tunnel.call(importlib.import_module, "no_such_module_anywhere")
+    assert info.value.type_name == "ModuleNotFoundError"
+    assert "no_such_module_anywhere" in server.requests
+
+
+def test_chopsticks_itself_always_comes_from_the_controller(local):
+    """The remote uses the controller's chopsticks, whatever it has installed itself."""
+    assert local.call(rh.module_origin, "chopsticks.codec")[1] == "Importer"
+
+
+def test_package_data_through_pkgutil(demo_pkg, recorded):
+    """pkgutil.get_data reads package data from the controller."""
+    deep, _ = demo_pkg
+    tunnel, _ = recorded
+    assert tunnel.call(deep.data, "data/info.txt") == b"package data\n"
+
+
+@pytest.mark.parametrize("resource", ["../secret.txt", "data/../../secret.txt", "/etc/passwd", "missing.txt"])
+def test_package_data_outside_the_package_is_refused(demo_pkg, recorded, resource):
+    """Data requests that leave the package directory, or name nothing, fail on the remote."""
+    deep, _ = demo_pkg
+    tunnel, _ = recorded
+    with pytest.raises(RemoteException) as info:
+        tunnel.call(deep.data, resource)
+    assert "outside the package" not in str(info.value)
+
+
+def test_package_data_symlink_out_is_refused(demo_pkg, recorded):
+    """A symlink inside the package that points outside it is not followed."""
+    deep, root = demo_pkg
+    (root / "demo_pkg" / "data" / "link.txt").symlink_to(root / "secret.txt")
+    tunnel, _ = recorded
+    with pytest.raises(RemoteException) as info:
+        tunnel.call(deep.data, "data/link.txt")
+    assert "leads outside" in str(info.value)
+
+
+def test_tracebacks_show_shipped_source_when_the_file_is_gone(demo_pkg, recorded):
+    """Remote tracebacks show source lines of shipped modules from the shipped copy."""
+    deep, root = demo_pkg
+    tunnel, _ = recorded
+    tunnel.call(deep.where)  # the remote now holds the source
+    (root / "demo_pkg/sub/deep.py").unlink()
+    with pytest.raises(RemoteException) as info:
+        tunnel.call(deep.fail)
+    assert "raise KeyError(marker)" in info.value.remote_traceback
+
+
+def test_module_server_refuses_bad_names():
+    """The import service answers nothing for stdlib names, paths or junk."""
+    server = ModuleServer()
+    for name in ["os", "json.decoder", "../etc/passwd", "a..b", "", 42, None, "x" * 1000, "/abs"]:
+        assert server.serve(name, set()) == []
+    assert server.serve("chopsticks.codec", set())[0][0] == "chopsticks.codec"
