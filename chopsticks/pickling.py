@@ -90,16 +90,15 @@ class CallPickler(pickle.Pickler):
 
     def _reduce_main_function(self, fn: types.FunctionType):
         code = fn.__code__
-        is_lambda = fn.__name__ == "<lambda>"
+        # The code's own name: functools.wraps gives a wrapper its wrapped function's name.
+        name = code.co_name
+        is_lambda = name == "<lambda>"
         segment, firstline = _main_source(
-            code.co_filename, code.co_firstlineno, fn.__name__, is_lambda,
+            code.co_filename, code.co_firstlineno, name, is_lambda,
             code.co_varnames[:code.co_posonlyargcount + code.co_argcount])
-        top_level = fn.__qualname__ == fn.__name__
+        top_level = name == fn.__name__ == fn.__qualname__ and not code.co_freevars
         fn_globals = fn.__globals__
-        used = {name: fn_globals[name] for name in sorted(set(_code_names(code)))
-                if name in fn_globals and fn_globals[name] is not fn}
-        if top_level:
-            used[fn.__name__] = fn
+        used = {n: fn_globals[n] for n in sorted(set(_code_names(code))) if n in fn_globals}
         closure = {var: cell.cell_contents
                    for var, cell in zip(code.co_freevars, fn.__closure__ or ())
                    if _cell_is_set(cell)}
@@ -108,10 +107,12 @@ class CallPickler(pickle.Pickler):
             "closure": closure,
             "defaults": fn.__defaults__,
             "kwdefaults": fn.__kwdefaults__,
+            "name": fn.__name__,
             "qualname": fn.__qualname__,
             "doc": fn.__doc__,
+            "dict": dict(fn.__dict__),
         }
-        args = (self._namespace, code.co_filename, firstline, segment, fn.__name__, is_lambda,
+        args = (self._namespace, code.co_filename, firstline, segment, name, is_lambda,
                 list(code.co_freevars), top_level)
         return _rebuild("rebuild"), args, state, None, None, _rebuild("set_state")
 

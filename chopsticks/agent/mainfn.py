@@ -87,10 +87,10 @@ def set_state(fn, state):
     for var, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
         if var in closure:
             cell.cell_contents = closure[var]
-        elif var == fn.__name__:
-            cell.cell_contents = fn
     fn.__defaults__ = state["defaults"]
     fn.__kwdefaults__ = state["kwdefaults"]
+    fn.__name__ = state["name"]
     fn.__qualname__ = state["qualname"]
     fn.__doc__ = state["doc"]
+    fn.__dict__.update(state["dict"])
     return fn

@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""W1 (call latency, local subprocess) for this repository's chopsticks.
+
+    .venv/bin/python bench/w1_latency.py [--n 2000] [--warmup 200] [--peers]
+                                         [--json-out FILE]
+
+Run from the repo root (or with PYTHONPATH=<repo root>). Prints JSON lines on stdout:
+
+* ``"impl": "chopsticks"``: ``t.call(w1_target.two)`` on a ``Local`` tunnel to
+  ``/usr/bin/python3``; ``--warmup`` calls, then ``--n`` sequential calls, each timed with
+  ``time.perf_counter_ns``. Same fields and statistics as the peers' lines (the timing and
+  statistics code is the peers' own ``_w1common``, imported, so the numbers compare).
+* ``"impl": "chopsticks-pipelined"``: on the same warm tunnel, ``--n`` ``call_async`` calls
+  submitted at once, then all results collected; ``calls_per_s`` is ``--n`` divided by the
+  time from the first submit to the last result. Three bursts; the median one is reported
+  (``best_calls_per_s`` is the fastest).
+
+Each of our runs uses a fresh tunnel. With ``--peers`` the order is: ours (run 1), the
+peers harness (``bench/peers/run.py``, a subprocess, its lines forwarded), ours (run 2), so
+our numbers and the peers' come from the same minute of the same noisy machine. Without
+``--peers`` only the pipe floor is taken from the harness (``--only pipe-floor``, under a
+second), for the ratios; ``--no-floor`` skips it too.
+
+At the end a markdown table goes to stderr: each impl's median and p99, the median as a
+multiple of the pipe floor's median and of ours (the mean of our runs' medians).
+``--json-out FILE`` also appends every line, plus ``run_at``/``host`` fields, to FILE; a
+relative FILE is taken under ``bench/results/`` (gitignored).
+"""
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+PEERS = os.path.join(BENCH, 'peers')
+RESULTS = os.path.join(BENCH, 'results')
+REMOTE_PYTHON = '/usr/bin/python3'
+PIPELINED_BURSTS = 3
+
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+# w1_target (the remote function) and _w1common (timing and statistics) live with the peers;
+# import them without leaving bytecode files in that directory.
+sys.dont_write_bytecode = True
+sys.path.insert(0, PEERS)
+import w1_target  # noqa: E402
+from _w1common import measure, stats_us  # noqa: E402
+
+sys.dont_write_bytecode = False
+
+import chopsticks  # noqa: E402
+from chopsticks.tunnel import Local  # noqa: E402
+
+# Asked of the remote before timing: which loader provided its w1_target. 'Importer' is
+# chopsticks' remote import hook, i.e. the module came from this process, not from disk.
+LOADER_PROBE = "type(__import__('sys').modules['w1_target'].__spec__.loader).__name__"
+
+
+def out(rec, sink):
+    line = json.dumps(rec)
+    sys.stdout.write(line + '\n')
+    sys.stdout.flush()
+    sink.append(rec)
+
+
+def run_ours(run, n, warmup, sink):
+    """One fresh tunnel: sequential latency, then pipelined throughput. Returns our W1 record."""
+    t = Local('w1-bench', python=REMOTE_PYTHON)
+    try:
+        t.connect()
+        info = t.remote_info or {}
+        python = '.'.join(map(str, info.get('python', []))) or '?'
+        # The first call makes the remote import w1_target from us (not timed).
+        if t.call(w1_target.two) != 2:
+            raise AssertionError('w1_target.two() did not return 2 on the remote')
+        loader = t.call(eval, LOADER_PROBE)
+        where = t.call(w1_target.origin)
+        sys.stderr.write('[w1_latency] run %d: remote pid %s python %s msgpack %s; w1_target '
+                         'loaded by %s from %s\n' % (run, info.get('pid'), python,
+                                                     info.get('msgpack', '?'), loader, where))
+        if loader != 'Importer':
+            sys.stderr.write('[w1_latency] WARNING: the remote did not get w1_target from the '
+                             'controller\n')
+
+        samples = measure(lambda: t.call(w1_target.two), n, warmup)
+        rec = {'workload': 'W1', 'impl': 'chopsticks', 'transport': 'local', 'n': n}
+        rec.update(stats_us(samples))
+        rec.update({'python': python, 'version': chopsticks.__version__, 'run': run})
+        out(rec, sink)
+
+        rates = []
+        for _ in range(PIPELINED_BURSTS):
+            t0 = time.perf_counter_ns()
+            futures = [t.call_async(w1_target.two) for _ in range(n)]
+            total = sum(f.result(60) for f in futures)
+            elapsed = time.perf_counter_ns() - t0
+            if total != 2 * n:
+                raise AssertionError('pipelined calls returned %d, expected %d' % (total, 2 * n))
+            rates.append(n / (elapsed / 1e9))
+        rates.sort()
+        median_rate = rates[len(rates) // 2]
+        out({'workload': 'W1', 'impl': 'chopsticks-pipelined', 'transport': 'local', 'n': n,
+             'in_flight': n, 'calls_per_s': round(median_rate),
+             'us_per_call': round(1e6 / median_rate, 1), 'best_calls_per_s': round(rates[-1]),
+             'bursts': PIPELINED_BURSTS, 'python': python, 'version': chopsticks.__version__,
+             'run': run}, sink)
+        return rec
+    finally:
+        t.close()
+
+
+def run_harness(n, only, sink):
+    """Run bench/peers/run.py as a subprocess and forward its JSON lines."""
+    cmd = [sys.executable, os.path.join(PEERS, 'run.py'), '--n', str(n)]
+    for name in only:
+        cmd += ['--only', name]
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            sys.stderr.write('[peers] %s\n' % line)
+            continue
+        out(rec, sink)
+    if proc.returncode:
+        sys.stderr.write('[w1_latency] peers/run.py exited with status %d\n' % proc.returncode)
+
+
+def table(records):
+    """Markdown table of the latency records (not the throughput ones)."""
+    lat = [r for r in records if 'median_us' in r]
+    ours = [r['median_us'] for r in lat if r['impl'] == 'chopsticks']
+    ours_mid = sum(ours) / len(ours) if ours else None
+    floor = next((r['median_us'] for r in lat if r['impl'] == 'pipe-floor'), None)
+
+    def ratio(x, base):
+        return '%.2fx' % (x / base) if base else 'n/a'
+
+    rows = ['| impl | median us | p99 us | median / floor | median / ours |',
+            '| --- | ---: | ---: | ---: | ---: |']
+    for r in lat:
+        name = r['impl'] + (' (run %d)' % r['run'] if 'run' in r else '')
+        rows.append('| %s | %.1f | %.1f | %s | %s |' % (
+            name, r['median_us'], r['p99_us'], ratio(r['median_us'], floor),
+            ratio(r['median_us'], ours_mid)))
+    for r in records:
+        if 'error' in r:
+            rows.append('| %s | error: %s | | | |' % (r.get('impl'), r['error'][:80]))
+    for r in records:
+        if 'calls_per_s' in r:
+            rows.append('| %s (run %s) | %s calls/s = %.1f us/call, %d in flight | | | |' % (
+                r['impl'], r.get('run', '?'), r['calls_per_s'], r['us_per_call'], r['in_flight']))
+    if ours_mid is not None:
+        rows.append('')
+        rows.append('"ours" = mean of our runs\' medians, %.1f us' % ours_mid)
+    return '\n'.join(rows) + '\n'
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--n', type=int, default=2000, help='measured calls (default 2000)')
+    ap.add_argument('--warmup', type=int, default=200, help='warm-up calls (default 200)')
+    ap.add_argument('--peers', action='store_true',
+                    help='also run bench/peers/run.py: ours, peers, ours again')
+    ap.add_argument('--no-floor', action='store_true',
+                    help='without --peers, do not run the pipe floor either')
+    ap.add_argument('--json-out', metavar='FILE',
+                    help='append the JSON lines to FILE (relative: under bench/results/)')
+    args = ap.parse_args()
+    if args.n < 1 or args.warmup < 0:
+        ap.error('--n must be >= 1 and --warmup >= 0')
+
+    # Like the peers: the remote starts in '/', so it can only get w1_target from us.
+    os.chdir('/')
+    records = []
+    run_ours(1, args.n, args.warmup, records)
+    if args.peers:
+        run_harness(args.n, [], records)
+        run_ours(2, args.n, args.warmup, records)
+    elif not args.no_floor:
+        run_harness(args.n, ['pipe-floor'], records)
+
+    sys.stderr.write('\n' + table(records))
+
+    if args.json_out:
+        path = args.json_out
+        if not os.path.isabs(path):
+            path = os.path.join(RESULTS, path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        stamp = {'run_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'host': socket.gethostname(),
+                 'controller_python': platform.python_version()}
+        with open(path, 'a') as f:
+            for rec in records:
+                f.write(json.dumps(dict(rec, **stamp)) + '\n')
+        sys.stderr.write('[w1_latency] appended %d lines to %s\n' % (len(records), path))
+
+
+if __name__ == '__main__':
+    main()
