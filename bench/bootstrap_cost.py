@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""What it costs to start a chopsticks agent: bytes sent, wall time, remote CPU.
+
+    .venv/bin/python bench/bootstrap_cost.py [--rounds 20] [--json-out FILE]
+
+Run from the repo root (or with PYTHONPATH=<repo root>). Prints JSON lines on stdout
+("workload": "bootstrap"), then a short summary on stderr; about 5 s on 2 cores.
+
+* ``stage1``: bytes of the ``python3 -c`` program (and of the whole argv).
+* ``bundle``: bytes written to the agent's stdin before the first frame (length prefix +
+  zlib), the uncompressed program, and the controller's one-time cost to build it.
+* ``first_result``: wall time from ``Local(...)`` to the result of one ``t.call(w1_target.two)``
+  on a fresh tunnel (``connect_ms``: to the agent's HELLO; the rest is the first call,
+  which includes one import round trip for ``w1_target``), and the controller's own CPU
+  for it. Also the wall time of ``python3 -c pass`` for scale.
+* ``remote_cpu``: CPU (user+sys) of the agent process, compared with ``python3 -c pass`` and
+  ``python3 -S -c pass``. Medians over ``--rounds`` rounds, the three kinds interleaved.
+
+How remote CPU is measured (two ways, because no single one is both precise and applicable
+to a process that has already exited):
+
+* ``agent_cpu_to_hello_ms`` / ``agent_cpu_to_first_result_ms``: read while the agent is alive,
+  right after HELLO and right after the first result arrives, as the sum over its threads
+  (``/proc/<pid>/task/*/schedstat``, field 1 = nanoseconds on a CPU, kernel scheduler
+  accounting, exact). ``/proc/<pid>/stat`` utime+stime would cover exited threads too, but
+  it counts in clock ticks (10 ms here), too coarse for a ~30 ms quantity; no agent thread
+  exits before the first result, so the thread sum is complete. The agent is the direct
+  child (``Local`` runs the interpreter without a shell), so ``remote_info['pid']`` is it.
+* ``*_lifetime_ms``: ``getrusage(RUSAGE_CHILDREN)`` user+sys, the difference across one
+  child's whole life (start to reaped): the kernel adds a child's usage, all threads, when
+  it is waited for, whoever waits (gevent reaps the agent, ``subprocess`` the others). This is
+  the only way to get a ``python3 -c pass`` figure, so the comparison with it is
+  lifetime-to-lifetime; for the agent its lifetime also includes closing (EOF, then
+  ``os._exit``) and its watchdog thread's polling for up to 0.2 s after the last call, so it is
+  a little more than ``agent_cpu_to_first_result_ms``. Nothing else is reaped in between:
+  everything here runs sequentially.
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+PEERS = os.path.join(BENCH, 'peers')
+RESULTS = os.path.join(BENCH, 'results')
+REMOTE_PYTHON = '/usr/bin/python3'
+
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+sys.dont_write_bytecode = True  # import w1_target without leaving bytecode in bench/peers
+sys.path.insert(0, PEERS)
+import w1_target  # noqa: E402
+
+sys.dont_write_bytecode = False
+
+import chopsticks  # noqa: E402
+from chopsticks import bootstrap  # noqa: E402
+from chopsticks.tunnel import DEFAULT_MAX_RESULT, Local  # noqa: E402
+
+
+def median(xs):
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2.0
+
+
+def ms(x):
+    return round(x, 2)
+
+
+def children_cpu_s():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def threads_oncpu_s(pid):
+    """Seconds on a CPU, summed over the live threads of ``pid`` (scheduler accounting)."""
+    total = 0
+    for path in glob.glob('/proc/%d/task/*/schedstat' % pid):
+        try:
+            with open(path) as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that exited while we looked
+    return total / 1e9
+
+
+def threads_of(pid):
+    return len(glob.glob('/proc/%d/task/*' % pid))
+
+
+def one_agent():
+    """One fresh tunnel: connect, one call, close. Returns a dict of measurements."""
+    cpu_before = children_cpu_s()
+    ctl_before = time.process_time()
+    t0 = time.perf_counter()
+    t = Local('bootstrap-bench', python=REMOTE_PYTHON)
+    try:
+        t.connect()
+        t_hello = time.perf_counter()
+        pid = t.remote_info['pid']
+        cpu_hello = threads_oncpu_s(pid)
+        value = t.call(w1_target.two)
+        t_result = time.perf_counter()
+        cpu_result = threads_oncpu_s(pid)
+        ctl_cpu = time.process_time() - ctl_before
+        nthreads = threads_of(pid)
+        if value != 2:
+            raise AssertionError('w1_target.two() returned %r on the remote' % (value,))
+        python = '.'.join(map(str, t.remote_info.get('python', [])))
+    finally:
+        t.close()
+    lifetime = children_cpu_s() - cpu_before
+    return {'wall_ms': (t_result - t0) * 1e3, 'connect_ms': (t_hello - t0) * 1e3,
+            'cpu_hello_ms': cpu_hello * 1e3, 'cpu_result_ms': cpu_result * 1e3,
+            'lifetime_ms': lifetime * 1e3, 'controller_cpu_ms': ctl_cpu * 1e3,
+            'threads': nthreads, 'python': python}
+
+
+def one_plain(argv):
+    cpu_before = children_cpu_s()
+    t0 = time.perf_counter()
+    subprocess.run(argv, stdin=subprocess.DEVNULL, check=True)
+    wall = time.perf_counter() - t0
+    return {'wall_ms': wall * 1e3, 'lifetime_ms': (children_cpu_s() - cpu_before) * 1e3}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--rounds', type=int, default=20, help='rounds for the medians (default 20)')
+    ap.add_argument('--json-out', metavar='FILE',
+                    help='append the JSON lines to FILE (relative: under bench/results/)')
+    args = ap.parse_args()
+    os.chdir('/')  # like W1: the agent must get w1_target from us, not from its cwd
+    records = []
+
+    def out(rec):
+        rec = dict({'workload': 'bootstrap'}, **rec)
+        sys.stdout.write(json.dumps(rec) + '\n')
+        sys.stdout.flush()
+        records.append(rec)
+
+    stage1 = bootstrap.stage1_source()
+    argv = bootstrap.python_argv(REMOTE_PYTHON)
+    out({'what': 'stage1', 'stage1_bytes': len(stage1.encode()),
+         'argv_bytes': sum(len(a.encode()) + 1 for a in argv)})
+
+    t0 = time.perf_counter()
+    bundle = bootstrap.bundle_for(DEFAULT_MAX_RESULT)  # first call in this process: builds it
+    build_ms = (time.perf_counter() - t0) * 1e3
+    stdin = bundle.stdin_bytes()
+    out({'what': 'bundle', 'stdin_bytes': len(stdin), 'compressed_bytes': len(bundle.compressed),
+         'uncompressed_bytes': bundle.size, 'build_ms': ms(build_ms)})
+
+    # Warm-up (page cache, the controller's imports), not counted.
+    for _ in range(2):
+        one_agent()
+        one_plain([REMOTE_PYTHON, '-c', 'pass'])
+
+    agents, plain, plain_s = [], [], []
+    for _ in range(args.rounds):
+        agents.append(one_agent())
+        plain.append(one_plain([REMOTE_PYTHON, '-c', 'pass']))
+        plain_s.append(one_plain([REMOTE_PYTHON, '-S', '-c', 'pass']))
+
+    def med(rows, key):
+        return ms(median([r[key] for r in rows]))
+
+    version = agents[-1]['python']
+    out({'what': 'first_result', 'rounds': args.rounds, 'median_ms': med(agents, 'wall_ms'),
+         'min_ms': ms(min(r['wall_ms'] for r in agents)),
+         'connect_ms': med(agents, 'connect_ms'),
+         'controller_cpu_ms': med(agents, 'controller_cpu_ms'),
+         'python_c_pass_wall_ms': med(plain, 'wall_ms'),
+         'python_S_c_pass_wall_ms': med(plain_s, 'wall_ms'),
+         'python': version, 'version': chopsticks.__version__})
+    out({'what': 'remote_cpu', 'rounds': args.rounds,
+         'agent_cpu_to_hello_ms': med(agents, 'cpu_hello_ms'),
+         'agent_cpu_to_first_result_ms': med(agents, 'cpu_result_ms'),
+         'agent_cpu_lifetime_ms': med(agents, 'lifetime_ms'),
+         'python_c_pass_cpu_lifetime_ms': med(plain, 'lifetime_ms'),
+         'python_S_c_pass_cpu_lifetime_ms': med(plain_s, 'lifetime_ms'),
+         'agent_threads_at_first_result': max(r['threads'] for r in agents),
+         'python': version, 'version': chopsticks.__version__})
+
+    r = records[-1]
+    sys.stderr.write(
+        '\nagent: %.1f ms to first result (%.1f ms to HELLO); remote CPU %.1f ms to first result '
+        '(%.1f ms to HELLO), %.1f ms over its life\n'
+        'python3 -c pass: %.1f ms CPU; python3 -S -c pass: %.1f ms CPU; agent / -c pass = %.1fx\n'
+        % (records[-2]['median_ms'], records[-2]['connect_ms'], r['agent_cpu_to_first_result_ms'],
+           r['agent_cpu_to_hello_ms'], r['agent_cpu_lifetime_ms'],
+           r['python_c_pass_cpu_lifetime_ms'], r['python_S_c_pass_cpu_lifetime_ms'],
+           r['agent_cpu_lifetime_ms'] / max(r['python_c_pass_cpu_lifetime_ms'], 1e-9)))
+
+    if args.json_out:
+        path = args.json_out
+        if not os.path.isabs(path):
+            path = os.path.join(RESULTS, path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        stamp = {'run_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'host': socket.gethostname(),
+                 'controller_python': platform.python_version()}
+        with open(path, 'a') as f:
+            for rec in records:
+                f.write(json.dumps(dict(rec, **stamp)) + '\n')
+        sys.stderr.write('[bootstrap_cost] appended %d lines to %s\n' % (len(records), path))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,126 @@
+"""A hostile remote: speaks the protocol, but sends crafted frames. Run as a subprocess by tests.
+
+Usage: hostile_agent.py SCENARIO MARKER_PATH. It swallows the bootstrap bundle, says HELLO,
+then answers the first call according to SCENARIO. Never imported by the controller.
+"""
+
+import os
+import pickle
+import sys
+
+import msgpack
+
+from chopsticks import codec, protocol
+
+scenario, marker = sys.argv[1], sys.argv[2]
+
+
+def read_exact(n):
+    data = b""
+    while len(data) < n:
+        chunk = os.read(0, n - len(data))
+        if not chunk:
+            sys.exit(0)
+        data += chunk
+    return data
+
+
+def send(*buffers):
+    for buf in buffers:
+        view = memoryview(buf)
+        while view:
+            view = view[os.write(1, view):]
+
+
+def send_frame(kind, req_id, payload=b""):
+    send(*protocol.encode(kind, req_id, payload))
+
+
+decoder = protocol.Decoder()
+pending = []
+
+
+def next_frame():
+    while not pending:
+        data = os.read(0, 65536)
+        if not data:
+            sys.exit(0)
+        pending.extend(decoder.feed(data))
+    return pending.pop(0)
+
+
+def next_call():
+    while True:
+        frame = next_frame()
+        if frame.kind == protocol.CALL:
+            return frame
+
+
+class Evil:
+    """Unpickling this on the controller would create the marker file."""
+
+    def __reduce__(self):
+        return (os.mkdir, (marker,))
+
+
+read_exact(int(read_exact(8), 16))  # the bundle: ignored
+send(protocol.SYNC)
+send_frame(protocol.HELLO, 0, msgpack.packb({"pid": os.getpid(), "python": [3, 11, 0], "executable": "evil"}))
+call = next_call()
+
+if scenario == "pickle_result":
+    send_frame(protocol.RESULT, call.req_id, pickle.dumps(Evil()))
+elif scenario == "pickle_error":
+    send_frame(protocol.ERROR, call.req_id, pickle.dumps(Evil()))
+elif scenario == "pickle_in_ext":
+    send_frame(protocol.RESULT, call.req_id, msgpack.packb(msgpack.ExtType(1, pickle.dumps(Evil()))))
+elif scenario == "unknown_ext":
+    send_frame(protocol.RESULT, call.req_id, msgpack.packb(msgpack.ExtType(99, b"\x80\x04x")))
+elif scenario == "oversized_frame":
+    send(protocol.PREFIX.pack(3, protocol.CHUNK + 1) + b"\x92\x11\x01")
+elif scenario == "endless_message":
+    header = msgpack.packb([protocol.RESULT, call.req_id, 1])
+    piece = b"\0" * protocol.CHUNK
+    for _ in range(64):
+        send(protocol.PREFIX.pack(len(header), len(piece)) + header, piece)
+elif scenario == "garbage":
+    send(os.urandom(4096))
+elif scenario == "unknown_kind":
+    send_frame(99, call.req_id, b"")
+elif scenario == "stray_result":
+    send_frame(protocol.RESULT, 99999, codec.encode("not yours"))
+    send_frame(protocol.RESULT, call.req_id, codec.encode("ok"))
+elif scenario == "probe":
+    # Ask the controller for things it must refuse, then report what came back as the result.
+    answers = {}
+    requests = [
+        ("data", ["chopsticks", "../../../../etc/passwd"]),
+        ("data", ["chopsticks", "/etc/passwd"]),
+        ("data", ["chopsticks", "agent/../../setup.py"]),
+        ("data", ["os", "path.py"]),
+        ("data", ["../etc", "passwd"]),
+        ("data", [1, 2]),
+        ("data", "junk"),
+        ("import", "os"),
+        ("import", "subprocess"),
+        ("import", "../../etc/passwd"),
+        ("import", "/etc/passwd"),
+        ("import", ["list"]),
+        ("import", "antigravity"),
+    ]
+    for req_id, (what, arg) in enumerate(requests, start=1000):
+        kind = protocol.GET_DATA if what == "data" else protocol.IMPORT
+        send_frame(kind, req_id, msgpack.packb(arg))
+        while True:
+            frame = next_frame()
+            if frame.req_id == req_id:
+                break
+        reply = msgpack.unpackb(frame.payload)
+        answers[what + " " + repr(arg)] = repr(reply)[:300]
+    send_frame(protocol.RESULT, call.req_id, codec.encode(answers))
+else:
+    raise SystemExit("unknown scenario " + scenario)
+
+# Stay alive until the controller hangs up, so it is the controller that decides.
+while True:
+    next_frame()

@@ -1,0 +1,81 @@
+"""A hostile remote cannot run code on the controller, read its files, or hurt other tunnels.
+
+Each scenario is a real subprocess that speaks the protocol with crafted frames.
+"""
+
+import os
+import sys
+
+import pytest
+
+import remote_helpers as rh
+from chopsticks import ProtocolViolation, SerializationError
+from chopsticks.tunnel import Local
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+@pytest.fixture
+def hostile(tmp_path, no_leaks):
+    """Makes a tunnel whose 'python' is the hostile agent playing one scenario."""
+    marker = tmp_path / "pwned"
+    tunnels = []
+
+    def make(scenario, **options):
+        wrapper = tmp_path / ("python-" + scenario)
+        wrapper.write_text("#!/bin/sh\nPYTHONPATH=%s:%s exec %s %s %s %s\n" % (
+            ROOT, HERE, sys.executable, os.path.join(HERE, "hostile_agent.py"), scenario, marker))
+        wrapper.chmod(0o755)
+        tunnel = Local("evil-" + scenario, python=str(wrapper), **options)
+        tunnels.append(tunnel)
+        return tunnel
+
+    yield make
+    for tunnel in tunnels:
+        tunnel.close()
+    assert not marker.exists(), "the hostile remote ran code on the controller"
+
+
+@pytest.mark.parametrize("scenario", ["pickle_result", "pickle_error", "pickle_in_ext", "unknown_ext"])
+def test_undecodable_results_fail_the_call_and_run_nothing(hostile, scenario):
+    """Pickles or unknown types where a result should be fail that call; nothing is unpickled."""
+    tunnel = hostile(scenario)
+    with pytest.raises(SerializationError) as info:
+        tunnel.call(rh.add, 1, 2)
+    assert "could not be decoded" in str(info.value)
+
+
+@pytest.mark.parametrize("scenario, options", [
+    ("oversized_frame", {}),
+    ("endless_message", {"max_result": 1 << 20}),
+    ("garbage", {}),
+    ("unknown_kind", {}),
+])
+def test_protocol_violations_close_that_tunnel_only(hostile, scenario, options):
+    """Oversized frames, endless messages, garbage and unknown kinds close the tunnel cleanly."""
+    tunnel = hostile(scenario, **options)
+    with Local("bystander") as bystander:
+        with pytest.raises(ProtocolViolation) as info:
+            tunnel.call(rh.add, 1, 2, timeout=30)
+        assert isinstance(info.value, ConnectionError)
+        assert "broke the protocol" in str(info.value)
+        assert tunnel.closed
+        assert bystander.call(rh.add, 2, 3) == 5
+
+
+def test_stray_results_are_ignored(hostile):
+    """A result for a request the controller never made is dropped; the real one arrives."""
+    assert hostile("stray_result").call(rh.add, 1, 2) == "ok"
+
+
+def test_import_and_data_requests_cannot_escape(hostile):
+    """Path traversal, absolute paths, stdlib and junk requests all come back refused."""
+    answers = hostile("probe").call(rh.add, 1, 2, timeout=60)
+    assert len(answers) == 13
+    for request, reply in answers.items():
+        assert "root:" not in reply and "setup(" not in reply, (request, reply)
+        if request.startswith("data"):
+            assert reply.startswith("[False"), (request, reply)
+        else:
+            assert reply == "[]", (request, reply)
