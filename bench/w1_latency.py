@@ -10,6 +10,10 @@ Run from the repo root (or with PYTHONPATH=<repo root>). Prints JSON lines on st
   ``/usr/bin/python3``; ``--warmup`` calls, then ``--n`` sequential calls, each timed with
   ``time.perf_counter_ns``. Same fields and statistics as the peers' lines (the timing and
   statistics code is the peers' own ``_w1common``, imported, so the numbers compare).
+  Two extra fields split the cost: ``controller_cpu_us_per_call`` (this process's CPU,
+  ``time.process_time``) and ``agent_cpu_us_per_call`` (the agent's CPU, all its threads, from
+  ``/proc/<pid>/task/*/schedstat``), both over the measured calls only. Their sum against
+  the median shows how much of a round trip is CPU and how much is waiting/wake-ups.
 * ``"impl": "chopsticks-pipelined"``: on the same warm tunnel, ``--n`` ``call_async`` calls
   submitted at once, then all results collected; ``calls_per_s`` is ``--n`` divided by the
   time from the first submit to the last result. Three bursts; the median one is reported
@@ -28,6 +32,7 @@ relative FILE is taken under ``bench/results/`` (gitignored).
 """
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -62,6 +67,22 @@ from chopsticks.tunnel import Local  # noqa: E402
 LOADER_PROBE = "type(__import__('sys').modules['w1_target'].__spec__.loader).__name__"
 
 
+def agent_cpu_s(pid):
+    """CPU seconds of the agent so far, summed over its live threads (kernel scheduler
+    accounting in /proc/<pid>/task/*/schedstat, nanosecond resolution); None if unreadable."""
+    if not pid:
+        return None
+    total = 0
+    paths = glob.glob('/proc/%d/task/*/schedstat' % pid)
+    for path in paths:
+        try:
+            with open(path) as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9 if paths else None
+
+
 def out(rec, sink):
     line = json.dumps(rec)
     sys.stdout.write(line + '\n')
@@ -88,10 +109,19 @@ def run_ours(run, n, warmup, sink):
             sys.stderr.write('[w1_latency] WARNING: the remote did not get w1_target from the '
                              'controller\n')
 
-        samples = measure(lambda: t.call(w1_target.two), n, warmup)
+        call = lambda: t.call(w1_target.two)  # noqa: E731
+        measure(call, 0, warmup)
+        pid = info.get('pid')
+        ctl0, agent0 = time.process_time(), agent_cpu_s(pid)
+        samples = measure(call, n, 0)
+        ctl1, agent1 = time.process_time(), agent_cpu_s(pid)
         rec = {'workload': 'W1', 'impl': 'chopsticks', 'transport': 'local', 'n': n}
         rec.update(stats_us(samples))
-        rec.update({'python': python, 'version': chopsticks.__version__, 'run': run})
+        rec.update({'python': python, 'version': chopsticks.__version__, 'run': run,
+                    'controller_cpu_us_per_call': round((ctl1 - ctl0) / n * 1e6, 1),
+                    'agent_cpu_us_per_call': (round((agent1 - agent0) / n * 1e6, 1)
+                                              if agent0 is not None and agent1 is not None
+                                              else None)})
         out(rec, sink)
 
         rates = []

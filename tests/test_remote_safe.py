@@ -1,0 +1,57 @@
+"""The remote side stays small, stdlib-only and parseable by the oldest supported Python."""
+
+import ast
+import os
+import sys
+
+import pytest
+
+import chopsticks
+from chopsticks import bootstrap
+
+PACKAGE = os.path.dirname(os.path.abspath(chopsticks.__file__))
+REMOTE_SAFE = ["__init__.py", "protocol.py", "codec.py", "agent/__init__.py", "agent/main.py",
+               "agent/importer.py", "agent/mainfn.py"]
+ALLOWED_CHOPSTICKS = {"chopsticks", "chopsticks.protocol", "chopsticks.codec", "chopsticks.agent",
+                      "chopsticks.agent.main", "chopsticks.agent.importer", "chopsticks.agent.mainfn"}
+
+
+@pytest.mark.parametrize("rel", REMOTE_SAFE)
+def test_remote_modules_parse_as_python_3_8_and_import_only_stdlib(rel):
+    """Each remote-safe module parses with 3.8 grammar and imports only stdlib, msgpack, itself."""
+    with open(os.path.join(PACKAGE, rel)) as f:
+        tree = ast.parse(f.read(), feature_version=(3, 8))
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module] + ["%s.%s" % (node.module, a.name) for a in node.names]
+        for name in names:
+            top = name.partition(".")[0]
+            if top == "chopsticks":
+                assert name in ALLOWED_CHOPSTICKS or name.rpartition(".")[0] in ALLOWED_CHOPSTICKS, name
+            else:
+                assert top in sys.stdlib_module_names or top == "msgpack", name
+
+
+def test_shipped_msgpack_parses_as_python_3_8():
+    """The pure-Python msgpack shipped to remotes without one parses with 3.8 grammar."""
+    for name in bootstrap.MSGPACK_MODULES:
+        _, filename, source = bootstrap._module_entry(name)
+        ast.parse(source, feature_version=(3, 8))
+
+
+def test_stage1_is_small_and_compiles():
+    """Stage 1 is a few hundred bytes, far below the 128 KiB argument limit, and valid Python."""
+    source = bootstrap.stage1_source()
+    assert len(source.encode()) < 1024
+    compile(source, "<stage1>", "exec")
+    assert sum(len(a) for a in bootstrap.python_argv("python3")) < 2048
+
+
+def test_bundle_contains_the_agent_and_stays_compact():
+    """The bundle the agent reads from stdin is compressed and modest."""
+    bundle = bootstrap.bundle_for(1 << 20)
+    assert len(bundle.stdin_bytes()) < 64 * 1024
+    assert bundle.stdin_bytes()[:8] == b"%08x" % len(bundle.compressed)
