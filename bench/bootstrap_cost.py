@@ -23,8 +23,9 @@ to a process that has already exited):
   right after HELLO and right after the first result arrives, as the sum over its threads
   (``/proc/<pid>/task/*/schedstat``, field 1 = nanoseconds on a CPU, kernel scheduler
   accounting, exact). ``/proc/<pid>/stat`` utime+stime would cover exited threads too, but
-  it counts in clock ticks (10 ms here), too coarse for a ~30 ms quantity; no agent thread
-  exits before the first result, so the thread sum is complete. The agent is the direct
+  it counts in clock ticks (10 ms here), too coarse for a ~70 ms quantity. No agent thread
+  exits before the first result, so the thread sum is complete (check: it stays within a
+  couple of ms below the lifetime figure, which counts every thread). The agent is the direct
   child (``Local`` runs the interpreter without a shell), so ``remote_info['pid']`` is it.
 * ``*_lifetime_ms``: ``getrusage(RUSAGE_CHILDREN)`` user+sys, the difference across one
   child's whole life (start to reaped): the kernel adds a child's usage, all threads, when

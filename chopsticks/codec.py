@@ -19,8 +19,7 @@ encode with ``TypeError`` naming its type.
 """
 
 import datetime
-import decimal
-import uuid
+import sys
 
 import msgpack
 
@@ -56,9 +55,13 @@ def _default(obj):
         return msgpack.ExtType(TIME, obj.isoformat().encode())
     if isinstance(obj, datetime.timedelta):
         return msgpack.ExtType(TIMEDELTA, _pack_items([obj.days, obj.seconds, obj.microseconds]))
-    if isinstance(obj, decimal.Decimal):
+    # decimal and uuid cost milliseconds to import on a fresh agent; a value of their types
+    # can only exist once they are imported.
+    decimal = sys.modules.get("decimal")
+    if decimal is not None and isinstance(obj, decimal.Decimal):
         return msgpack.ExtType(DECIMAL, str(obj).encode())
-    if isinstance(obj, uuid.UUID):
+    uuid = sys.modules.get("uuid")
+    if uuid is not None and isinstance(obj, uuid.UUID):
         return msgpack.ExtType(UUID, obj.bytes)
     if isinstance(obj, complex):
         return msgpack.ExtType(COMPLEX, _pack_items([obj.real, obj.imag]))
@@ -105,8 +108,8 @@ EXT_DECODERS = {
     DATE: lambda data: datetime.date.fromisoformat(data.decode()),
     TIME: lambda data: datetime.time.fromisoformat(data.decode()),
     TIMEDELTA: _timedelta,
-    DECIMAL: lambda data: decimal.Decimal(data.decode()),
-    UUID: lambda data: uuid.UUID(bytes=data),
+    DECIMAL: lambda data: __import__("decimal").Decimal(data.decode()),
+    UUID: lambda data: __import__("uuid").UUID(bytes=data),
 }
 
 

@@ -55,8 +55,11 @@ class CallFuture:
             waiter = Waiter()
             self._waiters.append(waiter)
             try:
-                with gevent.Timeout(timeout, False):
+                if timeout is None:
                     waiter.get()
+                else:
+                    with gevent.Timeout(timeout, False):
+                        waiter.get()
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)

@@ -68,6 +68,8 @@ class BaseTunnel:
 
     def connect(self) -> "BaseTunnel":
         """Start the remote agent now (calls do it on demand). Idempotent."""
+        if self.connected:
+            return self
         with self._connect_lock:
             if self.connected:
                 return self

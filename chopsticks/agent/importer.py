@@ -9,11 +9,11 @@ related modules sent along in the same reply so that a package costs few round t
 Two finders share one importer: one at the front of ``sys.meta_path`` claims only
 ``chopsticks`` (the controller's version must win over any installed copy), one at the end
 serves everything the remote's own finders did not find. Standard library names are never
-requested. Shipped source goes into ``linecache`` so remote tracebacks show its lines.
+requested. Remote tracebacks show shipped source lines through ``get_source`` (linecache
+asks a module's loader when the file is not on the remote's disk).
 """
 
 import io
-import linecache
 import os
 import sys
 import threading
@@ -77,7 +77,6 @@ class Importer(object):
         is_pkg, filename, source = self.cache[module.__name__]
         if source is None:  # a namespace package
             return
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         exec(compile(source, filename, "exec", dont_inherit=True), module.__dict__)
 
     # -- package data: pkgutil.get_data and importlib.resources -------------------------

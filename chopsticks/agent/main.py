@@ -15,16 +15,22 @@ the stream.
 import collections
 import itertools
 import os
-import pickle
 import sys
 import threading
 import time
-import traceback
+
+try:  # the C unpickler alone: pickle.py would also import re and friends at boot
+    from _pickle import loads as _unpickle
+except ImportError:  # pragma: no cover
+    from pickle import loads as _unpickle
 
 import msgpack
 
 from chopsticks import codec, protocol
 
+# Bytes per read. Larger reads are above glibc's mmap threshold: every read would map and
+# unmap its buffer, measured at 20-30 us per call in a threaded process.
+READ_SIZE = 65536
 # How long a worker waits for the controller to answer an import or data request.
 REQUEST_TIMEOUT = 120.0
 # A call running inline longer than this hands the reader role to another thread, so
@@ -129,6 +135,7 @@ class Agent(object):
                             self.inline_since = None
                             self.last_call = time.monotonic()
         except Exception:
+            import traceback
             traceback.print_exc()
             _exit(70)
 
@@ -164,7 +171,7 @@ class Agent(object):
 
     def next_frame(self):
         while not self.frames:
-            data = os.read(self.fd_in, 262144)
+            data = os.read(self.fd_in, READ_SIZE)
             if not data:
                 _exit(0)
             self.frames.extend(self.decoder.feed(data))
@@ -188,7 +195,7 @@ class Agent(object):
 
     def run_call(self, frame):
         try:
-            fn, args, kwargs = pickle.loads(frame.payload)
+            fn, args, kwargs = _unpickle(frame.payload)
             value = fn(*args, **kwargs)
         except SystemExit as exc:
             self.send(protocol.ERROR, frame.req_id, _describe(
@@ -215,6 +222,7 @@ class Agent(object):
 
 def _describe(exc, message=None):
     """Encode an exception as plain data: qualified type name, message, traceback."""
+    import traceback  # only when something failed: it costs milliseconds to import
     kind = type(exc)
     try:
         text = str(exc) if message is None else message

@@ -15,6 +15,8 @@ import gevent
 import gevent.subprocess
 from gevent.hub import get_hub
 
+# Bytes per read: kept under glibc's mmap threshold, so a read does not map a fresh buffer.
+READ_SIZE = 65536
 # How long a child may take to exit after its stdin closes before it is killed.
 EXIT_GRACE = 2.0
 _READ = 1
@@ -56,18 +58,17 @@ class ProcessPipe:
         fd = self._fds["out"]
 
         def on_readable():
-            while True:
-                try:
-                    data = os.read(fd, 262144)
-                except BlockingIOError:
-                    return
-                except OSError:
-                    data = b""
-                if not data:
-                    self.stop_reading()
-                callback(data)
-                if not data:
-                    return
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.stop_reading()
+            # No second read to drain the pipe: the watcher is level-triggered, so what is
+            # left calls us again, and a trivial call saves a syscall and an exception.
+            callback(data)
 
         self._watchers["out"].start(on_readable)
 
