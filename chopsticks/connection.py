@@ -13,7 +13,7 @@ in order: readers stop, then the process is reaped, then the fds close.
 import collections
 import itertools
 import time
-from typing import Any, Callable, Deque, Dict, Optional, Set
+from typing import Any, Callable, Deque, Dict, List, Optional, Set
 
 import gevent
 import gevent.event
@@ -256,12 +256,14 @@ class Connection:
         gevent.spawn(self._serve_import, frame)
 
     def _serve_import(self, frame: protocol.Frame) -> None:
+        name: Any = None
+        reply: List[Any] = []
         try:
             name = msgpack.unpackb(frame.payload)
-        except Exception:
-            name = None  # answered as "not found"
-        reply = self.modules.serve(name, self._sent_modules)
-        logs.event("module_served", host=self.name, module=name, sent=len(reply))
+            reply = self.modules.serve(name, self._sent_modules)
+        except Exception as exc:  # never leave the agent waiting: an empty reply is "not found"
+            logs.warning("module_lookup_failed", host=self.name, module=repr(name)[:200], error=str(exc))
+        logs.event("module_served", host=self.name, module=repr(name)[:200], sent=len(reply))
         self._reply(protocol.MODULES, frame.req_id, msgpack.packb(reply))
 
     def _on_get_data(self, frame: protocol.Frame) -> None:

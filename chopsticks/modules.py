@@ -16,6 +16,7 @@ import ast
 import os
 import sys
 from importlib.machinery import PathFinder
+from importlib.util import decode_source
 from typing import Dict, List, Optional, Set, Tuple
 
 from chopsticks.bootstrap import stdlib_names
@@ -25,6 +26,7 @@ RELATED_LIMIT = 64
 MAX_DATA = 64 << 20
 
 ModuleEntry = Tuple[str, bool, Optional[str], Optional[str]]  # name, is_pkg, filename, source
+_Found = Tuple[bool, Optional[str], Optional[str], Tuple[str, ...]]  # is_pkg, filename, source, imports
 
 
 def _valid_name(name: object) -> bool:
@@ -36,7 +38,7 @@ class ModuleServer:
 
     def __init__(self) -> None:
         self._stdlib = frozenset(stdlib_names())
-        self._found: Dict[str, Optional[Tuple[bool, Optional[str], Optional[str], Tuple[str, ...]]]] = {}
+        self._found: Dict[str, Optional[_Found]] = {}
 
     # -- modules ---------------------------------------------------------------------
 
@@ -59,16 +61,16 @@ class ModuleServer:
         locations = spec.submodule_search_locations
         return locations is not None, spec.origin, list(locations) if locations is not None else None
 
-    def _lookup(self, name: str):
+    def _lookup(self, name: str) -> Optional[_Found]:
         if name in self._found:
             return self._found[name]
-        result = None
+        result: Optional[_Found] = None
         loc = self._spec_location(name)
         if loc is not None:
             is_pkg, origin, _ = loc
             if origin and origin.endswith(".py") and os.path.isfile(origin):
                 with open(origin, "rb") as f:
-                    source = f.read().decode("utf-8")
+                    source = decode_source(f.read())  # honours PEP 263 coding cookies
                 result = (is_pkg, origin, source, _imports_of(name, is_pkg, source))
             elif is_pkg and origin in (None, "namespace"):
                 result = (True, None, None, ())
@@ -80,9 +82,8 @@ class ModuleServer:
         return self._collect(name, sent)
 
     def _collect(self, name: object, sent: Set[str]) -> List[ModuleEntry]:
-        if not _valid_name(name) or name.partition(".")[0] in self._stdlib:  # type: ignore[union-attr]
+        if not isinstance(name, str) or not _valid_name(name) or name.partition(".")[0] in self._stdlib:
             return []
-        assert isinstance(name, str)
         found = self._lookup(name)
         if found is None:
             return []
@@ -121,9 +122,8 @@ class ModuleServer:
 
     def get_data(self, package: object, resource: object) -> bytes:
         """Bytes of ``resource`` inside ``package``'s directory; OSError for anything else."""
-        if not _valid_name(package) or not isinstance(resource, str):
+        if not isinstance(package, str) or not _valid_name(package) or not isinstance(resource, str):
             raise PermissionError("invalid package data request")
-        assert isinstance(package, str)
         found = self._lookup(package)
         if found is None or not found[0] or not found[1]:
             raise FileNotFoundError("no package %s on the controller" % package)

@@ -48,7 +48,7 @@ def _main_source(filename: str, firstline: int, name: str, is_lambda: bool, argn
             "cannot send %s defined in __main__: its source is not available (the plain Python REPL "
             "keeps none); define it in a module, a script, or an IPython/Jupyter session" % name)
     tree = ast.parse(text)
-    candidates = []
+    candidates: List[ast.AST] = []
     for node in ast.walk(tree):
         if is_lambda and isinstance(node, ast.Lambda) and node.lineno == firstline:
             if tuple(a.arg for a in node.args.posonlyargs + node.args.args) == argnames:
@@ -65,7 +65,7 @@ def _main_source(filename: str, firstline: int, name: str, is_lambda: bool, argn
                 firstline, filename))
     node = candidates[0]
     segment = ast.get_source_segment(text, node, padded=True)
-    return segment, node.lineno
+    return segment, getattr(node, "lineno")
 
 
 class CallPickler(pickle.Pickler):
