@@ -23,7 +23,7 @@ import msgpack
 from chopsticks import codec, logs, protocol
 from chopsticks.bootstrap import EXIT_OLD_PYTHON
 from chopsticks.errors import (
-    ConnectError, ProtocolViolation, PythonNotFound, RemoteException, ResultTooLarge,
+    ConnectError, ConnectTimeout, ProtocolViolation, PythonNotFound, RemoteException, ResultTooLarge,
     SerializationError, TunnelClosed,
 )
 from chopsticks.future import CallFuture
@@ -81,7 +81,7 @@ class Connection:
             hello = self._hello.get(timeout=timeout)
         except gevent.Timeout:
             self.close(kill=True)
-            raise ConnectError("[%s] the agent did not start within %ss%s"
+            raise ConnectTimeout("[%s] the agent did not start within %ss%s"
                                % (self.name, stated_timeout, self._stderr_note())) from None
         logs.event("tunnel_connected", host=self.name, python=".".join(map(str, hello["python"])),
                    elapsed_ms=round((time.monotonic() - started) * 1000, 1))
@@ -151,13 +151,20 @@ class Connection:
         if self._closing:
             return TunnelClosed("[%s] tunnel closed" % self.name)
         status = self.pipe.exit_status(2.0)
+        lost = getattr(self.pipe, "end_reason", None)  # a transport's own account, e.g. SSH
         self._stderr_reader.join(1.0)
         if self.hello is None:
+            if any("sudo:" in line and "password" in line for line in self._stderr_tail):
+                return ConnectError("[%s] sudo asks for a password on this host; chopsticks runs sudo "
+                                    "non-interactively (sudo -n): allow the command with NOPASSWD%s"
+                                    % (self.name, self._stderr_note()))
             if status == EXIT_OLD_PYTHON or status in NOT_FOUND_STATUSES:
                 return PythonNotFound("[%s] no usable Python on the remote (exit status %s)%s"
                                       % (self.name, status, self._stderr_note()))
-            return ConnectError("[%s] the agent exited before it started (exit status %s)%s"
-                                % (self.name, status, self._stderr_note()))
+            return ConnectError("[%s] the agent exited before it started (%s)%s"
+                                % (self.name, lost or "exit status %s" % status, self._stderr_note()))
+        if status is None and lost:
+            return TunnelClosed("[%s] %s%s" % (self.name, lost, self._stderr_note()))
         how = "was killed by signal %d" % -status if status is not None and status < 0 else \
             "exited with status %s" % status
         return TunnelClosed("[%s] the agent %s%s" % (self.name, how, self._stderr_note()))

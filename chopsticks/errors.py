@@ -9,7 +9,12 @@ Each class also subclasses the builtin it means, so ``except TimeoutError`` or
     ├── ResultTooLarge(ValueError)      a result exceeds the tunnel's ``max_result`` bytes
     ├── CallTimeout(TimeoutError)       ``call(..., timeout=)`` expired; the tunnel stays usable
     ├── TunnelError(ConnectionError)    the tunnel could not be used
-    │   ├── ConnectError                starting the remote agent failed (includes ``connect_timeout``)
+    │   ├── ConnectError                starting the remote agent failed
+    │   │   ├── ConnectTimeout(TimeoutError)  a connect, handshake or agent start passed its deadline
+    │   │   ├── AuthenticationFailed    the SSH server refused every credential tried
+    │   │   ├── HostKeyError            the host key is refused (revoked)
+    │   │   │   ├── UnknownHostKey      not in known_hosts, and the policy is strict
+    │   │   │   └── HostKeyChanged      known_hosts has a different key for this host
     │   │   └── PythonNotFound          the remote has no usable ``python3`` (missing, or older than 3.8)
     │   ├── TunnelClosed                the agent went away: it exited, was killed, or the pipe broke
     │   └── ProtocolViolation           the remote sent bytes that break the protocol; tunnel closed
@@ -64,6 +69,26 @@ class TunnelError(ChopsticksError, ConnectionError):
 
 class ConnectError(TunnelError):
     """The remote agent could not be started."""
+
+
+class ConnectTimeout(ConnectError, TimeoutError):
+    """Connecting, the SSH handshake, or the agent's start did not finish in time."""
+
+
+class AuthenticationFailed(ConnectError):
+    """The SSH server refused every credential that was tried."""
+
+
+class HostKeyError(ConnectError):
+    """The server's host key is refused."""
+
+
+class UnknownHostKey(HostKeyError):
+    """The host key is not in known_hosts and the policy does not accept new keys."""
+
+
+class HostKeyChanged(HostKeyError):
+    """known_hosts records a different key of the same type for this host."""
 
 
 class PythonNotFound(ConnectError):

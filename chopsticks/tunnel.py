@@ -6,18 +6,22 @@ a context manager. Subclasses only say how to start a pipe whose other end is th
 them from greenlets (or plain code in the main thread), not from several OS threads.
 """
 
+import dataclasses
 import os
+import shlex
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import gevent.lock
 
 from chopsticks import bootstrap
 from chopsticks.connection import CallFuture, Connection
-from chopsticks.errors import CallTimeout, ConnectError, PythonNotFound
+from chopsticks.errors import CallTimeout, ChopsticksError, ConnectError, PythonNotFound
 from chopsticks.modules import ModuleServer
 from chopsticks.pickling import dumps_call
 from chopsticks.transports.process import ProcessPipe
+from chopsticks.transports.ssh import Deadline, HandshakeSlots, SSHLink, default_slots
+from chopsticks.transports.ssh_options import SSHOptions, resolve
 
 DEFAULT_CONNECT_TIMEOUT = 30.0
 # The largest result a call may return, encoded; bigger results fail that call alone.
@@ -48,7 +52,8 @@ class BaseTunnel:
 
     # -- what subclasses provide -----------------------------------------------------------
 
-    def _open_pipe(self, argv):
+    def _open_pipe(self, argv, timeout: float):
+        """Start the remote ``python`` (argv) within ``timeout`` seconds; return its pipe."""
         raise NotImplementedError
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -76,7 +81,9 @@ class BaseTunnel:
             started = time.monotonic()
             bundle = bootstrap.bundle_for(self.max_result)
             try:
-                pipe = self._open_pipe(bootstrap.python_argv(self.python))
+                pipe = self._open_pipe(bootstrap.python_argv(self.python), self.connect_timeout)
+            except ChopsticksError:
+                raise
             except FileNotFoundError as exc:
                 raise PythonNotFound("[%s] cannot start %s: %s" % (self.host, self.python, exc)) from exc
             except OSError as exc:
@@ -141,5 +148,57 @@ class Local(BaseTunnel):
     def __init__(self, name: str = "localhost", **options):
         super().__init__(name, **options)
 
-    def _open_pipe(self, argv):
+    def _open_pipe(self, argv, timeout: float):
         return ProcessPipe(argv)
+
+
+class SSHTunnel(BaseTunnel):
+    """A tunnel to an agent on a host reached over SSH (libssh2, in-process, one socket).
+
+    ``SSHTunnel('web-1')``, ``SSHTunnel('deploy@web-1:2222', key='~/.ssh/deploy')``,
+    ``SSHTunnel('db-1', jump='bastion', sudo=True)``. SSH options (``user``, ``port``, ``key``,
+    ``passphrase``, ``password``, ``agent``, ``jump``, ``known_hosts``, ``host_key_policy``,
+    ``ssh_config``) may be given one by one or as one shared ``options=SSHOptions(...)``;
+    ``~/.ssh/config`` fills in what neither says. ``sudo=True`` (or a user name) runs the
+    agent under ``sudo -n``. ``python`` is the remote interpreter (default ``python3``).
+    """
+
+    def __init__(self, host: str, *, options: Optional[SSHOptions] = None, python: str = "python3",
+                 sudo: Union[bool, str] = False, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                 max_result: int = DEFAULT_MAX_RESULT, modules: Optional[ModuleServer] = None,
+                 handshake_slots: Optional[HandshakeSlots] = None, **ssh_options):
+        super().__init__(host, python=python, connect_timeout=connect_timeout, max_result=max_result,
+                         modules=modules)
+        try:
+            options = dataclasses.replace(options or SSHOptions(), **ssh_options)
+        except TypeError as exc:
+            raise TypeError("SSHTunnel got an unknown option: %s" % exc) from None
+        self.options = options
+        self.destination = resolve(host, options)
+        self.sudo = "root" if sudo is True else (sudo or None)
+        self._slots = handshake_slots
+
+    def _command(self, argv) -> str:
+        words = list(argv)
+        if self.sudo:
+            words = ["sudo", "-n", "-u", self.sudo, "--"] + words
+        return " ".join(shlex.quote(word) for word in words)
+
+    def _open_pipe(self, argv, timeout: float):
+        deadline = Deadline(timeout, "connecting over SSH")
+        link = SSHLink.open(self.destination, deadline, self._slots or default_slots())
+        try:
+            return link.open_channel(self._command(argv), deadline)
+        except BaseException:
+            link.close()
+            raise
+
+    def __repr__(self) -> str:
+        dest = self.destination
+        state = "connected" if self.connected else "not connected"
+        via = " via %s" % ",".join(j.hostname for j in dest.jumps) if dest.jumps else ""
+        return "<SSHTunnel %r %s@%s:%d%s %s>" % (self.host, dest.user, dest.hostname, dest.port, via, state)
+
+
+#: The default tunnel type, as in the original chopsticks.
+Tunnel = SSHTunnel

@@ -1,0 +1,155 @@
+"""SSH options: what the user asks for (``SSHOptions``) and what it resolves to (``Destination``). Controller-side.
+
+``SSHOptions`` is one frozen object shared by many tunnels (a ``Group`` passes its own to
+every host). ``resolve`` merges it with ``~/.ssh/config`` the way OpenSSH does: options given
+explicitly win, then the first matching config value, then the defaults. Secrets never
+appear in a repr.
+"""
+
+import dataclasses
+import getpass
+import os
+from typing import Optional, Sequence, Tuple, Union
+
+from chopsticks import ssh_config
+
+POLICIES = {
+    "strict": "strict", "yes": "strict", "ask": "strict",
+    "accept-new": "accept-new",
+    "off": "off", "no": "off",
+}
+DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
+DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+
+StrOrList = Union[None, str, Sequence[str]]
+
+
+def _as_tuple(value: StrOrList) -> Tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class SSHOptions:
+    """How to reach hosts over SSH. Every field is optional; ``~/.ssh/config`` fills the gaps.
+
+    ``key`` and ``known_hosts`` take a path or a list of paths; ``jump`` a
+    ``[user@]host[:port]`` or a list of them (a chain, outermost first), like ProxyJump;
+    ``host_key_policy`` is ``'strict'`` (default), ``'accept-new'`` or ``'off'`` (OpenSSH's
+    ``yes``/``accept-new``/``no`` are accepted too); ``ssh_config`` is the config file to
+    read (``None``: ``~/.ssh/config``; ``''``: none).
+    """
+
+    user: Optional[str] = None
+    port: Optional[int] = None
+    key: StrOrList = None
+    passphrase: Optional[str] = dataclasses.field(default=None, repr=False)
+    password: Optional[str] = dataclasses.field(default=None, repr=False)
+    agent: bool = True
+    jump: StrOrList = None
+    known_hosts: StrOrList = None
+    host_key_policy: Optional[str] = None
+    connect_timeout: float = 10.0
+    ssh_config: Optional[str] = None
+
+    def __post_init__(self):
+        if self.port is not None and not (isinstance(self.port, int) and 0 < self.port < 65536):
+            raise ValueError("port must be an integer from 1 to 65535, got %r" % (self.port,))
+        if self.host_key_policy is not None and self.host_key_policy not in POLICIES:
+            raise ValueError("host_key_policy must be one of 'strict', 'accept-new', 'off', got %r"
+                             % (self.host_key_policy,))
+        if not self.connect_timeout or self.connect_timeout <= 0:
+            raise ValueError("connect_timeout must be positive")
+
+    def __repr__(self) -> str:
+        fields = ["%s=%r" % (f.name, getattr(self, f.name)) for f in dataclasses.fields(self)
+                  if f.repr and getattr(self, f.name) != f.default]
+        secrets = ["%s=***" % name for name in ("passphrase", "password") if getattr(self, name) is not None]
+        return "SSHOptions(%s)" % ", ".join(fields + secrets)
+
+
+@dataclasses.dataclass(frozen=True)
+class Destination:
+    """A host resolved for connecting: every option settled, jump hosts resolved too."""
+
+    name: str  # what the user called it; used in messages
+    hostname: str
+    port: int
+    user: str
+    keys: Tuple[str, ...]
+    explicit_keys: Tuple[str, ...]
+    passphrase: Optional[str] = dataclasses.field(repr=False)
+    password: Optional[str] = dataclasses.field(repr=False)
+    agent: bool
+    known_hosts: Tuple[str, ...]
+    host_key_policy: str
+    connect_timeout: float
+    jumps: Tuple["Destination", ...]
+
+
+def _split_target(target: str) -> Tuple[Optional[str], str, Optional[int]]:
+    """``[user@]host[:port]`` (IPv6 as ``[addr]:port``) -> (user, host, port)."""
+    user = None
+    if "@" in target:
+        user, _, target = target.rpartition("@")
+    port = None
+    if target.startswith("["):
+        host, _, rest = target[1:].partition("]")
+        if rest.startswith(":"):
+            port = int(rest[1:])
+    elif target.count(":") == 1:
+        host, _, port_text = target.partition(":")
+        port = int(port_text)
+    else:
+        host = target
+    if not host:
+        raise ValueError("empty host name in %r" % target)
+    return user, host, port
+
+
+def resolve(target: str, options: SSHOptions, _depth: int = 0) -> Destination:
+    """Settle every option for ``target`` (``[user@]host[:port]``)."""
+    if _depth > 8:
+        raise ValueError("jump host chain too long (a ProxyJump loop?)")
+    try:
+        user, alias, port = _split_target(target)
+    except ValueError as exc:
+        raise ValueError("bad host %r: %s" % (target, exc)) from None
+    config_paths = None if options.ssh_config is None else ([options.ssh_config] if options.ssh_config else [])
+    config = ssh_config.lookup(alias, config_paths)
+    hostname = str(config.get("hostname", alias)).replace("%h", alias)
+    user = user or options.user or str(config.get("user") or getpass.getuser())
+    port = port or options.port or int(str(config.get("port", 22)))
+
+    def expand(path: str) -> str:
+        return ssh_config.expand_tokens(path, alias, hostname, port, user)
+
+    explicit = tuple(expand(k) for k in _as_tuple(options.key))
+    configured = tuple(expand(k) for k in config.get("identityfile", []))  # type: ignore[union-attr]
+    keys = explicit or configured or tuple(os.path.expanduser(k) for k in DEFAULT_KEYS)
+    known = _as_tuple(options.known_hosts) or tuple(config.get("userknownhostsfile", ())) or DEFAULT_KNOWN_HOSTS
+    policy_name = options.host_key_policy or str(config.get("stricthostkeychecking", "strict")).lower()
+    policy = POLICIES.get(policy_name)
+    if policy is None:
+        raise ValueError("unknown StrictHostKeyChecking value %r for %s" % (policy_name, alias))
+    jump_spec = _as_tuple(options.jump)
+    if not jump_spec:
+        configured_jump = str(config.get("proxyjump", "none"))
+        jump_spec = () if configured_jump.lower() == "none" else tuple(configured_jump.split(","))
+    # A jump host gets its own config lookup, but not our jump (that would loop) nor our key.
+    jump_options = dataclasses.replace(options, jump=None, key=None, user=None, port=None)
+    jumps: Tuple[Destination, ...] = ()
+    for hop in jump_spec:
+        resolved = resolve(hop.strip(), jump_options, _depth + 1)
+        jumps += resolved.jumps + (dataclasses.replace(resolved, jumps=()),)
+    timeout = float(str(config["connecttimeout"])) if "connecttimeout" in config and options.connect_timeout == 10.0 \
+        else options.connect_timeout
+    return Destination(
+        name=target, hostname=hostname, port=port, user=user, keys=keys, explicit_keys=explicit,
+        passphrase=options.passphrase, password=options.password, agent=options.agent,
+        known_hosts=tuple(expand(k) for k in known), host_key_policy=policy,
+        connect_timeout=timeout, jumps=jumps,
+    )
