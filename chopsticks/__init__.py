@@ -10,17 +10,25 @@ import importlib
 __version__ = "2.0.0.dev0"
 
 _EXPORTS = {
+    "AuthenticationFailed": "chopsticks.errors",
     "CallTimeout": "chopsticks.errors",
     "ChopsticksError": "chopsticks.errors",
     "ConnectError": "chopsticks.errors",
+    "ConnectTimeout": "chopsticks.errors",
+    "HostKeyChanged": "chopsticks.errors",
+    "HostKeyError": "chopsticks.errors",
     "Local": "chopsticks.tunnel",
     "ProtocolViolation": "chopsticks.errors",
     "PythonNotFound": "chopsticks.errors",
     "RemoteException": "chopsticks.errors",
     "ResultTooLarge": "chopsticks.errors",
+    "SSHOptions": "chopsticks.transports.ssh_options",
+    "SSHTunnel": "chopsticks.tunnel",
     "SerializationError": "chopsticks.errors",
     "TunnelClosed": "chopsticks.errors",
     "TunnelError": "chopsticks.errors",
+    "Tunnel": "chopsticks.tunnel",
+    "UnknownHostKey": "chopsticks.errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,7 +11,7 @@ import glob
 import os
 import pwd
 import shlex
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from chopsticks.known_hosts import matches
 
@@ -65,11 +65,11 @@ def _lines(path: str, depth: int = 0):
         yield keyword, args
 
 
-def lookup(host: str, paths: Optional[List[str]] = None) -> Dict[str, object]:
+def lookup(host: str, paths: Optional[List[str]] = None) -> Dict[str, Any]:
     """The options that apply to ``host``, keywords lower-cased; IdentityFile is a list."""
     if paths is None:
         paths = [os.path.expanduser("~/.ssh/config")]
-    options: Dict[str, object] = {}
+    options: Dict[str, Any] = {}
     for path in paths:
         active = True  # options before the first Host line apply to every host
         for keyword, args in _lines(os.path.expanduser(path)):
@@ -83,7 +83,7 @@ def lookup(host: str, paths: Optional[List[str]] = None) -> Dict[str, object]:
                 continue
             if keyword in MULTI:
                 options.setdefault(keyword, [])
-                options[keyword].extend(args)  # type: ignore[attr-defined]
+                options[keyword].extend(args)
             elif keyword not in options:
                 options[keyword] = args if keyword == "userknownhostsfile" else args[0]
     return options

@@ -46,7 +46,8 @@ def loopback_hosts(count: int) -> List[str]:
 class Fleet:
     """One sshd serving ``count`` loopback addresses; ``start()``, ``stop()``, context manager."""
 
-    def __init__(self, count: int = 1, workdir: Optional[str] = None):
+    def __init__(self, count: int = 1, workdir: Optional[str] = None, extra_config: str = "",
+                 users: Optional[List[str]] = None):
         if count < 1:
             raise ValueError("a fleet needs at least one host")
         self.hosts = loopback_hosts(count)
@@ -57,6 +58,8 @@ class Fleet:
         self.proc: Optional[subprocess.Popen] = None
         self.keys: Dict[str, str] = {}
         self.home = os.path.join(self.dir, "home")
+        self.extra_config = extra_config
+        self.users = [self.user] + list(users or [])
 
     # -- paths -------------------------------------------------------------------------
 
@@ -101,10 +104,14 @@ class Fleet:
             for path in self.keys.values():
                 with open(path + ".pub") as pub:
                     out.write(options + pub.read())
-        os.chmod(self.path("authorized_keys"), 0o600)
+        # readable by other users the fleet lets in: sshd reads it as the user logging in
+        os.chmod(self.path("authorized_keys"), 0o644)
+        os.chmod(self.dir, 0o755)
         self.port = free_port()
         with open(self.path("sshd_config"), "w") as f:
-            f.write(SSHD_CONFIG.format(port=self.port, dir=self.dir, user=self.user))
+            allow = " ".join("%s@127.*" % user for user in self.users)
+            f.write(SSHD_CONFIG.format(port=self.port, dir=self.dir, allow=allow) + self.extra_config
+                    + "\n" + SSHD_DEFAULTS)
         with open(self.path("host_ed25519.pub")) as pub:
             host_key = " ".join(pub.read().split()[:2])
         with open(self.known_hosts, "w") as f:
@@ -213,7 +220,7 @@ ListenAddress 0.0.0.0
 HostKey {dir}/host_ed25519
 PidFile {dir}/sshd.pid
 AuthorizedKeysFile {dir}/authorized_keys
-AllowUsers {user}@127.*
+AllowUsers {allow}
 PermitRootLogin yes
 PubkeyAuthentication yes
 PasswordAuthentication yes
@@ -224,11 +231,14 @@ PermitUserEnvironment HOME
 UseDNS no
 PrintMotd no
 PrintLastLog no
-MaxStartups 3000
 MaxSessions 1000
 MaxAuthTries 10
 LoginGraceTime 60
 LogLevel ERROR
+"""
+# sshd takes the first value of a keyword, so defaults that callers may override go last.
+SSHD_DEFAULTS = """\
+MaxStartups 3000
 """
 
 SSH_CONFIG = """\

@@ -2,6 +2,9 @@
 
 import gc
 import os
+import shutil
+import subprocess
+import sys
 
 import gevent
 import pytest
@@ -63,3 +66,52 @@ def local(no_leaks):
         yield tunnel
     finally:
         tunnel.close()
+
+
+# -- SSH: a real sshd on loopback, keys generated for this run -------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+
+from fleet import Fleet  # noqa: E402
+
+TEST_USER = "chopsticks-test"
+TEST_PASSWORD = "pw-" + os.urandom(6).hex()
+
+
+def require(condition, reason):
+    """Skip when a prerequisite is missing, but fail in CI, where nothing may be skipped."""
+    if not condition:
+        if os.environ.get("CI"):
+            pytest.fail("missing prerequisite in CI: " + reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def test_user():
+    """A throwaway local user with a password (for password and sudo tests); needs root."""
+    require(os.getuid() == 0 and shutil.which("useradd"), "creating a test user needs root and useradd")
+    subprocess.run(["userdel", "-r", TEST_USER], capture_output=True)
+    subprocess.run(["useradd", "-m", "-s", "/bin/sh", TEST_USER], check=True)
+    subprocess.run(["chpasswd"], input="%s:%s" % (TEST_USER, TEST_PASSWORD), text=True, check=True)
+    yield TEST_USER, TEST_PASSWORD
+    subprocess.run(["userdel", "-r", TEST_USER], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def fleet(request):
+    """Six SSH hosts (127.0.0.2-7) served by one sshd started for this test session."""
+    require(os.path.exists("/usr/sbin/sshd"), "OpenSSH's sshd is not installed (scripts/install installs it)")
+    users = []
+    if os.getuid() == 0 and shutil.which("useradd"):
+        users = [TEST_USER]
+    with Fleet(6, users=users) as running:
+        yield running
+
+
+@pytest.fixture
+def ssh_options(fleet):
+    """SSH options that reach the fleet with its own key and known_hosts, ignoring ~/.ssh."""
+    from chopsticks.transports.ssh_options import SSHOptions
+    return SSHOptions(port=fleet.port, key=fleet.key, known_hosts=fleet.known_hosts, ssh_config="",
+                      agent=False)

@@ -9,9 +9,10 @@ import chopsticks
 def test_exported_names_are_pinned():
     """The package exports exactly these names (adding one is a decision, not an accident)."""
     assert chopsticks.__all__ == [
-        "CallTimeout", "ChopsticksError", "ConnectError", "Local", "ProtocolViolation",
-        "PythonNotFound", "RemoteException", "ResultTooLarge", "SerializationError",
-        "TunnelClosed", "TunnelError",
+        "AuthenticationFailed", "CallTimeout", "ChopsticksError", "ConnectError", "ConnectTimeout",
+        "HostKeyChanged", "HostKeyError", "Local", "ProtocolViolation", "PythonNotFound",
+        "RemoteException", "ResultTooLarge", "SSHOptions", "SSHTunnel", "SerializationError",
+        "Tunnel", "TunnelClosed", "TunnelError", "UnknownHostKey",
     ]
     for name in chopsticks.__all__:
         assert getattr(chopsticks, name) is not None

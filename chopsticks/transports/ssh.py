@@ -346,26 +346,26 @@ class _Bridge:
         channel = retry(parent.session, parent.sock, deadline, parent.name, parent.session.direct_tcpip_ex,
                         dest.hostname, dest.port, "127.0.0.1", 0)
         near, far = gevent.socket.socketpair()
-        for end in (near, far):
-            end.setblocking(False)
         bridge = cls(parent, channel, near, far)
         return near, bridge
 
     def _pump(self) -> None:
-        session, sock = self.parent.session, self.parent.sock
+        sock, far_fd = self.parent.sock, self.far.fileno()
         pending = b""
         try:
             while True:
                 progressed = False
                 size, data = self.channel.read(READ_SIZE)
                 if size > 0:
-                    self.far.sendall(data)
+                    self.far.sendall(data)  # cooperative: waits while the next session is slow
                     progressed = True
                 elif size != LIBSSH2_ERROR_EAGAIN and self.channel.eof():
                     return
                 if not pending:
                     try:
-                        pending = self.far.recv(READ_SIZE)
+                        # gevent keeps the fd non-blocking underneath; read it raw so that an
+                        # empty socket answers at once instead of waiting
+                        pending = os.read(far_fd, READ_SIZE)
                         if not pending:
                             return
                     except BlockingIOError:

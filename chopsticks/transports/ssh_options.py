@@ -128,7 +128,7 @@ def resolve(target: str, options: SSHOptions, _depth: int = 0) -> Destination:
         return ssh_config.expand_tokens(path, alias, hostname, port, user)
 
     explicit = tuple(expand(k) for k in _as_tuple(options.key))
-    configured = tuple(expand(k) for k in config.get("identityfile", []))  # type: ignore[union-attr]
+    configured = tuple(expand(k) for k in config.get("identityfile", []))
     keys = explicit or configured or tuple(os.path.expanduser(k) for k in DEFAULT_KEYS)
     known = _as_tuple(options.known_hosts) or tuple(config.get("userknownhostsfile", ())) or DEFAULT_KNOWN_HOSTS
     policy_name = options.host_key_policy or str(config.get("stricthostkeychecking", "strict")).lower()
@@ -139,8 +139,9 @@ def resolve(target: str, options: SSHOptions, _depth: int = 0) -> Destination:
     if not jump_spec:
         configured_jump = str(config.get("proxyjump", "none"))
         jump_spec = () if configured_jump.lower() == "none" else tuple(configured_jump.split(","))
-    # A jump host gets its own config lookup, but not our jump (that would loop) nor our key.
-    jump_options = dataclasses.replace(options, jump=None, key=None, user=None, port=None)
+    # A jump host gets its own config lookup and the shared credentials (key, agent, known
+    # hosts), but not the target's user, port or jump (that would loop).
+    jump_options = dataclasses.replace(options, jump=None, user=None, port=None)
     jumps: Tuple[Destination, ...] = ()
     for hop in jump_spec:
         resolved = resolve(hop.strip(), jump_options, _depth + 1)

@@ -1,0 +1,337 @@
+"""SSH tunnels against a real OpenSSH sshd on loopback, with keys generated for this run."""
+
+import dataclasses
+import os
+import socket
+import subprocess
+import time
+
+import gevent
+import pytest
+
+import remote_helpers as rh
+from chopsticks import (
+    AuthenticationFailed, ConnectError, ConnectTimeout, HostKeyChanged, PythonNotFound, RemoteException,
+    TunnelClosed, UnknownHostKey,
+)
+from chopsticks.tunnel import SSHTunnel, Tunnel
+from conftest import require
+from fleet import PASSPHRASE, free_port
+
+
+@pytest.fixture
+def tunnels(no_leaks):
+    """Collects tunnels made by a test and closes them before the leak check."""
+    made = []
+
+    def make(host, **kwargs):
+        tunnel = SSHTunnel(host, **kwargs)
+        made.append(tunnel)
+        return tunnel
+
+    yield make
+    for tunnel in made:
+        tunnel.close()
+
+
+def test_call_over_ssh(fleet, ssh_options, tunnels):
+    """A call runs in an agent started over SSH; Tunnel is SSHTunnel, as in the original."""
+    assert Tunnel is SSHTunnel
+    tunnel = tunnels(fleet.hosts[0], options=ssh_options)
+    assert tunnel.call(rh.add, 2, 3) == 5
+    assert tunnel.remote_info["python"][0] == 3
+    assert "SSHTunnel '127.0.0.2' root@127.0.0.2" in repr(tunnel) or "@127.0.0.2" in repr(tunnel)
+    with pytest.raises(RemoteException):
+        tunnel.call(rh.raise_value_error, "over ssh")
+    assert tunnel.call(rh.add, 1, 1) == 2
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "ecdsa", "rsa", "passphrase"])
+def test_key_types(fleet, ssh_options, tunnels, kind):
+    """ed25519, ECDSA and RSA keys, and a key with a passphrase, all authenticate."""
+    options = dataclasses.replace(ssh_options, key=fleet.keys[kind],
+                                  passphrase=PASSPHRASE if kind == "passphrase" else None)
+    assert tunnels(fleet.hosts[1], options=options).call(rh.add, 1, 2) == 3
+
+
+def test_wrong_key_is_refused(fleet, ssh_options, tunnels, tmp_path):
+    """A key the server does not accept fails with AuthenticationFailed naming what was tried."""
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    tunnel = tunnels(fleet.hosts[0], options=dataclasses.replace(ssh_options, key=str(other)))
+    with pytest.raises(AuthenticationFailed) as info:
+        tunnel.call(rh.add, 1, 1)
+    assert str(other) in str(info.value) and "refused" in str(info.value)
+
+
+def test_missing_key_file_and_wrong_passphrase(fleet, ssh_options, tunnels):
+    """A key path that does not exist, or a wrong passphrase, is a clear error."""
+    with pytest.raises(AuthenticationFailed) as info:
+        tunnels(fleet.hosts[0], options=dataclasses.replace(ssh_options, key="/nonexistent/key")).call(rh.add, 1, 1)
+    assert "does not exist" in str(info.value)
+    options = dataclasses.replace(ssh_options, key=fleet.keys["passphrase"], passphrase="wrong")
+    with pytest.raises(AuthenticationFailed) as info:
+        tunnels(fleet.hosts[0], options=options).call(rh.add, 1, 1)
+    assert "wrong passphrase" in str(info.value)
+
+
+def test_password_auth(fleet, ssh_options, tunnels, test_user):
+    """A password logs in; a wrong one is refused with AuthenticationFailed."""
+    user, password = test_user
+    options = dataclasses.replace(ssh_options, user=user, key=(), password=password)
+    assert tunnels(fleet.hosts[2], options=options).call(rh.getpid) > 0
+    with pytest.raises(AuthenticationFailed) as info:
+        tunnels(fleet.hosts[2], options=dataclasses.replace(options, password="nope")).call(rh.add, 1, 1)
+    assert "password" in str(info.value)
+    assert "nope" not in str(info.value) and "nope" not in repr(options) and password not in repr(options)
+
+
+def test_ssh_agent_is_tried(fleet, ssh_options, tunnels, tmp_path, monkeypatch):
+    """With no key given, a key held by ssh-agent logs in."""
+    sock = str(tmp_path / "agent.sock")
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        env = dict(os.environ, SSH_AUTH_SOCK=sock)
+        subprocess.run(["ssh-add", "-q", fleet.keys["ecdsa"]], env=env, check=True, capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", sock)
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* to fall back on
+        options = dataclasses.replace(ssh_options, key=None, agent=True)
+        assert tunnels(fleet.hosts[3], options=options).call(rh.add, 4, 4) == 8
+    finally:
+        agent.terminate()
+        agent.wait()
+
+
+def test_sudo(fleet, ssh_options, tunnels):
+    """sudo=True runs the agent as root through sudo -n; sudo='nobody' as that user."""
+    tunnel = tunnels(fleet.hosts[0], options=ssh_options, sudo="nobody")
+    assert tunnel.call(os.getuid) == 65534
+
+
+def test_sudo_that_wants_a_password(fleet, ssh_options, tunnels, test_user):
+    """sudo that would prompt for a password fails at once with an error that says so."""
+    user, password = test_user
+    options = dataclasses.replace(ssh_options, user=user)
+    with pytest.raises(ConnectError) as info:
+        tunnels(fleet.hosts[0], options=options, sudo=True).call(rh.add, 1, 1)
+    assert "sudo asks for a password" in str(info.value)
+
+
+# -- host keys ------------------------------------------------------------------------------
+
+def _host_key(fleet):
+    with open(fleet.path("host_ed25519.pub")) as f:
+        return f.read().split()[1]
+
+
+def test_unknown_host_key_is_refused_by_default(fleet, ssh_options, tunnels, tmp_path):
+    """Strict checking (the default) refuses a host missing from known_hosts, naming its fingerprint."""
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    with pytest.raises(UnknownHostKey) as info:
+        tunnels(fleet.hosts[0], options=dataclasses.replace(ssh_options, known_hosts=str(empty))).call(rh.add, 1, 1)
+    assert "SHA256:" in str(info.value) and "accept-new" in str(info.value)
+
+
+def test_accept_new_records_the_key(fleet, ssh_options, tunnels, tmp_path):
+    """accept-new records an unknown key, then strict checking accepts the host."""
+    path = tmp_path / "sub" / "known_hosts"
+    options = dataclasses.replace(ssh_options, known_hosts=str(path), host_key_policy="accept-new")
+    assert tunnels(fleet.hosts[0], options=options).call(rh.add, 1, 1) == 2
+    assert _host_key(fleet) in path.read_text()
+    strict = dataclasses.replace(options, host_key_policy="strict")
+    assert tunnels(fleet.hosts[0], options=strict).call(rh.add, 1, 2) == 3
+
+
+def test_changed_host_key_is_refused(fleet, ssh_options, tunnels, tmp_path):
+    """A different key of the same type in known_hosts is refused, even with accept-new."""
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    known = tmp_path / "known_hosts"
+    known.write_text("[%s]:%d %s\n" % (fleet.hosts[0], fleet.port, " ".join(other.with_suffix(".pub").read_text().split()[:2])))
+    for policy in ("strict", "accept-new"):
+        options = dataclasses.replace(ssh_options, known_hosts=str(known), host_key_policy=policy)
+        with pytest.raises(HostKeyChanged) as info:
+            tunnels(fleet.hosts[0], options=options).call(rh.add, 1, 1)
+        assert "HAS CHANGED" in str(info.value)
+
+
+def test_hashed_and_wildcard_known_hosts(fleet, ssh_options, tunnels, tmp_path):
+    """Hashed entries (ssh-keygen -H) and wildcard patterns both match."""
+    hashed = tmp_path / "hashed"
+    hashed.write_text("[%s]:%d ssh-ed25519 %s\n" % (fleet.hosts[4], fleet.port, _host_key(fleet)))
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(hashed)], check=True, capture_output=True)
+    assert "|1|" in hashed.read_text()
+    assert tunnels(fleet.hosts[4], options=dataclasses.replace(ssh_options, known_hosts=str(hashed))).call(
+        rh.add, 1, 1) == 2
+    wild = tmp_path / "wild"
+    wild.write_text("[127.0.0.*]:%d,!127.0.0.9 ssh-ed25519 %s\n" % (fleet.port, _host_key(fleet)))
+    assert tunnels(fleet.hosts[5], options=dataclasses.replace(ssh_options, known_hosts=str(wild))).call(
+        rh.add, 1, 1) == 2
+
+
+def test_host_key_checking_off(fleet, ssh_options, tunnels):
+    """host_key_policy='off' skips the check."""
+    options = dataclasses.replace(ssh_options, known_hosts="/nonexistent", host_key_policy="off")
+    assert tunnels(fleet.hosts[0], options=options).call(rh.add, 1, 1) == 2
+
+
+# -- ~/.ssh/config and jump hosts -----------------------------------------------------------
+
+def test_ssh_config_is_honoured(fleet, tunnels, tmp_path):
+    """Host patterns, HostName, User, Port, IdentityFile, UserKnownHostsFile, StrictHostKeyChecking."""
+    config = tmp_path / "config"
+    config.write_text(
+        "Host web-*\n"
+        "    HostName %s\n"
+        "    Port %d\n"
+        "    User root\n"
+        "    IdentityFile %s\n"
+        "    UserKnownHostsFile %s\n"
+        "    StrictHostKeyChecking yes\n"
+        "Host *\n"
+        "    Port 1\n" % (fleet.hosts[1], fleet.port, fleet.keys["rsa"], fleet.known_hosts))
+    tunnel = tunnels("web-7", ssh_config=str(config), agent=False)
+    assert tunnel.destination.hostname == fleet.hosts[1] and tunnel.destination.port == fleet.port
+    assert tunnel.call(rh.add, 1, 1) == 2
+    assert tunnel.host == "web-7"
+
+
+def test_jump_hosts(fleet, ssh_options, tunnels):
+    """A tunnel through one jump host, and through a chain of two, reaches the target."""
+    jump = "%s:%d" % (fleet.hosts[1], fleet.port)
+    one = tunnels(fleet.hosts[0], options=dataclasses.replace(ssh_options, jump=jump))
+    assert one.call(rh.add, 1, 1) == 2
+    assert "via 127.0.0.3" in repr(one)
+    chain = [jump, "%s:%d" % (fleet.hosts[2], fleet.port)]
+    two = tunnels(fleet.hosts[3], options=dataclasses.replace(ssh_options, jump=chain))
+    assert len(two.call(rh.big_bytes, 3 * 1024 * 1024)) == 3 * 1024 * 1024
+
+
+def test_proxyjump_from_config(fleet, tunnels, tmp_path):
+    """ProxyJump in ~/.ssh/config is followed, and the jump host gets its own config block."""
+    config = tmp_path / "config"
+    config.write_text(
+        "Host target\n    HostName %s\n    ProxyJump bastion\n"
+        "Host bastion\n    HostName %s\n"
+        "Host *\n    Port %d\n    User root\n    IdentityFile %s\n    UserKnownHostsFile %s\n"
+        % (fleet.hosts[5], fleet.hosts[4], fleet.port, fleet.key, fleet.known_hosts))
+    tunnel = tunnels("target", ssh_config=str(config), agent=False)
+    assert [j.hostname for j in tunnel.destination.jumps] == [fleet.hosts[4]]
+    assert tunnel.call(rh.add, 2, 2) == 4
+
+
+# -- faults -----------------------------------------------------------------------------------
+
+def test_port_closed(ssh_options, tunnels):
+    """Nothing listening on the port: ConnectError says the connection was refused."""
+    options = dataclasses.replace(ssh_options, port=free_port())
+    with pytest.raises(ConnectError) as info:
+        tunnels("127.0.0.2", options=options).call(rh.add, 1, 1)
+    assert "refused" in str(info.value)
+
+
+def test_name_that_does_not_resolve(ssh_options, tunnels):
+    """A host name that does not resolve is a clear ConnectError."""
+    with pytest.raises(ConnectError) as info:
+        tunnels("no-such-host.invalid", options=ssh_options).call(rh.add, 1, 1)
+    assert "cannot resolve" in str(info.value)
+
+
+@pytest.fixture
+def blackhole():
+    """An address on a veth whose far end, in a namespace this test creates, is down."""
+    require(os.getuid() == 0 and os.path.exists("/usr/sbin/ip"), "network namespaces need root and iproute2")
+    tag = "%x" % (os.getpid() & 0xFFF)
+    ns, near, far = "chopsticks-%s" % tag, "ckn%s" % tag, "ckf%s" % tag
+    subnet = 10 + os.getpid() % 200
+    commands = [
+        ["ip", "netns", "add", ns],
+        ["ip", "link", "add", near, "type", "veth", "peer", "name", far, "netns", ns],
+        ["ip", "addr", "add", "10.203.%d.1/30" % subnet, "dev", near],
+        ["ip", "link", "set", near, "up"],
+    ]
+    try:
+        for command in commands:
+            subprocess.run(command, check=True, capture_output=True)
+        yield "10.203.%d.2" % subnet
+    finally:
+        subprocess.run(["ip", "link", "del", near], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_unreachable_host_hits_the_connect_timeout(ssh_options, tunnels, blackhole):
+    """A host that never answers fails with ConnectTimeout after connect_timeout, not a hang."""
+    options = dataclasses.replace(ssh_options, connect_timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(ConnectTimeout) as info:
+        tunnels(blackhole, options=options).call(rh.add, 1, 1)
+    assert isinstance(info.value, TimeoutError)
+    assert time.monotonic() - started < 5
+    assert "timed out" in str(info.value)
+
+
+def test_remote_without_python(fleet, ssh_options, tunnels):
+    """A remote where the interpreter does not exist fails with PythonNotFound."""
+    with pytest.raises(PythonNotFound) as info:
+        tunnels(fleet.hosts[0], options=ssh_options, python="/nonexistent/python3").call(rh.add, 1, 1)
+    assert "not found" in str(info.value) or "No such file" in str(info.value)
+
+
+def test_sshd_killing_the_session_mid_call(fleet, ssh_options, tunnels):
+    """Killing the sshd child that serves a tunnel fails its calls; other tunnels carry on."""
+    victim = tunnels(fleet.hosts[0], options=ssh_options)
+    bystander = tunnels(fleet.hosts[1], options=ssh_options)
+    assert victim.call(rh.add, 1, 1) == bystander.call(rh.add, 1, 1) == 2
+    pending = victim.call_async(rh.sleep_and_return, 30, "never")
+    gevent.sleep(0.2)
+    client_port = victim._conn.pipe.link.sock.getsockname()[1]
+    assert fleet.kill_session_of(client_port)
+    with pytest.raises(TunnelClosed) as info:
+        pending.result(timeout=10)
+    assert "connection was lost" in str(info.value) or "exited" in str(info.value)
+    assert bystander.call(rh.add, 2, 2) == 4
+    assert victim.call(rh.add, 3, 3) == 6  # reconnects
+
+
+def test_login_shell_banner(fleet, ssh_options, tunnels, capfd):
+    """A login shell that prints to stdout before the agent starts does not break the tunnel."""
+    rc = os.path.join(fleet.home, ".bashrc")
+    with open(rc, "w") as f:
+        f.write("echo 'Welcome to the fleet'\n")
+    try:
+        assert tunnels(fleet.hosts[2], options=ssh_options).call(rh.add, 1, 1) == 2
+    finally:
+        os.unlink(rc)
+    assert "Welcome to the fleet" in capfd.readouterr().err
+
+
+def test_bad_options_are_clear_errors():
+    """Bad ports, policies and option names are refused when the tunnel is made."""
+    with pytest.raises(ValueError):
+        SSHTunnel("h", port=70000, ssh_config="")
+    with pytest.raises(ValueError):
+        SSHTunnel("h", host_key_policy="sometimes", ssh_config="")
+    with pytest.raises(TypeError):
+        SSHTunnel("h", colour="blue")
+    with pytest.raises(ValueError):
+        SSHTunnel("user@:22", ssh_config="")
+
+
+def test_many_tunnels_through_a_strict_maxstartups(tunnels, no_leaks):
+    """60 tunnels connect at once to an sshd that drops connections past 5 unauthenticated."""
+    from chopsticks.transports.ssh_options import SSHOptions
+    from fleet import Fleet
+    with Fleet(60, extra_config="MaxStartups 5:100:5\n") as strict:
+        options = SSHOptions(port=strict.port, key=strict.key, known_hosts=strict.known_hosts,
+                             ssh_config="", agent=False)
+        made = [tunnels(host, options=options) for host in strict.hosts]
+        jobs = [gevent.spawn(t.call, rh.add, i, i) for i, t in enumerate(made)]
+        gevent.joinall(jobs, timeout=120)
+        assert [j.value for j in jobs] == [2 * i for i in range(60)], [j.exception for j in jobs if j.exception][:3]
+        for tunnel in made:
+            tunnel.close()
