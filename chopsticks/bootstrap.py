@@ -16,6 +16,8 @@ import textwrap
 import zlib
 from typing import Dict, List, Optional, Tuple
 
+from chopsticks.modules import stdlib_names
+
 # Exit statuses of stage 1, so the controller can tell what went wrong.
 EXIT_OLD_PYTHON = 85
 EXIT_SHORT_BUNDLE = 86
@@ -26,6 +28,7 @@ AGENT_MODULES = (
     "chopsticks",
     "chopsticks.agent",
     "chopsticks.agent.main",
+    "chopsticks.agent.mainfn",
     "chopsticks.codec",
     "chopsticks.protocol",
 )
@@ -34,7 +37,7 @@ MSGPACK_MODULES = ("msgpack", "msgpack.exceptions", "msgpack.ext", "msgpack.fall
 
 def _stage1():
     # Runs on the remote under any python: keep it to syntax every version parses.
-    import os, sys, zlib
+    import os, sys, zlib  # noqa: E401,F811
     if sys.version_info < (3, 8):
         sys.stderr.write("chopsticks: Python 3.8 or newer is required; %s is %s\n" % (sys.executable, sys.version.split()[0]))
         sys.exit(85)
@@ -52,7 +55,8 @@ def _stage1():
 def stage1_source() -> str:
     """The stage-1 program: the body of ``_stage1`` without comments or indentation."""
     lines = inspect.getsource(_stage1).splitlines()[1:]
-    body = textwrap.dedent("\n".join(line for line in lines if not line.strip().startswith("#")))
+    code = [line.split("  #")[0] for line in lines if not line.strip().startswith("#")]
+    body = textwrap.dedent("\n".join(code))
     return body.replace("(85)", "(%d)" % EXIT_OLD_PYTHON).replace("(86)", "(%d)" % EXIT_SHORT_BUNDLE)
 
 
@@ -68,20 +72,6 @@ def _module_entry(name: str) -> Tuple[bool, str, str]:
     with open(spec.origin, encoding="utf-8") as f:
         source = f.read()
     return spec.submodule_search_locations is not None, spec.origin, source
-
-
-def stdlib_names() -> List[str]:
-    """Top-level names of the controller's standard library, for remotes older than 3.10."""
-    names = getattr(sys, "stdlib_module_names", None)
-    if names is None:  # Python 3.9 controller
-        import sysconfig
-        stdlib = sysconfig.get_paths()["stdlib"]
-        names = set(sys.builtin_module_names)
-        for entry in os.listdir(stdlib):
-            stem = entry.split(".")[0]
-            if stem.isidentifier() and entry != "site-packages":
-                names.add(stem)
-    return sorted(names)
 
 
 class Bundle:

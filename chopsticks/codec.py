@@ -33,8 +33,14 @@ SUPPORTED = (
 )
 
 
+# Strings travel as UTF-8; a str holding surrogate escapes (a file name that is not UTF-8,
+# from os.listdir) survives the round trip instead of failing the call.
+UNICODE_ERRORS = "surrogateescape"
+
+
 def _pack_items(items):
-    return msgpack.packb(items, default=_default, strict_types=True, use_bin_type=True)
+    return msgpack.packb(items, default=_default, strict_types=True, use_bin_type=True,
+                         unicode_errors=UNICODE_ERRORS)
 
 
 def _default(obj):
@@ -78,49 +84,80 @@ def _default(obj):
 
 def encode(value):
     """Encode ``value`` to bytes; raise TypeError for a type outside the closed set."""
-    return msgpack.packb(value, default=_default, strict_types=True, use_bin_type=True)
+    return msgpack.packb(value, default=_default, strict_types=True, use_bin_type=True,
+                         unicode_errors=UNICODE_ERRORS)
 
 
-def _unpack_items(data):
-    items = decode(data)
-    if type(items) is not list:
-        raise ValueError("malformed container payload")
-    return items
+class _Decoding:
+    """One decode: the hooks, and a budget of containers so that a small hostile payload
+    cannot unfold into a huge number of objects (an empty list is one byte on the wire and
+    about 60 in memory). One container per CONTAINER_BYTES bytes is allowed: real data (a
+    list of pairs of small ints is 3 bytes a pair) passes, a list of empty lists does not;
+    what is left bounds a hostile result to roughly 30 times its size in memory."""
+
+    CONTAINER_BYTES = 2
+
+    def __init__(self, size):
+        self.left = size // self.CONTAINER_BYTES + 64
+
+    def spend(self):
+        self.left -= 1
+        if self.left < 0:
+            raise ValueError("the value holds more containers than its size allows (a decompression bomb?)")
+
+    def list_hook(self, items):
+        self.spend()
+        return items
+
+    def pairs_hook(self, pairs):
+        self.spend()
+        return dict(pairs)
+
+    def ext_hook(self, code, data):
+        self.spend()
+        try:
+            decoder = EXT_DECODERS[code]
+        except KeyError:
+            raise ValueError("unknown ext type %d" % code)
+        return decoder(self, data)
+
+    def unpack(self, data):
+        return msgpack.unpackb(data, ext_hook=self.ext_hook, list_hook=self.list_hook,
+                               object_pairs_hook=self.pairs_hook, strict_map_key=False, raw=False,
+                               unicode_errors=UNICODE_ERRORS)
+
+    def items(self, data):
+        items = self.unpack(data)
+        if type(items) is not list:
+            raise ValueError("malformed container payload")
+        return items
 
 
-def _timedelta(data):
-    days, seconds, micros = _unpack_items(data)
+def _timedelta(dec, data):
+    days, seconds, micros = dec.items(data)
     return datetime.timedelta(days, seconds, micros)
 
 
-def _complex(data):
-    real, imag = _unpack_items(data)
+def _complex(dec, data):
+    real, imag = dec.items(data)
     return complex(real, imag)
 
 
 EXT_DECODERS = {
-    TUPLE: lambda data: tuple(_unpack_items(data)),
-    SET: lambda data: set(_unpack_items(data)),
-    FROZENSET: lambda data: frozenset(_unpack_items(data)),
-    BIGINT: lambda data: int.from_bytes(data, "big", signed=True),
+    TUPLE: lambda dec, data: tuple(dec.items(data)),
+    SET: lambda dec, data: set(dec.items(data)),
+    FROZENSET: lambda dec, data: frozenset(dec.items(data)),
+    BIGINT: lambda dec, data: int.from_bytes(data, "big", signed=True),
     COMPLEX: _complex,
-    DATETIME: lambda data: datetime.datetime.fromisoformat(data.decode()),
-    DATE: lambda data: datetime.date.fromisoformat(data.decode()),
-    TIME: lambda data: datetime.time.fromisoformat(data.decode()),
+    DATETIME: lambda dec, data: datetime.datetime.fromisoformat(data.decode()),
+    DATE: lambda dec, data: datetime.date.fromisoformat(data.decode()),
+    TIME: lambda dec, data: datetime.time.fromisoformat(data.decode()),
     TIMEDELTA: _timedelta,
-    DECIMAL: lambda data: __import__("decimal").Decimal(data.decode()),
-    UUID: lambda data: __import__("uuid").UUID(bytes=data),
+    DECIMAL: lambda dec, data: __import__("decimal").Decimal(data.decode()),
+    UUID: lambda dec, data: __import__("uuid").UUID(bytes=data),
 }
-
-
-def _ext_hook(code, data):
-    try:
-        decoder = EXT_DECODERS[code]
-    except KeyError:
-        raise ValueError("unknown ext type %d" % code)
-    return decoder(data)
 
 
 def decode(data):
     """Decode bytes made by ``encode``. Raises ValueError (or TypeError) on anything else."""
-    return msgpack.unpackb(data, ext_hook=_ext_hook, strict_map_key=False, raw=False)
+    return _Decoding(len(data)).unpack(data)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set
 import gevent
 import gevent.event
 import gevent.lock
+import gevent.queue
 import msgpack
 
 from chopsticks import codec, logs, protocol
@@ -35,6 +36,8 @@ STDERR_TAIL = 20
 MAX_LINE = 64 << 10
 # Exit statuses of a shell that could not run the interpreter.
 NOT_FOUND_STATUSES = (126, 127)
+# Import and data requests waiting for an answer, at most.
+REQUEST_BACKLOG = 256
 
 
 class Connection:
@@ -60,11 +63,18 @@ class Connection:
         self._stderr_reader = gevent.spawn(self._read_stderr)
         self._finisher: Optional[gevent.Greenlet] = None
         self._finished = gevent.event.Event()
+        self._exiting = False  # the agent said it is exiting (sys.exit in a call)
+        self._broken: Optional[str] = None  # why we are killing it ourselves
+        # The agent's import and data requests, answered in order by one greenlet; a backlog
+        # past REQUEST_BACKLOG is a protocol violation, so a flood cannot pile up greenlets.
+        self._requests: gevent.queue.Queue = gevent.queue.Queue(REQUEST_BACKLOG)
+        self._request_server: Optional[gevent.Greenlet] = None
         pipe.start_reading(self._on_data)
 
     @property
     def closed(self) -> bool:
-        return self.error is not None
+        """True once the agent is gone or going: no new call may be sent on it."""
+        return self.error is not None or self._exiting or self._finisher is not None
 
     # -- starting --------------------------------------------------------------------
 
@@ -74,15 +84,16 @@ class Connection:
         ``stated_timeout`` is the user's whole connect timeout, for the message."""
         started = time.monotonic()
         try:
-            self._write(stdin_bytes)
+            with self._write_lock:
+                self.pipe.write(stdin_bytes)
         except OSError:
             pass  # the reader sees the pipe end and explains why
-        try:
-            hello = self._hello.get(timeout=timeout)
-        except gevent.Timeout:
+        self._hello.wait(timeout)  # returns at the deadline without raising, unlike get()
+        if not self._hello.ready():
             self.close(kill=True)
             raise ConnectTimeout("[%s] the agent did not start within %ss%s"
-                               % (self.name, stated_timeout, self._stderr_note())) from None
+                                 % (self.name, stated_timeout, self._stderr_note()))
+        hello = self._hello.get()
         logs.event("tunnel_connected", host=self.name, python=".".join(map(str, hello["python"])),
                    elapsed_ms=round((time.monotonic() - started) * 1000, 1))
         return hello
@@ -94,10 +105,10 @@ class Connection:
 
         ``module`` names the module of the called function: its source (and its package's)
         goes first, unasked, so the remote does not spend round trips importing it."""
-        if self.error is not None:
-            raise self.error
+        if self.closed:
+            raise self.error or TunnelClosed("[%s] the agent is exiting" % self.name)
         req_id = next(self._ids)
-        future = CallFuture(self.name)
+        future = CallFuture(self.name, req_id)
         self._pending[req_id] = future
         try:
             if module is not None and module not in self._sent_modules:
@@ -111,21 +122,29 @@ class Connection:
 
     def forget(self, future: CallFuture) -> None:
         """Stop tracking a call whose caller gave up (timeout); a late result is dropped."""
-        for req_id, pending in list(self._pending.items()):
-            if pending is future:
-                del self._pending[req_id]
+        if self._pending.get(future.req_id) is future:
+            del self._pending[future.req_id]
 
     # -- writing -------------------------------------------------------------------------
 
-    def _write(self, data) -> None:
-        with self._write_lock:
-            self.pipe.write(data)
-
     def _write_frame(self, kind: int, req_id: int, payload=b"") -> None:
-        buffers = protocol.encode(kind, req_id, payload)
-        with self._write_lock:
-            for buf in buffers:
-                self.pipe.write(buf)
+        for frame in protocol.frames(kind, req_id, payload):
+            with self._write_lock:  # per frame: other messages interleave with a large one
+                try:
+                    for buf in frame:
+                        self.pipe.write(buf)
+                except OSError:
+                    raise
+                except BaseException:
+                    # Interrupted mid-frame (a call's timeout, a kill): the stream is corrupt
+                    # from here on, so this agent cannot be used any more.
+                    self._break("a write to the agent was interrupted mid-frame (the agent stopped reading?)")
+                    raise
+
+    def _break(self, reason: str) -> None:
+        if self._broken is None:
+            self._broken = reason
+            gevent.spawn(self.close, 2.0, True)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -149,7 +168,7 @@ class Connection:
 
     def _ended_error(self) -> BaseException:
         if self._closing:
-            return TunnelClosed("[%s] tunnel closed" % self.name)
+            return TunnelClosed("[%s] %s" % (self.name, self._broken or "tunnel closed"))
         status = self.pipe.exit_status(2.0)
         lost = getattr(self.pipe, "end_reason", None)  # a transport's own account, e.g. SSH
         self._stderr_reader.join(1.0)
@@ -184,6 +203,8 @@ class Connection:
         pending, self._pending = self._pending, {}
         for future in pending.values():
             future._resolve(error=error)
+        if self._request_server is not None:
+            self._request_server.kill(block=False)
         self.pipe.close_stdin()
         self._stderr_reader.join(2.0)
         self._stderr_reader.kill()
@@ -215,7 +236,7 @@ class Connection:
         self._stderr_tail.append(line)
         self.on_output(self.name, line)
 
-    # -- frame handlers (run in the reader greenlet) ------------------------------------
+    # -- frame handlers (run in the hub, from _on_data: they must not block) ------------
 
     def _on_hello(self, frame: protocol.Frame) -> None:
         if self.hello is not None:
@@ -254,13 +275,28 @@ class Connection:
             future._resolve(error=SerializationError(
                 "[%s] the remote error could not be decoded: %s" % (self.name, exc)))
             return
+        if remote_type == "builtins.SystemExit":
+            self._exiting = True  # the agent exits after this: later calls need a new one
         if remote_type == "chopsticks.ResultTooLarge":
             future._resolve(error=ResultTooLarge("[%s] %s" % (self.name, message)))
         else:
             future._resolve(error=RemoteException(self.name, remote_type, message, tb))
 
-    def _on_import(self, frame: protocol.Frame) -> None:
-        gevent.spawn(self._serve_import, frame)
+    def _on_request(self, frame: protocol.Frame) -> None:
+        try:
+            self._requests.put_nowait(frame)
+        except gevent.queue.Full:
+            raise protocol.ProtocolError("more than %d import and data requests unanswered" % REQUEST_BACKLOG)
+        if self._request_server is None:
+            self._request_server = gevent.spawn(self._serve_requests)
+
+    def _serve_requests(self) -> None:
+        while True:
+            frame = self._requests.get()
+            if frame.kind == protocol.IMPORT:
+                self._serve_import(frame)
+            else:
+                self._serve_data(frame)
 
     def _serve_import(self, frame: protocol.Frame) -> None:
         name: Any = None
@@ -272,9 +308,6 @@ class Connection:
             logs.warning("module_lookup_failed", host=self.name, module=repr(name)[:200], error=str(exc))
         logs.event("module_served", host=self.name, module=repr(name)[:200], sent=len(reply))
         self._reply(protocol.MODULES, frame.req_id, msgpack.packb(reply))
-
-    def _on_get_data(self, frame: protocol.Frame) -> None:
-        gevent.spawn(self._serve_data, frame)
 
     def _serve_data(self, frame: protocol.Frame) -> None:
         try:
@@ -296,8 +329,8 @@ class Connection:
         protocol.HELLO: _on_hello,
         protocol.RESULT: _on_result,
         protocol.ERROR: _on_error,
-        protocol.IMPORT: _on_import,
-        protocol.GET_DATA: _on_get_data,
+        protocol.IMPORT: _on_request,
+        protocol.GET_DATA: _on_request,
     }
 
     # -- closing ---------------------------------------------------------------------

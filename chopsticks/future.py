@@ -19,10 +19,11 @@ _PENDING = object()
 class CallFuture:
     """``result(timeout)``, ``done()``, ``exception()``, ``add_done_callback(fn)``, ``value``."""
 
-    __slots__ = ("host", "_value", "_error", "_waiters", "_callbacks")
+    __slots__ = ("host", "req_id", "_value", "_error", "_waiters", "_callbacks")
 
-    def __init__(self, host: str):
+    def __init__(self, host: str, req_id: int = 0):
         self.host = host
+        self.req_id = req_id
         self._value: Any = _PENDING
         self._error: Optional[BaseException] = None
         self._waiters: List[Waiter] = []
@@ -40,14 +41,16 @@ class CallFuture:
             self._value = value
         hub = get_hub()
         in_hub = getcurrent() is hub
-        for waiter in self._waiters:
+        # Take the lists first: a woken waiter runs (and edits its list) before we go on.
+        waiters, self._waiters = self._waiters, []
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            hub.loop.run_callback(callback, self)
+        for waiter in waiters:
             if in_hub:
                 waiter.switch(None)
             else:
                 hub.loop.run_callback(waiter.switch, None)
-        for callback in self._callbacks:
-            hub.loop.run_callback(callback, self)
-        self._waiters = self._callbacks = []
 
     def result(self, timeout: Optional[float] = None) -> Any:
         """The call's value; raises the call's error, or CallTimeout after ``timeout`` seconds."""

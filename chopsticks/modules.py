@@ -15,18 +15,34 @@ top-level package that it imports (found by parsing its source), transitively, u
 import ast
 import os
 import sys
+from collections import OrderedDict
 from importlib.machinery import PathFinder
 from importlib.util import decode_source
-from typing import Dict, List, Optional, Set, Tuple
+from typing import List, Optional, Set, Tuple
 
-from chopsticks.bootstrap import stdlib_names
 
 RELATED_LIMIT = 64
+# Lookups remembered (hits and misses): bounded, since a remote chooses the names.
+CACHE_SIZE = 4096
 # Package data files larger than this are refused; put/fetch is the way to move big files.
 MAX_DATA = 64 << 20
 
 ModuleEntry = Tuple[str, bool, Optional[str], Optional[str]]  # name, is_pkg, filename, source
 _Found = Tuple[bool, Optional[str], Optional[str], Tuple[str, ...]]  # is_pkg, filename, source, imports
+
+
+def stdlib_names() -> List[str]:
+    """Top-level names of the controller's standard library, for remotes older than 3.10."""
+    names = getattr(sys, "stdlib_module_names", None)
+    if names is None:  # Python 3.9 controller
+        import sysconfig
+        stdlib = sysconfig.get_paths()["stdlib"]
+        names = set(sys.builtin_module_names)
+        for entry in os.listdir(stdlib):
+            stem = entry.split(".")[0]
+            if stem.isidentifier() and entry != "site-packages":
+                names.add(stem)
+    return sorted(names)
 
 
 def _valid_name(name: object) -> bool:
@@ -38,7 +54,7 @@ class ModuleServer:
 
     def __init__(self) -> None:
         self._stdlib = frozenset(stdlib_names())
-        self._found: Dict[str, Optional[_Found]] = {}
+        self._found: "OrderedDict[str, Optional[_Found]]" = OrderedDict()
 
     # -- modules ---------------------------------------------------------------------
 
@@ -63,6 +79,7 @@ class ModuleServer:
 
     def _lookup(self, name: str) -> Optional[_Found]:
         if name in self._found:
+            self._found.move_to_end(name)
             return self._found[name]
         result: Optional[_Found] = None
         loc = self._spec_location(name)
@@ -75,6 +92,8 @@ class ModuleServer:
             elif is_pkg and origin in (None, "namespace"):
                 result = (True, None, None, ())
         self._found[name] = result
+        if len(self._found) > CACHE_SIZE:
+            self._found.popitem(last=False)
         return result
 
     def serve(self, name: object, sent: Set[str]) -> List[ModuleEntry]:
@@ -124,6 +143,8 @@ class ModuleServer:
         """Bytes of ``resource`` inside ``package``'s directory; OSError for anything else."""
         if not isinstance(package, str) or not _valid_name(package) or not isinstance(resource, str):
             raise PermissionError("invalid package data request")
+        if package.partition(".")[0] in self._stdlib:
+            raise PermissionError("the standard library's data is not served")
         found = self._lookup(package)
         if found is None or not found[0] or not found[1]:
             raise FileNotFoundError("no package %s on the controller" % package)

@@ -29,18 +29,12 @@ import msgpack
 CALL = 1  # payload: pickle of (function, args, kwargs)
 MODULES = 2  # reply to IMPORT; payload: msgpack [[name, is_pkg, filename, source], ...]
 DATA = 3  # reply to GET_DATA; payload: msgpack [ok, bytes or error message]
-EXIT = 4  # ask the agent to exit; no payload
 # Agent -> controller:
 HELLO = 16  # first frame; payload: msgpack {"pid", "python", "version", "executable"}
 RESULT = 17  # payload: codec-encoded value
 ERROR = 18  # payload: codec-encoded dict describing the exception
 IMPORT = 19  # payload: msgpack module name
 GET_DATA = 20  # payload: msgpack [package, resource]
-
-KIND_NAMES = {
-    CALL: "CALL", MODULES: "MODULES", DATA: "DATA", EXIT: "EXIT", HELLO: "HELLO",
-    RESULT: "RESULT", ERROR: "ERROR", IMPORT: "IMPORT", GET_DATA: "GET_DATA",
-}
 
 SYNC = b"\x00\xffchopsticks-agent-ready\xff\x00"
 PREFIX = struct.Struct(">HI")
@@ -101,28 +95,33 @@ def _parse_header(header):
     return fields[0], fields[1], len(fields) == 3
 
 
-def encode(kind, req_id, payload=b""):
-    """Return the list of buffers that carry one message, chunked if it is large.
+def frames(kind, req_id, payload=b""):
+    """The frames that carry one message, each as a tuple of buffers to write in order.
 
-    Small messages come back as one ``bytes`` object (one write); large payloads as
-    header buffers interleaved with ``memoryview`` slices of the payload, never copied.
+    A small message is one ``bytes`` object (one write). A large payload is never copied:
+    it goes out as ``memoryview`` slices, one frame per CHUNK, each behind its own small
+    header. Writers lock per frame, so other messages interleave with a large one.
     """
     size = len(payload)
     if size <= CHUNK:
         header = _header(kind, req_id)
         if size <= 65536:
-            return [PREFIX.pack(len(header), size) + header + payload]
-        return [PREFIX.pack(len(header), size) + header, payload]
+            return [(PREFIX.pack(len(header), size) + header + payload,)]
+        return [(PREFIX.pack(len(header), size) + header, payload)]
     view = memoryview(payload)
-    buffers = []
     more = _header(kind, req_id, more=True)
     last = _header(kind, req_id)
+    out = []
     for start in range(0, size, CHUNK):
         piece = view[start:start + CHUNK]
         header = more if start + CHUNK < size else last
-        buffers.append(PREFIX.pack(len(header), len(piece)) + header)
-        buffers.append(piece)
-    return buffers
+        out.append((PREFIX.pack(len(header), len(piece)) + header, piece))
+    return out
+
+
+def encode(kind, req_id, payload=b""):
+    """All the buffers of one message, in order (``frames`` flattened)."""
+    return [buf for frame in frames(kind, req_id, payload) for buf in frame]
 
 
 class Decoder(object):

@@ -12,11 +12,13 @@ import shlex
 import time
 from typing import Any, Dict, Optional, Union
 
+import gevent
 import gevent.lock
 
-from chopsticks import bootstrap
-from chopsticks.connection import CallFuture, Connection
-from chopsticks.errors import CallTimeout, ChopsticksError, ConnectError, PythonNotFound
+from chopsticks import bootstrap, protocol
+from chopsticks.connection import Connection
+from chopsticks.errors import CallTimeout, ChopsticksError, ConnectError, PythonNotFound, SerializationError
+from chopsticks.future import CallFuture
 from chopsticks.modules import ModuleServer
 from chopsticks.pickling import dumps_call
 from chopsticks.transports.process import ProcessPipe
@@ -24,8 +26,10 @@ from chopsticks.transports.ssh import Deadline, HandshakeSlots, SSHLink, default
 from chopsticks.transports.ssh_options import SSHOptions, resolve
 
 DEFAULT_CONNECT_TIMEOUT = 30.0
-# The largest result a call may return, encoded; bigger results fail that call alone.
-DEFAULT_MAX_RESULT = 256 << 20
+# The largest result a call may return, encoded; bigger results fail that call alone. It
+# also bounds what a compromised host can make the controller allocate per call (about 30x
+# this, see codec), so it is not larger. Bulk data belongs in put/fetch.
+DEFAULT_MAX_RESULT = 64 << 20
 
 
 def _system_python() -> str:
@@ -96,7 +100,8 @@ class BaseTunnel:
 
     def close(self) -> None:
         """Stop the agent and release its process and pipes. The tunnel can be used again."""
-        conn, self._conn = self._conn, None
+        with self._connect_lock:  # a connect in progress finishes first, then is closed
+            conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
 
@@ -112,31 +117,50 @@ class BaseTunnel:
 
     # -- calls -----------------------------------------------------------------------------
 
-    def call_async(self, fn, /, *args, **kwargs) -> CallFuture:
-        """Start ``fn(*args, **kwargs)`` on the remote; return a future for its result.
-
-        Many calls may be in flight on one tunnel; the remote runs them concurrently.
-        """
+    def _send(self, fn, args, kwargs) -> CallFuture:
         payload = dumps_call(fn, args, kwargs)  # before anything is sent or started
+        if len(payload) > protocol.MAX_MESSAGE:
+            raise SerializationError("[%s] the call's arguments pickle to %d bytes, over the %d-byte "
+                                     "limit of one message; send bulk data with put"
+                                     % (self.host, len(payload), protocol.MAX_MESSAGE))
         self.connect()
         assert self._conn is not None
         module = getattr(fn, "__module__", None)
         return self._conn.submit(payload, module if isinstance(module, str) else None)
 
+    def call_async(self, fn, /, *args, **kwargs) -> CallFuture:
+        """Start ``fn(*args, **kwargs)`` on the remote; return a future for its result.
+
+        Many calls may be in flight on one tunnel; the remote runs them concurrently.
+        """
+        return self._send(fn, args, kwargs)
+
     def call(self, fn, /, *args, timeout: Optional[float] = None, **kwargs) -> Any:
         """Run ``fn(*args, **kwargs)`` on the remote and return its result.
 
-        ``timeout`` (seconds) raises ``CallTimeout`` (a ``TimeoutError``) when it expires;
-        the tunnel stays usable. A remote exception raises ``RemoteException``.
-        To pass a keyword argument named ``timeout`` to ``fn``, use ``functools.partial``.
+        ``timeout`` (seconds, from when the agent is connected) covers sending the call and
+        waiting for its result; it raises ``CallTimeout`` (a ``TimeoutError``) and the tunnel
+        stays usable (unless the agent had stopped reading mid-send: then it is closed).
+        A remote exception raises ``RemoteException``. To pass a keyword argument named
+        ``timeout`` to ``fn``, use ``functools.partial``.
         """
-        future = self.call_async(fn, *args, **kwargs)
+        if timeout is None:
+            return self._send(fn, args, kwargs).result()
+        self.connect()
+        future: Optional[CallFuture] = None
+        timer = gevent.Timeout(timeout)
+        timer.start()
         try:
-            return future.result(timeout)
-        except CallTimeout:
-            if self._conn is not None:
+            future = self._send(fn, args, kwargs)
+            return future.result()
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            if future is not None and self._conn is not None:
                 self._conn.forget(future)
-            raise
+            raise CallTimeout("[%s] call did not finish within %ss" % (self.host, timeout)) from None
+        finally:
+            timer.close()
 
 
 class Local(BaseTunnel):

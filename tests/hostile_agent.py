@@ -83,6 +83,14 @@ elif scenario == "endless_message":
     piece = b"\0" * protocol.CHUNK
     for _ in range(64):
         send(protocol.PREFIX.pack(len(header), len(piece)) + header, piece)
+elif scenario == "bomb":
+    n = 4 << 20
+    send_frame(protocol.RESULT, call.req_id, b"\xdd" + n.to_bytes(4, "big") + b"\x90" * n)
+elif scenario == "request_flood":
+    for req_id in range(1, 20001):  # and never read a reply
+        send_frame(protocol.IMPORT, req_id, msgpack.packb("chopsticks.connection"))
+    import time
+    time.sleep(60)
 elif scenario == "garbage":
     send(os.urandom(4096))
 elif scenario == "unknown_kind":

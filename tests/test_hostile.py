@@ -37,7 +37,7 @@ def hostile(tmp_path, no_leaks):
     assert not marker.exists(), "the hostile remote ran code on the controller"
 
 
-@pytest.mark.parametrize("scenario", ["pickle_result", "pickle_error", "pickle_in_ext", "unknown_ext"])
+@pytest.mark.parametrize("scenario", ["pickle_result", "pickle_error", "pickle_in_ext", "unknown_ext", "bomb"])
 def test_undecodable_results_fail_the_call_and_run_nothing(hostile, scenario):
     """Pickles or unknown types where a result should be fail that call; nothing is unpickled."""
     tunnel = hostile(scenario)
@@ -51,6 +51,7 @@ def test_undecodable_results_fail_the_call_and_run_nothing(hostile, scenario):
     ("endless_message", {"max_result": 1 << 20}),
     ("garbage", {}),
     ("unknown_kind", {}),
+    ("request_flood", {}),
 ])
 def test_protocol_violations_close_that_tunnel_only(hostile, scenario, options):
     """Oversized frames, endless messages, garbage and unknown kinds close the tunnel cleanly."""
@@ -62,6 +63,16 @@ def test_protocol_violations_close_that_tunnel_only(hostile, scenario, options):
         assert "broke the protocol" in str(info.value)
         assert tunnel.closed
         assert bystander.call(rh.add, 2, 3) == 5
+
+
+def test_a_bomb_does_not_blow_up_controller_memory(hostile):
+    """A small result that would unfold into millions of objects is refused, memory stays flat."""
+    import resource
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(SerializationError) as info:
+        hostile("bomb").call(rh.add, 1, 2)
+    assert "bomb" in str(info.value)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB
 
 
 def test_stray_results_are_ignored(hostile):

@@ -109,10 +109,13 @@ def test_stdlib_is_never_requested(recorded):
     """Standard library modules, even ones missing on the remote, are never asked for."""
     tunnel, server = recorded
     assert tunnel.call(rh.uses_json) == "[1, 2]"
+    candidates = ["tkinter", "_tkinter", "idlelib", "turtledemo", "lib2to3", "ensurepip", "curses"]
+    missing = [name for name in candidates if not tunnel.call(rh.is_on_remote_path, name)]
+    assert missing, "every candidate stdlib module is installed on the remote; pick another"
     with pytest.raises(RemoteException) as info:
-        tunnel.call(importlib.import_module, "tkinter")  # not installed on the remote python
+        tunnel.call(importlib.import_module, missing[0])
     assert info.value.type_name == "ModuleNotFoundError"
-    assert not [n for n in server.requests if n.partition(".")[0] in ("json", "tkinter", "os", "sys")]
+    assert not [n for n in server.requests if n.partition(".")[0] in ["json", "os", "sys"] + missing]
 
 
 def test_unknown_module_raises_module_not_found(recorded):
@@ -136,7 +139,7 @@ def test_package_data_through_pkgutil(demo_pkg, recorded):
     assert tunnel.call(deep.data, "data/info.txt") == b"package data\n"
 
 
-@pytest.mark.parametrize("resource", ["../secret.txt", "data/../../secret.txt", "/etc/passwd", "missing.txt"])
+@pytest.mark.parametrize("resource", ["../secret.txt", "data/../../secret.txt", "missing.txt"])
 def test_package_data_outside_the_package_is_refused(demo_pkg, recorded, resource):
     """Data requests that leave the package directory, or name nothing, fail on the remote."""
     deep, _ = demo_pkg
@@ -173,3 +176,13 @@ def test_module_server_refuses_bad_names():
     for name in ["os", "json.decoder", "../etc/passwd", "a..b", "", 42, None, "x" * 1000, "/abs"]:
         assert server.serve(name, set()) == []
     assert server.serve("chopsticks.codec", set())[0][0] == "chopsticks.codec"
+
+
+@pytest.mark.parametrize("package, resource", [
+    ("chopsticks", "/etc/passwd"), ("chopsticks", "agent/../../setup.py"), ("email", "charset.py"),
+    ("chopsticks", ""), ("chopsticks", "a\\..\\b"), ("no_such_pkg", "x"),
+])
+def test_module_server_refuses_bad_data_requests(package, resource):
+    """Package data: absolute paths, .., the stdlib and unknown packages are refused."""
+    with pytest.raises(OSError):
+        ModuleServer().get_data(package, resource)

@@ -2,7 +2,6 @@
 
 import os
 import socket
-import sys
 import threading
 import time
 
@@ -29,7 +28,7 @@ def test_connects_lazily_and_reports_state(local):
     assert not local.connected
     assert "not connected" in repr(local)
     local.call(rh.echo, 1)
-    assert local.connected and "connected" in repr(local)
+    assert local.connected and repr(local).endswith(" connected>")
     assert local.remote_info["python"][0] == 3
 
 
@@ -146,11 +145,8 @@ def test_sys_exit_gives_clear_error_and_closes(local):
     with pytest.raises(RemoteException) as info:
         local.call(rh.exit_with, 3)
     assert "sys.exit(3)" in str(info.value)
-    deadline = time.monotonic() + 5
-    while local.connected and time.monotonic() < deadline:
-        gevent.sleep(0.01)
     assert local.closed
-    assert local.call(rh.add, 1, 1) == 2  # and it reconnects on the next call
+    assert local.call(rh.add, 1, 1) == 2  # the very next call starts a fresh agent
 
 
 def test_os_exit_fails_every_pending_call(local):
@@ -247,3 +243,61 @@ def test_calls_on_a_tunnel_in_another_tunnel_are_independent(no_leaks):
         assert one.call(rh.getpid) != two.call(rh.getpid)
         one.close()
         assert two.call(rh.add, 1, 2) == 3
+
+
+def test_several_greenlets_waiting_on_one_future(local):
+    """Every greenlet waiting on the same future wakes when it resolves."""
+    future = local.call_async(rh.sleep_and_return, 0.2, "done")
+    waiters = [gevent.spawn(future.result) for _ in range(4)]
+    gevent.joinall(waiters, timeout=10)
+    assert [w.value for w in waiters] == ["done"] * 4
+
+
+def test_timeout_covers_a_send_the_agent_never_reads(local):
+    """A call whose arguments the agent never reads (it is stopped) times out, and close() works."""
+    import signal
+    local.connect()
+    pid = local.remote_info["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(CallTimeout):
+            local.call(rh.echo, b"x" * (4 << 20), timeout=1)
+        assert time.monotonic() - started < 5
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    started = time.monotonic()
+    local.close()
+    assert time.monotonic() - started < 10
+    assert local.call(rh.add, 1, 2) == 3
+
+
+def test_odd_strings_survive(local, tmp_path):
+    """Non-UTF-8 file names and lone surrogates in error messages do not break the agent."""
+    name = os.fsdecode(b"caf\xe9")
+    (tmp_path / name).write_text("x")
+    assert local.call(os.listdir, str(tmp_path)) == [name]
+    with pytest.raises(RemoteException) as info:
+        local.call(eval, "(_ for _ in ()).throw(ValueError('bad \\ud800 name'))")
+    assert info.value.type_name == "ValueError"
+    assert local.call(rh.add, 1, 1) == 2
+
+
+def test_arguments_over_the_message_limit_are_refused_before_sending(local, monkeypatch):
+    """Arguments too large for one message raise SerializationError; nothing is sent."""
+    from chopsticks import protocol
+    monkeypatch.setattr(protocol, "MAX_MESSAGE", 1 << 20)
+    with pytest.raises(SerializationError) as info:
+        local.call(rh.echo, b"x" * (2 << 20))
+    assert "limit" in str(info.value)
+    assert not local.connected
+
+
+def test_close_while_connecting(no_leaks):
+    """close() during a connect leaves no agent behind."""
+    tunnel = Local("racing")
+    job = gevent.spawn(tunnel.connect)
+    gevent.sleep(0)
+    tunnel.close()
+    job.join(10)
+    assert not tunnel.connected

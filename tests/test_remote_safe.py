@@ -55,3 +55,16 @@ def test_bundle_contains_the_agent_and_stays_compact():
     bundle = bootstrap.bundle_for(1 << 20)
     assert len(bundle.stdin_bytes()) < 64 * 1024
     assert bundle.stdin_bytes()[:8] == b"%08x" % len(bundle.compressed)
+
+
+def test_stage1_runs_a_bundle_under_the_system_python():
+    """Stage 1 reads a length-prefixed zlib program from stdin with os.read and runs it."""
+    import subprocess
+    import zlib
+    program = zlib.compress(b"import os\nos.write(1, b'stage 2 ran')\n")
+    stdin = b"%08x" % len(program) + program
+    out = subprocess.run(bootstrap.python_argv("/usr/bin/python3"), input=stdin, capture_output=True, timeout=30)
+    assert out.stdout == b"stage 2 ran", out.stderr
+    short = subprocess.run(bootstrap.python_argv("/usr/bin/python3"), input=stdin[:20], capture_output=True,
+                           timeout=30)
+    assert short.returncode == bootstrap.EXIT_SHORT_BUNDLE

@@ -63,18 +63,17 @@ class Agent(object):
         self.handlers = {
             protocol.MODULES: self.on_modules,
             protocol.DATA: self.on_reply,
-            protocol.EXIT: self.on_exit,
         }
 
     # -- writing ---------------------------------------------------------------------
 
     def send(self, kind, req_id, payload=b""):
-        buffers = protocol.encode(kind, req_id, payload)
-        with self.write_lock:
-            for buf in buffers:
-                view = memoryview(buf)
-                while view:
-                    view = view[os.write(self.fd_out, view):]
+        for frame in protocol.frames(kind, req_id, payload):
+            with self.write_lock:  # per frame: a large result does not hold up the others
+                for buf in frame:
+                    view = memoryview(buf)
+                    while view:
+                        view = view[os.write(self.fd_out, view):]
 
     def request(self, kind, payload):
         """Send a request to the controller from a worker thread and wait for the reply."""
@@ -188,9 +187,6 @@ class Agent(object):
             waiter[1] = frame.payload
             waiter[0].set()
 
-    def on_exit(self, frame):
-        _exit(0)
-
     # -- running calls ---------------------------------------------------------------------
 
     def run_call(self, frame):
@@ -232,11 +228,13 @@ def _describe(exc, message=None):
         tb = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
     except Exception:
         tb = ""
-    return codec.encode({
-        "type": "%s.%s" % (kind.__module__, kind.__qualname__),
-        "message": text,
-        "traceback": tb,
-    })
+    info = {"type": "%s.%s" % (kind.__module__, kind.__qualname__), "message": text, "traceback": tb}
+    try:
+        return codec.encode(info)
+    except Exception:  # text that even surrogateescape cannot carry (a lone surrogate)
+        for key in ("message", "traceback"):
+            info[key] = info[key].encode("utf-8", "backslashreplace").decode("utf-8")
+        return codec.encode(info)
 
 
 def _exit(code):

@@ -6,6 +6,7 @@ a Ctrl-C at the controller's terminal does not reach it and closing can kill its
 process group.
 """
 
+import errno
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from typing import List, Mapping, Optional
 import gevent
 import gevent.subprocess
 from gevent.hub import get_hub
+from greenlet import getcurrent
 
 # Bytes per read: kept under glibc's mmap threshold, so a read does not map a fresh buffer.
 READ_SIZE = 65536
@@ -32,6 +34,7 @@ class ProcessPipe:
             bufsize=0, start_new_session=True, env=env, cwd=cwd,
         )
         loop = get_hub().loop
+        self._writer = None  # the greenlet waiting to write, if any
         self._fds = {}
         self._watchers = {}
         for role, stream, mode in (("in", self.proc.stdin, _WRITE), ("out", self.proc.stdout, _READ),
@@ -81,18 +84,26 @@ class ProcessPipe:
         return self._read("err", size)
 
     def write(self, data) -> None:
-        fd = self._fds["in"]
         view = memoryview(data)
         while view:
+            watcher = self._watchers.get("in")
+            if watcher is None:
+                raise BrokenPipeError(errno.EPIPE, "the agent's stdin is closed")
             try:
-                view = view[os.write(fd, view):]
+                view = view[os.write(self._fds["in"], view):]
             except BlockingIOError:
-                get_hub().wait(self._watchers["in"])
+                self._writer = getcurrent()
+                try:
+                    get_hub().wait(watcher)
+                finally:
+                    self._writer = None
 
     def close_stdin(self) -> None:
-        """Send end-of-file to the agent, which then exits."""
+        """Send end-of-file to the agent, which then exits. A blocked writer gets EPIPE."""
         watcher = self._watchers.pop("in", None)
         if watcher is not None:
+            if self._writer is not None:  # wake it before its watcher goes away
+                get_hub().loop.run_callback(self._writer.throw, BrokenPipeError(errno.EPIPE, "stdin closed"))
             watcher.close()
             self.proc.stdin.close()
 

@@ -44,7 +44,9 @@ READ_SIZE = 65536
 # the controller's CPU busy without tripping sshd's MaxStartups on a default-configured host
 # more than the retries absorb.
 DEFAULT_HANDSHAKE_SLOTS = 64
-HANDSHAKE_RETRIES = 5
+# A handshake that sshd drops (MaxStartups) is retried until the connect deadline, after a
+# randomised, doubling pause capped here.
+MAX_BACKOFF = 2.0
 _EOF_ERRORS = (ssh2_errors.SocketDisconnectError, ssh2_errors.SocketRecvError,
                ssh2_errors.SocketSendError, ssh2_errors.ChannelClosedError, ssh2_errors.ChannelEOFSentError)
 # Errors that mean sshd dropped the connection before authentication (MaxStartups, load).
@@ -174,10 +176,11 @@ class SSHLink:
             except _DROPPED as exc:
                 del session  # libssh2's session is freed before its socket closes
                 _close(sock, bridge)
-                if attempt > HANDSHAKE_RETRIES or deadline.remaining() <= 0:
-                    raise ConnectError("[%s] the SSH handshake with %s:%d failed: %s" % (
-                        dest.name, dest.hostname, dest.port, _describe(exc))) from exc
-                gevent.sleep(min(deadline.remaining(), 0.05 * 2 ** attempt * (1 + random.random())))
+                pause = min(MAX_BACKOFF, 0.05 * 2 ** min(attempt, 8)) * (0.5 + random.random())
+                if deadline.remaining() <= pause:
+                    raise ConnectError("[%s] the SSH handshake with %s:%d failed %d times, last: %s" % (
+                        dest.name, dest.hostname, dest.port, attempt, _describe(exc))) from exc
+                gevent.sleep(pause)
             except BaseException:
                 del session
                 _close(sock, bridge)
@@ -376,8 +379,9 @@ class _Bridge:
                         pending = pending[written:]
                         progressed = True
                 if not progressed:
+                    outbound = self.parent.session.block_directions() & LIBSSH2_SESSION_BLOCK_OUTBOUND
                     # libssh2 may also hold data it read while writing: the timeout bounds that.
-                    gevent.select.select([sock, self.far], [], [], 0.2)
+                    gevent.select.select([sock, self.far], [sock] if outbound else [], [], 0.2)
         except (OSError, ssh2_errors.SSH2Error):
             return
         finally:
@@ -438,20 +442,26 @@ class SSHPipe:
             return
         self._draining = True
         try:
+            polled = False
             while True:
                 progressed = False
                 size, data = self.channel.read(READ_SIZE)
                 if size > 0:
-                    progressed = True
+                    progressed, polled = True, False
                     if self._callback is not None:
                         self._callback(data)
                     if self.channel is None:
                         return
                 esize, edata = self.channel.read_stderr(READ_SIZE)
                 if esize > 0:
-                    progressed = True
+                    progressed, polled = True, False
                     self._stderr.put(edata)
                 if not progressed:
+                    # Reading one stream can pull the other's packets off the socket into
+                    # libssh2's buffer; with the socket drained, nothing would wake us for them.
+                    if not polled and (self.channel.poll_channel_read(0) or self.channel.poll_channel_read(1)):
+                        polled = True  # once per idle pass: never spin on a buffer read cannot take
+                        continue
                     if size != LIBSSH2_ERROR_EAGAIN and self.channel.eof():
                         self._end(None)
                     return
@@ -481,12 +491,15 @@ class SSHPipe:
             if written > 0:
                 view = view[written:]
             if rc == LIBSSH2_ERROR_EAGAIN:
-                self._drain()
+                # Ask which way libssh2 is blocked before anything else touches the session:
+                # a read in between (the drain) would overwrite the answer, and waiting to
+                # read while our own packet sits unsent deadlocks both ends.
                 directions = session.block_directions()
+                self._drain()  # what libssh2 read while writing would wake nobody otherwise
                 if directions & LIBSSH2_SESSION_BLOCK_OUTBOUND:
-                    gevent.socket.wait_write(sock.fileno(), timeout=60)
+                    gevent.socket.wait_write(sock.fileno())
                 else:
-                    gevent.socket.wait_read(sock.fileno(), timeout=60)
+                    gevent.socket.wait_read(sock.fileno())
         self._drain()
 
     def close_stdin(self) -> None:
