@@ -17,6 +17,7 @@ _EXPORTS = {
     "ConnectTimeout": "chopsticks.errors",
     "HostKeyChanged": "chopsticks.errors",
     "HostKeyError": "chopsticks.errors",
+    "HandshakeSlots": "chopsticks.transports.ssh",
     "Local": "chopsticks.tunnel",
     "ProtocolViolation": "chopsticks.errors",
     "PythonNotFound": "chopsticks.errors",

@@ -437,40 +437,51 @@ class SSHPipe:
             self._stderr.put(b"")
 
     def _drain(self) -> None:
-        """Read everything libssh2 can give now: stdout to the callback, stderr to the queue."""
+        """Read everything libssh2 can give now: stdout to the callback, stderr to the queue.
+
+        ``channel.read`` first pulls every packet waiting on the socket into libssh2's
+        buffer, so afterwards ``poll_channel_read`` (no syscall) tells exactly which stream
+        still has data: reading one stream can pull the other's packets off the socket, and
+        with the socket drained nothing would wake us for them.
+        """
         if self._draining or self._stdout_done or self.channel is None:
             return
         self._draining = True
         try:
-            polled = False
-            while True:
-                progressed = False
-                size, data = self.channel.read(READ_SIZE)
+            idle = 0
+            while idle < 2:  # two passes without progress: never spin on a stuck buffer
+                channel = self.channel
+                size, data = channel.read(READ_SIZE)
                 if size > 0:
-                    progressed, polled = True, False
+                    idle = 0
                     if self._callback is not None:
                         self._callback(data)
                     if self.channel is None:
                         return
-                esize, edata = self.channel.read_stderr(READ_SIZE)
-                if esize > 0:
-                    progressed, polled = True, False
-                    self._stderr.put(edata)
-                if not progressed:
-                    # Reading one stream can pull the other's packets off the socket into
-                    # libssh2's buffer; with the socket drained, nothing would wake us for them.
-                    if not polled and (self.channel.poll_channel_read(0) or self.channel.poll_channel_read(1)):
-                        polled = True  # once per idle pass: never spin on a buffer read cannot take
-                        continue
-                    if size != LIBSSH2_ERROR_EAGAIN and self.channel.eof():
-                        self._end(None)
+                    continue
+                if size != LIBSSH2_ERROR_EAGAIN and channel.eof():
+                    self._end(None)
                     return
+                if channel.poll_channel_read(1):
+                    esize, edata = channel.read_stderr(READ_SIZE)
+                    if esize > 0:
+                        idle = 0
+                        self._stderr.put(edata)
+                        continue
+                if not channel.poll_channel_read(0):
+                    return
+                idle += 1
         except _EOF_ERRORS as exc:
             self._end("the SSH connection was lost (%s)" % _describe(exc))
         except ssh2_errors.SSH2Error as exc:
             self._end("the SSH channel failed (%s)" % _describe(exc))
         finally:
             self._draining = False
+
+    def _buffered(self) -> bool:
+        """Whether libssh2 holds channel data (read from the socket by some other call)."""
+        channel = self.channel
+        return channel is not None and bool(channel.poll_channel_read(0) or channel.poll_channel_read(1))
 
     def read_stderr(self, size: int) -> bytes:
         return self._stderr.get()
@@ -495,12 +506,14 @@ class SSHPipe:
                 # a read in between (the drain) would overwrite the answer, and waiting to
                 # read while our own packet sits unsent deadlocks both ends.
                 directions = session.block_directions()
-                self._drain()  # what libssh2 read while writing would wake nobody otherwise
+                if self._buffered():  # libssh2 reads the socket while writing: wake nobody else
+                    self._drain()
                 if directions & LIBSSH2_SESSION_BLOCK_OUTBOUND:
                     gevent.socket.wait_write(sock.fileno())
                 else:
                     gevent.socket.wait_read(sock.fileno())
-        self._drain()
+        if self._buffered():
+            self._drain()
 
     def close_stdin(self) -> None:
         if self.channel is not None and not self._stdout_done:
