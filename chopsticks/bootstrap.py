@@ -10,8 +10,6 @@ remotes without msgpack, the pure-Python codec from the msgpack package installe
 
 import importlib.util
 import inspect
-import os
-import sys
 import textwrap
 import zlib
 from typing import Dict, List, Optional, Tuple
