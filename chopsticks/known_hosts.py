@@ -115,15 +115,26 @@ def check(entries: Iterable[Entry], host: str, port: int, key: bytes) -> str:
 
 
 def read(paths: Iterable[str]) -> List[Entry]:
-    """Entries of every readable file in ``paths`` (missing files count as empty)."""
+    """Entries of every readable file in ``paths`` (missing files count as empty).
+
+    Parsed files are cached by path, size and mtime: a fleet of a thousand hosts reads a
+    known_hosts file once, and a key recorded by accept-new is seen at once.
+    """
     entries: List[Entry] = []
     for path in paths:
+        path = os.path.expanduser(path)
         try:
-            with open(os.path.expanduser(path), encoding="utf-8", errors="replace") as f:
-                entries.extend(parse(f))
+            stat = os.stat(path)
         except FileNotFoundError:
             continue
+        entries.extend(_read_file(path, stat.st_size, stat.st_mtime_ns))
     return entries
+
+
+@functools.lru_cache(maxsize=32)
+def _read_file(path: str, size: int, mtime_ns: int) -> Tuple[Entry, ...]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return tuple(parse(f))
 
 
 def line_for(host: str, port: int, key: bytes) -> str:

@@ -27,13 +27,31 @@ def setup_path():
     os.chdir('/')
 
 
-def parse_args(description):
+def parse_args(description, transports=('local', 'ssh')):
+    """--n, --warmup, and the transport: ``local`` (a child /usr/bin/python3)
+    or ``ssh`` (a fleet host; the fleet is described by --host, --port,
+    --key, --known-hosts and --ssh-config, all required with ssh)."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument('--n', type=int, default=2000,
                     help='measured calls (default 2000)')
     ap.add_argument('--warmup', type=int, default=WARMUP,
                     help='warm-up calls, not measured (default %d)' % WARMUP)
-    return ap.parse_args()
+    ap.add_argument('--transport', choices=transports, default=transports[0])
+    ap.add_argument('--host', help='ssh: the fleet host (e.g. 127.0.0.2)')
+    ap.add_argument('--port', type=int, help='ssh: the fleet sshd port')
+    ap.add_argument('--key', help='ssh: the client private key')
+    ap.add_argument('--known-hosts', help='ssh: the fleet known_hosts file')
+    ap.add_argument('--ssh-config', help='ssh: the fleet ssh_config '
+                    '(Port, User, IdentityFile, UserKnownHostsFile)')
+    args = ap.parse_args()
+    if args.transport == 'ssh':
+        missing = [name for name in ('host', 'port', 'key', 'known_hosts',
+                                     'ssh_config')
+                   if getattr(args, name) is None]
+        if missing:
+            ap.error('--transport ssh needs --' + ', --'.join(
+                m.replace('_', '-') for m in missing))
+    return args
 
 
 def measure(call, n, warmup, expect=2):
@@ -70,10 +88,11 @@ def stats_us(samples):
     }
 
 
-def emit(impl, samples, python, version):
-    rec = {'workload': 'W1', 'impl': impl, 'transport': 'local',
+def emit(impl, samples, python, version, transport='local', **extra):
+    rec = {'workload': 'W1', 'impl': impl, 'transport': transport,
            'n': len(samples)}
     rec.update(stats_us(samples))
+    rec.update(extra)
     rec['python'] = python
     rec['version'] = version
     sys.stdout.write(json.dumps(rec) + '\n')

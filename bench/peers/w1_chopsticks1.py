@@ -1,5 +1,11 @@
 """W1 for the original chopsticks 1.0 (PyPI, 2017): tun.call(w1_target.two)
-over a chopsticks.tunnel.Local tunnel (remote = /usr/bin/python3).
+over a chopsticks.tunnel.Local tunnel (remote = /usr/bin/python3), or with
+--transport ssh over its SSHTunnel (``Tunnel(host)``), which runs the OpenSSH
+client as ``ssh -o PasswordAuthentication=no <host> /usr/bin/python3 ...``.
+To reach the fleet, the subclass FleetTunnel below only adds
+``-F <fleet ssh_config>`` after ``ssh`` (port, user, key, known_hosts); no
+wrapper process. The remote interpreter stays 1.0's class default
+/usr/bin/python3, which is the fleet's python3.
 
 w1_target is shipped to the remote on demand by chopsticks' import hook
 (OP_IMP) during the warm-up. Run with the peers venv python, from a cwd
@@ -31,6 +37,15 @@ from _w1common import (REMOTE_PYTHON, dist_version, emit, measure, note,
                        parse_args, setup_path)
 
 
+def fleet_tunnel_class(tunnel_module, ssh_config):
+    """chopsticks 1.0's SSHTunnel with ``-F ssh_config`` after ``ssh``."""
+    class FleetTunnel(tunnel_module.SSHTunnel):
+        def cmd_args(self):
+            argv = super(FleetTunnel, self).cmd_args()
+            return argv[:1] + ['-F', ssh_config] + argv[1:]
+    return FleetTunnel
+
+
 def main():
     args = parse_args(__doc__.splitlines()[0])
     setup_path()
@@ -44,9 +59,12 @@ def main():
     import chopsticks.tunnel
     import w1_target
 
-    tunnel_cls = chopsticks.tunnel.Local
-    tunnel_cls.python3 = REMOTE_PYTHON  # already the default; made explicit
-    tun = tunnel_cls()
+    if args.transport == 'ssh':
+        tun = fleet_tunnel_class(chopsticks.tunnel, args.ssh_config)(args.host)
+    else:
+        tunnel_cls = chopsticks.tunnel.Local
+        tunnel_cls.python3 = REMOTE_PYTHON  # already the default; made explicit
+        tun = tunnel_cls()
     try:
         remote_version = tun.call(platform.python_version)
         note('remote w1_target from: %s' % tun.call(w1_target.origin))
@@ -55,7 +73,8 @@ def main():
     finally:
         tun.close()
     emit('chopsticks-1.0', samples, remote_version,
-         chopsticks.__version__ or dist_version('chopsticks'))
+         chopsticks.__version__ or dist_version('chopsticks'),
+         transport=args.transport)
 
 
 if __name__ == '__main__':

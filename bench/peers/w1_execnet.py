@@ -1,4 +1,8 @@
-"""W1 for execnet over a popen gateway (popen//python=/usr/bin/python3).
+"""W1 for execnet over a popen gateway (popen//python=/usr/bin/python3) or ssh.
+
+With --transport ssh the gateway is ``ssh=-F <fleet ssh_config> <host>//python=python3``
+(execnet runs the OpenSSH client; port, user, key and known_hosts come from the
+fleet's ssh_config).
 
 Two measurements, one JSON line each:
 
@@ -30,7 +34,11 @@ def main():
     version = dist_version('execnet')
     call_src = inspect.getsource(w1_target) + '\nchannel.send(two())\n'
 
-    gw = execnet.makegateway('popen//python=%s' % REMOTE_PYTHON)
+    if args.transport == 'ssh':
+        spec = 'ssh=-F %s %s//python=python3' % (args.ssh_config, args.host)
+    else:
+        spec = 'popen//python=%s' % REMOTE_PYTHON
+    gw = execnet.makegateway(spec)
     try:
         remote_version = gw.remote_exec(
             'import platform; channel.send(platform.python_version())'
@@ -40,7 +48,8 @@ def main():
             return gw.remote_exec(call_src).receive()
 
         samples_exec = measure(remote_exec_call, args.n, args.warmup)
-        emit('execnet-remote_exec', samples_exec, remote_version, version)
+        emit('execnet-remote_exec', samples_exec, remote_version, version,
+             transport=args.transport)
 
         ch = gw.remote_exec(ECHO)
 
@@ -49,7 +58,8 @@ def main():
             return ch.receive()
 
         samples_chan = measure(channel_call, args.n, args.warmup)
-        emit('execnet-channel', samples_chan, remote_version, version)
+        emit('execnet-channel', samples_chan, remote_version, version,
+             transport=args.transport)
         ch.close()
         ch.waitclose(10)
     finally:

@@ -1,8 +1,12 @@
-"""W1 for mitogen: context.call(w1_target.two) over router.local().
+"""W1 for mitogen: context.call(w1_target.two) over router.local() or router.ssh().
 
-The child is /usr/bin/python3 started by mitogen's local (fork+exec) method;
-w1_target is shipped to it on demand by mitogen's module forwarder during
-the warm-up. Run with the peers venv python.
+local: the child is /usr/bin/python3 started by mitogen's local (fork+exec)
+method. ssh (--transport ssh): router.ssh() to a fleet host, i.e. mitogen runs
+the OpenSSH client with ``-F <fleet ssh_config>`` (port, user, key, known_hosts
+from there; host keys enforced, mitogen's other defaults kept, compression
+included) and python_path='python3'. Either way w1_target is shipped to the
+child on demand by mitogen's module forwarder during the warm-up. Run with the
+peers venv python.
 """
 import platform
 
@@ -19,7 +23,11 @@ def main():
     broker = mitogen.master.Broker()
     try:
         router = mitogen.master.Router(broker)
-        context = router.local(python_path=REMOTE_PYTHON)
+        if args.transport == 'ssh':
+            context = router.ssh(hostname=args.host, python_path='python3',
+                                 ssh_args=['-F', args.ssh_config])
+        else:
+            context = router.local(python_path=REMOTE_PYTHON)
         remote_version = context.call(platform.python_version)
         note('remote w1_target from: %s' % context.call(w1_target.origin))
         samples = measure(lambda: context.call(w1_target.two),
@@ -28,7 +36,8 @@ def main():
     finally:
         broker.shutdown()
         broker.join()
-    emit('mitogen', samples, remote_version, dist_version('mitogen'))
+    emit('mitogen', samples, remote_version, dist_version('mitogen'),
+         transport=args.transport)
 
 
 if __name__ == '__main__':
