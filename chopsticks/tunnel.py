@@ -57,7 +57,10 @@ class BaseTunnel:
     # -- what subclasses provide -----------------------------------------------------------
 
     def _open_pipe(self, argv, timeout: float):
-        """Start the remote ``python`` (argv) within ``timeout`` seconds; return its pipe."""
+        """Start the remote ``python`` (argv) within ``timeout`` seconds.
+
+        Returns the pipe and when the work started (after any queueing for a shared
+        resource, which the connect timeout does not count)."""
         raise NotImplementedError
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -82,10 +85,9 @@ class BaseTunnel:
         with self._connect_lock:
             if self.connected:
                 return self
-            started = time.monotonic()
             bundle = bootstrap.bundle_for(self.max_result)
             try:
-                pipe = self._open_pipe(bootstrap.python_argv(self.python), self.connect_timeout)
+                pipe, started = self._open_pipe(bootstrap.python_argv(self.python), self.connect_timeout)
             except ChopsticksError:
                 raise
             except FileNotFoundError as exc:
@@ -173,7 +175,7 @@ class Local(BaseTunnel):
         super().__init__(name, **options)
 
     def _open_pipe(self, argv, timeout: float):
-        return ProcessPipe(argv)
+        return ProcessPipe(argv), time.monotonic()
 
 
 class SSHTunnel(BaseTunnel):
@@ -209,13 +211,17 @@ class SSHTunnel(BaseTunnel):
         return " ".join(shlex.quote(word) for word in words)
 
     def _open_pipe(self, argv, timeout: float):
-        deadline = Deadline(timeout, "connecting over SSH")
-        link = SSHLink.open(self.destination, deadline, self._slots or default_slots())
-        try:
-            return link.open_channel(self._command(argv), deadline)
-        except BaseException:
-            link.close()
-            raise
+        # Wait for a handshake slot first: the connect timeout starts once it is ours, so a
+        # thousand tunnels queued behind the bound do not time out while they wait.
+        with self._slots or default_slots():
+            started = time.monotonic()
+            deadline = Deadline(timeout, "connecting over SSH")
+            link = SSHLink.open(self.destination, deadline)
+            try:
+                return link.open_channel(self._command(argv), deadline), started
+            except BaseException:
+                link.close()
+                raise
 
     def __repr__(self) -> str:
         dest = self.destination

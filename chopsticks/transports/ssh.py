@@ -144,12 +144,15 @@ class SSHLink:
         self.bridge = bridge
 
     @classmethod
-    def open(cls, dest: Destination, deadline: Deadline, slots: HandshakeSlots) -> "SSHLink":
-        """Connect, verify the host key and authenticate, hop by hop through ``dest.jumps``."""
+    def open(cls, dest: Destination, deadline: Deadline) -> "SSHLink":
+        """Connect, verify the host key and authenticate, hop by hop through ``dest.jumps``.
+
+        The caller holds a handshake slot: from the TCP connect to the end of authentication
+        sshd counts the connection against its MaxStartups."""
         parent: Optional[SSHLink] = None
         try:
             for hop in list(dest.jumps) + [dest]:
-                parent = cls._open_hop(hop, parent, deadline, slots)
+                parent = cls._open_hop(hop, parent, deadline)
         except BaseException:
             if parent is not None:
                 parent.close()
@@ -158,8 +161,7 @@ class SSHLink:
         return parent
 
     @classmethod
-    def _open_hop(cls, dest: Destination, parent: Optional["SSHLink"], deadline: Deadline,
-                  slots: HandshakeSlots) -> "SSHLink":
+    def _open_hop(cls, dest: Destination, parent: Optional["SSHLink"], deadline: Deadline) -> "SSHLink":
         attempt = 0
         while True:
             attempt += 1
@@ -167,9 +169,8 @@ class SSHLink:
                             else _Bridge.open(parent, dest, deadline))
             session = Session()
             try:
-                with slots:
-                    session.set_blocking(False)
-                    retry(session, sock, deadline, dest.name, session.handshake, sock)
+                session.set_blocking(False)
+                retry(session, sock, deadline, dest.name, session.handshake, sock)
                 _verify_host_key(session, dest)
                 _authenticate(session, sock, dest, deadline)
                 return cls(dest.name, session, sock, parent, bridge)
