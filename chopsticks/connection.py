@@ -83,12 +83,20 @@ class Connection:
 
         ``stated_timeout`` is the user's whole connect timeout, for the message."""
         started = time.monotonic()
+        timer = gevent.Timeout(timeout)  # covers the write too: a remote may never read it
+        timer.start()
         try:
-            with self._write_lock:
-                self.pipe.write(stdin_bytes)
-        except OSError:
-            pass  # the reader sees the pipe end and explains why
-        self._hello.wait(timeout)  # returns at the deadline without raising, unlike get()
+            try:
+                with self._write_lock:
+                    self.pipe.write(stdin_bytes)
+            except OSError:
+                pass  # the pipe ended: _finish explains why through _hello
+            self._hello.wait()
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+        finally:
+            timer.close()
         if not self._hello.ready():
             self.close(kill=True)
             raise ConnectTimeout("[%s] the agent did not start within %ss%s"

@@ -63,7 +63,8 @@ class Evil:
         return (os.mkdir, (marker,))
 
 
-read_exact(int(read_exact(8), 16))  # the bundle: ignored
+read_exact(int(read_exact(8), 16))  # the bundle program and its payload: ignored
+read_exact(int(read_exact(8), 16))
 send(protocol.SYNC)
 send_frame(protocol.HELLO, 0, msgpack.packb({"pid": os.getpid(), "python": [3, 11, 0], "executable": "evil"}))
 call = next_call()

@@ -1,7 +1,7 @@
 """Remote import on demand: a meta-path finder and loader fed by the controller.
 
 Remote-safe. The bootstrap bundle executes this file's source directly (no import system
-is ready yet), then calls ``boot``. Modules the bundle carries (the agent itself, and
+is ready yet), then calls ``boot_from_stdin``. Modules the bundle carries (the agent itself, and
 msgpack's pure-Python codec) sit in the importer's cache from the start; any other module
 the remote cannot find itself is requested from the controller by dotted name, with
 related modules sent along in the same reply so that a package costs few round trips.
@@ -14,6 +14,7 @@ asks a module's loader when the file is not on the remote's disk).
 """
 
 import io
+import marshal
 import os
 import sys
 import threading
@@ -33,9 +34,10 @@ class _FrontFinder(object):
 class Importer(object):
     """Finder and loader for modules that live on the controller."""
 
-    def __init__(self, sources, stdlib_names):
+    def __init__(self, sources, stdlib_names, codes=None):
         # name -> (is_pkg, filename, source)
         self.cache = dict((name, tuple(entry)) for name, entry in sources.items())
+        self.codes = codes or {}  # name -> marshalled code, compiled by a controller like us
         self.missing = set()
         self.front = set(["chopsticks"])
         self.stdlib = frozenset(getattr(sys, "stdlib_module_names", None) or stdlib_names)
@@ -77,7 +79,12 @@ class Importer(object):
         is_pkg, filename, source = self.cache[module.__name__]
         if source is None:  # a namespace package
             return
-        exec(compile(source, filename, "exec", dont_inherit=True), module.__dict__)
+        code = self.codes.pop(module.__name__, None)
+        if code is not None:
+            code = marshal.loads(code)
+        else:
+            code = compile(source, filename, "exec", dont_inherit=True)
+        exec(code, module.__dict__)
 
     # -- package data: pkgutil.get_data and importlib.resources -------------------------
 
@@ -138,13 +145,27 @@ def _load_msgpack(importer):
     import msgpack  # noqa: F811  (now the bundle's copy)
 
 
-def boot(sources, config):
-    """Entry point of the bundle: install the importer, then run the agent until EOF."""
+def _read_exactly(size):
+    data = b""
+    while len(data) < size:
+        chunk = os.read(0, size - len(data))
+        if not chunk:
+            sys.exit(86)
+        data += chunk
+    return data
+
+
+def boot_from_stdin():
+    """Entry point of the bundle: read its payload, install the importer, run the agent."""
+    import zlib
+    payload = marshal.loads(zlib.decompress(_read_exactly(int(_read_exactly(8), 16))))
     if sys.path and sys.path[0] in ("", "."):
         # ``python3 -c`` puts the login directory first; modules must come from the
         # remote's installed packages or from the controller, never from wherever we landed.
         del sys.path[0]
-    importer = Importer(sources, config["stdlib"])
+    config = payload["config"]
+    same_bytecode = payload["cache_tag"] == sys.implementation.cache_tag
+    importer = Importer(payload["sources"], config["stdlib"], payload["codes"] if same_bytecode else None)
     importer.install()
     _load_msgpack(importer)
     from chopsticks.agent import main
