@@ -1,8 +1,19 @@
 #!/usr/bin/env python3
-"""W1 (call latency, local subprocess) for this repository's chopsticks.
+"""W1 (call latency, local subprocess or over SSH) for this repository's chopsticks.
 
     .venv/bin/python bench/w1_latency.py [--n 2000] [--warmup 200] [--peers]
-                                         [--json-out FILE]
+                                         [--transport local|ssh] [--json-out FILE]
+
+``--transport ssh``: a 1-host loopback fleet (``scripts/fleet.py``: a real OpenSSH sshd,
+host 127.0.0.2, an empty HOME for the login) is started for the run and stopped at the end;
+ours is ``SSHTunnel('127.0.0.2', options=SSHOptions(port, key, known_hosts,
+ssh_config='', agent=False))`` with remote ``python3``, and with ``--peers`` the peers
+harness gets the same fleet host (``run.py --transport ssh --host ...``: mitogen
+``router.ssh``, execnet ``ssh=-F <config> host``, chopsticks 1.0 ``SSHTunnel`` with
+``-F <config>``, parallel-ssh ``run_command('true')``). Every line then says
+``"transport": "ssh"`` (the pipe floor stays local). ``agent_cpu_us_per_call`` still
+works: the agent is a process of this machine (a grandchild of the fleet's sshd), and
+``sshd_cpu_us_per_call`` adds the CPU of the sshd processes serving the connection.
 
 Run from the repo root (or with PYTHONPATH=<repo root>). Prints JSON lines on stdout:
 
@@ -60,7 +71,8 @@ from _w1common import measure, stats_us  # noqa: E402
 sys.dont_write_bytecode = False
 
 import chopsticks  # noqa: E402
-from chopsticks.tunnel import Local  # noqa: E402
+from chopsticks.tunnel import Local, SSHTunnel  # noqa: E402
+from chopsticks.transports.ssh_options import SSHOptions  # noqa: E402
 
 # Asked of the remote before timing: which loader provided its w1_target. 'Importer' is
 # chopsticks' remote import hook, i.e. the module came from this process, not from disk.
@@ -83,6 +95,33 @@ def agent_cpu_s(pid):
     return total / 1e9 if paths else None
 
 
+def descendants(root):
+    """PIDs of every live descendant of ``root`` (from /proc/*/stat parent links)."""
+    children = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open('/proc/%s/stat' % entry) as f:
+                    ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for kid in children.get(todo.pop(), []):
+            found.append(kid)
+            todo.append(kid)
+    return found
+
+
+def sshd_cpu_s(fleet, agent_pid):
+    """CPU seconds so far of the fleet's sshd processes serving us (the agent excluded)."""
+    if fleet is None or fleet.proc is None:
+        return None
+    pids = [pid for pid in descendants(fleet.proc.pid) if pid != agent_pid]
+    return sum(agent_cpu_s(pid) or 0.0 for pid in pids)
+
+
 def out(rec, sink):
     line = json.dumps(rec)
     sys.stdout.write(line + '\n')
@@ -90,9 +129,35 @@ def out(rec, sink):
     sink.append(rec)
 
 
-def run_ours(run, n, warmup, sink):
+def start_fleet(count):
+    """A loopback sshd fleet (scripts/fleet.py), started; the caller stops it."""
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+    try:
+        from fleet import Fleet
+    finally:
+        sys.path.pop(0)
+        sys.dont_write_bytecode = False
+    fleet = Fleet(count)
+    try:
+        return fleet.start()
+    except BaseException:
+        fleet.stop()
+        raise
+
+
+def fleet_options(fleet):
+    return SSHOptions(port=fleet.port, key=fleet.key, known_hosts=fleet.known_hosts,
+                      ssh_config='', agent=False)
+
+
+def run_ours(run, n, warmup, sink, fleet=None):
     """One fresh tunnel: sequential latency, then pipelined throughput. Returns our W1 record."""
-    t = Local('w1-bench', python=REMOTE_PYTHON)
+    transport = 'ssh' if fleet is not None else 'local'
+    if fleet is not None:
+        t = SSHTunnel(fleet.hosts[0], options=fleet_options(fleet), python='python3')
+    else:
+        t = Local('w1-bench', python=REMOTE_PYTHON)
     try:
         t.connect()
         info = t.remote_info or {}
@@ -112,16 +177,19 @@ def run_ours(run, n, warmup, sink):
         call = lambda: t.call(w1_target.two)  # noqa: E731
         measure(call, 0, warmup)
         pid = info.get('pid')
-        ctl0, agent0 = time.process_time(), agent_cpu_s(pid)
+        ctl0, agent0, sshd0 = time.process_time(), agent_cpu_s(pid), sshd_cpu_s(fleet, pid)
         samples = measure(call, n, 0)
-        ctl1, agent1 = time.process_time(), agent_cpu_s(pid)
-        rec = {'workload': 'W1', 'impl': 'chopsticks', 'transport': 'local', 'n': n}
+        ctl1, agent1, sshd1 = time.process_time(), agent_cpu_s(pid), sshd_cpu_s(fleet, pid)
+        rec = {'workload': 'W1', 'impl': 'chopsticks', 'transport': transport, 'n': n}
         rec.update(stats_us(samples))
         rec.update({'python': python, 'version': chopsticks.__version__, 'run': run,
                     'controller_cpu_us_per_call': round((ctl1 - ctl0) / n * 1e6, 1),
                     'agent_cpu_us_per_call': (round((agent1 - agent0) / n * 1e6, 1)
                                               if agent0 is not None and agent1 is not None
                                               else None)})
+        if fleet is not None:
+            rec['sshd_cpu_us_per_call'] = (round((sshd1 - sshd0) / n * 1e6, 1)
+                                           if sshd0 is not None and sshd1 is not None else None)
         out(rec, sink)
 
         rates = []
@@ -135,7 +203,7 @@ def run_ours(run, n, warmup, sink):
             rates.append(n / (elapsed / 1e9))
         rates.sort()
         median_rate = rates[len(rates) // 2]
-        out({'workload': 'W1', 'impl': 'chopsticks-pipelined', 'transport': 'local', 'n': n,
+        out({'workload': 'W1', 'impl': 'chopsticks-pipelined', 'transport': transport, 'n': n,
              'in_flight': n, 'calls_per_s': round(median_rate),
              'us_per_call': round(1e6 / median_rate, 1), 'best_calls_per_s': round(rates[-1]),
              'bursts': PIPELINED_BURSTS, 'python': python, 'version': chopsticks.__version__,
@@ -145,11 +213,15 @@ def run_ours(run, n, warmup, sink):
         t.close()
 
 
-def run_harness(n, only, sink):
+def run_harness(n, only, sink, fleet=None):
     """Run bench/peers/run.py as a subprocess and forward its JSON lines."""
     cmd = [sys.executable, os.path.join(PEERS, 'run.py'), '--n', str(n)]
     for name in only:
         cmd += ['--only', name]
+    if fleet is not None:
+        cmd += ['--transport', 'ssh', '--host', fleet.hosts[0], '--port', str(fleet.port),
+                '--key', fleet.key, '--known-hosts', fleet.known_hosts,
+                '--ssh-config', fleet.ssh_config]
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     for line in proc.stdout.splitlines():
         line = line.strip()
@@ -179,6 +251,10 @@ def table(records):
             '| --- | ---: | ---: | ---: | ---: |']
     for r in lat:
         name = r['impl'] + (' (run %d)' % r['run'] if 'run' in r else '')
+        if r.get('transport', 'local') != 'local':
+            name += ', ' + r['transport']
+        if r['impl'] == 'parallel-ssh':
+            name += ', run_command(\'true\'), n=%d' % r['n']
         rows.append('| %s | %.1f | %.1f | %s | %s |' % (
             name, r['median_us'], r['p99_us'], ratio(r['median_us'], floor),
             ratio(r['median_us'], ours_mid)))
@@ -187,8 +263,9 @@ def table(records):
             rows.append('| %s | error: %s | | | |' % (r.get('impl'), r['error'][:80]))
     for r in records:
         if 'calls_per_s' in r:
-            rows.append('| %s (run %s) | %s calls/s = %.1f us/call, %d in flight | | | |' % (
-                r['impl'], r.get('run', '?'), r['calls_per_s'], r['us_per_call'], r['in_flight']))
+            rows.append('| %s (run %s)%s | %s calls/s = %.1f us/call, %d in flight | | | |' % (
+                r['impl'], r.get('run', '?'),
+                ', ' + r['transport'] if r.get('transport', 'local') != 'local' else '', r['calls_per_s'], r['us_per_call'], r['in_flight']))
     if ours_mid is not None:
         rows.append('')
         rows.append('"ours" = mean of our runs\' medians, %.1f us' % ours_mid)
@@ -203,6 +280,8 @@ def main():
                     help='also run bench/peers/run.py: ours, peers, ours again')
     ap.add_argument('--no-floor', action='store_true',
                     help='without --peers, do not run the pipe floor either')
+    ap.add_argument('--transport', choices=('local', 'ssh'), default='local',
+                    help='local subprocess (default) or a 1-host loopback sshd fleet')
     ap.add_argument('--json-out', metavar='FILE',
                     help='append the JSON lines to FILE (relative: under bench/results/)')
     args = ap.parse_args()
@@ -212,12 +291,17 @@ def main():
     # Like the peers: the remote starts in '/', so it can only get w1_target from us.
     os.chdir('/')
     records = []
-    run_ours(1, args.n, args.warmup, records)
-    if args.peers:
-        run_harness(args.n, [], records)
-        run_ours(2, args.n, args.warmup, records)
-    elif not args.no_floor:
-        run_harness(args.n, ['pipe-floor'], records)
+    fleet = start_fleet(1) if args.transport == 'ssh' else None
+    try:
+        run_ours(1, args.n, args.warmup, records, fleet)
+        if args.peers:
+            run_harness(args.n, [], records, fleet)
+            run_ours(2, args.n, args.warmup, records, fleet)
+        elif not args.no_floor:
+            run_harness(args.n, ['pipe-floor'], records)
+    finally:
+        if fleet is not None:
+            fleet.stop()
 
     sys.stderr.write('\n' + table(records))
 

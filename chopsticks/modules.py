@@ -13,12 +13,13 @@ top-level package that it imports (found by parsing its source), transitively, u
 """
 
 import ast
+import functools
 import os
 import sys
 from collections import OrderedDict
 from importlib.machinery import PathFinder
 from importlib.util import decode_source
-from typing import List, Optional, Set, Tuple
+from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 
 RELATED_LIMIT = 64
@@ -31,7 +32,8 @@ ModuleEntry = Tuple[str, bool, Optional[str], Optional[str]]  # name, is_pkg, fi
 _Found = Tuple[bool, Optional[str], Optional[str], Tuple[str, ...]]  # is_pkg, filename, source, imports
 
 
-def stdlib_names() -> List[str]:
+@functools.lru_cache(maxsize=1)
+def stdlib_names() -> Tuple[str, ...]:
     """Top-level names of the controller's standard library, for remotes older than 3.10."""
     names = getattr(sys, "stdlib_module_names", None)
     if names is None:  # Python 3.9 controller
@@ -42,19 +44,46 @@ def stdlib_names() -> List[str]:
             stem = entry.split(".")[0]
             if stem.isidentifier() and entry != "site-packages":
                 names.add(stem)
-    return sorted(names)
+    return tuple(sorted(names))
+
+
+def _stamp(path: str) -> Tuple[int, int]:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return (stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1)
+def _stdlib_set() -> FrozenSet[str]:
+    return frozenset(stdlib_names())
 
 
 def _valid_name(name: object) -> bool:
     return isinstance(name, str) and 0 < len(name) < 512 and all(p.isidentifier() for p in name.split("."))
 
 
+_shared: Optional["ModuleServer"] = None
+
+
+def shared_server() -> "ModuleServer":
+    """The process-wide import service, created on first use, for tunnels given none.
+
+    Sharing it means a module's source is read and parsed once for a whole fleet."""
+    global _shared
+    if _shared is None:
+        _shared = ModuleServer()
+    return _shared
+
+
 class ModuleServer:
     """Finds module sources and package data for agents. One can serve many tunnels."""
 
     def __init__(self) -> None:
-        self._stdlib = frozenset(stdlib_names())
+        self._stdlib = _stdlib_set()
         self._found: "OrderedDict[str, Optional[_Found]]" = OrderedDict()
+        self._stamps: Dict[str, Tuple[int, int]] = {}  # file -> (mtime_ns, size) when read
 
     # -- modules ---------------------------------------------------------------------
 
@@ -79,13 +108,16 @@ class ModuleServer:
 
     def _lookup(self, name: str) -> Optional[_Found]:
         if name in self._found:
-            self._found.move_to_end(name)
-            return self._found[name]
+            cached = self._found[name]
+            if cached is None or cached[1] is None or _stamp(cached[1]) == self._stamps.get(cached[1]):
+                self._found.move_to_end(name)
+                return cached
         result: Optional[_Found] = None
         loc = self._spec_location(name)
         if loc is not None:
             is_pkg, origin, _ = loc
             if origin and origin.endswith(".py") and os.path.isfile(origin):
+                self._stamps[origin] = _stamp(origin)  # an edited file is read again
                 with open(origin, "rb") as f:
                     source = decode_source(f.read())  # honours PEP 263 coding cookies
                 result = (is_pkg, origin, source, _imports_of(name, is_pkg, source))

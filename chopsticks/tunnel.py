@@ -19,7 +19,7 @@ from chopsticks import bootstrap, protocol
 from chopsticks.connection import Connection
 from chopsticks.errors import CallTimeout, ChopsticksError, ConnectError, PythonNotFound, SerializationError
 from chopsticks.future import CallFuture
-from chopsticks.modules import ModuleServer
+from chopsticks.modules import ModuleServer, shared_server
 from chopsticks.pickling import dumps_call
 from chopsticks.transports.process import ProcessPipe
 from chopsticks.transports.ssh import Deadline, HandshakeSlots, SSHLink, default_slots
@@ -50,7 +50,7 @@ class BaseTunnel:
         self.python = python or _system_python()
         self.connect_timeout = connect_timeout
         self.max_result = max_result
-        self.modules = modules or ModuleServer()
+        self.modules = modules or shared_server()
         self._conn: Optional[Connection] = None
         self._connect_lock = gevent.lock.Semaphore()
 

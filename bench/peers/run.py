@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run the W1 (call latency, local subprocess) peer benchmarks.
+"""Run the W1 (call latency) peer benchmarks, local subprocess or over SSH.
 
 Creates the peers venv with setup_env.sh if it is missing, then runs each
 peer script with the venv's python, cwd = bench/peers (so our own
@@ -8,6 +8,14 @@ peer script with the venv's python, cwd = bench/peers (so our own
 gets one JSON line with an "error" key instead; the others still run.
 
     python3 bench/peers/run.py [--n 2000] [--only mitogen --only execnet ...]
+    python3 bench/peers/run.py --transport ssh [--host H --port P --key K
+                               --known-hosts F --ssh-config F]
+
+With --transport ssh the peers talk to a loopback sshd fleet host: the one
+given by the --host/--port/--key/--known-hosts/--ssh-config options (as
+bench/w1_latency.py passes them), or else a 1-host fleet this script starts
+with scripts/fleet.py and stops at the end. The pipe floor is always local.
+parallel-ssh is SSH only.
 """
 import argparse
 import json
@@ -20,25 +28,32 @@ VENV = os.environ.get('PEERS_VENV') or os.path.join(os.path.dirname(HERE),
                                                    '.peers-venv')
 VPY = os.path.join(VENV, 'bin', 'python')
 
-# name -> (script, impl names it reports, needs the venv)
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+# name -> (script, impl names it reports, needs the venv, transports)
 PEERS = [
-    ('pipe-floor', 'w1_pipe_floor.py', ['pipe-floor'], False),
-    ('mitogen', 'w1_mitogen.py', ['mitogen'], True),
-    ('execnet', 'w1_execnet.py', ['execnet-remote_exec', 'execnet-channel'], True),
-    ('chopsticks-1.0', 'w1_chopsticks1.py', ['chopsticks-1.0'], True),
+    ('pipe-floor', 'w1_pipe_floor.py', ['pipe-floor'], False, ('local',)),
+    ('mitogen', 'w1_mitogen.py', ['mitogen'], True, ('local', 'ssh')),
+    ('execnet', 'w1_execnet.py', ['execnet-remote_exec', 'execnet-channel'], True,
+     ('local', 'ssh')),
+    ('chopsticks-1.0', 'w1_chopsticks1.py', ['chopsticks-1.0'], True, ('local', 'ssh')),
+    ('parallel-ssh', 'w1_pssh.py', ['parallel-ssh'], True, ('ssh',)),
 ]
 ALIASES = {'pipe_floor': 'pipe-floor', 'floor': 'pipe-floor',
-           'chopsticks1': 'chopsticks-1.0', 'chopsticks': 'chopsticks-1.0'}
+           'chopsticks1': 'chopsticks-1.0', 'chopsticks': 'chopsticks-1.0',
+           'pssh': 'parallel-ssh'}
+FLEET_ARGS = ('host', 'port', 'key', 'known_hosts', 'ssh_config')
 
 
-def error_line(impl, msg):
-    print(json.dumps({'workload': 'W1', 'impl': impl, 'transport': 'local',
+def error_line(impl, msg, transport='local'):
+    print(json.dumps({'workload': 'W1', 'impl': impl, 'transport': transport,
                       'error': msg}), flush=True)
 
 
-def resolve(only):
+def resolve(only, transport='local'):
     if not only:
-        return PEERS
+        # the floor is local, and is kept with ssh for scale
+        return [p for p in PEERS if transport in p[4] or p[0] == 'pipe-floor']
     wanted = set()
     for name in only:
         name = ALIASES.get(name, name)
@@ -47,7 +62,11 @@ def resolve(only):
             sys.exit('run.py: unknown peer %r; choose from %s' % (
                 name, ', '.join(p[0] for p in PEERS)))
         wanted.update(p[0] for p in hits)
-    return [p for p in PEERS if p[0] in wanted]
+    chosen = [p for p in PEERS if p[0] in wanted]
+    for p in chosen:
+        if transport not in p[4] and p[0] != 'pipe-floor':
+            sys.exit('run.py: %s does not run with --transport %s' % (p[0], transport))
+    return chosen
 
 
 def ensure_venv():
@@ -61,13 +80,16 @@ def ensure_venv():
     return None
 
 
-def run_peer(peer, python, n, timeout):
-    name, script, impls, _ = peer
+def run_peer(peer, python, n, timeout, transport='local', fleet_argv=()):
+    name, script, impls, _, transports = peer
+    if transport not in transports:
+        transport, fleet_argv = 'local', ()  # the pipe floor
+    extra = ['--transport', transport] + list(fleet_argv) if transport != 'local' else []
     env = dict(os.environ)
     env.pop('PYTHONPATH', None)  # keep the repo root off the peers' sys.path
     env.pop('PYTHONHOME', None)
     try:
-        r = subprocess.run([python, os.path.join(HERE, script), '--n', str(n)],
+        r = subprocess.run([python, os.path.join(HERE, script), '--n', str(n)] + extra,
                            cwd=HERE, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=timeout)
         out, err, rc = r.stdout, r.stderr, r.returncode
@@ -91,7 +113,7 @@ def run_peer(peer, python, n, timeout):
         msg = 'exit %s' % rc + (': ' + ' | '.join(tail) if tail else '')
         for impl in impls:
             if impl not in seen:
-                error_line(impl, msg)
+                error_line(impl, msg, transport)
     elif err_text and os.environ.get('PEERS_VERBOSE'):
         sys.stderr.write(err_text + '\n')
 
@@ -105,19 +127,59 @@ def main():
                     ', '.join(p[0] for p in PEERS))
     ap.add_argument('--timeout', type=int, default=60,
                     help='seconds allowed per peer script (default 60)')
+    ap.add_argument('--transport', choices=('local', 'ssh'), default='local',
+                    help='local subprocess (default) or a loopback SSH fleet host')
+    ap.add_argument('--host', help='ssh: fleet host (with --port, --key, '
+                    '--known-hosts, --ssh-config; else a 1-host fleet is started)')
+    ap.add_argument('--port', type=int)
+    ap.add_argument('--key')
+    ap.add_argument('--known-hosts')
+    ap.add_argument('--ssh-config')
     args = ap.parse_args()
 
-    peers = resolve(args.only)
+    peers = resolve(args.only, args.transport)
     venv_error = None
     if any(p[3] for p in peers):
         venv_error = ensure_venv()
-    for peer in peers:
-        if peer[3] and venv_error:
-            for impl in peer[2]:
-                error_line(impl, venv_error)
-            continue
-        python = VPY if os.path.exists(VPY) else sys.executable
-        run_peer(peer, python, args.n, args.timeout)
+    fleet = None
+    fleet_argv = []
+    try:
+        if args.transport == 'ssh':
+            given = {name: getattr(args, name) for name in FLEET_ARGS}
+            if any(v is None for v in given.values()):
+                if any(v is not None for v in given.values()):
+                    ap.error('give all of --host --port --key --known-hosts '
+                             '--ssh-config, or none')
+                fleet = start_fleet()
+                given = {'host': fleet.hosts[0], 'port': fleet.port, 'key': fleet.key,
+                         'known_hosts': fleet.known_hosts,
+                         'ssh_config': fleet.ssh_config}
+            for name in FLEET_ARGS:
+                fleet_argv += ['--' + name.replace('_', '-'), str(given[name])]
+        for peer in peers:
+            if peer[3] and venv_error:
+                transport = args.transport if args.transport in peer[4] else 'local'
+                for impl in peer[2]:
+                    error_line(impl, venv_error, transport)
+                continue
+            python = VPY if os.path.exists(VPY) else sys.executable
+            run_peer(peer, python, args.n, args.timeout, args.transport, fleet_argv)
+    finally:
+        if fleet is not None:
+            fleet.stop()
+
+
+def start_fleet():
+    """A 1-host loopback fleet (scripts/fleet.py of this repository)."""
+    sys.path.insert(0, os.path.join(ROOT, 'scripts'))
+    sys.dont_write_bytecode = True
+    from fleet import Fleet
+    fleet = Fleet(1)
+    try:
+        return fleet.start()
+    except BaseException:
+        fleet.stop()
+        raise
 
 
 if __name__ == '__main__':

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create bench/.peers-venv and install the W1 peer libraries into it:
 #   mitogen 0.3.x (latest pip resolves for this Python), execnet==2.1.2,
-#   chopsticks==1.0 (the original 2017 project on PyPI).
+#   chopsticks==1.0 (the original 2017 project on PyPI),
+#   parallel-ssh==2.16.0.post1 (SSH only: W1 over SSH and W2).
 #
 # Idempotent: when the venv already holds acceptable versions it prints
 # nothing and exits 0. If an exact version cannot be installed, the nearest
@@ -33,6 +34,7 @@ want = {
     'mitogen': lambda v: v.startswith('0.3.'),
     'execnet': lambda v: v == '2.1.2',
     'chopsticks': lambda v: v == '1.0',
+    'parallel-ssh': lambda v: v == '2.16.0.post1',
 }
 for name, ok in want.items():
     try:
@@ -81,6 +83,7 @@ for name in $missing; do
         mitogen)    install_one mitogen 'mitogen>=0.3,<0.4' || rc=1 ;;
         execnet)    install_one execnet 'execnet==2.1.2' 'execnet>=2.1,<2.2' 'execnet>=2,<3' || rc=1 ;;
         chopsticks) install_one chopsticks 'chopsticks==1.0' 'chopsticks<2' || rc=1 ;;
+        parallel-ssh) install_one parallel-ssh 'parallel-ssh==2.16.0.post1' 'parallel-ssh>=2.16,<2.17' 'parallel-ssh>=2,<3' || rc=1 ;;
     esac
 done
 
@@ -89,7 +92,7 @@ done
 import sys
 from importlib.metadata import version, PackageNotFoundError
 out = []
-for name in ('mitogen', 'execnet', 'chopsticks'):
+for name in ('mitogen', 'execnet', 'chopsticks', 'parallel-ssh'):
     try:
         out.append('%s==%s' % (name, version(name)))
     except PackageNotFoundError:

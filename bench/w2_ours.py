@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""W2 child for this repository's chopsticks: one controller process, N fleet hosts.
+
+Started by ``bench/w2_fanout.py`` with the project venv (cwd = repo root); speaks the
+lock-step protocol of ``bench/peers/_w2common.py``.
+
+cold: ``SSHTunnel(host, options=SSHOptions(port, key, known_hosts, ssh_config='',
+agent=False), python='python3')`` for every host, one greenlet per tunnel doing
+``t.call(os.getpid)`` (connect + bootstrap + call), all spawned at once; the library bounds
+concurrent handshakes itself (its default ``HandshakeSlots``). Everything else is the
+library's defaults (connect timeout included), as a user would get them, unless
+``--connect-timeout S`` is given: then ``SSHTunnel(connect_timeout=S)`` and
+``SSHOptions(connect_timeout=S)`` (the TCP connect's own limit).
+warm: the same greenlets again on the connected tunnels, ``--warm-rounds`` times.
+close: ``t.close()`` of every tunnel, in greenlets, all at once.
+"""
+
+import os
+import sys
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(BENCH, 'peers'))
+sys.dont_write_bytecode = True
+import _w2common as w2  # noqa: E402
+
+sys.dont_write_bytecode = False
+
+import gevent  # noqa: E402
+
+import chopsticks  # noqa: E402
+from chopsticks.transports.ssh_options import SSHOptions  # noqa: E402
+from chopsticks.tunnel import SSHTunnel  # noqa: E402
+
+
+def main():
+    args = w2.parse_args(__doc__.splitlines()[0], extra=[
+        (('--connect-timeout',), {'type': float, 'default': None,
+                                  'help': "the tunnels' connect timeout (default: the library's)"})])
+    child = w2.Child('chopsticks', chopsticks.__version__)
+    hosts = args.hosts
+    timeouts = {}
+    if args.connect_timeout:
+        timeouts = {'connect_timeout': args.connect_timeout}
+    opts = SSHOptions(port=args.port, key=args.key, known_hosts=args.known_hosts,
+                      ssh_config='', agent=False, **timeouts)
+
+    def fan_out(tunnels, finish_times, t0):
+        results = {}
+
+        def one(t):
+            try:
+                results[t.host] = t.call(os.getpid)
+            except BaseException as exc:  # noqa: B902 - every failure is reported
+                results[t.host] = exc
+            finish_times.append(time.perf_counter() - t0)
+
+        gevent.joinall([gevent.spawn(one, t) for t in tunnels], timeout=args.timeout)
+        return results
+
+    child.step('ready')
+    clock = w2.Clock()
+    finish = []
+    tunnels = [SSHTunnel(h, options=opts, python='python3', **timeouts) for h in hosts]
+    results = fan_out(tunnels, finish, clock.t0)
+    cold_s, cold_cpu = clock.wall(), clock.cpu()
+    ok, errors = w2.check(hosts, results)
+    finish.sort()
+    quantiles = {}
+    if finish:
+        for q in (0.1, 0.5, 0.9, 1.0):
+            quantiles['p%d' % int(q * 100)] = round(finish[min(len(finish) - 1, int(q * len(finish)))], 3)
+    child.step('cold_done', cold_s=cold_s, ok=ok, errors=errors, controller_cpu_cold_s=cold_cpu,
+               cold_finish_s=quantiles)
+
+    connected = [t for t in tunnels if t.connected]
+    warm = w2.warm_rounds(child, args.warm_rounds,
+                          lambda: fan_out(connected, [], time.perf_counter()),
+                          [t.host for t in connected])
+    child.step('connected', connected=len(connected), **warm)
+
+    clock = w2.Clock()
+    gevent.joinall([gevent.spawn(t.close) for t in tunnels], timeout=args.timeout)
+    close_s = clock.wall()
+    child.result(connect_timeout=args.connect_timeout or 'default', n=len(hosts), ok=ok, errors=errors, cold_s=cold_s, controller_cpu_cold_s=cold_cpu,
+                 cold_finish_s=quantiles, connected=len(connected), close_s=close_s, **warm)
+
+
+if __name__ == '__main__':
+    main()
