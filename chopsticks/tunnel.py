@@ -22,7 +22,8 @@ from chopsticks.future import CallFuture
 from chopsticks.modules import ModuleServer, shared_server
 from chopsticks.pickling import dumps_call
 from chopsticks.transports.process import ProcessPipe
-from chopsticks.transports.ssh import Deadline, HandshakeSlots, SSHLink, default_slots
+from chopsticks.transports.libssh2 import Deadline
+from chopsticks.transports.ssh import HandshakeSlots, SSHLink, default_slots
 from chopsticks.transports.ssh_options import SSHOptions, resolve
 
 DEFAULT_CONNECT_TIMEOUT = 30.0

@@ -1,0 +1,198 @@
+"""A remote command's SSH channel as a byte pipe, driven from the gevent hub. Transport layer.
+
+stdout is read by a callback that runs whenever the socket is readable (``start_reading``),
+stderr by a greenlet through a queue, writes wait on the socket as libssh2 asks. libssh2
+reads the socket inside other calls too (a write drains incoming packets first), so after
+any call that may have buffered channel data, the pipe drains it: otherwise nothing would
+wake us for data that already left the socket.
+"""
+
+import errno
+import signal
+import socket
+from typing import TYPE_CHECKING, Callable, Optional
+
+import gevent.queue
+import gevent.socket
+from gevent.hub import get_hub
+from ssh2 import exceptions as ssh2_errors
+from ssh2.error_codes import LIBSSH2_ERROR_EAGAIN
+from ssh2.session import LIBSSH2_SESSION_BLOCK_OUTBOUND
+
+from chopsticks.transports.libssh2 import EOF_ERRORS, READ_SIZE, Deadline, describe, retry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from chopsticks.transports.ssh import SSHLink
+
+
+class SSHPipe:
+    """A remote command's channel as a byte pipe: stdout by callback, stderr by greenlet reads."""
+
+    def __init__(self, link: "SSHLink", channel):
+        self.link = link
+        self.channel = channel
+        self.name = link.name
+        self.end_reason: Optional[str] = None
+        self._callback: Optional[Callable[[bytes], None]] = None
+        self._stderr: gevent.queue.Queue = gevent.queue.Queue()
+        self._watcher = get_hub().loop.io(link.sock.fileno(), 1)
+        self._draining = False
+        self._stdout_done = False
+        self._stderr_done = False
+        self._closed = False
+
+    pid = None
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def start_reading(self, callback: Callable[[bytes], None]) -> None:
+        self._callback = callback
+        self._watcher.start(self._drain)
+        get_hub().loop.run_callback(self._drain)  # what libssh2 may already hold
+
+    def stop_reading(self) -> None:
+        self._watcher.stop()
+
+    def _end(self, reason: Optional[str]) -> None:
+        if reason and self.end_reason is None:
+            self.end_reason = reason
+        if not self._stdout_done:
+            self._stdout_done = True
+            self._watcher.stop()
+            if self._callback is not None:
+                self._callback(b"")
+        if not self._stderr_done:
+            self._stderr_done = True
+            self._stderr.put(b"")
+
+    def _drain(self) -> None:
+        """Read everything libssh2 can give now: stdout to the callback, stderr to the queue.
+
+        ``channel.read`` first pulls every packet waiting on the socket into libssh2's
+        buffer, so afterwards ``poll_channel_read`` (no syscall) tells exactly which stream
+        still has data: reading one stream can pull the other's packets off the socket, and
+        with the socket drained nothing would wake us for them.
+        """
+        if self._draining or self._stdout_done or self.channel is None:
+            return
+        self._draining = True
+        try:
+            idle = 0
+            while idle < 2:  # two passes without progress: never spin on a stuck buffer
+                channel = self.channel
+                size, data = channel.read(READ_SIZE)
+                if size > 0:
+                    idle = 0
+                    if self._callback is not None:
+                        self._callback(data)
+                    if self.channel is None:
+                        return
+                    continue
+                if size != LIBSSH2_ERROR_EAGAIN and channel.eof():
+                    self._end(None)
+                    return
+                if channel.poll_channel_read(1):
+                    esize, edata = channel.read_stderr(READ_SIZE)
+                    if esize > 0:
+                        idle = 0
+                        self._stderr.put(edata)
+                        continue
+                if not channel.poll_channel_read(0):
+                    return
+                idle += 1
+        except EOF_ERRORS as exc:
+            self._end("the SSH connection was lost (%s)" % describe(exc))
+        except ssh2_errors.SSH2Error as exc:
+            self._end("the SSH channel failed (%s)" % describe(exc))
+        finally:
+            self._draining = False
+
+    def _buffered(self) -> bool:
+        """Whether libssh2 holds channel data (read from the socket by some other call)."""
+        channel = self.channel
+        return channel is not None and bool(channel.poll_channel_read(0) or channel.poll_channel_read(1))
+
+    def read_stderr(self, size: int) -> bytes:
+        return self._stderr.get()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def write(self, data) -> None:
+        view = memoryview(data).cast("B")
+        session, sock = self.link.session, self.link.sock
+        while view:
+            if self.channel is None or self._stdout_done:
+                raise BrokenPipeError(errno.EPIPE, self.end_reason or "the SSH channel is closed")
+            try:
+                rc, written = self.channel.write(bytes(view[:1 << 20]))
+            except EOF_ERRORS as exc:
+                self._end("the SSH connection was lost (%s)" % describe(exc))
+                raise BrokenPipeError(errno.EPIPE, self.end_reason) from exc
+            if written > 0:
+                view = view[written:]
+            if rc == LIBSSH2_ERROR_EAGAIN:
+                # Ask which way libssh2 is blocked before anything else touches the session:
+                # a read in between (the drain) would overwrite the answer, and waiting to
+                # read while our own packet sits unsent deadlocks both ends.
+                directions = session.block_directions()
+                if self._buffered():  # libssh2 reads the socket while writing: wake nobody else
+                    self._drain()
+                if directions & LIBSSH2_SESSION_BLOCK_OUTBOUND:
+                    gevent.socket.wait_write(sock.fileno())
+                else:
+                    gevent.socket.wait_read(sock.fileno())
+        if self._buffered():
+            self._drain()
+
+    def close_stdin(self) -> None:
+        if self.channel is not None and not self._stdout_done:
+            try:
+                retry(self.link.session, self.link.sock, Deadline(5.0, "sending EOF"), self.name,
+                      self.channel.send_eof)
+            except Exception:
+                pass
+
+    # -- ending --------------------------------------------------------------------------------
+
+    def exit_status(self, timeout: Optional[float] = None) -> Optional[int]:
+        """The remote command's exit status (negative: killed by that signal), or None."""
+        if self.channel is None:
+            return None
+        deadline = Deadline(timeout if timeout is not None else 30.0, "waiting for the exit status")
+        try:
+            retry(self.link.session, self.link.sock, deadline, self.name, self.channel.close)
+            retry(self.link.session, self.link.sock, deadline, self.name, self.channel.wait_closed)
+        except Exception:
+            return None
+        _, signame, _, _ = self.channel.get_exit_signal()
+        if signame:
+            name = signame.decode("ascii", "replace") if isinstance(signame, bytes) else str(signame)
+            try:
+                return -signal.Signals["SIG" + name].value
+            except KeyError:
+                return None
+        return self.channel.get_exit_status()
+
+    def kill(self) -> None:
+        """End the command: closing the session makes sshd hang up on it."""
+        self._end("the tunnel was killed")
+        try:
+            self.link.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Free the channel, then the link (session, socket, hops), in that order."""
+        if self._closed:
+            return
+        self._closed = True
+        self._end(None)
+        self._watcher.close()
+        channel, self.channel = self.channel, None
+        if channel is not None:
+            try:
+                channel.close()  # one non-blocking try; the session's disconnect follows
+            except Exception:
+                pass
+            del channel  # freed before its session
+        self.link.close()
