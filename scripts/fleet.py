@@ -122,7 +122,7 @@ class Fleet:
                                       known_hosts=self.known_hosts))
         self.proc = subprocess.Popen(
             [SSHD, "-D", "-f", self.path("sshd_config"), "-E", self.path("sshd.log")],
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
         self._wait_ready(timeout)
         return self
 
@@ -178,6 +178,16 @@ class Fleet:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the sshd child: get SIGTERM when whoever started the fleet dies (Linux prctl), so a
+    killed test run or benchmark leaves no sshd behind."""
+    import ctypes
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _children_of(parent: int) -> List[int]:
