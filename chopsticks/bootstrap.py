@@ -89,7 +89,7 @@ class Bundle:
     fresh agent some 20 ms of CPU, the largest part of its start on a fleet.
     """
 
-    def __init__(self, config: Dict[str, object]):
+    def __init__(self, config: Dict[str, object], bytecode_tag: str = sys.implementation.cache_tag):
         names = AGENT_MODULES + MSGPACK_MODULES
         sources = {name: _module_entry(name) for name in names}
         codes = {name: marshal.dumps(compile(source, filename, "exec", dont_inherit=True))
@@ -97,7 +97,7 @@ class Bundle:
         payload = {
             "config": dict(config, stdlib=stdlib_names()),
             "sources": sources,
-            "cache_tag": sys.implementation.cache_tag,
+            "cache_tag": bytecode_tag,
             "codes": codes,
         }
         program = "%s\nboot_from_stdin()\n" % _module_entry("chopsticks.agent.importer")[2]

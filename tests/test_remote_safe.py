@@ -70,3 +70,14 @@ def test_stage1_runs_a_bundle_under_the_system_python():
     short = subprocess.run(bootstrap.python_argv("/usr/bin/python3"), input=stdin[:20], capture_output=True,
                            timeout=30)
     assert short.returncode == bootstrap.EXIT_SHORT_BUNDLE
+
+
+def test_a_remote_with_other_bytecode_compiles_the_sources(monkeypatch, no_leaks):
+    """When the remote's bytecode differs from ours, the agent starts from the shipped sources."""
+    from chopsticks.tunnel import DEFAULT_MAX_RESULT, Local
+    import remote_helpers as rh
+    foreign = bootstrap.Bundle({"max_result": DEFAULT_MAX_RESULT}, bytecode_tag="cpython-00")
+    monkeypatch.setitem(bootstrap._bundles, (DEFAULT_MAX_RESULT,), foreign)
+    with Local("foreign-bytecode") as tunnel:
+        assert tunnel.call(rh.add, 2, 3) == 5
+        assert tunnel.call(rh.module_origin, "chopsticks.codec")[1] == "Importer"
