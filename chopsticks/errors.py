@@ -8,6 +8,7 @@ Each class also subclasses the builtin it means, so ``except TimeoutError`` or
     ├── SerializationError(TypeError)   an argument cannot be pickled, or a result cannot be decoded
     ├── ResultTooLarge(ValueError)      a result exceeds the tunnel's ``max_result`` bytes
     ├── CallTimeout(TimeoutError)       ``call(..., timeout=)`` expired; the tunnel stays usable
+    ├── GroupError                      ``GroupResult.raise_failures()``: some hosts failed
     ├── TunnelError(ConnectionError)    the tunnel could not be used
     │   ├── ConnectError                starting the remote agent failed
     │   │   ├── ConnectTimeout(TimeoutError)  a connect, handshake or agent start passed its deadline
@@ -61,6 +62,14 @@ class ResultTooLarge(ChopsticksError, ValueError):
 
 class CallTimeout(ChopsticksError, TimeoutError):
     """A call did not finish within its ``timeout``; the remote call may still be running."""
+
+
+class GroupError(ChopsticksError):
+    """Some hosts of a fan-out failed; ``failures`` maps each to its ErrorResult."""
+
+    def __init__(self, message, failures):
+        super().__init__(message)
+        self.failures = failures
 
 
 class TunnelError(ChopsticksError, ConnectionError):

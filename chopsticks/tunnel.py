@@ -118,6 +118,13 @@ class BaseTunnel:
         state = "connected" if self.connected else "not connected"
         return "<%s %r python=%r %s>" % (type(self).__name__, self.host, self.python, state)
 
+    def __or__(self, other):
+        """A tunnel acts as a group of one: ``tun1 | tun2`` (or ``+``) is a Group."""
+        from chopsticks.group import Group
+        return Group([self]) | other
+
+    __add__ = __or__
+
     # -- calls -----------------------------------------------------------------------------
 
     def _send(self, fn, args, kwargs) -> CallFuture:

@@ -10,7 +10,7 @@ def test_exported_names_are_pinned():
     """The package exports exactly these names (adding one is a decision, not an accident)."""
     assert chopsticks.__all__ == [
         "AuthenticationFailed", "CallTimeout", "ChopsticksError", "ConnectError", "ConnectTimeout",
-        "HandshakeSlots", "HostKeyChanged", "HostKeyError", "Local", "ProtocolViolation", "PythonNotFound",
+        "ErrorResult", "Group", "GroupError", "GroupResult", "HandshakeSlots", "HostKeyChanged", "HostKeyError", "Local", "ProtocolViolation", "PythonNotFound",
         "RemoteException", "ResultTooLarge", "SSHOptions", "SSHTunnel", "SerializationError",
         "Tunnel", "TunnelClosed", "TunnelError", "UnknownHostKey",
     ]

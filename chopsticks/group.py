@@ -1,0 +1,188 @@
+"""Group: one call fanned out over many tunnels, through a bounded pool. API layer.
+
+Strings become ``SSHTunnel``s sharing one ``SSHOptions``, one import service and one bound
+on handshakes. Every host gets a result (a value or an ``ErrorResult``) in the group's
+order; one host failing, hanging or refusing the login costs the others nothing beyond its
+own ``timeout``, and ``deadline`` bounds the whole fan-out. Results also stream, as they
+arrive, through ``iter_call`` or a ``callback``.
+"""
+
+import dataclasses
+import resource
+import time
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
+
+import gevent
+import gevent.pool
+import gevent.queue
+
+from chopsticks.errors import CallTimeout, ChopsticksError
+from chopsticks.modules import shared_server
+from chopsticks.results import ErrorResult, GroupResult
+from chopsticks.transports.ssh import default_slots, raise_open_files_limit
+from chopsticks.transports.ssh_options import SSHOptions
+from chopsticks.tunnel import BaseTunnel, SSHTunnel
+
+Host = Union[str, BaseTunnel]
+
+
+def default_concurrency() -> int:
+    """From the open-files limit (raised first): each tunnel holds a socket or three pipes."""
+    raise_open_files_limit()
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(1, min(10000, (soft - 64) // 4))
+
+
+class Group:
+    """Tunnels addressed together. ``Group(['web-1', 'web-2', Local('w')], user='deploy')``."""
+
+    def __init__(self, hosts: Iterable[Host], *, concurrency: Optional[int] = None,
+                 options: Optional[SSHOptions] = None, **ssh_options):
+        if concurrency is not None and concurrency < 1:
+            raise ValueError("concurrency must be at least 1, got %r" % (concurrency,))
+        self.concurrency = concurrency
+        try:
+            options = dataclasses.replace(options or SSHOptions(), **ssh_options)
+        except TypeError as exc:
+            raise TypeError("Group got an unknown option: %s" % exc) from None
+        self.options = options
+        self.tunnels: List[BaseTunnel] = []
+        names = set()
+        if isinstance(hosts, (str, BaseTunnel)):
+            raise TypeError("Group takes a list of hosts or tunnels, not a single %s" % type(hosts).__name__)
+        for host in hosts:
+            if isinstance(host, str):
+                tunnel: BaseTunnel = SSHTunnel(host, options=options, modules=shared_server(),
+                                               handshake_slots=default_slots())
+            elif isinstance(host, BaseTunnel):
+                tunnel = host
+            else:
+                raise TypeError("a Group takes host names and tunnels, not %r" % (host,))
+            if tunnel.host in names:
+                raise ValueError("two tunnels are named %r: results are keyed by name" % tunnel.host)
+            names.add(tunnel.host)
+            self.tunnels.append(tunnel)
+
+    # -- a set of tunnels, by name ----------------------------------------------------------
+
+    @classmethod
+    def _of(cls, tunnels: List[BaseTunnel], concurrency: Optional[int]) -> "Group":
+        group = cls([], concurrency=concurrency)
+        group.tunnels = tunnels
+        return group
+
+    def _names(self, other: Union["Group", BaseTunnel]) -> set:
+        tunnels = other.tunnels if isinstance(other, Group) else [other]
+        return {t.host for t in tunnels}
+
+    def __or__(self, other: Union["Group", BaseTunnel]) -> "Group":
+        mine = self._names(self)
+        extra = other.tunnels if isinstance(other, Group) else [other]
+        return self._of(self.tunnels + [t for t in extra if t.host not in mine], self.concurrency)
+
+    __add__ = __or__  # the original chopsticks' spelling
+
+    def __and__(self, other: Union["Group", BaseTunnel]) -> "Group":
+        theirs = self._names(other)
+        return self._of([t for t in self.tunnels if t.host in theirs], self.concurrency)
+
+    def __sub__(self, other: Union["Group", BaseTunnel]) -> "Group":
+        theirs = self._names(other)
+        return self._of([t for t in self.tunnels if t.host not in theirs], self.concurrency)
+
+    def __xor__(self, other: Union["Group", BaseTunnel]) -> "Group":
+        return (self - other) | (Group._of(other.tunnels if isinstance(other, Group) else [other],
+                                           self.concurrency) - self)
+
+    def filter(self, predicate: Callable[[BaseTunnel], bool]) -> "Group":
+        """The tunnels for which ``predicate(tunnel)`` is true, as a new Group."""
+        return self._of([t for t in self.tunnels if predicate(t)], self.concurrency)
+
+    def __iter__(self) -> Iterator[BaseTunnel]:
+        return iter(self.tunnels)
+
+    def __len__(self) -> int:
+        return len(self.tunnels)
+
+    def __contains__(self, item: object) -> bool:
+        name = item.host if isinstance(item, BaseTunnel) else item
+        return any(t.host == name for t in self.tunnels)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(t.host for t in self.tunnels[:5])
+        more = ", ... %d more" % (len(self.tunnels) - 5) if len(self.tunnels) > 5 else ""
+        return "Group([%s%s])" % (shown, more)
+
+    # -- fan-out ------------------------------------------------------------------------------
+
+    def iter_call(self, fn, /, *args, timeout: Optional[float] = None, deadline: Optional[float] = None,
+                  **kwargs) -> Iterator[Tuple[str, Any]]:
+        """Run ``fn`` on every host; yield ``(host, value or ErrorResult)`` as each finishes.
+
+        ``timeout`` bounds each host's call (its connect has the tunnel's own timeout);
+        ``deadline`` (seconds) bounds the whole fan-out: hosts still running then yield an
+        ErrorResult wrapping CallTimeout.
+        """
+        return self._fan_out(lambda t: t.call(fn, *args, timeout=timeout, **kwargs), deadline)
+
+    def call(self, fn, /, *args, timeout: Optional[float] = None, deadline: Optional[float] = None,
+             callback: Optional[Callable[[str, Any], None]] = None, **kwargs) -> GroupResult:
+        """Run ``fn(*args, **kwargs)`` on every host; a GroupResult in the group's order.
+
+        ``callback(host, result)`` is called as each host finishes. See ``iter_call`` for
+        ``timeout`` and ``deadline``."""
+        arrived = {}
+        for host, result in self.iter_call(fn, *args, timeout=timeout, deadline=deadline, **kwargs):
+            arrived[host] = result
+            if callback is not None:
+                callback(host, result)
+        return GroupResult((t.host, arrived[t.host]) for t in self.tunnels)
+
+    def connect(self, deadline: Optional[float] = None) -> GroupResult:
+        """Connect every tunnel now; None for each that connected, else an ErrorResult."""
+        arrived = dict(self._fan_out(lambda t: (t.connect(), None)[1], deadline))
+        return GroupResult((t.host, arrived[t.host]) for t in self.tunnels)
+
+    def _fan_out(self, work: Callable[[BaseTunnel], Any], deadline: Optional[float]):
+        results: gevent.queue.Queue = gevent.queue.Queue()
+        pool = gevent.pool.Pool(self.concurrency or default_concurrency())
+
+        def run(tunnel: BaseTunnel) -> None:
+            try:
+                value = work(tunnel)
+            except ChopsticksError as exc:
+                value = ErrorResult.from_exception(exc)
+            except gevent.GreenletExit:
+                raise
+            except Exception as exc:  # a bug of ours or the transport's: still a per-host result
+                value = ErrorResult("%s: %s" % (type(exc).__name__, exc), None, exc)
+            results.put((tunnel.host, value))
+
+        feeder = gevent.spawn(lambda: [pool.spawn(run, t) for t in self.tunnels])
+        ends_at = None if deadline is None else time.monotonic() + deadline
+        pending = {t.host for t in self.tunnels}
+        try:
+            while pending:
+                wait = None if ends_at is None else max(0.0, ends_at - time.monotonic())
+                try:
+                    host, value = results.get(timeout=wait)
+                except gevent.queue.Empty:
+                    break
+                pending.discard(host)
+                yield host, value
+        finally:
+            feeder.kill()
+            pool.kill()
+        for host in [t.host for t in self.tunnels if t.host in pending]:
+            error = CallTimeout("[%s] the fan-out deadline of %ss passed first" % (host, deadline))
+            yield host, ErrorResult.from_exception(error)
+
+    def close(self) -> None:
+        """Close every tunnel (they reconnect on next use)."""
+        gevent.joinall([gevent.spawn(t.close) for t in self.tunnels])
+
+    def __enter__(self) -> "Group":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
