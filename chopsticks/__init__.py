@@ -10,6 +10,7 @@ import importlib
 __version__ = "2.0.0.dev0"
 
 _EXPORTS = {
+    "AsyncResult": "chopsticks.queue",
     "AuthenticationFailed": "chopsticks.errors",
     "CallTimeout": "chopsticks.errors",
     "ChopsticksError": "chopsticks.errors",
@@ -24,6 +25,7 @@ _EXPORTS = {
     "HandshakeSlots": "chopsticks.transports.ssh",
     "Local": "chopsticks.tunnel",
     "ProtocolViolation": "chopsticks.errors",
+    "Queue": "chopsticks.queue",
     "PythonNotFound": "chopsticks.errors",
     "RemoteException": "chopsticks.errors",
     "ResultTooLarge": "chopsticks.errors",

@@ -9,8 +9,8 @@ import chopsticks
 def test_exported_names_are_pinned():
     """The package exports exactly these names (adding one is a decision, not an accident)."""
     assert chopsticks.__all__ == [
-        "AuthenticationFailed", "CallTimeout", "ChopsticksError", "ConnectError", "ConnectTimeout",
-        "ErrorResult", "Group", "GroupError", "GroupResult", "HandshakeSlots", "HostKeyChanged", "HostKeyError", "Local", "ProtocolViolation", "PythonNotFound",
+        "AsyncResult", "AuthenticationFailed", "CallTimeout", "ChopsticksError", "ConnectError", "ConnectTimeout",
+        "ErrorResult", "Group", "GroupError", "GroupResult", "HandshakeSlots", "HostKeyChanged", "HostKeyError", "Local", "ProtocolViolation", "PythonNotFound", "Queue",
         "RemoteException", "ResultTooLarge", "SSHOptions", "SSHTunnel", "SerializationError",
         "Tunnel", "TunnelClosed", "TunnelError", "UnknownHostKey",
     ]
