@@ -41,9 +41,7 @@ import argparse
 import glob
 import json
 import os
-import platform
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -65,6 +63,7 @@ sys.dont_write_bytecode = False
 import chopsticks  # noqa: E402
 from chopsticks import bootstrap  # noqa: E402
 from chopsticks.tunnel import DEFAULT_MAX_RESULT, Local  # noqa: E402
+from _common import append_results  # noqa: E402
 
 
 def median(xs):
@@ -203,17 +202,8 @@ def main():
            r['agent_cpu_lifetime_ms'] / max(r['python_c_pass_cpu_lifetime_ms'], 1e-9)))
 
     if args.json_out:
-        path = args.json_out
-        if not os.path.isabs(path):
-            path = os.path.join(RESULTS, path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        stamp = {'run_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'host': socket.gethostname(),
-                 'controller_python': platform.python_version()}
-        with open(path, 'a') as f:
-            for rec in records:
-                f.write(json.dumps(dict(rec, **stamp)) + '\n')
+        path = append_results(args.json_out, records)
         sys.stderr.write('[bootstrap_cost] appended %d lines to %s\n' % (len(records), path))
-
 
 if __name__ == '__main__':
     main()

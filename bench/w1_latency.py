@@ -46,8 +46,6 @@ import argparse
 import glob
 import json
 import os
-import platform
-import socket
 import subprocess
 import sys
 import time
@@ -73,6 +71,7 @@ sys.dont_write_bytecode = False
 import chopsticks  # noqa: E402
 from chopsticks.tunnel import Local, SSHTunnel  # noqa: E402
 from chopsticks.transports.ssh_options import SSHOptions  # noqa: E402
+from _common import append_results, start_fleet  # noqa: E402
 
 # Asked of the remote before timing: which loader provided its w1_target. 'Importer' is
 # chopsticks' remote import hook, i.e. the module came from this process, not from disk.
@@ -127,23 +126,6 @@ def out(rec, sink):
     sys.stdout.write(line + '\n')
     sys.stdout.flush()
     sink.append(rec)
-
-
-def start_fleet(count):
-    """A loopback sshd fleet (scripts/fleet.py), started; the caller stops it."""
-    sys.dont_write_bytecode = True
-    sys.path.insert(0, os.path.join(ROOT, 'scripts'))
-    try:
-        from fleet import Fleet
-    finally:
-        sys.path.pop(0)
-        sys.dont_write_bytecode = False
-    fleet = Fleet(count)
-    try:
-        return fleet.start()
-    except BaseException:
-        fleet.stop()
-        raise
 
 
 def fleet_options(fleet):
@@ -306,17 +288,8 @@ def main():
     sys.stderr.write('\n' + table(records))
 
     if args.json_out:
-        path = args.json_out
-        if not os.path.isabs(path):
-            path = os.path.join(RESULTS, path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        stamp = {'run_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'host': socket.gethostname(),
-                 'controller_python': platform.python_version()}
-        with open(path, 'a') as f:
-            for rec in records:
-                f.write(json.dumps(dict(rec, **stamp)) + '\n')
+        path = append_results(args.json_out, records)
         sys.stderr.write('[w1_latency] appended %d lines to %s\n' % (len(records), path))
-
 
 if __name__ == '__main__':
     main()

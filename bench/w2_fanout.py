@@ -77,7 +77,6 @@ import os
 import platform
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -94,6 +93,10 @@ CLK_TCK = os.sysconf('SC_CLK_TCK')
 PAGE = os.sysconf('SC_PAGE_SIZE')
 GIB = 1 << 30
 MIB = 1 << 20
+
+sys.dont_write_bytecode = True
+from _common import append_results, start_fleet  # noqa: E402
+sys.dont_write_bytecode = False
 
 # impl -> (script, uses the peers venv)
 IMPLS = {
@@ -266,22 +269,6 @@ def snapshot(controller_pid, fleet_pid, with_pss=False):
 
 
 # -- the fleet -----------------------------------------------------------------------------
-
-
-def start_fleet(count):
-    sys.dont_write_bytecode = True
-    sys.path.insert(0, os.path.join(ROOT, 'scripts'))
-    try:
-        from fleet import Fleet
-    finally:
-        sys.path.pop(0)
-        sys.dont_write_bytecode = False
-    fleet = Fleet(count)
-    try:
-        return fleet.start(timeout=60.0)
-    except BaseException:
-        fleet.stop()
-        raise
 
 
 def fleet_sessions(fleet):
@@ -665,7 +652,7 @@ def main():
         if not plan:
             continue
         log('N=%d: starting a fleet of %d hosts' % (n, n))
-        fleet = start_fleet(n)
+        fleet = start_fleet(n, timeout=60.0)
         try:
             hosts_file = os.path.join(logdir, 'hosts-%d.txt' % n)
             with open(hosts_file, 'w') as f:
@@ -684,13 +671,7 @@ def main():
 
     sys.stderr.write('\n' + table(records))
     if args.json_out:
-        path = args.json_out if os.path.isabs(args.json_out) else os.path.join(RESULTS, args.json_out)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        stamp = {'run_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'host': socket.gethostname(),
-                 'machine': machine_line(), 'controller_python': platform.python_version()}
-        with open(path, 'a') as f:
-            for rec in records:
-                f.write(json.dumps(dict(rec, **stamp)) + '\n')
+        path = append_results(args.json_out, records, machine=machine_line())
         log('appended %d lines to %s' % (len(records), path))
 
 
