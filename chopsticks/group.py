@@ -17,9 +17,8 @@ import gevent.pool
 import gevent.queue
 
 from chopsticks.errors import CallTimeout, ChopsticksError
-from chopsticks.modules import shared_server
 from chopsticks.results import ErrorResult, GroupResult
-from chopsticks.transports.ssh import default_slots, raise_open_files_limit
+from chopsticks.transports.ssh import raise_open_files_limit
 from chopsticks.transports.ssh_options import SSHOptions
 from chopsticks.tunnel import BaseTunnel, SSHTunnel
 
@@ -52,8 +51,8 @@ class Group:
             raise TypeError("Group takes a list of hosts or tunnels, not a single %s" % type(hosts).__name__)
         for host in hosts:
             if isinstance(host, str):
-                tunnel: BaseTunnel = SSHTunnel(host, options=options, modules=shared_server(),
-                                               handshake_slots=default_slots())
+                # the process-wide import service and handshake bound are SSHTunnel's defaults
+                tunnel: BaseTunnel = SSHTunnel(host, options=options)
             elif isinstance(host, BaseTunnel):
                 tunnel = host
             else:

@@ -1,8 +1,8 @@
 """Logging for a library: structlog events when the application configured structlog. Controller-side.
 
 The library never configures logging. Its own events (``tunnel_connected``,
-``tunnel_lost`` ...) go to ``structlog.get_logger("chopsticks")`` only when the application
-has configured structlog; otherwise they are dropped, so importing chopsticks never prints.
+``tunnel_closed``, ``module_served``, ``protocol_violation``) go to
+``structlog.get_logger("chopsticks")`` only when the application has configured structlog; otherwise they are dropped, so importing chopsticks never prints.
 Remote output is different: a user who prints on a remote host expects to see it, so each
 line is a ``remote_output`` event when structlog is configured, and otherwise is written to
 the controller's stderr as ``[name] line``.
