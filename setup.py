@@ -13,6 +13,7 @@ setup(
         "ssh2-python>=1.0",
         "msgpack>=1.0",
         "structlog>=23.1",
+        "tqdm>=4.60",
     ],
     extras_require={"test": ["pytest>=7.4"]},
     license="Apache-2.0",

@@ -33,10 +33,18 @@ def default_concurrency() -> int:
 
 
 class Group:
-    """Tunnels addressed together. ``Group(['web-1', 'web-2', Local('w')], user='deploy')``."""
+    """Tunnels addressed together. ``Group(['web-1', 'web-2', Local('w')], user='deploy')``.
+
+    Host names become ``SSHTunnel``s made with the SSH options given (one by one or as
+    ``options=``) and the tunnel options ``python``, ``sudo``, ``connect_timeout`` and
+    ``max_result``; tunnels passed in are used as they are.
+    """
+
+    TUNNEL_OPTIONS = ("python", "sudo", "connect_timeout", "max_result")
 
     def __init__(self, hosts: Iterable[Host], *, concurrency: Optional[int] = None,
                  options: Optional[SSHOptions] = None, **ssh_options):
+        tunnel_options = {name: ssh_options.pop(name) for name in self.TUNNEL_OPTIONS if name in ssh_options}
         if concurrency is not None and concurrency < 1:
             raise ValueError("concurrency must be at least 1, got %r" % (concurrency,))
         self.concurrency = concurrency
@@ -52,7 +60,7 @@ class Group:
         for host in hosts:
             if isinstance(host, str):
                 # the process-wide import service and handshake bound are SSHTunnel's defaults
-                tunnel: BaseTunnel = SSHTunnel(host, options=options)
+                tunnel: BaseTunnel = SSHTunnel(host, options=options, **tunnel_options)
             elif isinstance(host, BaseTunnel):
                 tunnel = host
             else:

@@ -95,16 +95,20 @@ def _split_target(target: str) -> Tuple[Optional[str], str, Optional[int]]:
     user = None
     if "@" in target:
         user, _, target = target.rpartition("@")
-    port = None
+    port_text = None
     if target.startswith("["):
         host, _, rest = target[1:].partition("]")
         if rest.startswith(":"):
-            port = int(rest[1:])
+            port_text = rest[1:]
     elif target.count(":") == 1:
         host, _, port_text = target.partition(":")
-        port = int(port_text)
     else:
         host = target
+    port = None
+    if port_text is not None:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError("port %r is not a number from 1 to 65535" % port_text)
+        port = int(port_text)
     if not host:
         raise ValueError("empty host name in %r" % target)
     return user, host, port

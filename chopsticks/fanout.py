@@ -1,0 +1,429 @@
+"""``python -m chopsticks.fanout``: one job on many hosts, from the shell. CLI layer.
+
+    python -m chopsticks.fanout -H 'web-[001-500]' facts hostname os_release
+    python -m chopsticks.fanout -f hosts.txt run 'systemctl is-active nginx'
+    python -m chopsticks.fanout -H db-1,db-2 call mypkg.checks:disk_ok --json-args '["/var"]'
+
+Results print as a table on a terminal and as JSON lines otherwise, then a summary. The exit
+status is 0 when every host succeeded, 1 when any failed or timed out, 2 for a usage error
+(always one line, never a traceback), 130 when interrupted: Ctrl-C closes every tunnel and
+prints what finished.
+"""
+
+import argparse
+import dataclasses
+import functools
+import getpass
+import importlib
+import json
+import logging
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from chopsticks import facts, helpers, hosts
+from chopsticks.errors import CallTimeout, ChopsticksError, ConnectTimeout
+from chopsticks.results import ErrorResult
+
+PROG = "python -m chopsticks.fanout"
+OK, FAILED, TIMED_OUT = "ok", "failed", "timed out"
+RUN_GRACE = 5.0  # seconds a `run` call may outlive the command's own timeout (to report it)
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        raise UsageError(message)
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not a number" % text) from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be more than 0, got %s" % text)
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    """The options every subcommand takes; accepted before or after the subcommand."""
+    group = parser.add_argument_group("hosts")
+    group.add_argument("-H", "--hosts", action="append", metavar="HOSTS",
+                       help="hosts or ranges, separated by commas or spaces: 'web-[001-500]', "
+                            "'10.0.[1-3].[1-254]', 'deploy@db-1:2222' (repeatable)")
+    group.add_argument("-f", "--hosts-file", action="append", metavar="FILE",
+                       help="a file of hosts or ranges, one or more per line, '#' comments; '-' reads "
+                            "stdin (repeatable). With neither -H nor -f, hosts are read from stdin")
+    group = parser.add_argument_group("running")
+    group.add_argument("--transport", choices=("ssh", "local"),
+                       help="ssh (default), or local: each host name labels a local python3 subprocess")
+    group.add_argument("-c", "--concurrency", type=_positive(int), metavar="N",
+                       help="hosts worked on at once (default: from the open-files limit)")
+    group.add_argument("-t", "--timeout", type=_positive(float), metavar="SECONDS",
+                       help="per-host limit on the call (for run: on the command)")
+    group.add_argument("--deadline", type=_positive(float), metavar="SECONDS",
+                       help="limit on the whole run; hosts unfinished then count as timed out")
+    group.add_argument("--python", metavar="PATH", help="the remote interpreter (default python3)")
+    group = parser.add_argument_group("ssh")
+    group.add_argument("-u", "--user", help="remote user (default: ssh config, then your name)")
+    group.add_argument("-p", "--port", type=int, help="remote port (default: ssh config, then 22)")
+    group.add_argument("-i", "--key", action="append", metavar="FILE", help="private key (repeatable)")
+    group.add_argument("-J", "--jump", metavar="[USER@]HOST[:PORT],...", help="jump hosts, as ProxyJump")
+    group.add_argument("--known-hosts", action="append", metavar="FILE", help="known_hosts file (repeatable)")
+    group.add_argument("--host-key-policy", choices=("strict", "accept-new", "off"),
+                       help="unknown host keys: refuse (strict, default), record (accept-new) or ignore (off)")
+    group.add_argument("--connect-timeout", type=_positive(float), metavar="SECONDS",
+                       help="limit on reaching a host and starting its agent")
+    group.add_argument("-F", "--ssh-config", metavar="FILE", help="ssh config file (default ~/.ssh/config; '' for none)")
+    group.add_argument("--no-agent", action="store_true", help="do not ask ssh-agent for keys")
+    group.add_argument("--ask-pass", action="store_true", help="prompt for a password")
+    group.add_argument("--ask-passphrase", action="store_true", help="prompt for the key's passphrase")
+    group.add_argument("--sudo", nargs="?", const="root", metavar="USER",
+                       help="run the agent under 'sudo -n' as USER (default root)")
+    group = parser.add_argument_group("output")
+    group.add_argument("--format", choices=("table", "jsonl", "json"),
+                       help="table (default on a terminal), jsonl (a JSON object per host as it "
+                            "finishes; the default otherwise) or json (one document at the end)")
+    group.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (shown only when stderr is a terminal)")
+    group.add_argument("--log-format", choices=("console", "json"), help="logs on stderr (default console)")
+    group.add_argument("-v", "--verbose", action="count", help="more logs (-vv: the library's own events)")
+    group.add_argument("-q", "--quiet", action="store_true", help="warnings only; no remote output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Run one job on many hosts at once: gather facts, call a "
+                     "Python function, or run a shell command.",
+                     epilog="Options may come before or after the subcommand. Exit status: 0 every "
+                     "host succeeded, 1 some failed or timed out, 2 usage error, 130 interrupted.")
+    _add_common(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    # on the subcommands, an option not given must not overwrite one given before the subcommand
+    common = dict(argument_default=argparse.SUPPRESS)
+
+    sub = commands.add_parser("facts", help="gather facts (all, or those named)", **common,
+                              description="Gather facts about each host: %s." % ", ".join(facts.FACTS))
+    sub.add_argument("names", nargs="*", metavar="NAME", default=[], help="facts to gather (default: all)")
+    _add_common(sub)
+
+    sub = commands.add_parser("call", help="call MODULE:FUNCTION on each host", **common,
+                              description="Call a Python function on each host. The module must be "
+                              "importable here; it is sent to the hosts on demand.")
+    sub.add_argument("target", metavar="MODULE:FUNCTION")
+    sub.add_argument("args", nargs="*", metavar="ARG", default=[], help="string arguments")
+    sub.add_argument("--json-args", metavar="JSON", default=None, help="positional arguments as a JSON array")
+    sub.add_argument("--json-kwargs", metavar="JSON", default=None, help="keyword arguments as a JSON object")
+    _add_common(sub)
+
+    sub = commands.add_parser("run", help="run a shell command on each host", **common,
+                              description="Run a command through /bin/sh on each host; report its exit "
+                              "code, stdout and stderr. A non-zero exit counts as failed.")
+    sub.add_argument("words", nargs="+", metavar="COMMAND", help="the command (several words are joined)")
+    _add_common(sub)
+    return parser
+
+
+# -- what to run ---------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Job:
+    """One subcommand, ready: what to call on each host and how to judge and show a result."""
+
+    fn: Callable
+    args: Tuple = ()
+    call_timeout: Optional[float] = None
+    judge: Callable[[Any], str] = lambda value: OK
+    columns: Optional[List[str]] = None  # for a dict result shown as a table; None: one column
+
+
+def _facts_job(args) -> Job:
+    unknown = [name for name in args.names if name not in facts.FACTS]
+    if unknown:
+        raise UsageError("unknown fact %r; facts are: %s" % (unknown[0], ", ".join(facts.FACTS)))
+    names = list(dict.fromkeys(args.names))
+    return Job(facts.all, (names or None,), args.timeout, columns=names or list(TABLE_FACTS))
+
+
+def _json_arg(text: Optional[str], option: str, kind: type) -> Any:
+    if text is None:
+        return kind()
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError("%s is not valid JSON: %s" % (option, exc)) from None
+    if not isinstance(value, kind):
+        names = {list: "an array", dict: "an object", str: "a string", bool: "a boolean", type(None): "null"}
+        raise UsageError("%s must be a JSON %s, got %s" % (option, "array" if kind is list else "object",
+                                                           names.get(type(value), "a number")))
+    return value
+
+
+def load_function(target: str) -> Callable:
+    """``'pkg.mod:func'`` (or ``'pkg.mod:Class.method'``) -> the function, imported here."""
+    module_name, sep, attr_path = target.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise UsageError("expected MODULE:FUNCTION, got %r" % target)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise UsageError("no module named %r" % exc.name) from None
+        raise UsageError("cannot import %s: %s" % (module_name, exc)) from None
+    except Exception as exc:
+        raise UsageError("cannot import %s: %s: %s" % (module_name, type(exc).__name__, exc)) from None
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError("%s has no attribute %r" % (target.rpartition(".")[0] if "." in attr_path
+                                                         else module_name, part)) from None
+    if not callable(obj):
+        raise UsageError("%s is not callable (it is a %s)" % (target, type(obj).__name__))
+    return obj
+
+
+def _call_job(args) -> Job:
+    fn = load_function(args.target)
+    positional = list(args.args) + _json_arg(args.json_args, "--json-args", list)
+    keywords = _json_arg(args.json_kwargs, "--json-kwargs", dict)
+    call = functools.partial(fn, **keywords) if keywords else fn
+    return Job(call, tuple(positional), args.timeout)
+
+
+def _judge_run(value: Any) -> str:
+    if value.get("timed_out"):
+        return TIMED_OUT
+    return OK if value.get("exit_code") == 0 else FAILED
+
+
+def _run_job(args) -> Job:
+    command = " ".join(args.words)
+    if not command.strip():
+        raise UsageError("the command is empty")
+    # the command's own timeout kills its process group on the host and reports it
+    fn = functools.partial(helpers.run, command, timeout=args.timeout)
+    call_timeout = None if args.timeout is None else args.timeout + RUN_GRACE
+    return Job(fn, (), call_timeout, judge=_judge_run)
+
+
+JOBS = {"facts": _facts_job, "call": _call_job, "run": _run_job}
+
+
+# -- hosts and tunnels ----------------------------------------------------------------------
+
+def read_hosts(args) -> List[str]:
+    files = list(args.hosts_file or [])
+    if not args.hosts and not files:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError("no hosts: give -H HOSTS, -f FILE, or a list on stdin")
+        files = ["-"]
+    try:
+        names = hosts.collect(args.hosts or [], files)
+    except hosts.HostSpecError as exc:
+        raise UsageError(str(exc)) from None
+    if not names:
+        raise UsageError("the host list is empty")
+    return names
+
+
+def make_group(args, names: List[str]):
+    from chopsticks.group import Group
+    from chopsticks.tunnel import Local
+
+    tunnel_options: Dict[str, Any] = {}
+    if args.python:
+        tunnel_options["python"] = args.python
+    if args.connect_timeout:
+        tunnel_options["connect_timeout"] = args.connect_timeout
+    if args.transport == "local":
+        ssh_only = [flag for flag, value in (("--user", args.user), ("--port", args.port), ("--key", args.key),
+                                             ("--jump", args.jump), ("--sudo", args.sudo)) if value]
+        if ssh_only:
+            raise UsageError("%s is for --transport ssh" % ssh_only[0])
+        return Group([Local(name, **tunnel_options) for name in names], concurrency=args.concurrency)
+    ssh: Dict[str, Any] = {"user": args.user, "port": args.port, "key": args.key, "jump": args.jump,
+                           "known_hosts": args.known_hosts, "host_key_policy": args.host_key_policy,
+                           "ssh_config": args.ssh_config}
+    ssh = {name: value for name, value in ssh.items() if value is not None}
+    if args.jump:
+        ssh["jump"] = [hop for hop in args.jump.split(",") if hop]
+    if args.no_agent:
+        ssh["agent"] = False
+    if args.ask_pass:
+        ssh["password"] = getpass.getpass("SSH password: ")
+    if args.ask_passphrase:
+        ssh["passphrase"] = getpass.getpass("Key passphrase: ")
+    if args.sudo:
+        tunnel_options["sudo"] = args.sudo
+    try:
+        return Group(names, concurrency=args.concurrency, **ssh, **tunnel_options)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+# -- results ------------------------------------------------------------------------------
+
+def record(host: str, value: Any, judge: Callable[[Any], str]) -> Dict[str, Any]:
+    """What one host's result prints as: host, status, then value or error."""
+    if isinstance(value, ErrorResult):
+        timed_out = isinstance(value.exception, (CallTimeout, ConnectTimeout))
+        entry = {"host": host, "status": TIMED_OUT if timed_out else FAILED, "error": value.msg}
+        if value.tb:
+            entry["traceback"] = value.tb
+        return entry
+    return {"host": host, "status": judge(value), "value": value}
+
+
+def jsonable(value: Any) -> Any:
+    """A result made fit for JSON: bytes and undecodable text escaped, keys made strings."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else json.dumps(jsonable(k)): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(item) for item in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return repr(value)
+
+
+def summarize(records: List[Dict[str, Any]], total: int, seconds: float) -> Dict[str, Any]:
+    counts = {status: sum(1 for r in records if r["status"] == status) for status in (OK, FAILED, TIMED_OUT)}
+    return {"hosts": total, "ok": counts[OK], "failed": counts[FAILED], "timed_out": counts[TIMED_OUT],
+            "unfinished": total - len(records), "seconds": round(seconds, 3)}
+
+
+def summary_line(summary: Dict[str, Any]) -> str:
+    text = "%d hosts in %.2fs: %d ok, %d failed, %d timed out" % (
+        summary["hosts"], summary["seconds"], summary["ok"], summary["failed"], summary["timed_out"])
+    if summary["unfinished"]:
+        text += ", %d unfinished (interrupted)" % summary["unfinished"]
+    return text
+
+
+# -- running --------------------------------------------------------------------------------
+
+def configure_logging(args) -> None:
+    import structlog
+    import tqdm
+
+    class Writer(structlog.PrintLogger):
+        """Log lines above the progress bar, not through it."""
+
+        def msg(self, message: str) -> None:
+            tqdm.tqdm.write(message, file=sys.stderr)
+
+        log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+    level = logging.WARNING if args.quiet else (logging.DEBUG if (args.verbose or 0) >= 2 else logging.INFO)
+    renderer = (structlog.processors.JSONRenderer() if args.log_format == "json"
+                else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+    structlog.configure(
+        processors=[structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True), renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=lambda *_: Writer(sys.stderr),
+        cache_logger_on_first_use=True)
+
+
+def _progress(total: int, enabled: bool):
+    import tqdm
+    return tqdm.tqdm(total=total, unit="host", file=sys.stderr, disable=not enabled, leave=False,
+                     dynamic_ncols=True, smoothing=0.1)
+
+
+def execute(args, job: Job, group) -> int:
+    import structlog
+    log = structlog.get_logger("chopsticks.fanout")
+    fmt = args.format or ("table" if sys.stdout.isatty() else "jsonl")
+    records: List[Dict[str, Any]] = []
+    bar = _progress(len(group), bool(sys.stderr.isatty() and not args.no_progress))
+    counts = {OK: 0, FAILED: 0, TIMED_OUT: 0}
+    started = time.monotonic()
+    log.debug("fanout_started", hosts=len(group), command=args.command)
+    results = group.iter_call(job.fn, *job.args, timeout=job.call_timeout, deadline=args.deadline)
+    interrupted = False
+    try:
+        for host, value in results:
+            entry = record(host, value, job.judge)
+            records.append(entry)
+            counts[entry["status"]] += 1
+            if fmt == "jsonl":
+                tqdm_print(json.dumps(jsonable(entry)), bar)
+            bar.set_postfix_str("%d ok, %d failed, %d timed out" % (counts[OK], counts[FAILED], counts[TIMED_OUT]),
+                                refresh=False)
+            bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        results.close()
+        bar.close()
+        try:
+            group.close()
+        except KeyboardInterrupt:
+            interrupted = True
+    summary = summarize(records, len(group), time.monotonic() - started)
+    log.debug("fanout_finished", **summary)
+    order = {tunnel.host: index for index, tunnel in enumerate(group)}
+    records.sort(key=lambda r: order[r["host"]])
+    if fmt == "json":
+        print(json.dumps({"results": [jsonable(r) for r in records], "summary": summary}, indent=2))
+    elif fmt == "table":
+        from chopsticks import fanout_table
+        fanout_table.show(records, job.columns, args.command == "run")
+    print(summary_line(summary), file=sys.stdout if fmt == "table" else sys.stderr)
+    if interrupted:
+        return 130
+    return 0 if summary["ok"] == summary["hosts"] else 1
+
+
+def tqdm_print(line: str, bar) -> None:
+    """A line on stdout that leaves a progress bar on stderr intact."""
+    if bar.disable:
+        print(line, flush=True)
+    else:
+        bar.write(line, file=sys.stdout)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        job = JOBS[args.command](args)
+        names = read_hosts(args)
+        configure_logging(args)
+        group = make_group(args, names)
+    except UsageError as exc:
+        print("%s: error: %s" % (PROG, exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    try:
+        return execute(args, job, group)
+    except ChopsticksError as exc:
+        print("%s: %s" % (PROG, exc), file=sys.stderr)
+        return 1
+
+
+# Shown for `facts` without names in a table: the rest is in --format json/jsonl.
+TABLE_FACTS = ("hostname", "ip", "os_release", "kernel", "arch", "cpus", "memory", "load", "uptime",
+               "python_version")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
