@@ -30,6 +30,17 @@ OK, FAILED, TIMED_OUT = "ok", "failed", "timed out"
 RUN_GRACE = 5.0  # seconds a `run` call may outlive the command's own timeout (to report it)
 
 
+EPILOG = """examples:
+  %(prog)s -H 'web-[001-500]' facts hostname os_release
+  %(prog)s -f hosts.txt -u deploy run 'systemctl is-active nginx'
+  %(prog)s -H db-1,db-2 call mypkg.checks:disk_ok --json-args '["/var"]'
+  getent hosts | awk '{print $2}' | %(prog)s facts --format json
+
+Options may come before or after the subcommand. Each command has its own --help.
+exit status: 0 every host succeeded, 1 some failed or timed out, 2 usage error, 130 interrupted
+"""
+
+
 class UsageError(Exception):
     """Bad input: printed as one line, exit status 2."""
 
@@ -96,38 +107,40 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", action="store_true",
                        help="no progress bar (shown only when stderr is a terminal)")
     group.add_argument("--log-format", choices=("console", "json"), help="logs on stderr (default console)")
-    group.add_argument("-v", "--verbose", action="count", help="more logs (-vv: the library's own events)")
+    group.add_argument("-v", "--verbose", action="store_true", help="debug logs too: connects, modules served, timings")
     group.add_argument("-q", "--quiet", action="store_true", help="warnings only; no remote output")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Run one job on many hosts at once: gather facts, call a "
-                     "Python function, or run a shell command.",
-                     epilog="Options may come before or after the subcommand. Exit status: 0 every "
-                     "host succeeded, 1 some failed or timed out, 2 usage error, 130 interrupted.")
+    parser = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                     description="Run one job on many hosts at once: gather facts, call a Python "
+                     "function, or run a shell command.", epilog=EPILOG)
     _add_common(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    # on the subcommands, an option not given must not overwrite one given before the subcommand
-    common = dict(argument_default=argparse.SUPPRESS)
 
-    sub = commands.add_parser("facts", help="gather facts (all, or those named)", **common,
-                              description="Gather facts about each host: %s." % ", ".join(facts.FACTS))
+    def add_command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        # an option not given after the subcommand must not overwrite one given before it
+        return commands.add_parser(name, help=summary, description=description,
+                                   argument_default=argparse.SUPPRESS)
+
+    sub = add_command("facts", "gather facts (all, or those named)",
+                      "Gather facts about each host: %s." % ", ".join(facts.FACTS))
     sub.add_argument("names", nargs="*", metavar="NAME", default=[], help="facts to gather (default: all)")
     _add_common(sub)
 
-    sub = commands.add_parser("call", help="call MODULE:FUNCTION on each host", **common,
-                              description="Call a Python function on each host. The module must be "
-                              "importable here; it is sent to the hosts on demand.")
+    sub = add_command("call", "call MODULE:FUNCTION on each host",
+                      "Call a Python function on each host. The module must be importable here; "
+                      "it is sent to the hosts on demand.")
     sub.add_argument("target", metavar="MODULE:FUNCTION")
     sub.add_argument("args", nargs="*", metavar="ARG", default=[], help="string arguments")
     sub.add_argument("--json-args", metavar="JSON", default=None, help="positional arguments as a JSON array")
     sub.add_argument("--json-kwargs", metavar="JSON", default=None, help="keyword arguments as a JSON object")
     _add_common(sub)
 
-    sub = commands.add_parser("run", help="run a shell command on each host", **common,
-                              description="Run a command through /bin/sh on each host; report its exit "
-                              "code, stdout and stderr. A non-zero exit counts as failed.")
+    sub = add_command("run", "run a shell command on each host",
+                      "Run a command through /bin/sh on each host; report its exit code, stdout and "
+                      "stderr. A non-zero exit counts as failed. Quote it, or put -- before it.")
     sub.add_argument("words", nargs="+", metavar="COMMAND", help="the command (several words are joined)")
     _add_common(sub)
     return parser
@@ -310,8 +323,8 @@ def summarize(records: List[Dict[str, Any]], total: int, seconds: float) -> Dict
 
 
 def summary_line(summary: Dict[str, Any]) -> str:
-    text = "%d hosts in %.2fs: %d ok, %d failed, %d timed out" % (
-        summary["hosts"], summary["seconds"], summary["ok"], summary["failed"], summary["timed_out"])
+    text = "%d host%s in %.2fs: %d ok, %d failed, %d timed out" % (
+        summary["hosts"], "" if summary["hosts"] == 1 else "s", summary["seconds"], summary["ok"], summary["failed"], summary["timed_out"])
     if summary["unfinished"]:
         text += ", %d unfinished (interrupted)" % summary["unfinished"]
     return text
@@ -331,7 +344,7 @@ def configure_logging(args) -> None:
 
         log = debug = info = warning = warn = error = critical = exception = fatal = msg
 
-    level = logging.WARNING if args.quiet else (logging.DEBUG if (args.verbose or 0) >= 2 else logging.INFO)
+    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
     renderer = (structlog.processors.JSONRenderer() if args.log_format == "json"
                 else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
     structlog.configure(

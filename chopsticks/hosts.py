@@ -9,7 +9,7 @@ multiply: ``10.0.[1-3].[1-254]`` is 762 hosts. A bracket holding a colon is an I
 import math
 import re
 import sys
-from typing import Iterable, List, Sequence
+from typing import Dict, Iterable, List, Sequence
 
 MAX_HOSTS = 1_000_000  # a typo such as [1-10000000] fails instead of eating the machine
 
@@ -119,7 +119,7 @@ def collect(specs: Sequence[str], files: Iterable[str] = ()) -> List[str]:
     patterns = [word for spec in specs for word in split(spec)]
     for path in files:
         patterns.extend(split(read_file(path)))
-    seen = {}
+    seen: Dict[str, None] = {}
     for pattern in patterns:
         for name in expand(pattern):
             seen.setdefault(name, None)

@@ -1,0 +1,292 @@
+"""``python -m chopsticks.fanout``, run as a real command over local agents and the SSH fleet."""
+
+import fcntl
+import json
+import os
+import pty
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def fanout(*argv, input=None, timeout=60):
+    """Run the CLI (from the tests' directory, so ``remote_helpers`` imports); a CompletedProcess."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "chopsticks.fanout", *argv], cwd=HERE, env=env, text=True,
+                          stdin=subprocess.DEVNULL if input is None else None, input=input,
+                          capture_output=True, timeout=timeout)
+
+
+def records(result):
+    return {r["host"]: r for r in map(json.loads, result.stdout.splitlines())}
+
+
+def local(*argv, **kwargs):
+    return fanout("--transport", "local", *argv, **kwargs)
+
+
+def ssh_args(fleet):
+    return ["-p", str(fleet.port), "-i", fleet.key, "--known-hosts", fleet.known_hosts, "-F", "", "--no-agent"]
+
+
+# -- bad input: one line, exit status 2, nothing run ----------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["-H", "web-[1-3", "facts"], "unclosed '[' in 'web-[1-3'"),
+    (["-H", "web-[x-]", "facts"], "malformed range [x-]"),
+    (["facts"], "the host list is empty"),
+    (["-H", ",", "facts"], "the host list is empty"),
+    (["-f", "/nonexistent/hosts", "facts"], "cannot read hosts file '/nonexistent/hosts': No such file"),
+    (["-H", "a", "-c", "0", "facts"], "--concurrency: must be more than 0"),
+    (["-H", "a", "--timeout", "soon", "facts"], "--timeout: 'soon' is not a number"),
+    (["-H", "a", "facts", "hostname", "shoe_size"], "unknown fact 'shoe_size'; facts are: hostname, fqdn"),
+    (["-H", "a", "call", "no_such_module:f"], "no module named 'no_such_module'"),
+    (["-H", "a", "call", "remote_helpers:no_such_function"], "remote_helpers has no attribute 'no_such_function'"),
+    (["-H", "a", "call", "remote_helpers:_BARRIERS"], "remote_helpers:_BARRIERS is not callable"),
+    (["-H", "a", "call", "remote_helpers"], "expected MODULE:FUNCTION, got 'remote_helpers'"),
+    (["-H", "a", "call", "remote_helpers:add", "--json-args", "[1,"], "--json-args is not valid JSON"),
+    (["-H", "a", "call", "remote_helpers:add", "--json-args", '{"a": 1}'], "must be a JSON array, got an object"),
+    (["-H", "a", "call", "remote_helpers:add", "--json-kwargs", "[1]"], "must be a JSON object, got an array"),
+    (["-H", "a", "run", " "], "the command is empty"),
+    (["-H", "a", "reboot"], "invalid choice: 'reboot'"),
+    (["-H", "a", "--user", "root", "facts"], "--user is for --transport ssh"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message):
+    result = local(*argv)
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert lines[0].startswith("python -m chopsticks.fanout: error: ")
+
+
+def test_a_bad_ssh_host_is_a_usage_error():
+    result = fanout("-H", "web-1:http", "facts")
+    assert result.returncode == 2
+    assert "bad host 'web-1:http': port 'http' is not a number" in result.stderr
+
+
+def test_an_import_error_in_the_module_is_one_line(tmp_path):
+    (tmp_path / "broken_mod.py").write_text("import no_such_dependency\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, str(tmp_path)]))
+    result = subprocess.run([sys.executable, "-m", "chopsticks.fanout", "--transport", "local", "-H", "a", "call",
+                             "broken_mod:f"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("python -m chopsticks.fanout: error: cannot import broken_mod: "
+                                     "No module named 'no_such_dependency'")
+
+
+def test_help_reads_well():
+    result = fanout("--help")
+    assert result.returncode == 0
+    for words in ("facts", "call", "run", "web-[001-500]", "--concurrency", "--format", "exit status"):
+        assert words in result.stdout
+
+
+# -- facts, call, run over local agents ------------------------------------------------------
+
+def test_facts_as_json_lines_one_per_host():
+    result = local("-H", "agent-[1-3]", "facts", "hostname", "cpus", "python_version")
+    assert result.returncode == 0, result.stderr
+    got = records(result)
+    assert sorted(got) == ["agent-1", "agent-2", "agent-3"]
+    for entry in got.values():
+        assert entry["status"] == "ok"
+        assert entry["value"]["hostname"] == os.uname().nodename
+        assert entry["value"]["cpus"] >= 1 and entry["value"]["python_version"][0] == 3
+    assert "3 hosts in" in result.stderr and "3 ok, 0 failed, 0 timed out" in result.stderr
+
+
+def test_facts_table_with_every_column_it_promises():
+    result = local("-H", "agent-1,agent-2", "--format", "table", "facts")
+    assert result.returncode == 0, result.stderr
+    header, first, second = result.stdout.splitlines()[:3]
+    for heading in ("host", "status", "hostname", "os", "kernel", "mem avail/total", "load", "python"):
+        assert heading in header
+    assert first.startswith("agent-1 ") and " ok " in first and second.startswith("agent-2 ")
+    assert result.stdout.rstrip().endswith("2 ok, 0 failed, 0 timed out")
+
+
+def test_call_with_string_json_and_keyword_arguments():
+    result = local("-H", "a", "call", "remote_helpers:add", "--json-args", "[2, 3]")
+    assert records(result)["a"]["value"] == 5
+    result = local("-H", "a", "call", "remote_helpers:echo", "hello world")
+    assert records(result)["a"]["value"] == "hello world"
+    result = local("-H", "a", "call", "remote_helpers:add", "--json-kwargs", '{"a": [1], "b": [2]}')
+    assert records(result)["a"]["value"] == [1, 2]
+
+
+def test_a_remote_exception_is_a_failed_host_with_its_traceback_and_exit_1():
+    result = local("-H", "a,b", "--format", "json", "call", "remote_helpers:raise_value_error", "boom")
+    assert result.returncode == 1
+    document = json.loads(result.stdout)
+    assert [r["host"] for r in document["results"]] == ["a", "b"]
+    entry = document["results"][0]
+    assert entry["status"] == "failed" and entry["error"] == "ValueError: boom"
+    assert "raise ValueError(message)" in entry["traceback"]
+    assert document["summary"] == dict(document["summary"], hosts=2, ok=0, failed=2, timed_out=0, unfinished=0)
+
+
+def test_run_reports_exit_code_stdout_and_stderr_and_nonzero_counts_as_failed():
+    result = local("-H", "a", "run", "echo out; echo err >&2; exit 3")
+    entry = records(result)["a"]
+    assert result.returncode == 1
+    assert entry["status"] == "failed"
+    assert entry["value"] == {"exit_code": 3, "stdout": "out\n", "stderr": "err\n", "timed_out": False}
+    assert local("-H", "a", "run", "true").returncode == 0
+
+
+def test_run_table_shows_each_hosts_output():
+    result = local("-H", "a", "--format", "table", "run", "echo out; echo err >&2; exit 3")
+    assert result.stdout.splitlines()[:3] == ["a  failed  exit 3", "    out", "  ! err"]
+
+
+def test_run_timeout_kills_the_command_and_counts_as_timed_out():
+    started = time.monotonic()
+    result = local("-H", "a,b", "--timeout", "0.5", "run", "sleep 30")
+    assert time.monotonic() - started < 15
+    assert result.returncode == 1
+    assert {r["status"] for r in records(result).values()} == {"timed out"}
+    assert "0 ok, 0 failed, 2 timed out" in result.stderr
+
+
+def test_call_timeout_counts_as_timed_out_and_the_others_finish():
+    result = local("-H", "a,b", "--timeout", "0.5", "--format", "json", "call", "remote_helpers:sleep_and_return",
+                   "--json-args", "[30, 1]")
+    document = json.loads(result.stdout)
+    assert {r["status"] for r in document["results"]} == {"timed out"}
+    assert result.returncode == 1
+
+
+def test_options_after_the_subcommand_and_hosts_from_stdin():
+    result = fanout("facts", "hostname", "--transport", "local", "--format", "json",
+                    input="s-1\ns-[2-3]  # comment\n")
+    assert result.returncode == 0, result.stderr
+    assert [r["host"] for r in json.loads(result.stdout)["results"]] == ["s-1", "s-2", "s-3"]
+
+
+def test_remote_output_goes_to_stderr_as_json_logs():
+    result = local("-H", "a", "--log-format", "json", "call", "remote_helpers:print_lines", "hello from afar")
+    assert result.returncode == 0
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert {"event": "remote_output", "host": "a", "line": "hello from afar"}.items() <= events[0].items()
+    quiet = local("-H", "a", "-q", "call", "remote_helpers:print_lines", "hello from afar")
+    assert "hello from afar" not in quiet.stderr
+
+
+# -- a terminal: progress bar and Ctrl-C -------------------------------------------------------
+
+def test_progress_bar_on_a_terminal_and_none_in_a_pipe():
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "chopsticks.fanout", "--transport", "local", "-H", "p-[1-3]",
+                                 "facts", "hostname"], cwd=HERE, env=dict(os.environ, PYTHONPATH=ROOT),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower)
+        os.close(follower)
+        follower = -1
+        seen = b""
+        while True:
+            ready, _, _ = select.select([leader], [], [], 30)
+            assert ready, "no output from the CLI"
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the CLI closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(30) == 0
+        proc.stdout.close()
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    text = seen.decode()
+    assert "0/3 [" in text and "host/s" in text and "3 ok, 0 failed, 0 timed out" in text
+    assert "/3 [" not in local("-H", "p-[1-3]", "facts", "hostname").stderr
+
+
+def _children(pid):
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        kids.append(int(entry))
+            except OSError:
+                pass
+    return kids
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_ctrl_c_closes_every_tunnel_prints_what_finished_and_exits_130(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "chopsticks.fanout", "--transport", "local", "-H", "c-[1-4]",
+                             "call", "remote_helpers:first_ones_fast", "--json-args", json.dumps([str(tmp_path), 2])],
+                            cwd=HERE, env=dict(os.environ, PYTHONPATH=ROOT), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        finished = [proc.stdout.readline(), proc.stdout.readline()]
+        assert all('"value": "fast"' in line for line in finished), finished
+        agents = _children(proc.pid)
+        assert len(agents) == 4
+        proc.send_signal(signal.SIGINT)
+        rest, errors = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert rest == ""
+    assert "4 hosts in" in errors and "2 ok, 0 failed, 0 timed out, 2 unfinished (interrupted)" in errors
+    assert "Traceback" not in errors
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in agents) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in agents), "agents left running after Ctrl-C"
+
+
+# -- over SSH -------------------------------------------------------------------------------------
+
+def test_facts_over_ssh_with_a_dead_host_and_an_unknown_one(fleet):
+    hosts = ",".join(fleet.hosts[:3])
+    result = fanout(*ssh_args(fleet), "-H", hosts + ",127.0.0.250,no-such-host.invalid", "--connect-timeout", "5",
+                    "--format", "json", "facts", "hostname", "ip")
+    assert result.returncode == 1, result.stderr
+    document = json.loads(result.stdout)
+    by_host = {r["host"]: r for r in document["results"]}
+    assert [r["host"] for r in document["results"]][:3] == fleet.hosts[:3]
+    for host in fleet.hosts[:3]:
+        assert by_host[host]["status"] == "ok" and by_host[host]["value"]["hostname"]
+    # 127.0.0.250 answers on the fleet's port too, but its key is not in known_hosts
+    assert by_host["127.0.0.250"]["error"].startswith("UnknownHostKey:")
+    assert by_host["no-such-host.invalid"]["error"].startswith("ConnectError: cannot resolve host name")
+    assert document["summary"]["ok"] == 3 and document["summary"]["failed"] == 2
+
+
+def test_run_over_ssh_from_a_hosts_file_with_a_range(fleet, tmp_path):
+    hosts_file = tmp_path / "hosts"
+    last = fleet.hosts[-1].rsplit(".", 1)[1]
+    hosts_file.write_text("# the whole fleet\n127.0.0.[2-%s]\n" % last)
+    result = fanout("run", "echo $((6 * 7))", "-f", str(hosts_file), *ssh_args(fleet), "-c", "2")
+    assert result.returncode == 0, result.stderr
+    got = records(result)
+    assert sorted(got) == sorted(fleet.hosts)
+    assert {r["value"]["stdout"] for r in got.values()} == {"42\n"}
