@@ -1,63 +1,50 @@
-"""Demo: fan one call out over a fleet of local agents and print a table.
+"""Demo: a real SSH fan-out over a loopback fleet that this script starts and stops itself.
 
-Each "host" is a Local tunnel: a fresh python3 subprocess that has nothing of this project
-installed; the functions below reach it by import on demand (and, for ``describe``, which
-lives in this script's ``__main__``, by source).
+It starts one OpenSSH sshd serving 127.0.0.2, 127.0.0.3 ... (keys generated for this run,
+nothing in ~/.ssh touched), then runs ``python -m chopsticks.fanout facts`` over every host
+exactly as a user would, then a shell command on each, then stops the fleet. The hosts have
+nothing of chopsticks installed: each agent arrives over the SSH channel.
 """
 
 import argparse
 import os
-import platform
+import shlex
+import subprocess
 import sys
-import time
 
-import gevent
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from chopsticks import ChopsticksError  # noqa: E402
-from chopsticks.tunnel import Local  # noqa: E402
+from fleet import Fleet  # noqa: E402
 
 
-def describe():
-    """Runs on each agent: what it is."""
-    import resource
-    return {
-        "pid": os.getpid(),
-        "python": platform.python_version(),
-        "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-    }
+def fanout(fleet, *words) -> int:
+    """Run the fan-out command over the fleet as a user would type it, showing the command."""
+    shown = ["python", "-m", "chopsticks.fanout", "-F", fleet.ssh_config, "--format", "table", *words]
+    print("\n$ " + " ".join(shlex.quote(word) for word in shown), flush=True)
+    return subprocess.call([sys.executable] + shown[1:], cwd=ROOT)
 
 
-def main():
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hosts", type=int, default=8, help="number of local agents (default 8)")
+    parser.add_argument("--hosts", type=int, default=20, help="number of SSH hosts (default 20)")
     args = parser.parse_args()
-    if args.hosts < 1:
-        parser.error("--hosts must be at least 1")
-    tunnels = [Local("agent-%02d" % i) for i in range(args.hosts)]
-    started = time.monotonic()
-    jobs = [gevent.spawn(t.call, describe) for t in tunnels]
-    gevent.joinall(jobs)
-    elapsed = time.monotonic() - started
-    print("%-10s %8s %8s %10s" % ("host", "pid", "python", "rss KiB"))
-    failed = 0
-    for tunnel, job in zip(tunnels, jobs):
-        if job.successful():
-            info = job.value
-            print("%-10s %8d %8s %10d" % (tunnel.host, info["pid"], info["python"], info["rss_kib"]))
-        else:
-            failed += 1
-            error = job.exception
-            print("%-10s FAILED: %s" % (tunnel.host, error if isinstance(error, ChopsticksError) else repr(error)))
-    started_warm = time.monotonic()
-    gevent.joinall([gevent.spawn(t.call, os.getpid) for t in tunnels])
-    warm = time.monotonic() - started_warm
-    for tunnel in tunnels:
-        tunnel.close()
-    print("\n%d agents: cold start and call %.2fs, warm call %.1f ms; %d failed"
-          % (len(tunnels), elapsed, warm * 1000, failed))
-    return 1 if failed else 0
+    if not 1 <= args.hosts <= 60000:
+        parser.error("--hosts must be from 1 to 60000")
+    with Fleet(args.hosts) as fleet:  # started here, stopped (and its directory removed) on the way out
+        hosts_file = fleet.path("hosts.txt")
+        with open(hosts_file, "w") as f:
+            f.write("\n".join(fleet.hosts) + "\n")
+        print("sshd (pid %d) on port %d serves %d hosts, %s to %s; ssh config and keys in %s"
+              % (fleet.proc.pid if fleet.proc else 0, fleet.port, len(fleet.hosts), fleet.hosts[0],
+                 fleet.hosts[-1], fleet.dir))
+        status = fanout(fleet, "-f", hosts_file, "facts", "hostname", "ip", "os_release", "kernel", "cpus",
+                        "memory", "load", "python_version")
+        first = "%s,%s" % (fleet.hosts[0], fleet.hosts[min(2, len(fleet.hosts) - 1)])
+        status = max(status, fanout(fleet, "-H", first, "run", "echo agent $PPID as $(id -un) on $(nproc) cpus"))
+    print("\nfleet stopped; exit status %d" % status)
+    return status
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from conftest import require
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -290,3 +292,15 @@ def test_run_over_ssh_from_a_hosts_file_with_a_range(fleet, tmp_path):
     got = records(result)
     assert sorted(got) == sorted(fleet.hosts)
     assert {r["value"]["stdout"] for r in got.values()} == {"42\n"}
+
+
+def test_the_readme_demo_runs_a_real_fan_out_and_cleans_up():
+    """scripts/demo (the README's first command, after installing) starts its own fleet."""
+    require(os.path.exists("/usr/sbin/sshd"), "OpenSSH's sshd is not installed (scripts/install installs it)")
+    before = set(os.listdir("/tmp"))
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "demo.py"), "--hosts", "3"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 hosts in" in result.stdout and "3 ok, 0 failed, 0 timed out" in result.stdout
+    assert result.stdout.count("ok  exit 0\n    agent ") == 2
+    assert not [d for d in set(os.listdir("/tmp")) - before if d.startswith("chopsticks-fleet-")]
