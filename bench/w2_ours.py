@@ -4,15 +4,15 @@
 Started by ``bench/w2_fanout.py`` with the project venv (cwd = repo root); speaks the
 lock-step protocol of ``bench/peers/_w2common.py``.
 
-cold: ``SSHTunnel(host, options=SSHOptions(port, key, known_hosts, ssh_config='',
-agent=False), python='python3')`` for every host, one greenlet per tunnel doing
-``t.call(os.getpid)`` (connect + bootstrap + call), all spawned at once; the library bounds
-concurrent handshakes itself (its default ``HandshakeSlots``). Everything else is the
-library's defaults (connect timeout included), as a user would get them, unless
-``--connect-timeout S`` is given: then ``SSHTunnel(connect_timeout=S)`` and
-``SSHOptions(connect_timeout=S)`` (the TCP connect's own limit).
-warm: the same greenlets again on the connected tunnels, ``--warm-rounds`` times.
-close: ``t.close()`` of every tunnel, in greenlets, all at once.
+cold: ``Group(hosts, options=SSHOptions(port, key, known_hosts, ssh_config='', agent=False),
+python='python3').call(os.getpid)`` (connect + bootstrap + call on every host), through the
+Group's pool at its default concurrency; the library bounds concurrent handshakes itself
+(its default ``HandshakeSlots``). Everything else is the library's defaults (connect timeout
+included), as a user would get them, unless ``--connect-timeout S`` is given: then
+``Group(connect_timeout=S)`` and ``SSHOptions(connect_timeout=S)`` (the TCP connect's own
+limit). The callback records when each host's result arrived.
+warm: ``group.filter(connected).call(os.getpid)`` again, ``--warm-rounds`` times.
+close: ``group.close()``.
 """
 
 import os
@@ -28,11 +28,9 @@ import _w2common as w2  # noqa: E402
 
 sys.dont_write_bytecode = False
 
-import gevent  # noqa: E402
-
 import chopsticks  # noqa: E402
+from chopsticks import ErrorResult, Group  # noqa: E402
 from chopsticks.transports.ssh_options import SSHOptions  # noqa: E402
-from chopsticks.tunnel import SSHTunnel  # noqa: E402
 
 
 def main():
@@ -47,24 +45,19 @@ def main():
     opts = SSHOptions(port=args.port, key=args.key, known_hosts=args.known_hosts,
                       ssh_config='', agent=False, **timeouts)
 
-    def fan_out(tunnels, finish_times, t0):
-        results = {}
-
-        def one(t):
-            try:
-                results[t.host] = t.call(os.getpid)
-            except BaseException as exc:  # noqa: B902 - every failure is reported
-                results[t.host] = exc
+    def fan_out(group, finish_times, t0):
+        """group.call(os.getpid): host -> pid, or the failure's text."""
+        def arrived(host, result):
             finish_times.append(time.perf_counter() - t0)
 
-        gevent.joinall([gevent.spawn(one, t) for t in tunnels], timeout=args.timeout)
-        return results
+        result = group.call(os.getpid, deadline=args.timeout, callback=arrived)
+        return {host: value.msg if isinstance(value, ErrorResult) else value for host, value in result.items()}
 
     child.step('ready')
     clock = w2.Clock()
     finish = []
-    tunnels = [SSHTunnel(h, options=opts, python='python3', **timeouts) for h in hosts]
-    results = fan_out(tunnels, finish, clock.t0)
+    group = Group(hosts, options=opts, python='python3', **timeouts)
+    results = fan_out(group, finish, clock.t0)
     cold_s, cold_cpu = clock.wall(), clock.cpu()
     ok, errors = w2.check(hosts, results)
     finish.sort()
@@ -75,17 +68,18 @@ def main():
     child.step('cold_done', cold_s=cold_s, ok=ok, errors=errors, controller_cpu_cold_s=cold_cpu,
                cold_finish_s=quantiles)
 
-    connected = [t for t in tunnels if t.connected]
+    connected = group.filter(lambda t: t.connected)
     warm = w2.warm_rounds(child, args.warm_rounds,
                           lambda: fan_out(connected, [], time.perf_counter()),
                           [t.host for t in connected])
     child.step('connected', connected=len(connected), **warm)
 
     clock = w2.Clock()
-    gevent.joinall([gevent.spawn(t.close) for t in tunnels], timeout=args.timeout)
+    group.close()
     close_s = clock.wall()
-    child.result(connect_timeout=args.connect_timeout or 'default', n=len(hosts), ok=ok, errors=errors, cold_s=cold_s, controller_cpu_cold_s=cold_cpu,
-                 cold_finish_s=quantiles, connected=len(connected), close_s=close_s, **warm)
+    child.result(connect_timeout=args.connect_timeout or 'default', n=len(hosts), ok=ok, errors=errors,
+                 cold_s=cold_s, controller_cpu_cold_s=cold_cpu, cold_finish_s=quantiles,
+                 connected=len(connected), close_s=close_s, **warm)
 
 
 if __name__ == '__main__':
