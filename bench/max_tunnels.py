@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""How many SSH tunnels one controller process holds open at once, through ``Group``.
+
+For each count N (``--counts 1000,2000``): start a loopback fleet of N hosts (one sshd), then
+``Group(hosts).connect()`` (every agent started and held), one warm ``group.call(os.getpid)``
+over all of them, a report, and ``group.close()``. Prints one JSON line per count: how many
+connected, how long connecting and the warm call took, the controller's RSS and open fds
+with everything connected, and MemAvailable's drop per host (sshd + agent + controller).
+Stops early when MemAvailable would fall under ``--mem-floor-gib``.
+
+    .venv/bin/python bench/max_tunnels.py --counts 1000,2000
+"""
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _common import append_results, start_fleet  # noqa: E402
+from chopsticks import Group, SSHOptions  # noqa: E402
+from chopsticks.transports.ssh import raise_open_files_limit  # noqa: E402
+
+MIB = 1 << 20
+
+
+def mem_available() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def measure(count: int, deadline: float) -> dict:
+    fleet = start_fleet(count, timeout=60)
+    try:
+        options = SSHOptions(port=fleet.port, key=fleet.key, known_hosts=fleet.known_hosts, ssh_config="",
+                             agent=False)
+        before = mem_available()
+        rss_before = rss()
+        group = Group(fleet.hosts, options=options, connect_timeout=deadline)
+        started = time.monotonic()
+        connected = group.connect(deadline=deadline)
+        connect_s = time.monotonic() - started
+        failures = {}
+        for _, error in connected.failures():
+            failures[error.msg[:120]] = failures.get(error.msg[:120], 0) + 1
+        live = group.filter(lambda t: t.connected)
+        started = time.monotonic()
+        warm = live.call(os.getpid, timeout=60)
+        warm_s = time.monotonic() - started
+        record = {
+            "workload": "max_tunnels", "impl": "chopsticks", "n": count, "connected": len(live),
+            "warm_ok": sum(1 for _ in warm.successful()), "connect_s": round(connect_s, 2),
+            "warm_s": round(warm_s, 3), "controller_rss_mib": round(rss() / MIB, 1),
+            "controller_rss_growth_mib": round((rss() - rss_before) / MIB, 1),
+            "controller_fds": len(os.listdir("/proc/self/fd")),
+            "mem_mib_per_host": round((before - mem_available()) / MIB / max(1, len(live)), 2),
+            "failures": failures,
+        }
+        started = time.monotonic()
+        group.close()
+        record["close_s"] = round(time.monotonic() - started, 2)
+        return record
+    finally:
+        fleet.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--counts", default="1000,2000", help="tunnel counts to try, in order (default 1000,2000)")
+    parser.add_argument("--deadline", type=float, default=600, help="limit on connecting them all, s")
+    parser.add_argument("--mem-floor-gib", type=float, default=2.0,
+                        help="skip a count that would leave less MemAvailable than this (at ~8 MiB/host)")
+    parser.add_argument("--json-out", default="max_tunnels.jsonl", help="results file (under bench/results/)")
+    args = parser.parse_args()
+    raise_open_files_limit()
+    print("# open-files limit %s" % (resource.getrlimit(resource.RLIMIT_NOFILE),), file=sys.stderr)
+    records = []
+    for count in [int(n) for n in args.counts.split(",")]:
+        if mem_available() - count * 8 * MIB < args.mem_floor_gib * (1 << 30):
+            print("# skipping %d tunnels: not enough memory" % count, file=sys.stderr)
+            break
+        record = measure(count, args.deadline)
+        print(json.dumps(record), flush=True)
+        records.append(record)
+        if record["connected"] < count:
+            break
+    append_results(args.json_out, records)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
