@@ -57,7 +57,7 @@ def measure(count: int, deadline: float) -> dict:
         failures = {}
         for _, error in connected.failures():
             failures[error.msg[:120]] = failures.get(error.msg[:120], 0) + 1
-        live = group.filter(lambda t: t.connected)
+        live = group.select(lambda t: t.connected)
         started = time.monotonic()
         warm = live.call(os.getpid, timeout=60)
         warm_s = time.monotonic() - started

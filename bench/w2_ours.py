@@ -11,7 +11,7 @@ Group's pool at its default concurrency; the library bounds concurrent handshake
 included), as a user would get them, unless ``--connect-timeout S`` is given: then
 ``Group(connect_timeout=S)`` and ``SSHOptions(connect_timeout=S)`` (the TCP connect's own
 limit). The callback records when each host's result arrived.
-warm: ``group.filter(connected).call(os.getpid)`` again, ``--warm-rounds`` times.
+warm: ``group.select(connected).call(os.getpid)`` again, ``--warm-rounds`` times.
 close: ``group.close()``.
 """
 
@@ -68,7 +68,7 @@ def main():
     child.step('cold_done', cold_s=cold_s, ok=ok, errors=errors, controller_cpu_cold_s=cold_cpu,
                cold_finish_s=quantiles)
 
-    connected = group.filter(lambda t: t.connected)
+    connected = group.select(lambda t: t.connected)
     warm = w2.warm_rounds(child, args.warm_rounds,
                           lambda: fan_out(connected, [], time.perf_counter()),
                           [t.host for t in connected])

@@ -28,6 +28,9 @@ from chopsticks.results import ErrorResult
 PROG = "python -m chopsticks.fanout"
 OK, FAILED, TIMED_OUT = "ok", "failed", "timed out"
 RUN_GRACE = 5.0  # seconds a `run` call may outlive the command's own timeout (to report it)
+# Shown for `facts` without names in a table; --format json or jsonl has them all.
+TABLE_FACTS = ("hostname", "ip", "os_release", "kernel", "arch", "cpus", "memory", "load", "uptime",
+               "python_version")
 
 
 EPILOG = """examples:
@@ -378,7 +381,7 @@ def execute(args, job: Job, group) -> int:
             records.append(entry)
             counts[entry["status"]] += 1
             if fmt == "jsonl":
-                tqdm_print(json.dumps(jsonable(entry)), bar)
+                _print_line(json.dumps(jsonable(entry)), bar)
             bar.set_postfix_str("%d ok, %d failed, %d timed out" % (counts[OK], counts[FAILED], counts[TIMED_OUT]),
                                 refresh=False)
             bar.update(1)
@@ -406,7 +409,7 @@ def execute(args, job: Job, group) -> int:
     return 0 if summary["ok"] == summary["hosts"] else 1
 
 
-def tqdm_print(line: str, bar) -> None:
+def _print_line(line: str, bar) -> None:
     """A line on stdout that leaves a progress bar on stderr intact."""
     if bar.disable:
         print(line, flush=True)
@@ -431,11 +434,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ChopsticksError as exc:
         print("%s: %s" % (PROG, exc), file=sys.stderr)
         return 1
-
-
-# Shown for `facts` without names in a table: the rest is in --format json/jsonl.
-TABLE_FACTS = ("hostname", "ip", "os_release", "kernel", "arch", "cpus", "memory", "load", "uptime",
-               "python_version")
 
 
 if __name__ == "__main__":

@@ -101,9 +101,17 @@ class Group:
         return (self - other) | (Group._of(other.tunnels if isinstance(other, Group) else [other],
                                            self.concurrency) - self)
 
-    def filter(self, predicate: Callable[[BaseTunnel], bool]) -> "Group":
-        """The tunnels for which ``predicate(tunnel)`` is true, as a new Group."""
+    def select(self, predicate: Callable[[BaseTunnel], bool]) -> "Group":
+        """The tunnels for which ``predicate(tunnel)`` is true (decided here), as a new Group."""
         return self._of([t for t in self.tunnels if predicate(t)], self.concurrency)
+
+    def filter(self, predicate: Callable[[], Any], exclude: bool = False, **call_options) -> "Group":
+        """The hosts where ``predicate()``, run on each host, returns true (false with
+        ``exclude``), as a new Group: the original chopsticks' ``filter``. Raises GroupError
+        if any host fails to connect or to run it. ``call_options``: ``timeout``, ``deadline``."""
+        result = self.call(predicate, **call_options).raise_failures()
+        keep = {host for host, value in result.items() if bool(value) != exclude}
+        return self._of([t for t in self.tunnels if t.host in keep], self.concurrency)
 
     def __iter__(self) -> Iterator[BaseTunnel]:
         return iter(self.tunnels)

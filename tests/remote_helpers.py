@@ -113,3 +113,12 @@ def first_ones_fast(directory, fast, seconds=60):
             continue
     time.sleep(seconds)
     return "slow"
+
+
+def claim(directory):
+    """True for the first caller across hosts sharing ``directory``, False for the rest."""
+    try:
+        os.close(os.open(os.path.join(directory, "claimed"), os.O_CREAT | os.O_EXCL))
+        return True
+    except FileExistsError:
+        return False

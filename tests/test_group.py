@@ -1,5 +1,6 @@
 """Group: fan-out over real tunnels; every host gets a result, failures never stop the others."""
 
+import functools
 import time
 
 import pytest
@@ -73,9 +74,21 @@ def test_set_operations_and_filter(no_leaks):
     assert [t.host for t in ab - bc] == ["a"]
     assert sorted(t.host for t in ab ^ bc) == ["a", "c"]
     assert [t.host for t in (a | c)] == ["a", "c"]
-    assert [t.host for t in (ab | bc).filter(lambda t: t.host != "b")] == ["a", "c"]
+    assert [t.host for t in (ab | bc).select(lambda t: t.host != "b")] == ["a", "c"]
     assert "a" in ab and c not in ab and len(ab | bc) == 3
     assert repr(ab) == "Group([a, b])"
+
+
+def test_filter_runs_the_predicate_on_each_host_as_the_original_did(tmp_path, no_leaks):
+    """filter(predicate) keeps the hosts where the predicate, run remotely, is true."""
+    with Group([Local("a"), Local("b"), Local("c")]) as group:
+        kept = group.filter(functools.partial(rh.claim, str(tmp_path)))
+        assert len(kept) == 1 and kept.tunnels[0] in group.tunnels
+        (tmp_path / "claimed").unlink()
+        dropped = group.filter(functools.partial(rh.claim, str(tmp_path)), exclude=True)
+        assert len(dropped) == 2 and not set(dropped.tunnels) & set(kept.tunnels)
+        with pytest.raises(GroupError, match="3 of 3 hosts failed"):
+            group.filter(functools.partial(rh.raise_value_error, "no"))
 
 
 def test_bad_groups_are_refused():
