@@ -5,10 +5,10 @@ Each class also subclasses the builtin it means, so ``except TimeoutError`` or
 
     ChopsticksError(Exception)
     ├── RemoteException                 the remote function raised; carries type, message, traceback
+    │   └── GroupError                  ``GroupResult.raise_failures()``: some hosts failed (as in the original)
     ├── SerializationError(TypeError)   an argument cannot be pickled, or a result cannot be decoded
     ├── ResultTooLarge(ValueError)      a result exceeds the tunnel's ``max_result`` bytes
     ├── CallTimeout(TimeoutError)       ``call(..., timeout=)`` expired; the tunnel stays usable
-    ├── GroupError                      ``GroupResult.raise_failures()``: some hosts failed
     ├── TunnelError(ConnectionError)    the tunnel could not be used
     │   ├── ConnectError                starting the remote agent failed
     │   │   ├── ConnectTimeout(TimeoutError)  a connect, handshake or agent start passed its deadline
@@ -64,12 +64,19 @@ class CallTimeout(ChopsticksError, TimeoutError):
     """A call did not finish within its ``timeout``; the remote call may still be running."""
 
 
-class GroupError(ChopsticksError):
-    """Some hosts of a fan-out failed; ``failures`` maps each to its ErrorResult."""
+class GroupError(RemoteException):
+    """Some hosts of a fan-out failed; ``failures`` maps each to its ErrorResult.
+
+    A RemoteException because the original chopsticks' ``raise_failures`` raised one."""
 
     def __init__(self, message, failures):
-        super().__init__(message)
+        ChopsticksError.__init__(self, message)
+        self.message = message
         self.failures = failures
+        self.host, self.remote_type, self.remote_message, self.remote_traceback = None, "GroupError", message, ""
+
+    def __str__(self):
+        return self.message
 
 
 class TunnelError(ChopsticksError, ConnectionError):
