@@ -32,6 +32,7 @@ _EXPORTS = {
     "SSHOptions": "chopsticks.transports.ssh_options",
     "SSHTunnel": "chopsticks.tunnel",
     "SerializationError": "chopsticks.errors",
+    "TransferError": "chopsticks.errors",
     "TunnelClosed": "chopsticks.errors",
     "TunnelError": "chopsticks.errors",
     "Tunnel": "chopsticks.tunnel",

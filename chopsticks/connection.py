@@ -40,6 +40,24 @@ NOT_FOUND_STATUSES = (126, 127)
 REQUEST_BACKLOG = 256
 
 
+class StreamState:
+    """The controller's side of one file stream (see ``chopsticks.transfer``).
+
+    Outgoing (put): ``credit`` is how many bytes may be sent before the agent acknowledges
+    more. Incoming (fetch): ``chunks`` hold what arrived, at most ``window`` bytes not yet
+    acknowledged; more is a protocol violation. ``wake`` is set on any change."""
+
+    __slots__ = ("sid", "credit", "window", "chunks", "wake", "error")
+
+    def __init__(self, sid: int):
+        self.sid = sid
+        self.credit = protocol.STREAM_WINDOW
+        self.window = protocol.STREAM_WINDOW
+        self.chunks: Deque[bytes] = collections.deque()
+        self.wake = gevent.event.Event()
+        self.error: Optional[BaseException] = None
+
+
 class Connection:
     """A started agent: send calls, get results, serve its imports."""
 
@@ -67,6 +85,8 @@ class Connection:
         self._broken: Optional[str] = None  # why we are killing it ourselves
         # The agent's import and data requests, answered in order by one greenlet; a backlog
         # past REQUEST_BACKLOG is a protocol violation, so a flood cannot pile up greenlets.
+        self._streams: Dict[int, StreamState] = {}
+        self._last_stream_id = 0
         self._requests: gevent.queue.Queue = gevent.queue.Queue(REQUEST_BACKLOG)
         self._request_server: Optional[gevent.Greenlet] = None
         pipe.start_reading(self._on_data)
@@ -132,6 +152,29 @@ class Connection:
         """Stop tracking a call whose caller gave up (timeout); a late result is dropped."""
         if self._pending.get(future.req_id) is future:
             del self._pending[future.req_id]
+
+    # -- file streams ----------------------------------------------------------------------
+
+    def open_stream(self) -> StreamState:
+        if self.closed:
+            raise self.error or TunnelClosed("[%s] the agent is exiting" % self.name)
+        self._last_stream_id += 1
+        state = StreamState(self._last_stream_id)
+        self._streams[state.sid] = state
+        return state
+
+    def close_stream(self, state: StreamState) -> None:
+        self._streams.pop(state.sid, None)
+
+    def stream_send(self, state: StreamState, data) -> None:
+        self._write_frame(protocol.STREAM, state.sid, data)
+
+    def stream_credit(self, state: StreamState, size: int) -> None:
+        state.window += size
+        self._write_frame(protocol.CREDIT, state.sid, msgpack.packb(size))
+
+    def stream_end(self, state: StreamState, info: Dict[str, Any]) -> None:
+        self._write_frame(protocol.END, state.sid, msgpack.packb(info))
 
     # -- writing -------------------------------------------------------------------------
 
@@ -211,6 +254,9 @@ class Connection:
         pending, self._pending = self._pending, {}
         for future in pending.values():
             future._resolve(error=error)
+        for state in self._streams.values():
+            state.error = error
+            state.wake.set()
         if self._request_server is not None:
             self._request_server.kill(block=False)
         self.pipe.close_stdin()
@@ -290,6 +336,27 @@ class Connection:
         else:
             future._resolve(error=RemoteException(self.name, remote_type, message, tb))
 
+    def _on_stream(self, frame: protocol.Frame) -> None:
+        state = self._streams.get(frame.req_id)
+        if state is None:
+            if not 0 < frame.req_id <= self._last_stream_id:
+                raise protocol.ProtocolError("data for stream %d, which was never opened" % frame.req_id)
+            return  # a stream we gave up on: what was in flight is dropped
+        state.window -= len(frame.payload)
+        if state.window < 0:
+            raise protocol.ProtocolError("stream %d sent more than its credit" % frame.req_id)
+        state.chunks.append(frame.payload)
+        state.wake.set()
+
+    def _on_credit(self, frame: protocol.Frame) -> None:
+        state = self._streams.get(frame.req_id)
+        if state is not None:  # else a late credit for a finished stream
+            size = msgpack.unpackb(frame.payload)
+            if type(size) is not int or not 0 < size <= protocol.STREAM_WINDOW:
+                raise protocol.ProtocolError("bad credit %r for stream %d" % (size, frame.req_id))
+            state.credit += size
+            state.wake.set()
+
     def _on_request(self, frame: protocol.Frame) -> None:
         try:
             self._requests.put_nowait(frame)
@@ -339,6 +406,8 @@ class Connection:
         protocol.ERROR: _on_error,
         protocol.IMPORT: _on_request,
         protocol.GET_DATA: _on_request,
+        protocol.STREAM: _on_stream,
+        protocol.CREDIT: _on_credit,
     }
 
     # -- closing ---------------------------------------------------------------------

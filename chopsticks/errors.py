@@ -9,6 +9,7 @@ Each class also subclasses the builtin it means, so ``except TimeoutError`` or
     ├── SerializationError(TypeError)   an argument cannot be pickled, or a result cannot be decoded
     ├── ResultTooLarge(ValueError)      a result exceeds the tunnel's ``max_result`` bytes
     ├── CallTimeout(TimeoutError)       ``call(..., timeout=)`` expired; the tunnel stays usable
+    ├── TransferError(OSError)          a put or fetch failed its checks (changed while sent, digest)
     ├── TunnelError(ConnectionError)    the tunnel could not be used
     │   ├── ConnectError                starting the remote agent failed
     │   │   ├── ConnectTimeout(TimeoutError)  a connect, handshake or agent start passed its deadline
@@ -77,6 +78,11 @@ class GroupError(RemoteException):
 
     def __str__(self):
         return self.message
+
+
+class TransferError(ChopsticksError, OSError):
+    """A put or fetch failed its checks: the file changed while it was sent, or what arrived
+    does not match what was sent. The destination is left as it was."""
 
 
 class TunnelError(ChopsticksError, ConnectionError):

@@ -29,6 +29,10 @@ import msgpack
 CALL = 1  # payload: pickle of (function, args, kwargs)
 MODULES = 2  # reply to IMPORT; payload: msgpack [[name, is_pkg, filename, source], ...]
 DATA = 3  # reply to GET_DATA; payload: msgpack [ok, bytes or error message]
+# Either way, for file streams (``req_id`` is the stream id, chosen by the controller):
+STREAM = 8  # payload: the next raw bytes of the stream, at most one CHUNK, never continued
+CREDIT = 9  # payload: msgpack int, bytes the receiver has consumed: the sender may send that much more
+END = 10  # controller -> agent only; payload: msgpack dict: the stream's end (size, digest) or abort
 # Agent -> controller:
 HELLO = 16  # first frame; payload: msgpack {"pid", "python", "version", "executable"}
 RESULT = 17  # payload: codec-encoded value
@@ -37,6 +41,10 @@ IMPORT = 19  # payload: msgpack module name
 GET_DATA = 20  # payload: msgpack [package, resource]
 
 SYNC = b"\x00\xffchopsticks-agent-ready\xff\x00"
+# File streams: bytes a sender may have in flight before the receiver's first CREDIT, and the
+# size of each STREAM frame's payload.
+STREAM_WINDOW = 4 << 20
+STREAM_CHUNK = 256 << 10
 PREFIX = struct.Struct(">HI")
 # Messages above this size are split into several frames, so a big result or argument
 # never blocks the other traffic on a tunnel for long and no frame needs a huge buffer.

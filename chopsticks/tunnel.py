@@ -145,6 +145,33 @@ class BaseTunnel:
         """
         return self._send(fn, args, kwargs)
 
+    # -- files -----------------------------------------------------------------------------
+
+    def put(self, local_path, remote_path: Optional[str] = None, mode: Optional[int] = None, *,
+            make_dirs: bool = False, timeout: Optional[float] = None, progress=None) -> Dict[str, Any]:
+        """Copy a file (a path or a file object) or a directory tree to the remote.
+
+        ``remote_path`` None: a new temporary file on the remote (for a directory: its name
+        in the remote's home). ``mode``: the permission bits (default: the local file's, 0o644
+        for a file object). The file's mtime is kept. ``make_dirs`` creates missing parent
+        directories. Returns ``{'local_path', 'remote_path', 'size', 'sha1sum', 'sha256'}``
+        (for a directory: ``size``, ``files``, ``dirs``, ``links``). The remote file appears
+        whole or not at all. ``progress(nbytes)`` is called as bytes go out.
+        """
+        from chopsticks import transfer
+        return transfer.put(self, local_path, remote_path, mode, make_dirs=make_dirs, timeout=timeout,
+                            progress=progress)
+
+    def fetch(self, remote_path: str, local_path=None, *, make_dirs: bool = False,
+              timeout: Optional[float] = None, progress=None) -> Dict[str, Any]:
+        """Copy a remote file (or directory tree) here: to ``local_path`` (a path or a file
+        object; None: a new temporary file). Mode and mtime are kept; the local file appears
+        whole or not at all. Returns ``{'remote_path', 'local_path', 'size', 'sha1sum',
+        'sha256'}``."""
+        from chopsticks import transfer
+        return transfer.fetch(self, remote_path, local_path, make_dirs=make_dirs, timeout=timeout,
+                              progress=progress)
+
     def call(self, fn, /, *args, timeout: Optional[float] = None, **kwargs) -> Any:
         """Run ``fn(*args, **kwargs)`` on the remote and return its result.
 

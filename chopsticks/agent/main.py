@@ -62,9 +62,14 @@ class Agent(object):
         self.last_call = 0.0
         self.followers = 0  # threads waiting for the role
         self.watch_asleep = False
+        self.streams = {}  # stream id -> Stream; the reader thread adds, its user removes
+        self.temp_files = set()  # unfinished transfers' files, removed if the agent must exit
         self.handlers = {
             protocol.MODULES: self.on_modules,
             protocol.DATA: self.on_reply,
+            protocol.STREAM: self.on_stream,
+            protocol.CREDIT: self.on_stream,
+            protocol.END: self.on_stream,
         }
 
     # -- writing ---------------------------------------------------------------------
@@ -79,9 +84,7 @@ class Agent(object):
 
     def request(self, kind, payload):
         """Send a request to the controller from a worker thread and wait for the reply."""
-        with self.lock:
-            if self.reader == threading.get_ident():
-                self.give_up_role()  # someone else must read the reply
+        self.release_role()  # someone else must read the reply
         req_id = next(self.ids)
         waiter = [threading.Event(), None]
         self.waiting[req_id] = waiter
@@ -90,6 +93,21 @@ class Agent(object):
             self.waiting.pop(req_id, None)
             raise ImportError("the controller did not answer within %ds" % REQUEST_TIMEOUT)
         return waiter[1]
+
+    def release_role(self):
+        """A call about to wait on the controller lets another thread read meanwhile."""
+        with self.lock:
+            if self.reader == threading.get_ident():
+                self.give_up_role()
+
+    def open_stream(self, sid):
+        """The file stream ``sid`` for the calling remote function (see Stream)."""
+        self.release_role()
+        with self.lock:
+            stream = self.streams.get(sid)
+            if stream is None:
+                stream = self.streams[sid] = Stream(self, sid)
+        return stream
 
     def import_request(self, fullname):
         self.request(protocol.IMPORT, msgpack.packb(fullname))  # on_modules caches the reply
@@ -138,6 +156,7 @@ class Agent(object):
         except Exception:
             import traceback
             traceback.print_exc()
+            self.remove_temp_files()
             _exit(70)
 
     def give_up_role(self):
@@ -174,14 +193,30 @@ class Agent(object):
         while not self.frames:
             data = os.read(self.fd_in, READ_SIZE)
             if not data:
+                self.remove_temp_files()
                 _exit(0)
             self.frames.extend(self.decoder.feed(data))
         return self.frames.popleft()
+
+    def remove_temp_files(self):
+        for path in list(self.temp_files):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def on_modules(self, frame):
         """Modules from the controller: a reply to an import request, or sent unasked."""
         self.importer.add(msgpack.unpackb(frame.payload))
         self.on_reply(frame)
+
+    def on_stream(self, frame):
+        """A file stream's data, credit or end, from the reader thread: hand it to the stream."""
+        with self.lock:
+            stream = self.streams.get(frame.req_id)
+            if stream is None:  # it may arrive before the call that uses it
+                stream = self.streams[frame.req_id] = Stream(self, frame.req_id)
+        stream.deliver(frame)
 
     def on_reply(self, frame):
         waiter = self.waiting.pop(frame.req_id, None)
@@ -218,6 +253,74 @@ class Agent(object):
         self.send(protocol.RESULT, frame.req_id, payload)
 
 
+class Stream(object):
+    """One file stream between a remote function and the controller, either way.
+
+    Incoming (``put``): ``chunks()`` yields the bytes as they arrive and grants the controller
+    credit for each chunk consumed; ``end`` is then the controller's closing dict. Outgoing
+    (``fetch``): ``send(data)`` waits for credit, so the controller's memory stays bounded.
+    The controller holds at most ``STREAM_WINDOW`` bytes unacknowledged either way.
+    """
+
+    def __init__(self, agent, sid):
+        self.agent = agent
+        self.sid = sid
+        self.cond = threading.Condition(threading.Lock())
+        self.chunks = collections.deque()
+        self.end = None
+        self.credit = protocol.STREAM_WINDOW
+        self.closed = False
+
+    def deliver(self, frame):
+        with self.cond:
+            if frame.kind == protocol.STREAM:
+                if not self.closed:
+                    self.chunks.append(frame.payload)
+            elif frame.kind == protocol.CREDIT:
+                self.credit += msgpack.unpackb(frame.payload)
+            else:
+                self.end = msgpack.unpackb(frame.payload)
+                if self.closed:
+                    self.forget()
+            self.cond.notify()
+
+    def chunks_until_end(self):
+        """Each chunk of an incoming stream, in order, until the controller's END."""
+        while True:
+            with self.cond:
+                while not self.chunks and self.end is None:
+                    self.cond.wait()
+                if not self.chunks:
+                    return
+                chunk = self.chunks.popleft()
+            yield chunk
+            self.agent.send(protocol.CREDIT, self.sid, msgpack.packb(len(chunk)))
+
+    def send(self, data):
+        """Send bytes of an outgoing stream; False if the controller ended the stream first."""
+        with self.cond:
+            while self.credit < len(data) and self.end is None:
+                self.cond.wait()
+            if self.end is not None:
+                return False
+            self.credit -= len(data)
+        self.agent.send(protocol.STREAM, self.sid, data)
+        return True
+
+    def close(self):
+        """Done with the stream: later data is dropped, and it is forgotten at its END."""
+        with self.cond:
+            self.closed = True
+            self.chunks.clear()
+            if self.end is not None:
+                self.forget()
+
+    def forget(self):
+        with self.agent.lock:
+            if self.agent.streams.get(self.sid) is self:
+                del self.agent.streams[self.sid]
+
+
 def _describe(exc, message=None):
     """Encode an exception as plain data: qualified type name, message, traceback."""
     import traceback  # only when something failed: it costs milliseconds to import
@@ -247,8 +350,12 @@ def _exit(code):
         os._exit(code)
 
 
+AGENT = None  # the running agent, for remote functions that use streams
+
+
 def run(importer, config):
     """Take over the process's standard streams and serve the controller until EOF."""
+    global AGENT
     fd_in = os.dup(0)
     fd_out = os.dup(1)
     null = os.open(os.devnull, os.O_RDONLY)
@@ -260,7 +367,7 @@ def run(importer, config):
             stream.reconfigure(line_buffering=True)
         except Exception:
             pass
-    agent = Agent(fd_in, fd_out, importer, config)
+    agent = AGENT = Agent(fd_in, fd_out, importer, config)
     importer.request = agent.import_request
     importer.request_data = agent.data_request
     hello = msgpack.packb({

@@ -1,0 +1,458 @@
+"""put and fetch: files to and from agents over file streams. Controller-side.
+
+A file travels on a stream beside an ordinary call (``remote_files.receive`` or ``send``):
+raw ``STREAM`` frames of ``STREAM_CHUNK`` bytes behind a tiny header, written as they were
+read, never joined or re-encoded. Credit bounds what is in flight per stream
+(``STREAM_WINDOW``), so a slow host holds back only its own transfer and the controller's
+memory stays flat whatever the file size or host count.
+
+A ``Source`` is one local file shared by every tunnel sending it: a piece is read (and
+hashed) once while the tunnels keep up with each other, kept in a small window, and re-read
+from the file only by a tunnel that falls behind that window. Both ends write to a temporary
+file beside the destination, check size and SHA-256, fsync, then rename, so a failed or
+interrupted transfer leaves the destination as it was.
+"""
+
+import collections
+import errno
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import gevent
+
+from chopsticks import protocol, remote_files
+from chopsticks.connection import Connection, StreamState
+from chopsticks.errors import CallTimeout, TransferError
+from chopsticks.pickling import dumps_call
+
+CHUNK = protocol.STREAM_CHUNK
+# Pieces of a file kept for tunnels sending it together (16 MiB).
+CACHE_PIECES = 64
+Progress = Optional[Callable[[int], None]]
+
+
+class Source:
+    """A local file (a path, or a file object) read in pieces by any number of tunnels."""
+
+    def __init__(self, src):
+        self.spooled = False
+        if isinstance(src, (str, os.PathLike)):
+            self.name = os.fspath(src)
+            self.fd = os.open(self.name, os.O_RDONLY | os.O_CLOEXEC)
+        else:
+            name = getattr(src, "name", None)
+            self.name = name if isinstance(name, str) else None
+            self.fd = self._fd_of(src)
+            self.spooled = True
+        try:
+            st = os.fstat(self.fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "is a directory", self.name)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self._stat = (st.st_size, st.st_mtime_ns)
+        self.size = st.st_size
+        self.mode = 0o644 if self.spooled else stat.S_IMODE(st.st_mode)
+        self.mtime_ns = st.st_mtime_ns
+        self.pieces = (self.size + CHUNK - 1) // CHUNK
+        self._cache: "collections.OrderedDict[int, bytes]" = collections.OrderedDict()
+        self._hashed = 0
+        self._sha1 = hashlib.sha1()
+        self._sha256 = hashlib.sha256()
+        self.changed: Optional[str] = None
+        self.users = 0
+
+    @staticmethod
+    def _fd_of(fileobj) -> int:
+        """A file object's bytes from its current position on, spooled to a temporary file."""
+        with tempfile.TemporaryFile() as spool:
+            shutil.copyfileobj(fileobj, spool, 1 << 20)
+            spool.flush()
+            return os.dup(spool.fileno())
+
+    def piece(self, index: int) -> bytes:
+        data = self._cache.get(index)
+        if data is not None:
+            return data
+        want = min(CHUNK, self.size - index * CHUNK)
+        data = os.pread(self.fd, want, index * CHUNK)
+        if len(data) != want:
+            self.changed = "%s shrank while it was being sent" % self.label
+            data = data + bytes(want - len(data))  # a placeholder: the transfer is aborted
+        if index == self._hashed:
+            self._sha1.update(data)
+            self._sha256.update(data)
+            self._hashed += 1
+        if self.users > 1:  # only worth keeping when another tunnel will ask for it
+            self._cache[index] = data
+            while len(self._cache) > CACHE_PIECES:
+                self._cache.popitem(last=False)
+        return data
+
+    def change(self) -> Optional[str]:
+        """Why the file cannot be trusted as sent (it changed since it was opened), or None."""
+        if self.changed is None:
+            st = os.fstat(self.fd)
+            if (st.st_size, st.st_mtime_ns) != self._stat:
+                self.changed = "%s changed while it was being sent" % self.label
+        return self.changed
+
+    @property
+    def label(self) -> str:
+        return self.name or "the file object"
+
+    @property
+    def sha1(self) -> str:
+        return self._sha1.hexdigest()
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+    def release(self) -> None:
+        """A tunnel is done with it; the last one drops the cache."""
+        self.users -= 1
+        if self.users <= 0:
+            self._cache.clear()
+
+    def close(self) -> None:
+        self._cache.clear()
+        os.close(self.fd)
+
+
+def _connection(tunnel) -> Connection:
+    tunnel.connect()
+    conn = tunnel._conn
+    if conn is None:  # closed by another greenlet meanwhile
+        raise TransferError("[%s] the tunnel was closed" % tunnel.host)
+    return conn
+
+
+def _start(conn: Connection, state: StreamState, fn, *args):
+    future = conn.submit(dumps_call(fn, args, {}), remote_files.__name__)
+    future.add_done_callback(lambda _: state.wake.set())
+    return future
+
+
+def _with_timeout(tunnel, timeout: Optional[float], work: Callable[[], Any]) -> Any:
+    if timeout is None:
+        return work()
+    timer = gevent.Timeout(timeout)
+    timer.start()
+    try:
+        return work()
+    except gevent.Timeout as exc:
+        if exc is not timer:
+            raise
+        raise CallTimeout("[%s] the transfer did not finish within %ss" % (tunnel.host, timeout)) from None
+    finally:
+        timer.close()
+
+
+# -- put ------------------------------------------------------------------------------------
+
+def send_source(tunnel, source: Source, remote_path: Optional[str], mode: Optional[int], make_dirs: bool,
+                progress: Progress = None) -> Dict[str, Any]:
+    """Send one Source to one tunnel; the remote's account of what it wrote."""
+    conn = _connection(tunnel)
+    state = conn.open_stream()
+    future = _start(conn, state, remote_files.receive, state.sid, remote_path,
+                    source.mode if mode is None else mode, source.mtime_ns, make_dirs)
+    ended = False
+    try:
+        for index in range(source.pieces):
+            piece = source.piece(index)
+            while state.credit < len(piece) and not future.done() and state.error is None:
+                state.wake.clear()
+                state.wake.wait()
+            if future.done() or state.error is not None:
+                break  # the remote gave up (its error is the result) or the tunnel ended
+            state.credit -= len(piece)
+            conn.stream_send(state, piece)
+            if progress is not None:
+                progress(len(piece))
+        changed = source.change()
+        if changed is None and not future.done():
+            conn.stream_end(state, {"size": source.size, "sha256": source.sha256})
+        else:
+            conn.stream_end(state, {"abort": changed or "the controller stopped sending"})
+        ended = True
+        try:
+            result = future.result()
+        except Exception:
+            if changed is not None:
+                raise TransferError("[%s] %s; the remote file was left as it was" % (tunnel.host, changed)) from None
+            raise
+    except BaseException:
+        if not ended and not conn.closed:
+            try:
+                conn.stream_end(state, {"abort": "the controller stopped sending"})
+            except OSError:
+                pass
+        raise
+    finally:
+        conn.close_stream(state)
+    result["sha1sum"] = source.sha1
+    result["local_path"] = source.name
+    return result
+
+
+def _local_tree(root: str) -> Tuple[List[Tuple[str, int, int]], List[str], List[Tuple[str, str]]]:
+    """(dirs as (relpath, mode, mtime_ns), files as relpaths, links as (relpath, target)) under root."""
+    dirs, files, links = [], [], []
+
+    def fail(exc):
+        raise exc
+
+    for top, subdirs, names in os.walk(root, onerror=fail):
+        subdirs.sort()
+        for name in subdirs + sorted(names):
+            full = os.path.join(top, name)
+            rel = os.path.relpath(full, root)
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                links.append((rel, os.readlink(full)))
+            elif stat.S_ISDIR(st.st_mode):
+                dirs.append((rel, stat.S_IMODE(st.st_mode), st.st_mtime_ns))
+            elif stat.S_ISREG(st.st_mode):
+                files.append(rel)
+    return dirs, files, links
+
+
+class Sources:
+    """The Sources of one put, opened once each and shared by every tunnel."""
+
+    def __init__(self):
+        self._open: Dict[str, Source] = {}
+
+    def acquire(self, path: str) -> Source:
+        source = self._open.get(path)
+        if source is None:
+            source = self._open[path] = Source(path)
+        source.users += 1
+        return source
+
+    def close(self) -> None:
+        for source in self._open.values():
+            source.close()
+        self._open.clear()
+
+
+def put_tree(tunnel, sources: Sources, local_dir: str, remote_dir: Optional[str], make_dirs: bool,
+             progress: Progress = None) -> Dict[str, Any]:
+    """Copy a directory tree: directories with their modes, files (each atomic), symlinks as links."""
+    root = os.path.abspath(local_dir)
+    st = os.stat(root)
+    dirs, files, links = _local_tree(root)
+    target = remote_dir if remote_dir is not None else os.path.basename(root)
+    remote_root = tunnel.call(remote_files.make_dir, target, 0o700, make_dirs)
+    size = 0
+    for rel, _, _ in dirs:
+        tunnel.call(remote_files.make_dir, os.path.join(remote_root, rel), 0o700)
+    for rel in files:
+        source = sources.acquire(os.path.join(root, rel))
+        try:
+            size += send_source(tunnel, source, os.path.join(remote_root, rel), None, False, progress)["size"]
+        finally:
+            source.release()
+    for rel, link in links:
+        tunnel.call(remote_files.make_link, link, os.path.join(remote_root, rel))
+    attributes = [[os.path.join(remote_root, rel), mode, mtime] for rel, mode, mtime in reversed(dirs)]
+    attributes.append([remote_root, stat.S_IMODE(st.st_mode), st.st_mtime_ns])
+    tunnel.call(remote_files.set_dir_attributes, attributes)
+    return {"local_path": root, "remote_path": remote_root, "size": size, "files": len(files),
+            "dirs": len(dirs) + 1, "links": len(links)}
+
+
+def put(tunnel, src, remote_path: Optional[str] = None, mode: Optional[int] = None, *, make_dirs: bool = False,
+        timeout: Optional[float] = None, progress: Progress = None,
+        sources: Optional[Sources] = None) -> Dict[str, Any]:
+    """``BaseTunnel.put``; ``sources`` shares open files between the tunnels of a Group."""
+    own = sources is None
+    sources = sources or Sources()
+    try:
+        if isinstance(src, (str, os.PathLike)) and os.path.isdir(src):
+            return _with_timeout(tunnel, timeout, lambda: put_tree(tunnel, sources, os.fspath(src), remote_path,
+                                                                   make_dirs, progress))
+        source = sources.acquire(os.fspath(src)) if isinstance(src, (str, os.PathLike)) else Source(src)
+        try:
+            return _with_timeout(tunnel, timeout, lambda: send_source(tunnel, source, remote_path, mode, make_dirs,
+                                                                      progress))
+        finally:
+            source.release()
+            if not isinstance(src, (str, os.PathLike)):
+                source.close()
+    finally:
+        if own:
+            sources.close()
+
+
+# -- fetch ----------------------------------------------------------------------------------
+
+class _Sink:
+    """Where fetched bytes go: a temporary file renamed over the destination at the end, or a
+    file object written as is."""
+
+    def __init__(self, dst, make_dirs: bool):
+        self.fileobj = None
+        self.fd: Optional[int] = None
+        self.temp: Optional[str] = None
+        self.path: Optional[str]
+        if dst is None:
+            self.fd, self.temp = tempfile.mkstemp(prefix="chopsticks-fetch-")
+            self.path = self.temp
+        elif isinstance(dst, (str, os.PathLike)):
+            self.path = os.path.abspath(os.fspath(dst))
+            if os.path.isdir(self.path):
+                raise IsADirectoryError(errno.EISDIR, "the local destination is a directory", self.path)
+            parent = os.path.dirname(self.path)
+            if not os.path.isdir(parent):
+                if not make_dirs:
+                    raise FileNotFoundError(errno.ENOENT, "the local destination's directory does not exist", parent)
+                os.makedirs(parent, exist_ok=True)
+            self.fd, self.temp = tempfile.mkstemp(dir=parent, prefix="." + os.path.basename(self.path) + ".",
+                                                  suffix=".chopsticks-part")
+        else:
+            self.fileobj = dst
+            name = getattr(dst, "name", None)
+            self.path = name if isinstance(name, str) else None
+
+    def write(self, data: bytes) -> None:
+        if self.fileobj is not None:
+            self.fileobj.write(data)
+            return
+        assert self.fd is not None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def commit(self, mode: int, mtime_ns: int) -> None:
+        if self.fileobj is not None:
+            if hasattr(self.fileobj, "flush"):
+                self.fileobj.flush()
+            return
+        assert self.fd is not None and self.temp is not None
+        os.fchmod(self.fd, mode)
+        os.utime(self.fd, ns=(mtime_ns, mtime_ns))
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = None
+        if self.temp != self.path:
+            os.rename(self.temp, self.path)
+        self.temp = None
+
+    def discard(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.temp is not None:
+            try:
+                os.unlink(self.temp)
+            except OSError:
+                pass
+            self.temp = None
+
+
+def receive_file(tunnel, remote_path: str, dst, make_dirs: bool, progress: Progress = None) -> Dict[str, Any]:
+    """Fetch one remote file into ``dst`` (a path, a file object, or None for a temporary file)."""
+    conn = _connection(tunnel)
+    sink = _Sink(dst, make_dirs)
+    state = conn.open_stream()
+    try:
+        future = _start(conn, state, remote_files.send, state.sid, remote_path)
+        sha1, sha256, size = hashlib.sha1(), hashlib.sha256(), 0
+        while True:
+            if state.chunks:
+                chunk = state.chunks.popleft()
+                sink.write(chunk)
+                sha1.update(chunk)
+                sha256.update(chunk)
+                size += len(chunk)
+                conn.stream_credit(state, len(chunk))
+                if progress is not None:
+                    progress(len(chunk))
+            elif future.done() or state.error is not None:
+                break
+            else:
+                state.wake.clear()
+                state.wake.wait()
+        info = future.result()  # everything it sent arrived before its result
+        if size != info["size"] or sha256.hexdigest() != info["sha256"]:
+            raise TransferError("[%s] received %d bytes with SHA-256 %s; the host sent %d bytes with SHA-256 %s"
+                                % (tunnel.host, size, sha256.hexdigest(), info["size"], info["sha256"]))
+        sink.commit(info["mode"], info["mtime_ns"])
+    except BaseException:
+        sink.discard()
+        raise
+    finally:
+        if not conn.closed:
+            try:
+                conn.stream_end(state, {})  # the agent may forget the stream (or stop sending)
+            except OSError:
+                pass
+        conn.close_stream(state)
+    return {"remote_path": info["remote_path"], "local_path": sink.path, "size": size,
+            "sha1sum": sha1.hexdigest(), "sha256": info["sha256"]}
+
+
+def fetch_tree(tunnel, remote_dir: str, local_dir: str, make_dirs: bool, progress: Progress = None) -> Dict[str, Any]:
+    entries = tunnel.call(remote_files.list_tree, remote_dir)
+    root = os.path.abspath(local_dir)
+    if make_dirs:
+        os.makedirs(root, exist_ok=True)
+    elif not os.path.isdir(root):
+        os.mkdir(root, 0o700)
+    size = files = 0
+    dirs: List[Tuple[str, int, int]] = []
+    for rel, kind, mode, mtime_ns, link in entries:
+        if os.path.isabs(rel) or rel.split(os.sep)[0] == "..":
+            raise TransferError("[%s] the remote listed a path outside the directory: %r" % (tunnel.host, rel))
+        path = os.path.join(root, rel)
+        if kind == "dir":
+            os.makedirs(path, 0o700, exist_ok=True)
+            dirs.append((path, mode, mtime_ns))
+        elif kind == "link":
+            if os.path.lexists(path):
+                os.unlink(path)
+            os.symlink(link, path)
+        elif kind == "file":
+            size += receive_file(tunnel, os.path.join(remote_dir, rel), path, False, progress)["size"]
+            files += 1
+    for path, mode, mtime_ns in reversed(dirs):
+        os.chmod(path, mode)
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+    return {"remote_path": remote_dir, "local_path": root, "size": size, "files": files, "dirs": len(dirs) + 1}
+
+
+def fetch(tunnel, remote_path: str, local_path=None, *, make_dirs: bool = False, timeout: Optional[float] = None,
+          progress: Progress = None) -> Dict[str, Any]:
+    """``BaseTunnel.fetch``."""
+    def work():
+        if tunnel.call(remote_files.kind, remote_path) == "dir":
+            if local_path is None or not isinstance(local_path, (str, os.PathLike)):
+                raise ValueError("fetching the directory %s needs a local directory path" % remote_path)
+            return fetch_tree(tunnel, remote_path, os.fspath(local_path), make_dirs, progress)
+        return receive_file(tunnel, remote_path, local_path, make_dirs, progress)
+    return _with_timeout(tunnel, timeout, work)
+
+
+def host_paths(hosts: List[str], template) -> Iterator[Tuple[str, Any]]:
+    """``(host, local path)`` for ``Group.fetch``: ``template.format(host=...)``, refused if two
+    hosts would get the same path; None gives each host a temporary file."""
+    if template is None:
+        return ((host, None) for host in hosts)
+    if not isinstance(template, (str, os.PathLike)):
+        raise TypeError("Group.fetch takes a local path template, not %r" % (template,))
+    text = os.fspath(template)
+    try:
+        paths = [text.format(host=host) for host in hosts]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError("bad local path template %r: %s (use {host})" % (text, exc)) from None
+    if len(set(paths)) != len(paths):
+        raise ValueError("the local path template %r gives several hosts the same path; put {host} in it" % text)
+    return zip(hosts, paths)
