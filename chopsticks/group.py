@@ -8,6 +8,7 @@ arrive, through ``iter_call`` or a ``callback``.
 """
 
 import dataclasses
+import os
 import resource
 import time
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
@@ -146,12 +147,68 @@ class Group:
 
         ``callback(host, result)`` is called as each host finishes. See ``iter_call`` for
         ``timeout`` and ``deadline``."""
+        return self._gather(self.iter_call(fn, *args, timeout=timeout, deadline=deadline, **kwargs), callback)
+
+    def _gather(self, results: Iterator[Tuple[str, Any]], callback: Optional[Callable[[str, Any], None]]
+                ) -> GroupResult:
         arrived = {}
-        for host, result in self.iter_call(fn, *args, timeout=timeout, deadline=deadline, **kwargs):
+        for host, result in results:
             arrived[host] = result
             if callback is not None:
                 callback(host, result)
         return GroupResult((t.host, arrived[t.host]) for t in self.tunnels)
+
+    # -- files --------------------------------------------------------------------------------
+
+    def put(self, local_path, remote_path: Optional[str] = None, mode: Optional[int] = None, *,
+            make_dirs: bool = False, timeout: Optional[float] = None, deadline: Optional[float] = None,
+            callback: Optional[Callable[[str, Any], None]] = None,
+            progress: Optional[Callable[[int], None]] = None) -> GroupResult:
+        """Copy a file (a path or a file object) or a directory tree to every host.
+
+        The file is read once for all hosts, and a slow host delays only itself. Each host's
+        result is ``BaseTunnel.put``'s dict or an ErrorResult; ``timeout`` bounds each host's
+        transfer, ``deadline`` the whole. A local file that cannot be read raises at once."""
+        from chopsticks import transfer
+        if isinstance(local_path, (str, os.PathLike)):
+            os.stat(local_path)  # a missing or unreadable file is one error, not one per host
+            sources = transfer.Sources()
+            if not os.path.isdir(local_path):
+                sources.acquire(os.fspath(local_path)).release()  # opened (and checked) now
+
+            def work(tunnel: BaseTunnel) -> Any:
+                return transfer.put(tunnel, local_path, remote_path, mode, make_dirs=make_dirs, timeout=timeout,
+                                    progress=progress, sources=sources)
+            close = sources.close
+        else:
+            source = transfer.Source(local_path)  # spooled once
+            source.users = len(self.tunnels)
+
+            def work(tunnel: BaseTunnel) -> Any:
+                try:
+                    return transfer._with_timeout(tunnel, timeout, lambda: transfer.send_source(
+                        tunnel, source, remote_path, mode, make_dirs, progress))
+                finally:
+                    source.release()
+            close = source.close
+        try:
+            return self._gather(self._fan_out(work, deadline), callback)
+        finally:
+            close()
+
+    def fetch(self, remote_path: str, local_path=None, *, make_dirs: bool = False, timeout: Optional[float] = None,
+              deadline: Optional[float] = None, callback: Optional[Callable[[str, Any], None]] = None,
+              progress: Optional[Callable[[int], None]] = None) -> GroupResult:
+        """Copy a remote file (or tree) from every host to ``local_path.format(host=...)``
+        (None: a temporary file each). A template that gives two hosts the same path is
+        refused (ValueError) before anything is fetched."""
+        from chopsticks import transfer
+        paths = dict(transfer.host_paths([t.host for t in self.tunnels], local_path))
+
+        def work(tunnel: BaseTunnel) -> Any:
+            return transfer.fetch(tunnel, remote_path, paths[tunnel.host], make_dirs=make_dirs, timeout=timeout,
+                                  progress=progress)
+        return self._gather(self._fan_out(work, deadline), callback)
 
     def connect(self, deadline: Optional[float] = None) -> GroupResult:
         """Connect every tunnel now; None for each that connected, else an ErrorResult."""

@@ -156,12 +156,13 @@ def kind(path):
 
 
 def list_tree(path):
-    """Everything under directory ``path``: ``[relpath, kind, mode, mtime_ns, link target]``
-    for each entry, parents before children; symlinks are listed, not followed."""
+    """Directory ``path`` (as ``.``) and everything under it: ``[relpath, kind, mode, mtime_ns,
+    link target]`` for each entry, parents before children; symlinks are listed, not followed."""
     root = os.path.abspath(os.path.expanduser(path))
     if not os.path.isdir(root):
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", root)
-    entries = []
+    st = os.stat(root)
+    entries = [[".", "dir", stat.S_IMODE(st.st_mode), st.st_mtime_ns, None]]
 
     def fail(exc):
         raise exc

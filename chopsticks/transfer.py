@@ -336,7 +336,7 @@ class _Sink:
             if hasattr(self.fileobj, "flush"):
                 self.fileobj.flush()
             return
-        assert self.fd is not None and self.temp is not None
+        assert self.fd is not None and self.temp is not None and self.path is not None
         os.fchmod(self.fd, mode)
         os.utime(self.fd, ns=(mtime_ns, mtime_ns))
         os.fsync(self.fd)
@@ -412,7 +412,7 @@ def fetch_tree(tunnel, remote_dir: str, local_dir: str, make_dirs: bool, progres
     for rel, kind, mode, mtime_ns, link in entries:
         if os.path.isabs(rel) or rel.split(os.sep)[0] == "..":
             raise TransferError("[%s] the remote listed a path outside the directory: %r" % (tunnel.host, rel))
-        path = os.path.join(root, rel)
+        path = os.path.normpath(os.path.join(root, rel))
         if kind == "dir":
             os.makedirs(path, 0o700, exist_ok=True)
             dirs.append((path, mode, mtime_ns))
@@ -426,7 +426,7 @@ def fetch_tree(tunnel, remote_dir: str, local_dir: str, make_dirs: bool, progres
     for path, mode, mtime_ns in reversed(dirs):
         os.chmod(path, mode)
         os.utime(path, ns=(mtime_ns, mtime_ns))
-    return {"remote_path": remote_dir, "local_path": root, "size": size, "files": files, "dirs": len(dirs) + 1}
+    return {"remote_path": remote_dir, "local_path": root, "size": size, "files": files, "dirs": len(dirs)}
 
 
 def fetch(tunnel, remote_path: str, local_path=None, *, make_dirs: bool = False, timeout: Optional[float] = None,
