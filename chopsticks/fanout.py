@@ -17,9 +17,10 @@ import getpass
 import importlib
 import json
 import logging
+import os
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from chopsticks import facts, helpers, hosts
 from chopsticks.errors import CallTimeout, ChopsticksError, ConnectTimeout
@@ -146,6 +147,24 @@ def build_parser() -> argparse.ArgumentParser:
                       "stderr. A non-zero exit counts as failed. Quote it, or put -- before it.")
     sub.add_argument("words", nargs="+", metavar="COMMAND", help="the command (several words are joined)")
     _add_common(sub)
+
+    sub = add_command("put", "copy a file or directory to each host",
+                      "Copy a local file or directory tree to each host. The file is read once for "
+                      "all hosts; each host's copy appears whole (checked by size and SHA-256) or not "
+                      "at all. Mode and mtime are kept.")
+    sub.add_argument("src", metavar="SRC", help="local file or directory")
+    sub.add_argument("dst", metavar="DST", help="remote path")
+    sub.add_argument("--mode", default=None, help="permission bits, octal (default: the local file's)")
+    sub.add_argument("--make-dirs", action="store_true", default=False, help="create missing remote directories")
+    _add_common(sub)
+
+    sub = add_command("fetch", "copy a file or directory from each host",
+                      "Copy a remote file or directory tree from each host to a local path made from "
+                      "DST_TEMPLATE with {host} replaced by the host's name.")
+    sub.add_argument("src", metavar="SRC", help="remote file or directory")
+    sub.add_argument("dst", metavar="DST_TEMPLATE", help="local path with {host}, e.g. 'logs/{host}/syslog'")
+    sub.add_argument("--make-dirs", action="store_true", default=False, help="create missing local directories")
+    _add_common(sub)
     return parser
 
 
@@ -153,13 +172,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 @dataclasses.dataclass
 class Job:
-    """One subcommand, ready: what to call on each host and how to judge and show a result."""
+    """One subcommand, ready: what to call on each host and how to judge and show a result.
 
-    fn: Callable
+    ``fn(*args)`` is called on every host, or ``transfer(group, deadline, progress)`` starts
+    a put or fetch; either way the results arrive as ``(host, value)``. ``total_bytes``
+    makes the progress bar count bytes (put), ``count_bytes`` count them without a total."""
+
+    fn: Optional[Callable] = None
     args: Tuple = ()
     call_timeout: Optional[float] = None
     judge: Callable[[Any], str] = lambda value: OK
     columns: Optional[List[str]] = None  # for a dict result shown as a table; None: one column
+    transfer: Optional[Callable[[Any, Optional[float], Any], Iterator[Tuple[str, Any]]]] = None
+    count_bytes: bool = False
+    total_bytes: Optional[int] = None
+
+    def start(self, group, deadline: Optional[float], progress) -> Iterator[Tuple[str, Any]]:
+        if self.transfer is not None:
+            return self.transfer(group, deadline, progress)
+        return group.iter_call(self.fn, *self.args, timeout=self.call_timeout, deadline=deadline)
 
 
 def _facts_job(args) -> Job:
@@ -232,7 +263,52 @@ def _run_job(args) -> Job:
     return Job(fn, (), call_timeout, judge=_judge_run)
 
 
-JOBS = {"facts": _facts_job, "call": _call_job, "run": _run_job}
+def _tree_size(path: str) -> int:
+    if not os.path.isdir(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(top, name)) for top, _, names in os.walk(path) for name in names
+               if os.path.isfile(os.path.join(top, name)) and not os.path.islink(os.path.join(top, name)))
+
+
+def _put_job(args) -> Job:
+    try:
+        size = _tree_size(args.src)
+        if not os.path.isdir(args.src):
+            with open(args.src, "rb"):
+                pass
+    except OSError as exc:
+        raise UsageError("cannot read %s: %s" % (args.src, exc.strerror)) from None
+    mode = None
+    if args.mode is not None:
+        try:
+            mode = int(args.mode, 8)
+        except ValueError:
+            raise UsageError("--mode must be octal permission bits such as 644, got %r" % args.mode) from None
+        if not 0 <= mode <= 0o7777:
+            raise UsageError("--mode must be octal permission bits such as 644, got %r" % args.mode)
+
+    def start(group, deadline, progress):
+        return group.iter_put(args.src, args.dst, mode, make_dirs=args.make_dirs, timeout=args.timeout,
+                              deadline=deadline, progress=progress)
+    return Job(transfer=start, columns=["remote_path", "size", "sha256"], count_bytes=True, total_bytes=size)
+
+
+def _fetch_job(args) -> Job:
+    if "{host}" not in args.dst:
+        raise UsageError("DST_TEMPLATE must contain {host}, so that each host gets its own path "
+                         "(e.g. 'backup/{host}/%s')" % os.path.basename(args.src.rstrip("/")))
+    try:
+        args.dst.format(host="host")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise UsageError("bad DST_TEMPLATE %r: %s; only {host} is replaced" % (args.dst, exc)) from None
+
+    def start(group, deadline, progress):
+        return group.iter_fetch(args.src, args.dst, make_dirs=args.make_dirs, timeout=args.timeout,
+                                deadline=deadline, progress=progress)
+    return Job(transfer=start, columns=["local_path", "size", "sha256"], count_bytes=True)
+
+
+JOBS = {"facts": _facts_job, "call": _call_job, "run": _run_job, "put": _put_job, "fetch": _fetch_job}
 
 
 # -- hosts and tunnels ----------------------------------------------------------------------
@@ -358,9 +434,14 @@ def configure_logging(args) -> None:
         cache_logger_on_first_use=True)
 
 
-def _progress(total: int, enabled: bool):
+def _progress(hosts: int, enabled: bool, job: Job):
+    """Hosts done, or bytes moved for put and fetch (hosts then in the postfix)."""
     import tqdm
-    return tqdm.tqdm(total=total, unit="host", file=sys.stderr, disable=not enabled, leave=False,
+    if job.count_bytes:
+        total = None if job.total_bytes is None else job.total_bytes * hosts
+        return tqdm.tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                         disable=not enabled, leave=False, dynamic_ncols=True, smoothing=0.1)
+    return tqdm.tqdm(total=hosts, unit="host", file=sys.stderr, disable=not enabled, leave=False,
                      dynamic_ncols=True, smoothing=0.1)
 
 
@@ -369,11 +450,11 @@ def execute(args, job: Job, group) -> int:
     log = structlog.get_logger("chopsticks.fanout")
     fmt = args.format or ("table" if sys.stdout.isatty() else "jsonl")
     records: List[Dict[str, Any]] = []
-    bar = _progress(len(group), bool(sys.stderr.isatty() and not args.no_progress))
+    bar = _progress(len(group), bool(sys.stderr.isatty() and not args.no_progress), job)
     counts = {OK: 0, FAILED: 0, TIMED_OUT: 0}
     started = time.monotonic()
     log.debug("fanout_started", hosts=len(group), command=args.command)
-    results = group.iter_call(job.fn, *job.args, timeout=job.call_timeout, deadline=args.deadline)
+    results = job.start(group, args.deadline, bar.update if job.count_bytes else None)
     interrupted = False
     try:
         for host, value in results:
@@ -382,13 +463,15 @@ def execute(args, job: Job, group) -> int:
             counts[entry["status"]] += 1
             if fmt == "jsonl":
                 _print_line(json.dumps(jsonable(entry)), bar)
-            bar.set_postfix_str("%d ok, %d failed, %d timed out" % (counts[OK], counts[FAILED], counts[TIMED_OUT]),
-                                refresh=False)
-            bar.update(1)
+            hosts_done = "%d/%d hosts: " % (len(records), len(group)) if job.count_bytes else ""
+            bar.set_postfix_str("%s%d ok, %d failed, %d timed out" % (hosts_done, counts[OK], counts[FAILED],
+                                                                     counts[TIMED_OUT]), refresh=False)
+            if not job.count_bytes:
+                bar.update(1)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        results.close()
+        getattr(results, "close", lambda: None)()  # stop the fan-out: its pool and greenlets
         bar.close()
         try:
             group.close()

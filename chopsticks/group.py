@@ -168,7 +168,15 @@ class Group:
 
         The file is read once for all hosts, and a slow host delays only itself. Each host's
         result is ``BaseTunnel.put``'s dict or an ErrorResult; ``timeout`` bounds each host's
-        transfer, ``deadline`` the whole. A local file that cannot be read raises at once."""
+        transfer, ``deadline`` the whole; ``progress(nbytes)`` counts bytes sent to any host.
+        A local file that cannot be read raises at once, before any host is contacted."""
+        return self._gather(self.iter_put(local_path, remote_path, mode, make_dirs=make_dirs, timeout=timeout,
+                                          deadline=deadline, progress=progress), callback)
+
+    def iter_put(self, local_path, remote_path: Optional[str] = None, mode: Optional[int] = None, *,
+                 make_dirs: bool = False, timeout: Optional[float] = None, deadline: Optional[float] = None,
+                 progress: Optional[Callable[[int], None]] = None) -> Iterator[Tuple[str, Any]]:
+        """``put``, yielding ``(host, result)`` as each host finishes."""
         from chopsticks import transfer
         if isinstance(local_path, (str, os.PathLike)):
             os.stat(local_path)  # a missing or unreadable file is one error, not one per host
@@ -192,7 +200,7 @@ class Group:
                     source.release()
             close = source.close
         try:
-            return self._gather(self._fan_out(work, deadline), callback)
+            yield from self._fan_out(work, deadline)
         finally:
             close()
 
@@ -202,13 +210,20 @@ class Group:
         """Copy a remote file (or tree) from every host to ``local_path.format(host=...)``
         (None: a temporary file each). A template that gives two hosts the same path is
         refused (ValueError) before anything is fetched."""
+        return self._gather(self.iter_fetch(remote_path, local_path, make_dirs=make_dirs, timeout=timeout,
+                                            deadline=deadline, progress=progress), callback)
+
+    def iter_fetch(self, remote_path: str, local_path=None, *, make_dirs: bool = False,
+                   timeout: Optional[float] = None, deadline: Optional[float] = None,
+                   progress: Optional[Callable[[int], None]] = None) -> Iterator[Tuple[str, Any]]:
+        """``fetch``, yielding ``(host, result)`` as each host finishes."""
         from chopsticks import transfer
         paths = dict(transfer.host_paths([t.host for t in self.tunnels], local_path))
 
         def work(tunnel: BaseTunnel) -> Any:
             return transfer.fetch(tunnel, remote_path, paths[tunnel.host], make_dirs=make_dirs, timeout=timeout,
                                   progress=progress)
-        return self._gather(self._fan_out(work, deadline), callback)
+        return self._fan_out(work, deadline)
 
     def connect(self, deadline: Optional[float] = None) -> GroupResult:
         """Connect every tunnel now; None for each that connected, else an ErrorResult."""
