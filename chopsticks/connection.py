@@ -94,7 +94,7 @@ class Connection:
     @property
     def closed(self) -> bool:
         """True once the agent is gone or going: no new call may be sent on it."""
-        return self.error is not None or self._exiting or self._finisher is not None
+        return self.error is not None or self._exiting or self._finisher is not None or self._broken is not None
 
     # -- starting --------------------------------------------------------------------
 
@@ -195,7 +195,9 @@ class Connection:
     def _break(self, reason: str) -> None:
         if self._broken is None:
             self._broken = reason
-            gevent.spawn(self.close, 2.0, True)
+            # EOF after the torn frame: the agent sees a truncated frame, removes its
+            # unfinished files and exits; one that does not within 2 s is killed
+            gevent.spawn(self.close, 2.0)
 
     # -- reading -------------------------------------------------------------------------
 

@@ -180,7 +180,7 @@ class Group:
         from chopsticks import transfer
         if isinstance(local_path, (str, os.PathLike)):
             os.stat(local_path)  # a missing or unreadable file is one error, not one per host
-            sources = transfer.Sources()
+            sources = transfer.Sources(shared=len(self.tunnels) > 1)
             if not os.path.isdir(local_path):
                 sources.acquire(os.fspath(local_path)).release()  # opened (and checked) now
 
@@ -190,14 +190,11 @@ class Group:
             close = sources.close
         else:
             source = transfer.Source(local_path)  # spooled once
-            source.users = len(self.tunnels)
+            source.shared = len(self.tunnels) > 1
 
             def work(tunnel: BaseTunnel) -> Any:
-                try:
-                    return transfer._with_timeout(tunnel, timeout, lambda: transfer.send_source(
-                        tunnel, source, remote_path, mode, make_dirs, progress))
-                finally:
-                    source.release()
+                return transfer._with_timeout(tunnel, timeout, lambda: transfer.send_source(
+                    tunnel, source, remote_path, mode, make_dirs, progress))
             close = source.close
         try:
             yield from self._fan_out(work, deadline)

@@ -65,7 +65,8 @@ class Source:
         self._sha1 = hashlib.sha1()
         self._sha256 = hashlib.sha256()
         self.changed: Optional[str] = None
-        self.users = 0
+        self.users = 0  # tunnels sending it now
+        self.shared = False  # several tunnels will send it: keep recent pieces for them
 
     @staticmethod
     def _fd_of(fileobj) -> int:
@@ -88,7 +89,7 @@ class Source:
             self._sha1.update(data)
             self._sha256.update(data)
             self._hashed += 1
-        if self.users > 1:  # only worth keeping when another tunnel will ask for it
+        if self.shared:
             self._cache[index] = data
             while len(self._cache) > CACHE_PIECES:
                 self._cache.popitem(last=False)
@@ -173,14 +174,20 @@ def send_source(tunnel, source: Source, remote_path: Optional[str], mode: Option
             if future.done() or state.error is not None:
                 break  # the remote gave up (its error is the result) or the tunnel ended
             state.credit -= len(piece)
-            conn.stream_send(state, piece)
+            try:
+                conn.stream_send(state, piece)
+            except OSError:
+                break  # the tunnel ended: the future fails with the reason
             if progress is not None:
                 progress(len(piece))
         changed = source.change()
-        if changed is None and not future.done():
-            conn.stream_end(state, {"size": source.size, "sha256": source.sha256})
-        else:
-            conn.stream_end(state, {"abort": changed or "the controller stopped sending"})
+        try:
+            if changed is None and not future.done() and state.error is None:
+                conn.stream_end(state, {"size": source.size, "sha256": source.sha256})
+            else:
+                conn.stream_end(state, {"abort": changed or "the controller stopped sending"})
+        except OSError:
+            pass
         ended = True
         try:
             result = future.result()
@@ -225,15 +232,17 @@ def _local_tree(root: str) -> Tuple[List[Tuple[str, int, int]], List[str], List[
 
 
 class Sources:
-    """The Sources of one put, opened once each and shared by every tunnel."""
+    """The Sources of one put, opened once each and shared by every tunnel (``shared``)."""
 
-    def __init__(self):
+    def __init__(self, shared: bool = False):
         self._open: Dict[str, Source] = {}
+        self.shared = shared
 
     def acquire(self, path: str) -> Source:
         source = self._open.get(path)
         if source is None:
             source = self._open[path] = Source(path)
+            source.shared = self.shared
         source.users += 1
         return source
 
@@ -373,7 +382,10 @@ def receive_file(tunnel, remote_path: str, dst, make_dirs: bool, progress: Progr
                 sha1.update(chunk)
                 sha256.update(chunk)
                 size += len(chunk)
-                conn.stream_credit(state, len(chunk))
+                try:
+                    conn.stream_credit(state, len(chunk))
+                except OSError:
+                    break  # the tunnel ended: the future fails with the reason
                 if progress is not None:
                     progress(len(chunk))
             elif future.done() or state.error is not None:

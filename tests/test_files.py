@@ -1,0 +1,317 @@
+"""put and fetch: whole files, trees, groups, and every way a transfer can go wrong."""
+
+import dataclasses
+import hashlib
+import io
+import os
+import resource
+import signal
+import subprocess
+import time
+
+import gevent
+import pytest
+
+import remote_helpers as rh
+from chopsticks import CallTimeout, ErrorResult, Group, RemoteException, SSHTunnel, TransferError, TunnelClosed
+from chopsticks import transfer
+from chopsticks.tunnel import Local
+from conftest import require
+
+
+def make_file(path, size, seed=b"chopsticks"):
+    block = hashlib.sha256(seed).digest() * 2048  # 64 KiB, not all one byte
+    with open(path, "wb") as f:
+        for _ in range(size // len(block)):
+            f.write(block)
+        f.write(block[:size % len(block)])
+    return path
+
+
+def digests(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    return hashlib.sha1(data).hexdigest(), hashlib.sha256(data).hexdigest()
+
+
+def leftovers(directory):
+    return [name for name in os.listdir(directory) if "chopsticks-part" in name]
+
+
+# -- one tunnel ---------------------------------------------------------------------------------
+
+def test_put_and_fetch_round_trip_keep_bytes_mode_and_mtime(local, tmp_path):
+    src = make_file(tmp_path / "src.bin", 3 * transfer.CHUNK + 12345)
+    os.chmod(src, 0o640)
+    os.utime(src, ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+    sha1, sha256 = digests(src)
+    result = local.put(str(src), str(tmp_path / "copy.bin"))
+    assert result == {"local_path": str(src), "remote_path": str(tmp_path / "copy.bin"), "size": os.path.getsize(src),
+                      "sha1sum": sha1, "sha256": sha256}
+    copy = os.stat(tmp_path / "copy.bin")
+    assert (copy.st_mode & 0o777, copy.st_mtime_ns) == (0o640, 1_600_000_000_123_456_789)
+    back = local.fetch(str(tmp_path / "copy.bin"), str(tmp_path / "back.bin"))
+    assert (back["size"], back["sha1sum"], back["sha256"]) == (os.path.getsize(src), sha1, sha256)
+    assert digests(tmp_path / "back.bin") == (sha1, sha256)
+    assert os.stat(tmp_path / "back.bin").st_mtime_ns == 1_600_000_000_123_456_789
+    assert leftovers(tmp_path) == []
+
+
+def test_empty_files_mode_override_and_replacing_a_file(local, tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert local.put(str(empty), str(tmp_path / "empty-copy"))["size"] == 0
+    assert (tmp_path / "empty-copy").read_bytes() == b""
+    (tmp_path / "target").write_text("old")
+    (tmp_path / "new").write_text("new contents")
+    local.put(str(tmp_path / "new"), str(tmp_path / "target"), mode=0o600)
+    assert (tmp_path / "target").read_text() == "new contents"
+    assert os.stat(tmp_path / "target").st_mode & 0o777 == 0o600
+
+
+def test_file_objects_and_temporary_destinations(local, tmp_path):
+    """Sources and sinks may be file objects; no destination means a temporary file."""
+    result = local.put(io.BytesIO(b"from memory"))
+    try:
+        assert result["size"] == 11 and result["local_path"] is None
+        with open(result["remote_path"], "rb") as f:
+            assert f.read() == b"from memory"
+        assert os.stat(result["remote_path"]).st_mode & 0o777 == 0o644
+        sink = io.BytesIO()
+        fetched = local.fetch(result["remote_path"], sink)
+        assert sink.getvalue() == b"from memory" and fetched["local_path"] is None
+        temp = local.fetch(result["remote_path"])
+        with open(temp["local_path"], "rb") as f:
+            assert f.read() == b"from memory"
+        os.unlink(temp["local_path"])
+    finally:
+        os.unlink(result["remote_path"])
+
+
+def test_directories_copy_recursively_with_modes_links_and_mtimes(local, tmp_path):
+    src = tmp_path / "tree"
+    (src / "sub" / "deeper").mkdir(parents=True)
+    (src / "top.txt").write_text("top")
+    make_file(src / "sub" / "big.bin", 2 * transfer.CHUNK + 7)
+    (src / "sub" / "deeper" / "x").write_text("x")
+    os.symlink("top.txt", src / "link")
+    os.chmod(src / "sub", 0o751)
+    os.utime(src / "sub", ns=(1_500_000_000_000_000_000,) * 2)
+    result = local.put(str(src), str(tmp_path / "copy"))
+    assert (result["files"], result["links"], result["size"]) == (3, 1, 3 + 2 * transfer.CHUNK + 7 + 1)
+    fetched = local.fetch(str(tmp_path / "copy"), str(tmp_path / "back"))
+    assert fetched["files"] == 3
+    for tree in ("copy", "back"):
+        root = tmp_path / tree
+        assert (root / "top.txt").read_text() == "top"
+        assert digests(root / "sub" / "big.bin") == digests(src / "sub" / "big.bin")
+        assert os.readlink(root / "link") == "top.txt"
+        assert os.stat(root / "sub").st_mode & 0o777 == 0o751
+        assert os.stat(root / "sub").st_mtime_ns == 1_500_000_000_000_000_000
+    assert subprocess.run(["diff", "-r", str(src), str(tmp_path / "back")]).returncode == 0
+
+
+def test_transfers_interleave_with_calls_on_the_same_tunnel(local, tmp_path):
+    src = make_file(tmp_path / "big", 64 << 20)
+    local.connect()
+    started = time.monotonic()
+    put = gevent.spawn(local.put, str(src), str(tmp_path / "copy"))
+    gevent.sleep(0.05)
+    answers = [local.call(rh.add, i, i) for i in range(20)]
+    calls_done = time.monotonic() - started
+    put.get(timeout=60)
+    put_done = time.monotonic() - started
+    assert answers == [2 * i for i in range(20)]
+    assert calls_done < put_done, "the calls waited for the whole transfer"
+
+
+# -- bad input and faults --------------------------------------------------------------------------
+
+def test_missing_local_file_and_local_directory_destination(local, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        local.put(str(tmp_path / "nope"), str(tmp_path / "x"))
+    (tmp_path / "f").write_text("f")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(IsADirectoryError):
+        local.fetch(str(tmp_path / "f"), str(tmp_path / "d"))
+    with pytest.raises(FileNotFoundError, match="local destination's directory does not exist"):
+        local.fetch(str(tmp_path / "f"), str(tmp_path / "no" / "dir" / "f"))
+    local.fetch(str(tmp_path / "f"), str(tmp_path / "no" / "dir" / "f"), make_dirs=True)
+    assert (tmp_path / "no" / "dir" / "f").read_text() == "f"
+
+
+def test_missing_remote_directory_is_an_error_unless_make_dirs(local, tmp_path):
+    (tmp_path / "f").write_text("data")
+    with pytest.raises(RemoteException) as info:
+        local.put(str(tmp_path / "f"), str(tmp_path / "a" / "b" / "f"))
+    assert info.value.remote_type == "builtins.FileNotFoundError"
+    assert "destination's directory does not exist" in str(info.value)
+    assert not (tmp_path / "a").exists()
+    local.put(str(tmp_path / "f"), str(tmp_path / "a" / "b" / "f"), make_dirs=True)
+    assert (tmp_path / "a" / "b" / "f").read_text() == "data"
+    assert local.call(rh.add, 1, 1) == 2  # the tunnel carries on
+
+
+def test_remote_destination_that_is_a_directory(local, tmp_path):
+    (tmp_path / "f").write_text("data")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(RemoteException) as info:
+        local.put(str(tmp_path / "f"), str(tmp_path / "dir"))
+    assert info.value.remote_type == "builtins.IsADirectoryError"
+    assert os.listdir(tmp_path / "dir") == []
+
+
+def test_fetching_a_path_that_does_not_exist_leaves_nothing(local, tmp_path):
+    (tmp_path / "keep").write_text("keep me")
+    with pytest.raises(RemoteException) as info:
+        local.fetch(str(tmp_path / "missing"), str(tmp_path / "keep"))
+    assert info.value.remote_type == "builtins.FileNotFoundError"
+    assert (tmp_path / "keep").read_text() == "keep me"
+    assert leftovers(tmp_path) == []
+
+
+def test_remote_disk_full_leaves_the_destination_as_it_was(local, tmp_path):
+    require(os.getuid() == 0, "mounting a small tmpfs needs root")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        (small / "dest").write_text("old contents")
+        src = make_file(tmp_path / "big", 3 << 20)
+        with pytest.raises(RemoteException) as info:
+            local.put(str(src), str(small / "dest"))
+        assert "No space left on device" in str(info.value)
+        assert (small / "dest").read_text() == "old contents"
+        assert os.listdir(small) == ["dest"]
+        assert local.call(rh.add, 2, 2) == 4
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_a_file_that_changes_while_it_is_sent_is_refused(local, tmp_path):
+    src = make_file(tmp_path / "growing", 8 << 20)
+    (tmp_path / "dest").write_text("old")
+    changed = []
+
+    def progress(_):
+        if not changed:
+            changed.append(True)
+            with open(src, "ab") as f:
+                f.write(b"more")
+
+    with pytest.raises(TransferError, match="changed while it was being sent"):
+        transfer.put(local, str(src), str(tmp_path / "dest"), progress=progress)
+    assert (tmp_path / "dest").read_text() == "old"
+    assert leftovers(tmp_path) == []
+
+
+def test_a_transfer_timeout_leaves_nothing_behind(local, tmp_path):
+    src = make_file(tmp_path / "big", 32 << 20)
+    pid = local.connect().remote_info["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(CallTimeout):
+            local.put(str(src), str(tmp_path / "dest"), timeout=1)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while leftovers(tmp_path) and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    assert leftovers(tmp_path) == [] and not (tmp_path / "dest").exists()
+    assert local.call(rh.add, 1, 2) == 3
+
+
+# -- groups ------------------------------------------------------------------------------------
+
+def test_group_put_reads_the_file_once_and_fetch_uses_host_templates(tmp_path, no_leaks, monkeypatch):
+    src = make_file(tmp_path / "src", 5 * transfer.CHUNK + 1)
+    reads = []
+    real_pread = os.pread
+    monkeypatch.setattr(transfer.os, "pread", lambda fd, n, at: reads.append(at) or real_pread(fd, n, at))
+    with Group([Local("a"), Local("b"), Local("c")]) as group:
+        group.connect()
+        put = group.put(str(src), str(tmp_path / "copy-all"))
+        assert put.ok and {r["sha256"] for r in put.values()} == {digests(src)[1]}
+        assert len(reads) == 6, "each piece read once for three hosts"
+        fetched = group.fetch(str(tmp_path / "copy-all"), str(tmp_path / "from-{host}"))
+        assert [r["local_path"] for r in fetched.values()] == [str(tmp_path / ("from-" + h)) for h in "abc"]
+        with pytest.raises(ValueError, match="same path"):
+            group.fetch(str(src), str(tmp_path / "one-path"))
+        with pytest.raises(FileNotFoundError):
+            group.put(str(tmp_path / "missing"), "/tmp/x")
+
+
+def test_one_stalled_host_neither_stops_the_others_nor_grows_memory(tmp_path, no_leaks):
+    src = make_file(tmp_path / "src", 96 << 20)
+    fast, stalled = Local("fast"), Local("stalled")
+    with Group([fast, stalled]) as group:
+        group.connect()
+        pid = stalled.remote_info["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            result = group.put(str(src), str(tmp_path / "copy"), timeout=8)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    assert result["fast"]["size"] == 96 << 20
+    assert isinstance(result["stalled"], ErrorResult) and isinstance(result["stalled"].exception, CallTimeout)
+    assert grown_mib < 40, "the controller buffered %d MiB for the stalled host" % grown_mib
+
+
+# -- over SSH ------------------------------------------------------------------------------------
+
+def test_put_and_fetch_over_ssh(fleet, ssh_options, tmp_path, no_leaks):
+    src = make_file(tmp_path / "src", 9 << 20)
+    with Group(fleet.hosts[:3], options=ssh_options) as group:
+        put = group.put(str(src), str(tmp_path / "ssh-copy"))
+        assert put.ok, put
+        fetched = group.fetch(str(tmp_path / "ssh-copy"), str(tmp_path / "{host}.back"))
+        assert fetched.ok, fetched
+    for host in fleet.hosts[:3]:
+        assert digests(tmp_path / (host + ".back")) == digests(src)
+
+
+def test_permission_denied_over_ssh(fleet, ssh_options, tmp_path, test_user, no_leaks):
+    user, _ = test_user
+    (tmp_path / "f").write_text("secret")
+    os.chmod(tmp_path, 0o755)
+    with SSHTunnel(fleet.hosts[0], options=dataclasses.replace(ssh_options, user=user)) as tunnel:
+        with pytest.raises(RemoteException) as info:
+            tunnel.put(str(tmp_path / "f"), "/root/not-yours")
+        assert info.value.remote_type == "builtins.PermissionError"
+        os.chmod(tmp_path / "f", 0o600)
+        with pytest.raises(RemoteException) as info:
+            tunnel.fetch(str(tmp_path / "f"), str(tmp_path / "g"))
+        assert info.value.remote_type == "builtins.PermissionError"
+    assert not os.path.exists("/root/not-yours") and not (tmp_path / "g").exists()
+
+
+def test_a_host_dying_mid_transfer_leaves_no_partial_file(fleet, ssh_options, tmp_path, no_leaks):
+    src = make_file(tmp_path / "src", 64 << 20)
+    os.mkdir(tmp_path / "victim")
+    os.mkdir(tmp_path / "bystander")
+    victim = SSHTunnel(fleet.hosts[0], options=ssh_options)
+    bystander = SSHTunnel(fleet.hosts[1], options=ssh_options)
+    victim.connect()
+    bystander.connect()
+    killed = []
+
+    def progress(_):
+        if not killed:
+            killed.append(fleet.kill_session_of(victim._conn.pipe.link.sock.getsockname()[1]))
+
+    try:
+        job = gevent.spawn(transfer.put, victim, str(src), str(tmp_path / "victim" / "dest"), progress=progress)
+        done = bystander.put(str(src), str(tmp_path / "bystander" / "dest"))
+        with pytest.raises(TunnelClosed):
+            job.get(timeout=30)
+    finally:
+        victim.close()
+        bystander.close()
+    assert killed == [True]
+    assert done["size"] == 64 << 20 and digests(tmp_path / "bystander" / "dest") == digests(src)
+    deadline = time.monotonic() + 10
+    while os.listdir(tmp_path / "victim") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert os.listdir(tmp_path / "victim") == [], "a partial or temporary file was left behind"
