@@ -14,7 +14,7 @@ import hmac
 import os
 import re
 import struct
-from typing import Iterable, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 # Outcomes of a lookup.
 MATCH = "match"  # the host is known with exactly this key
@@ -43,8 +43,38 @@ def key_type_of(blob: bytes) -> str:
     return blob[4:4 + size].decode("ascii", "replace")
 
 
-def parse(lines: Iterable[str]) -> List[Entry]:
-    """Entries of a known_hosts file; lines that do not parse are skipped, like OpenSSH does."""
+class Index:
+    """A known_hosts file's entries, indexed: plain host names in a dict, so that checking
+    a thousand hosts against a thousand-line file costs a thousand lookups, not a million
+    pattern matches. Entries with wildcards, negations or hashed names are matched in order."""
+
+    def __init__(self, entries: List[Entry]):
+        self.entries = entries
+        self.revoked = {entry.key for entry in entries if entry.marker == "@revoked"}
+        self.by_name: Dict[str, List[Entry]] = {}
+        self.patterned: List[Entry] = []
+        for entry in entries:
+            if entry.marker:
+                continue
+            if all(_plain(pattern) for pattern in entry.patterns):
+                for pattern in entry.patterns:
+                    self.by_name.setdefault(pattern.lower(), []).append(entry)
+            else:
+                self.patterned.append(entry)
+
+    def naming(self, name: str) -> List[Entry]:
+        """The (non-marker) entries whose patterns match ``name``."""
+        found = list(self.by_name.get(name.lower(), ()))
+        found.extend(entry for entry in self.patterned if matches(entry.patterns, name))
+        return found
+
+
+def _plain(pattern: str) -> bool:
+    return not pattern.startswith(("!", "|")) and "*" not in pattern and "?" not in pattern
+
+
+def parse(lines: Iterable[str]) -> Index:
+    """A known_hosts file's entries; lines that do not parse are skipped, like OpenSSH does."""
     entries = []
     for line in lines:
         fields = line.split()
@@ -60,7 +90,7 @@ def parse(lines: Iterable[str]) -> List[Entry]:
         except (binascii.Error, ValueError):
             continue
         entries.append(Entry(marker, tuple(fields[0].split(",")), fields[1], key))
-    return entries
+    return Index(entries)
 
 
 def _hashed_match(pattern: str, name: str) -> bool:
@@ -97,44 +127,47 @@ def matches(patterns: Iterable[str], name: str) -> bool:
     return hit
 
 
-def check(entries: Iterable[Entry], host: str, port: int, key: bytes) -> str:
+def _indexes(known: Union[Index, Sequence[Index]]) -> Sequence[Index]:
+    return [known] if isinstance(known, Index) else known
+
+
+def check(known: Union[Index, Sequence[Index]], host: str, port: int, key: bytes) -> str:
     """MATCH, UNKNOWN, CHANGED or REVOKED for ``key`` presented by ``host:port``."""
     name = host_name(host, port)
     key_type = key_type_of(key)
     result = UNKNOWN
-    for entry in entries:
-        if entry.marker == "@revoked" and entry.key == key:
+    for index in _indexes(known):
+        if key in index.revoked:
             return REVOKED
-        if entry.marker or not matches(entry.patterns, name):
-            continue
-        if entry.key == key:
-            result = MATCH
-        elif key_type_of(entry.key) == key_type and result != MATCH:
-            result = CHANGED
+        for entry in index.naming(name):
+            if entry.key == key:
+                result = MATCH
+            elif key_type_of(entry.key) == key_type and result != MATCH:
+                result = CHANGED
     return result
 
 
-def read(paths: Iterable[str]) -> List[Entry]:
-    """Entries of every readable file in ``paths`` (missing files count as empty).
+def read(paths: Iterable[str]) -> List[Index]:
+    """The indexed entries of every readable file in ``paths`` (missing files count as empty).
 
     Parsed files are cached by path, size and mtime: a fleet of a thousand hosts reads a
     known_hosts file once, and a key recorded by accept-new is seen at once.
     """
-    entries: List[Entry] = []
+    indexes: List[Index] = []
     for path in paths:
         path = os.path.expanduser(path)
         try:
             stat = os.stat(path)
         except FileNotFoundError:
             continue
-        entries.extend(_read_file(path, stat.st_size, stat.st_mtime_ns))
-    return entries
+        indexes.append(_read_file(path, stat.st_size, stat.st_mtime_ns))
+    return indexes
 
 
 @functools.lru_cache(maxsize=32)
-def _read_file(path: str, size: int, mtime_ns: int) -> Tuple[Entry, ...]:
+def _read_file(path: str, size: int, mtime_ns: int) -> Index:
     with open(path, encoding="utf-8", errors="replace") as f:
-        return tuple(parse(f))
+        return parse(f)
 
 
 def line_for(host: str, port: int, key: bytes) -> str:
@@ -156,10 +189,11 @@ def fingerprint(key: bytes) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(key).digest()).decode().rstrip("=")
 
 
-def lookup_line(entries: Iterable[Entry], host: str, port: int) -> Optional[Entry]:
+def lookup_line(known: Union[Index, Sequence[Index]], host: str, port: int) -> Optional[Entry]:
     """The first non-marker entry that names this host, for error messages."""
     name = host_name(host, port)
-    for entry in entries:
-        if not entry.marker and matches(entry.patterns, name):
-            return entry
+    for index in _indexes(known):
+        found = index.naming(name)
+        if found:
+            return found[0]
     return None

@@ -250,7 +250,7 @@ def test_one_stalled_host_neither_stops_the_others_nor_grows_memory(tmp_path, no
         os.kill(pid, signal.SIGSTOP)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         try:
-            result = group.put(str(src), str(tmp_path / "copy"), timeout=8)
+            result = group.put(str(src), str(tmp_path / "copy"), timeout=4)
         finally:
             os.kill(pid, signal.SIGCONT)
         grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
