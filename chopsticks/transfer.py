@@ -155,6 +155,14 @@ def _with_timeout(tunnel, timeout: Optional[float], work: Callable[[], Any]) -> 
         timer.close()
 
 
+def _account(tunnel, value: Any, fields: Dict[str, type]) -> Dict[str, Any]:
+    """The remote's account of a transfer, checked for shape (the remote is not trusted)."""
+    if not isinstance(value, dict) or any(type(value.get(name)) is not kind for name, kind in fields.items()):
+        raise TransferError("[%s] the host's account of the transfer is malformed: %s"
+                            % (tunnel.host, repr(value)[:200]))
+    return value
+
+
 # -- put ------------------------------------------------------------------------------------
 
 def send_source(tunnel, source: Source, remote_path: Optional[str], mode: Optional[int], make_dirs: bool,
@@ -204,6 +212,10 @@ def send_source(tunnel, source: Source, remote_path: Optional[str], mode: Option
         raise
     finally:
         conn.close_stream(state)
+    result = _account(tunnel, result, {"remote_path": str, "size": int, "sha256": str})
+    if (result["size"], result["sha256"]) != (source.size, source.sha256):
+        raise TransferError("[%s] the host wrote %d bytes with SHA-256 %s; %d bytes with SHA-256 %s were sent"
+                            % (tunnel.host, result["size"], result["sha256"], source.size, source.sha256))
     result["sha1sum"] = source.sha1
     result["local_path"] = source.name
     return result
@@ -393,7 +405,8 @@ def receive_file(tunnel, remote_path: str, dst, make_dirs: bool, progress: Progr
             else:
                 state.wake.clear()
                 state.wake.wait()
-        info = future.result()  # everything it sent arrived before its result
+        info = _account(tunnel, future.result(),  # everything it sent arrived before its result
+                        {"remote_path": str, "size": int, "sha256": str, "mode": int, "mtime_ns": int})
         if size != info["size"] or sha256.hexdigest() != info["sha256"]:
             raise TransferError("[%s] received %d bytes with SHA-256 %s; the host sent %d bytes with SHA-256 %s"
                                 % (tunnel.host, size, sha256.hexdigest(), info["size"], info["sha256"]))

@@ -127,6 +127,17 @@ elif scenario == "probe":
         reply = msgpack.unpackb(frame.payload)
         answers[what + " " + repr(arg)] = repr(reply)[:300]
     send_frame(protocol.RESULT, call.req_id, codec.encode(answers))
+elif scenario == "stream_unopened":
+    send_frame(protocol.STREAM, 77, b"data for a stream the controller never opened")
+elif scenario == "stream_flood":
+    # a fetch: answer its "what is there" call, then push more than the credit allows
+    send_frame(protocol.RESULT, call.req_id, codec.encode("file"))
+    call = next_call()
+    piece = b"\0" * protocol.STREAM_CHUNK
+    for _ in range(protocol.STREAM_WINDOW // protocol.STREAM_CHUNK + 4):
+        send_frame(protocol.STREAM, 1, piece)
+elif scenario == "bad_credit":
+    send_frame(protocol.CREDIT, 1, msgpack.packb(-5))
 else:
     raise SystemExit("unknown scenario " + scenario)
 

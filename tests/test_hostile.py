@@ -6,10 +6,11 @@ Each scenario is a real subprocess that speaks the protocol with crafted frames.
 import os
 import sys
 
+import gevent
 import pytest
 
 import remote_helpers as rh
-from chopsticks import ProtocolViolation, SerializationError
+from chopsticks import ProtocolViolation, SerializationError, protocol
 from chopsticks.tunnel import Local
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -90,3 +91,34 @@ def test_import_and_data_requests_cannot_escape(hostile):
             assert reply.startswith("[False"), (request, reply)
         else:
             assert reply == "[]", (request, reply)
+
+
+def test_a_remote_cannot_stream_past_its_credit(hostile, tmp_path):
+    """A fetch whose remote sends more than the credit it was given is cut off; nothing is left."""
+    tunnel = hostile("stream_flood")
+
+    class SlowSink:  # the controller falls behind: what arrives must stay within the credit
+        written = 0
+
+        def write(self, data):
+            self.written += len(data)
+            gevent.sleep(0.2)
+
+    sink = SlowSink()
+    with pytest.raises(ProtocolViolation) as info:
+        tunnel.fetch("/etc/hostname", sink, timeout=30)
+    assert "more than its credit" in str(info.value)
+    assert sink.written < protocol.STREAM_WINDOW
+
+
+@pytest.mark.parametrize("scenario, message", [("stream_unopened", "never opened"), ("bad_credit", "bad credit")])
+def test_stream_frames_for_no_stream_or_with_bad_credit_close_the_tunnel(hostile, scenario, message):
+    tunnel = hostile(scenario)
+    if scenario == "bad_credit":  # credit for a stream being sent: open one with a put
+        source = os.path.join(HERE, "remote_helpers.py")
+        with pytest.raises(ProtocolViolation) as info:
+            tunnel.put(source, "/nonexistent/never-written", timeout=30)
+    else:
+        with pytest.raises(ProtocolViolation) as info:
+            tunnel.call(rh.add, 1, 2, timeout=30)
+    assert message in str(info.value)
