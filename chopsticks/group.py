@@ -166,6 +166,7 @@ class Group:
             progress: Optional[Callable[[int], None]] = None) -> GroupResult:
         """Copy a file (a path or a file object) or a directory tree to every host.
 
+        ``{host}`` in ``remote_path`` becomes each host's name (``'/srv/conf/{host}.ini'``).
         The file is read once for all hosts, and a slow host delays only itself. Each host's
         result is ``BaseTunnel.put``'s dict or an ErrorResult; ``timeout`` bounds each host's
         transfer, ``deadline`` the whole; ``progress(nbytes)`` counts bytes sent to any host.
@@ -178,6 +179,10 @@ class Group:
                  progress: Optional[Callable[[int], None]] = None) -> Iterator[Tuple[str, Any]]:
         """``put``, yielding ``(host, result)`` as each host finishes."""
         from chopsticks import transfer
+
+        def for_host(tunnel: BaseTunnel) -> Optional[str]:
+            return None if remote_path is None else remote_path.replace("{host}", tunnel.host)
+
         if isinstance(local_path, (str, os.PathLike)):
             os.stat(local_path)  # a missing or unreadable file is one error, not one per host
             sources = transfer.Sources(shared=len(self.tunnels) > 1)
@@ -185,8 +190,8 @@ class Group:
                 sources.acquire(os.fspath(local_path)).release()  # opened (and checked) now
 
             def work(tunnel: BaseTunnel) -> Any:
-                return transfer.put(tunnel, local_path, remote_path, mode, make_dirs=make_dirs, timeout=timeout,
-                                    progress=progress, sources=sources)
+                return transfer.put(tunnel, local_path, for_host(tunnel), mode, make_dirs=make_dirs,
+                                    timeout=timeout, progress=progress, sources=sources)
             close = sources.close
         else:
             source = transfer.Source(local_path)  # spooled once
@@ -194,7 +199,7 @@ class Group:
 
             def work(tunnel: BaseTunnel) -> Any:
                 return transfer._with_timeout(tunnel, timeout, lambda: transfer.send_source(
-                    tunnel, source, remote_path, mode, make_dirs, progress))
+                    tunnel, source, for_host(tunnel), mode, make_dirs, progress))
             close = source.close
         try:
             yield from self._fan_out(work, deadline)

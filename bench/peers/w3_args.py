@@ -1,0 +1,13 @@
+"""The command line every W3 child takes (see bench/w3_files.py)."""
+import argparse
+
+
+def parse_args(description):
+    ap = argparse.ArgumentParser(description=description)
+    for flag in ('--hosts-file', '--port', '--key', '--known-hosts', '--ssh-config', '--src', '--dest'):
+        ap.add_argument(flag, required=True)
+    ap.add_argument('--scp', action='store_true', help='parallel-ssh: SCP instead of SFTP')
+    args = ap.parse_args()
+    with open(args.hosts_file) as f:
+        args.hosts = f.read().split()
+    return args

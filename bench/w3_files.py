@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""W3, file push: 256 MiB to 1 host and 16 MiB to 50 hosts, ours and the peers in one run.
+
+Starts a loopback fleet (one sshd), writes random source files, and runs each
+implementation as its own process (so its peak RSS is its own): connect every host first,
+then time the push alone. Every host gets its own destination path under a tmpfs
+(``/dev/shm``), so the disk is not what is measured; after each run the orchestrator checks
+every destination's SHA-256. The floor is OpenSSH itself: ``ssh host 'cat > /dev/null' <
+file``, minus ``ssh host true`` (the login). One JSON line per measurement; then a table.
+
+    .venv/bin/python bench/w3_files.py            # ours and the floor
+    .venv/bin/python bench/w3_files.py --peers    # and chopsticks 1.0, parallel-ssh (SCP, SFTP)
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+PEERS_PY = os.path.join(BENCH, ".peers-venv", "bin", "python")
+sys.path.insert(0, BENCH)
+
+from _common import append_results, start_fleet  # noqa: E402
+
+MIB = 1 << 20
+CASES = [("256MiB-1host", 256, 1), ("16MiB-50hosts", 16, 50)]
+
+
+def random_file(path: str, mib: int) -> str:
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(MIB))
+    return path
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(MIB), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_child(argv, cwd):
+    """Run one implementation; its JSON answer, wall time it reported, and its peak RSS."""
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    answer = None
+    for line in out.splitlines():
+        if line.startswith("{"):
+            answer = json.loads(line)
+    return answer, err, usage.ru_maxrss / 1024, time.monotonic() - started, proc.returncode
+
+
+def floor(fleet, src: str, hosts) -> float:
+    """Seconds OpenSSH needs to move the file to each host at once, logins excluded."""
+    base = ["ssh", "-F", fleet.ssh_config, "-o", "BatchMode=yes"]
+
+    def timed(command, stdin_path=None):
+        started = time.monotonic()
+        procs = []
+        for host in hosts:
+            stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
+            procs.append(subprocess.Popen(base + [host, command], stdin=stdin))
+            if stdin_path:
+                stdin.close()
+        for proc in procs:
+            if proc.wait() != 0:
+                raise RuntimeError("ssh failed")
+        return time.monotonic() - started
+
+    login = min(timed("true") for _ in range(3))
+    return max(0.001, timed("cat > /dev/null", src) - login)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peers", action="store_true", help="also run chopsticks 1.0 and parallel-ssh")
+    parser.add_argument("--only", action="append", help="run only these cases (256MiB-1host, 16MiB-50hosts)")
+    parser.add_argument("--json-out", default="w3.jsonl", help="results file (under bench/results/)")
+    args = parser.parse_args()
+    impls = [("chopsticks", [sys.executable, os.path.join(BENCH, "w3_ours.py")], ROOT)]
+    if args.peers:
+        if not os.path.exists(PEERS_PY):
+            raise SystemExit("no peers venv: run bench/peers/setup_env.sh")
+        peers = os.path.join(BENCH, "peers")
+        impls += [("chopsticks-1.0", [PEERS_PY, os.path.join(peers, "w3_chopsticks1.py")], peers),
+                  ("parallel-ssh-scp", [PEERS_PY, os.path.join(peers, "w3_pssh.py"), "--scp"], peers),
+                  ("parallel-ssh-sftp", [PEERS_PY, os.path.join(peers, "w3_pssh.py")], peers)]
+    work = tempfile.mkdtemp(prefix="chopsticks-w3-")
+    dest_root = tempfile.mkdtemp(prefix="chopsticks-w3-", dir="/dev/shm")
+    fleet = start_fleet(max(hosts for _, _, hosts in CASES))
+    records = []
+    try:
+        hosts_file = os.path.join(work, "hosts")
+        for name, mib, count in CASES:
+            if args.only and name not in args.only:
+                continue
+            src = random_file(os.path.join(work, "src-%d" % mib), mib)
+            want = sha256_of(src)
+            hosts = fleet.hosts[:count]
+            with open(hosts_file, "w") as f:
+                f.write("\n".join(hosts) + "\n")
+            seconds = floor(fleet, src, hosts)
+            record = {"workload": "W3", "case": name, "impl": "floor: ssh 'cat > /dev/null'",
+                      "mib_per_s": round(mib * count / seconds, 1)}
+            print(json.dumps(record), flush=True)
+            records.append(record)
+            for impl, argv, cwd in impls:
+                dest_dir = os.path.join(dest_root, impl)
+                os.makedirs(dest_dir, exist_ok=True)
+                answer, err, rss_mib, wall, status = run_child(
+                    argv + ["--hosts-file", hosts_file, "--port", str(fleet.port), "--key", fleet.key,
+                            "--known-hosts", fleet.known_hosts, "--ssh-config", fleet.ssh_config,
+                            "--src", src, "--dest", os.path.join(dest_dir, "{host}.bin")], cwd)
+                record = {"workload": "W3", "case": name, "impl": impl, "hosts": count, "mib": mib,
+                          "controller_peak_rss_mib": round(rss_mib, 1), "exit_status": status}
+                if answer is None or status != 0:
+                    record["error"] = (err.strip().splitlines() or ["no output"])[-1][:300]
+                else:
+                    bad = [h for h in hosts if not os.path.exists(os.path.join(dest_dir, h + ".bin"))
+                           or sha256_of(os.path.join(dest_dir, h + ".bin")) != want]
+                    record.update(seconds=answer["seconds"], ok=count - len(bad),
+                                  mib_per_s=round(mib * count / answer["seconds"], 1))
+                print(json.dumps(record), flush=True)
+                records.append(record)
+                shutil.rmtree(dest_dir, ignore_errors=True)
+            os.unlink(src)
+    finally:
+        fleet.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(dest_root, ignore_errors=True)
+    append_results(args.json_out, records)
+    print("\n| implementation | case | MiB/s | controller peak RSS MiB |\n| --- | --- | ---: | ---: |")
+    for r in records:
+        print("| %s | %s | %s | %s |" % (r["impl"], r["case"], r.get("mib_per_s", r.get("error")),
+                                        r.get("controller_peak_rss_mib", "")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
