@@ -163,15 +163,19 @@ class Decoder(object):
         frames = []
         pos = 0
         end = len(buf)
-        while end - pos >= 6:
-            hlen, plen = PREFIX.unpack_from(buf, pos)
-            if hlen == 0 or hlen > 64 or plen > CHUNK:
-                raise ProtocolError("bad frame prefix (header %d bytes, payload %d bytes)" % (hlen, plen))
-            stop = pos + 6 + hlen + plen
-            if stop > end:
-                break
-            frames.append(self._frame(bytes(buf[pos + 6:pos + 6 + hlen]), bytes(buf[pos + 6 + hlen:stop])))
-            pos = stop
+        view = memoryview(buf)  # slices of a view copy once (bytes()), slices of buf twice
+        try:
+            while end - pos >= 6:
+                hlen, plen = PREFIX.unpack_from(buf, pos)
+                if hlen == 0 or hlen > 64 or plen > CHUNK:
+                    raise ProtocolError("bad frame prefix (header %d bytes, payload %d bytes)" % (hlen, plen))
+                stop = pos + 6 + hlen + plen
+                if stop > end:
+                    break
+                frames.append(self._frame(bytes(view[pos + 6:pos + 6 + hlen]), bytes(view[pos + 6 + hlen:stop])))
+                pos = stop
+        finally:
+            view.release()  # before buf is resized
         if pos:
             del buf[:pos]
         return [f for f in frames if f is not None]
