@@ -7,7 +7,9 @@ call; frames that need to write (import and data requests) are handled in their 
 greenlet, since the hub must never block. The agent's stderr has its own greenlet (lines
 shown as remote output). Writers share one lock. When the stdout stream ends, for any
 reason, every pending call fails at once with ``TunnelClosed`` and the pipe is released,
-in order: readers stop, then the process is reaped, then the fds close.
+in order: readers stop, then the process is reaped, then the fds close. File streams
+(``chopsticks.transfer``) ride on the same pipe: their data and credit frames are routed
+here to a ``StreamState`` each.
 """
 
 import collections
@@ -83,10 +85,10 @@ class Connection:
         self._finished = gevent.event.Event()
         self._exiting = False  # the agent said it is exiting (sys.exit in a call)
         self._broken: Optional[str] = None  # why we are killing it ourselves
+        self._streams: Dict[int, StreamState] = {}  # open file streams, by id
+        self._last_stream_id = 0
         # The agent's import and data requests, answered in order by one greenlet; a backlog
         # past REQUEST_BACKLOG is a protocol violation, so a flood cannot pile up greenlets.
-        self._streams: Dict[int, StreamState] = {}
-        self._last_stream_id = 0
         self._requests: gevent.queue.Queue = gevent.queue.Queue(REQUEST_BACKLOG)
         self._request_server: Optional[gevent.Greenlet] = None
         pipe.start_reading(self._on_data)
