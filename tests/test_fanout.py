@@ -304,3 +304,30 @@ def test_the_readme_demo_runs_a_real_fan_out_and_cleans_up():
     assert "3 hosts in" in result.stdout and "3 ok, 0 failed, 0 timed out" in result.stdout
     assert result.stdout.count("ok  exit 0\n    agent ") == 2
     assert not [d for d in set(os.listdir("/tmp")) - before if d.startswith("chopsticks-fleet-")]
+
+
+def test_put_and_fetch_from_the_shell(tmp_path):
+    src = tmp_path / "src.txt"
+    src.write_text("payload\n")
+    result = local("-H", "a,b", "--format", "json", "put", str(src), str(tmp_path / "{host}.copy"), "--mode", "600")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert [r["value"]["remote_path"] for r in document["results"]] == [str(tmp_path / "a.copy"),
+                                                                         str(tmp_path / "b.copy")]
+    assert (tmp_path / "a.copy").read_text() == "payload\n" and os.stat(tmp_path / "b.copy").st_mode & 0o777 == 0o600
+    result = local("-H", "a,b", "fetch", str(tmp_path / "a.copy"), str(tmp_path / "back" / "{host}"), "--make-dirs")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "back" / "b").read_text() == "payload\n"
+    result = local("-H", "a", "fetch", str(tmp_path / "missing"), str(tmp_path / "{host}.missing"))
+    assert result.returncode == 1 and records(result)["a"]["error"].startswith("FileNotFoundError")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["put", "/nonexistent/file", "/tmp/x"], "cannot read /nonexistent/file: No such file or directory"),
+    (["put", "/etc/hostname", "/tmp/x", "--mode", "rw"], "--mode must be octal permission bits"),
+    (["fetch", "/etc/hostname", "/tmp/same-for-all"], "DST_TEMPLATE must contain {host}"),
+    (["fetch", "/etc/hostname", "/tmp/{host}/{name}"], "bad DST_TEMPLATE"),
+])
+def test_put_and_fetch_bad_input(argv, message):
+    result = local("-H", "a,b", *argv)
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1
