@@ -24,6 +24,10 @@ from chopsticks.transports.libssh2 import EOF_ERRORS, READ_SIZE, Deadline, descr
 if TYPE_CHECKING:  # pragma: no cover
     from chopsticks.transports.ssh import SSHLink
 
+# Bytes handed to libssh2 per write call. It sends at most one packet (32 KiB of data) per
+# call, and ssh2-python wants ``bytes``: a larger slice would be copied again on every call.
+WRITE_SLICE = 32 << 10
+
 
 class SSHPipe:
     """A remote command's channel as a byte pipe: stdout by callback, stderr by greenlet reads."""
@@ -124,7 +128,7 @@ class SSHPipe:
             if self.channel is None or self._stdout_done:
                 raise BrokenPipeError(errno.EPIPE, self.end_reason or "the SSH channel is closed")
             try:
-                rc, written = self.channel.write(bytes(view[:1 << 20]))
+                rc, written = self.channel.write(bytes(view[:WRITE_SLICE]))
             except EOF_ERRORS as exc:
                 self._end("the SSH connection was lost (%s)" % describe(exc))
                 raise BrokenPipeError(errno.EPIPE, self.end_reason) from exc
