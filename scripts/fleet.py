@@ -245,6 +245,7 @@ MaxSessions 1000
 MaxAuthTries 10
 LoginGraceTime 60
 LogLevel ERROR
+Subsystem sftp internal-sftp
 """
 # sshd takes the first value of a keyword, so defaults that callers may override go last.
 SSHD_DEFAULTS = """\

@@ -20,11 +20,15 @@ def main():
     client = ParallelSSHClient(args.hosts, port=int(args.port), pkey=args.key, pool_size=len(args.hosts),
                                allow_agent=False, identity_auth=False, timeout=600, num_retries=1)
     client.join(client.run_command('true'))
-    dest = args.dest.replace('{host}', '%(host)s')
-    copy_args = [{'host': h} for h in args.hosts]
+    # scp_send formats '%(local_file)s' and '%(remote_file)s' with copy_args; copy_file
+    # formats the paths given: each host gets its own destination either way
+    copy_args = [{'local_file': args.src, 'remote_file': args.dest.replace('{host}', h), 'host': h}
+                 for h in args.hosts]
     started = time.monotonic()
-    copy = client.scp_send if args.scp else client.copy_file
-    jobs = copy(args.src, dest, copy_args=copy_args)
+    if args.scp:
+        jobs = client.scp_send(args.src, args.dest, copy_args=copy_args)
+    else:
+        jobs = client.copy_file(args.src, args.dest.replace('{host}', '%(host)s'), copy_args=copy_args)
     gevent.joinall(jobs)
     seconds = time.monotonic() - started
     ok = sum(1 for job in jobs if job.successful())
