@@ -11,7 +11,7 @@ def test_exported_names_are_pinned():
     assert chopsticks.__all__ == [
         "AsyncResult", "AuthenticationFailed", "CallTimeout", "ChopsticksError", "ConnectError", "ConnectTimeout",
         "ErrorResult", "Group", "GroupError", "GroupResult", "HandshakeSlots", "HostKeyChanged", "HostKeyError", "Local", "ProtocolViolation", "PythonNotFound", "Queue",
-        "RemoteException", "ResultTooLarge", "SSHOptions", "SSHTunnel", "SerializationError",
+        "RemoteException", "ResultTooLarge", "SSHOptions", "SSHTunnel", "SerializationError", "TransferError",
         "Tunnel", "TunnelClosed", "TunnelError", "UnknownHostKey",
     ]
     for name in chopsticks.__all__:

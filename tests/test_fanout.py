@@ -247,6 +247,9 @@ def test_ctrl_c_closes_every_tunnel_prints_what_finished_and_exits_130(tmp_path)
     try:
         finished = [proc.stdout.readline(), proc.stdout.readline()]
         assert all('"value": "fast"' in line for line in finished), finished
+        deadline = time.monotonic() + 20
+        while len(_children(proc.pid)) < 4 and time.monotonic() < deadline:  # slow ones may still start
+            time.sleep(0.05)
         agents = _children(proc.pid)
         assert len(agents) == 4
         proc.send_signal(signal.SIGINT)
