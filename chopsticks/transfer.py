@@ -221,28 +221,6 @@ def send_source(tunnel, source: Source, remote_path: Optional[str], mode: Option
     return result
 
 
-def _local_tree(root: str) -> Tuple[List[Tuple[str, int, int]], List[str], List[Tuple[str, str]]]:
-    """(dirs as (relpath, mode, mtime_ns), files as relpaths, links as (relpath, target)) under root."""
-    dirs, files, links = [], [], []
-
-    def fail(exc):
-        raise exc
-
-    for top, subdirs, names in os.walk(root, onerror=fail):
-        subdirs.sort()
-        for name in subdirs + sorted(names):
-            full = os.path.join(top, name)
-            rel = os.path.relpath(full, root)
-            st = os.lstat(full)
-            if stat.S_ISLNK(st.st_mode):
-                links.append((rel, os.readlink(full)))
-            elif stat.S_ISDIR(st.st_mode):
-                dirs.append((rel, stat.S_IMODE(st.st_mode), st.st_mtime_ns))
-            elif stat.S_ISREG(st.st_mode):
-                files.append(rel)
-    return dirs, files, links
-
-
 class Sources:
     """The Sources of one put, opened once each and shared by every tunnel (``shared``)."""
 
@@ -268,26 +246,30 @@ def put_tree(tunnel, sources: Sources, local_dir: str, remote_dir: Optional[str]
              progress: Progress = None) -> Dict[str, Any]:
     """Copy a directory tree: directories with their modes, files (each atomic), symlinks as links."""
     root = os.path.abspath(local_dir)
-    st = os.stat(root)
-    dirs, files, links = _local_tree(root)
+    entries = remote_files.list_tree(root)  # the same walk the remote does for fetch
     target = remote_dir if remote_dir is not None else os.path.basename(root)
     remote_root = tunnel.call(remote_files.make_dir, target, 0o700, make_dirs)
-    size = 0
-    for rel, _, _ in dirs:
-        tunnel.call(remote_files.make_dir, os.path.join(remote_root, rel), 0o700)
-    for rel in files:
-        source = sources.acquire(os.path.join(root, rel))
-        try:
-            size += send_source(tunnel, source, os.path.join(remote_root, rel), None, False, progress)["size"]
-        finally:
-            source.release()
-    for rel, link in links:
-        tunnel.call(remote_files.make_link, link, os.path.join(remote_root, rel))
-    attributes = [[os.path.join(remote_root, rel), mode, mtime] for rel, mode, mtime in reversed(dirs)]
-    attributes.append([remote_root, stat.S_IMODE(st.st_mode), st.st_mtime_ns])
-    tunnel.call(remote_files.set_dir_attributes, attributes)
-    return {"local_path": root, "remote_path": remote_root, "size": size, "files": len(files),
-            "dirs": len(dirs) + 1, "links": len(links)}
+    size = files = links = 0
+    dirs = []
+    for rel, kind, mode, mtime_ns, link in entries:
+        path = os.path.normpath(os.path.join(remote_root, rel))
+        if kind == "dir":
+            if rel != ".":
+                tunnel.call(remote_files.make_dir, path, 0o700)
+            dirs.append([path, mode, mtime_ns])
+        elif kind == "link":
+            tunnel.call(remote_files.make_link, link, path)
+            links += 1
+        else:
+            source = sources.acquire(os.path.join(root, rel))
+            try:
+                size += send_source(tunnel, source, path, None, False, progress)["size"]
+            finally:
+                source.release()
+            files += 1
+    tunnel.call(remote_files.set_dir_attributes, dirs[::-1])  # deepest first, after their contents
+    return {"local_path": root, "remote_path": remote_root, "size": size, "files": files, "dirs": len(dirs),
+            "links": links}
 
 
 def put(tunnel, src, remote_path: Optional[str] = None, mode: Optional[int] = None, *, make_dirs: bool = False,
