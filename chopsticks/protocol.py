@@ -180,6 +180,34 @@ class Decoder(object):
             del buf[:pos]
         return [f for f in frames if f is not None]
 
+    def take_large(self, at_least):
+        """For a reader that fills buffers itself (``readinto``): when the buffer holds the
+        start of one frame whose payload is ``at_least`` bytes or more, take that frame out.
+
+        Returns ``(header, payload, filled)``: ``payload`` is a bytearray of the payload's
+        full size holding ``filled`` bytes already; the caller reads the rest into it and
+        passes both to ``finish_large``. Returns None otherwise (use ``feed``).
+        """
+        buf = self._buf
+        if not self._synced or len(buf) < 6:
+            return None
+        hlen, plen = PREFIX.unpack_from(buf, 0)
+        if hlen == 0 or hlen > 64 or plen > CHUNK:
+            raise ProtocolError("bad frame prefix (header %d bytes, payload %d bytes)" % (hlen, plen))
+        filled = len(buf) - 6 - hlen
+        if plen < at_least or filled < 0 or filled >= plen:
+            return None
+        header = bytes(buf[6:6 + hlen])
+        payload = bytearray(plen)
+        payload[:filled] = buf[6 + hlen:]
+        del buf[:]
+        return header, payload, filled
+
+    def finish_large(self, header, payload):
+        """The frames a ``take_large`` payload completes, now filled (as from ``feed``)."""
+        frame = self._frame(header, payload)
+        return [] if frame is None else [frame]
+
     def _frame(self, header, payload):
         kind, req_id, more = _parse_header(header)
         key = (kind, req_id)

@@ -118,3 +118,22 @@ def test_codec_keeps_timezones_as_fixed_offsets():
     when = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=tz)
     assert codec.decode(codec.encode(when)) == when
     assert codec.decode(codec.encode(when)).utcoffset() == tz.utcoffset(None)
+
+
+def test_a_large_frame_can_be_read_in_place():
+    """take_large hands over a big frame's payload buffer; the reader fills it; finish_large
+    gives the same frame that feed would have given."""
+    from chopsticks import protocol
+    payload = bytes(range(256)) * 1024  # 256 KiB
+    wire = b"".join(protocol.encode(protocol.STREAM, 7, payload)) + b"".join(protocol.encode(protocol.CREDIT, 7, b"x"))
+    decoder = protocol.Decoder()
+    assert decoder.feed(wire[:1000]) == []
+    assert decoder.take_large(1 << 20) is None  # smaller than asked for: use feed
+    header, buffer, filled = decoder.take_large(64 << 10)
+    rest = memoryview(wire)[1000:]
+    need = len(buffer) - filled
+    buffer[filled:] = rest[:need]
+    frames = decoder.finish_large(header, buffer)
+    assert [(f.kind, f.req_id, bytes(f.payload)) for f in frames] == [(protocol.STREAM, 7, payload)]
+    assert decoder.feed(bytes(rest[need:])) == [(protocol.CREDIT, 7, b"x")]
+    assert decoder.take_large(1) is None  # nothing buffered

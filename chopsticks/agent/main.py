@@ -191,12 +191,28 @@ class Agent(object):
 
     def next_frame(self):
         while not self.frames:
+            large = self.decoder.take_large(READ_SIZE)
+            if large is not None:  # a file chunk or big call: read it in place, no copies
+                header, payload, filled = large
+                view = memoryview(payload)
+                while filled < len(payload):
+                    got = os.readv(self.fd_in, [view[filled:]])
+                    if not got:
+                        self.end_of_input()
+                    filled += got
+                view.release()
+                self.frames.extend(self.decoder.finish_large(header, payload))
+                continue
             data = os.read(self.fd_in, READ_SIZE)
             if not data:
-                self.remove_temp_files()
-                _exit(0)
+                self.end_of_input()
             self.frames.extend(self.decoder.feed(data))
         return self.frames.popleft()
+
+    def end_of_input(self):
+        """The controller hung up: remove unfinished transfers' files and exit."""
+        self.remove_temp_files()
+        _exit(0)
 
     def remove_temp_files(self):
         for path in list(self.temp_files):
