@@ -9,7 +9,7 @@ every destination's SHA-256. The floor is OpenSSH itself: ``ssh host 'cat > /dev
 file``, minus ``ssh host true`` (the login). One JSON line per measurement; then a table.
 
     .venv/bin/python bench/w3_files.py            # ours and the floor
-    .venv/bin/python bench/w3_files.py --peers    # and chopsticks 1.0, parallel-ssh (SCP, SFTP)
+    .venv/bin/python bench/w3_files.py --peers    # and chopsticks 1.0, parallel-ssh (SCP, SFTP), execnet
 """
 
 import argparse
@@ -85,7 +85,7 @@ def floor(fleet, src: str, hosts) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peers", action="store_true", help="also run chopsticks 1.0 and parallel-ssh")
+    parser.add_argument("--peers", action="store_true", help="also run chopsticks 1.0, parallel-ssh and execnet")
     parser.add_argument("--only", action="append", help="run only these cases (256MiB-1host, 16MiB-50hosts)")
     parser.add_argument("--json-out", default="w3.jsonl", help="results file (under bench/results/)")
     args = parser.parse_args()
@@ -96,7 +96,8 @@ def main() -> int:
         peers = os.path.join(BENCH, "peers")
         impls += [("chopsticks-1.0", [PEERS_PY, os.path.join(peers, "w3_chopsticks1.py")], peers),
                   ("parallel-ssh-scp", [PEERS_PY, os.path.join(peers, "w3_pssh.py"), "--scp"], peers),
-                  ("parallel-ssh-sftp", [PEERS_PY, os.path.join(peers, "w3_pssh.py")], peers)]
+                  ("parallel-ssh-sftp", [PEERS_PY, os.path.join(peers, "w3_pssh.py")], peers),
+                  ("execnet", [PEERS_PY, os.path.join(peers, "w3_execnet.py")], peers)]
     work = tempfile.mkdtemp(prefix="chopsticks-w3-")
     dest_root = tempfile.mkdtemp(prefix="chopsticks-w3-", dir="/dev/shm")
     fleet = start_fleet(max(hosts for _, _, hosts in CASES))
