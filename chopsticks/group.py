@@ -179,13 +179,14 @@ class Group:
                  progress: Optional[Callable[[int], None]] = None) -> Iterator[Tuple[str, Any]]:
         """``put``, yielding ``(host, result)`` as each host finishes."""
         from chopsticks import transfer
+        from chopsticks.sources import Source, Sources
 
         def for_host(tunnel: BaseTunnel) -> Optional[str]:
             return None if remote_path is None else remote_path.replace("{host}", tunnel.host)
 
         if isinstance(local_path, (str, os.PathLike)):
             os.stat(local_path)  # a missing or unreadable file is one error, not one per host
-            sources = transfer.Sources(shared=len(self.tunnels) > 1)
+            sources = Sources(shared=len(self.tunnels) > 1)
             if not os.path.isdir(local_path):
                 sources.acquire(os.fspath(local_path)).release()  # opened (and checked) now
 
@@ -194,7 +195,7 @@ class Group:
                                     timeout=timeout, progress=progress, sources=sources)
             close = sources.close
         else:
-            source = transfer.Source(local_path)  # spooled once
+            source = Source(local_path)  # spooled once
             source.shared = len(self.tunnels) > 1
 
             def work(tunnel: BaseTunnel) -> Any:

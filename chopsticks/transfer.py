@@ -6,19 +6,15 @@ read, never joined or re-encoded. Credit bounds what is in flight per stream
 (``STREAM_WINDOW``), so a slow host holds back only its own transfer and the controller's
 memory stays flat whatever the file size or host count.
 
-A ``Source`` is one local file shared by every tunnel sending it: a piece is read (and
-hashed) once while the tunnels keep up with each other, kept in a small window, and re-read
-from the file only by a tunnel that falls behind that window. Both ends write to a temporary
+What is sent comes from a ``Source`` (``chopsticks.sources``): one local file read and hashed
+once for every tunnel sending it. Both ends write to a temporary
 file beside the destination, check size and SHA-256, fsync, then rename, so a failed or
 interrupted transfer leaves the destination as it was.
 """
 
-import collections
 import errno
 import hashlib
 import os
-import shutil
-import stat
 import tempfile
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -28,102 +24,10 @@ from chopsticks import protocol, remote_files
 from chopsticks.connection import Connection, StreamState
 from chopsticks.errors import CallTimeout, TransferError
 from chopsticks.pickling import dumps_call
+from chopsticks.sources import Source, Sources
 
 CHUNK = protocol.STREAM_CHUNK
-# Pieces of a file kept for tunnels sending it together (16 MiB).
-CACHE_PIECES = 64
 Progress = Optional[Callable[[int], None]]
-
-
-class Source:
-    """A local file (a path, or a file object) read in pieces by any number of tunnels."""
-
-    def __init__(self, src):
-        self.spooled = False
-        if isinstance(src, (str, os.PathLike)):
-            self.name = os.fspath(src)
-            self.fd = os.open(self.name, os.O_RDONLY | os.O_CLOEXEC)
-        else:
-            name = getattr(src, "name", None)
-            self.name = name if isinstance(name, str) else None
-            self.fd = self._fd_of(src)
-            self.spooled = True
-        try:
-            st = os.fstat(self.fd)
-            if stat.S_ISDIR(st.st_mode):
-                raise IsADirectoryError(errno.EISDIR, "is a directory", self.name)
-        except BaseException:
-            os.close(self.fd)
-            raise
-        self._stat = (st.st_size, st.st_mtime_ns)
-        self.size = st.st_size
-        self.mode = 0o644 if self.spooled else stat.S_IMODE(st.st_mode)
-        self.mtime_ns = st.st_mtime_ns
-        self.pieces = (self.size + CHUNK - 1) // CHUNK
-        self._cache: "collections.OrderedDict[int, bytes]" = collections.OrderedDict()
-        self._hashed = 0
-        self._sha1 = hashlib.sha1()
-        self._sha256 = hashlib.sha256()
-        self.changed: Optional[str] = None
-        self.users = 0  # tunnels sending it now
-        self.shared = False  # several tunnels will send it: keep recent pieces for them
-
-    @staticmethod
-    def _fd_of(fileobj) -> int:
-        """A file object's bytes from its current position on, spooled to a temporary file."""
-        with tempfile.TemporaryFile() as spool:
-            shutil.copyfileobj(fileobj, spool, 1 << 20)
-            spool.flush()
-            return os.dup(spool.fileno())
-
-    def piece(self, index: int) -> bytes:
-        data = self._cache.get(index)
-        if data is not None:
-            return data
-        want = min(CHUNK, self.size - index * CHUNK)
-        data = os.pread(self.fd, want, index * CHUNK)
-        if len(data) != want:
-            self.changed = "%s shrank while it was being sent" % self.label
-            data = data + bytes(want - len(data))  # a placeholder: the transfer is aborted
-        if index == self._hashed:
-            self._sha1.update(data)
-            self._sha256.update(data)
-            self._hashed += 1
-        if self.shared:
-            self._cache[index] = data
-            while len(self._cache) > CACHE_PIECES:
-                self._cache.popitem(last=False)
-        return data
-
-    def change(self) -> Optional[str]:
-        """Why the file cannot be trusted as sent (it changed since it was opened), or None."""
-        if self.changed is None:
-            st = os.fstat(self.fd)
-            if (st.st_size, st.st_mtime_ns) != self._stat:
-                self.changed = "%s changed while it was being sent" % self.label
-        return self.changed
-
-    @property
-    def label(self) -> str:
-        return self.name or "the file object"
-
-    @property
-    def sha1(self) -> str:
-        return self._sha1.hexdigest()
-
-    @property
-    def sha256(self) -> str:
-        return self._sha256.hexdigest()
-
-    def release(self) -> None:
-        """A tunnel is done with it; the last one drops the cache."""
-        self.users -= 1
-        if self.users <= 0:
-            self._cache.clear()
-
-    def close(self) -> None:
-        self._cache.clear()
-        os.close(self.fd)
 
 
 def _connection(tunnel) -> Connection:
@@ -219,27 +123,6 @@ def send_source(tunnel, source: Source, remote_path: Optional[str], mode: Option
     result["sha1sum"] = source.sha1
     result["local_path"] = source.name
     return result
-
-
-class Sources:
-    """The Sources of one put, opened once each and shared by every tunnel (``shared``)."""
-
-    def __init__(self, shared: bool = False):
-        self._open: Dict[str, Source] = {}
-        self.shared = shared
-
-    def acquire(self, path: str) -> Source:
-        source = self._open.get(path)
-        if source is None:
-            source = self._open[path] = Source(path)
-            source.shared = self.shared
-        source.users += 1
-        return source
-
-    def close(self) -> None:
-        for source in self._open.values():
-            source.close()
-        self._open.clear()
 
 
 def put_tree(tunnel, sources: Sources, local_dir: str, remote_dir: Optional[str], make_dirs: bool,
