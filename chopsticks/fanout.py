@@ -16,18 +16,19 @@ import functools
 import getpass
 import importlib
 import json
-import logging
 import os
 import sys
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from chopsticks import facts, helpers, hosts
-from chopsticks.errors import CallTimeout, ChopsticksError, ConnectTimeout
-from chopsticks.results import ErrorResult
+from chopsticks.errors import ChopsticksError
+from chopsticks.fanout_output import (
+    FAILED, OK, TIMED_OUT, configure_logging, jsonable, print_line, progress_bar, record, show, summarize,
+    summary_line,
+)
 
 PROG = "python -m chopsticks.fanout"
-OK, FAILED, TIMED_OUT = "ok", "failed", "timed out"
 RUN_GRACE = 5.0  # seconds a `run` call may outlive the command's own timeout (to report it)
 # Shown for `facts` without names in a table; --format json or jsonl has them all.
 TABLE_FACTS = ("hostname", "ip", "os_release", "kernel", "arch", "cpus", "memory", "load", "uptime",
@@ -363,94 +364,15 @@ def make_group(args, names: List[str]):
         raise UsageError(str(exc)) from None
 
 
-# -- results ------------------------------------------------------------------------------
-
-def record(host: str, value: Any, judge: Callable[[Any], str]) -> Dict[str, Any]:
-    """What one host's result prints as: host, status, then value or error."""
-    if isinstance(value, ErrorResult):
-        timed_out = isinstance(value.exception, (CallTimeout, ConnectTimeout))
-        entry = {"host": host, "status": TIMED_OUT if timed_out else FAILED, "error": value.msg}
-        if value.tb:
-            entry["traceback"] = value.tb
-        return entry
-    return {"host": host, "status": judge(value), "value": value}
-
-
-def jsonable(value: Any) -> Any:
-    """A result made fit for JSON: bytes and undecodable text escaped, keys made strings."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-            return value
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", "backslashreplace")
-    if isinstance(value, dict):
-        return {k if isinstance(k, str) else json.dumps(jsonable(k)): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(item) for item in value]
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
-    return repr(value)
-
-
-def summarize(records: List[Dict[str, Any]], total: int, seconds: float) -> Dict[str, Any]:
-    counts = {status: sum(1 for r in records if r["status"] == status) for status in (OK, FAILED, TIMED_OUT)}
-    return {"hosts": total, "ok": counts[OK], "failed": counts[FAILED], "timed_out": counts[TIMED_OUT],
-            "unfinished": total - len(records), "seconds": round(seconds, 3)}
-
-
-def summary_line(summary: Dict[str, Any]) -> str:
-    text = "%d host%s in %.2fs: %d ok, %d failed, %d timed out" % (
-        summary["hosts"], "" if summary["hosts"] == 1 else "s", summary["seconds"], summary["ok"], summary["failed"], summary["timed_out"])
-    if summary["unfinished"]:
-        text += ", %d unfinished (interrupted)" % summary["unfinished"]
-    return text
-
-
 # -- running --------------------------------------------------------------------------------
-
-def configure_logging(args) -> None:
-    import structlog
-    import tqdm
-
-    class Writer(structlog.PrintLogger):
-        """Log lines above the progress bar, not through it."""
-
-        def msg(self, message: str) -> None:
-            tqdm.tqdm.write(message, file=sys.stderr)
-
-        log = debug = info = warning = warn = error = critical = exception = fatal = msg
-
-    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
-    renderer = (structlog.processors.JSONRenderer() if args.log_format == "json"
-                else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
-    structlog.configure(
-        processors=[structlog.processors.add_log_level,
-                    structlog.processors.TimeStamper(fmt="iso", utc=True), renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=lambda *_: Writer(sys.stderr),
-        cache_logger_on_first_use=True)
-
-
-def _progress(hosts: int, enabled: bool, job: Job):
-    """Hosts done, or bytes moved for put and fetch (hosts then in the postfix)."""
-    import tqdm
-    if job.count_bytes:
-        total = None if job.total_bytes is None else job.total_bytes * hosts
-        return tqdm.tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-                         disable=not enabled, leave=False, dynamic_ncols=True, smoothing=0.1)
-    return tqdm.tqdm(total=hosts, unit="host", file=sys.stderr, disable=not enabled, leave=False,
-                     dynamic_ncols=True, smoothing=0.1)
-
 
 def execute(args, job: Job, group) -> int:
     import structlog
     log = structlog.get_logger("chopsticks.fanout")
     fmt = args.format or ("table" if sys.stdout.isatty() else "jsonl")
     records: List[Dict[str, Any]] = []
-    bar = _progress(len(group), bool(sys.stderr.isatty() and not args.no_progress), job)
+    bar = progress_bar(len(group), bool(sys.stderr.isatty() and not args.no_progress), job.count_bytes,
+                       job.total_bytes)
     counts = {OK: 0, FAILED: 0, TIMED_OUT: 0}
     started = time.monotonic()
     log.debug("fanout_started", hosts=len(group), command=args.command)
@@ -462,7 +384,7 @@ def execute(args, job: Job, group) -> int:
             records.append(entry)
             counts[entry["status"]] += 1
             if fmt == "jsonl":
-                _print_line(json.dumps(jsonable(entry)), bar)
+                print_line(json.dumps(jsonable(entry)), bar)
             hosts_done = "%d/%d hosts: " % (len(records), len(group)) if job.count_bytes else ""
             bar.set_postfix_str("%s%d ok, %d failed, %d timed out" % (hosts_done, counts[OK], counts[FAILED],
                                                                      counts[TIMED_OUT]), refresh=False)
@@ -484,20 +406,11 @@ def execute(args, job: Job, group) -> int:
     if fmt == "json":
         print(json.dumps({"results": [jsonable(r) for r in records], "summary": summary}, indent=2))
     elif fmt == "table":
-        from chopsticks import fanout_table
-        fanout_table.show(records, job.columns, args.command == "run")
+        show(records, job.columns, args.command == "run")
     print(summary_line(summary), file=sys.stdout if fmt == "table" else sys.stderr)
     if interrupted:
         return 130
     return 0 if summary["ok"] == summary["hosts"] else 1
-
-
-def _print_line(line: str, bar) -> None:
-    """A line on stdout that leaves a progress bar on stderr intact."""
-    if bar.disable:
-        print(line, flush=True)
-    else:
-        bar.write(line, file=sys.stdout)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -505,7 +418,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = build_parser().parse_args(argv)
         job = JOBS[args.command](args)
         names = read_hosts(args)
-        configure_logging(args)
+        configure_logging(args.quiet, args.verbose, args.log_format)
         group = make_group(args, names)
     except UsageError as exc:
         print("%s: error: %s" % (PROG, exc), file=sys.stderr)
