@@ -64,8 +64,11 @@ class Connection:
     """A started agent: send calls, get results, serve its imports."""
 
     def __init__(self, name: str, pipe, modules: ModuleServer, max_result: int,
-                 on_output: Callable[[str, str], None] = logs.remote_output):
+                 on_output: Callable[[str, str], None] = logs.remote_output, explain=None):
         self.name = name
+        # explain(status, stderr lines) -> (exception class, message) or None: the tunnel's
+        # own account of an agent that ended before it started (a missing image, say)
+        self.explain = explain
         self.pipe = pipe
         self.modules = modules
         self.max_result = max_result
@@ -228,6 +231,10 @@ class Connection:
         lost = getattr(self.pipe, "end_reason", None)  # a transport's own account, e.g. SSH
         self._stderr_reader.join(1.0)
         if self.hello is None:
+            explained = self.explain(status, list(self._stderr_tail)) if self.explain else None
+            if explained is not None:
+                kind, message = explained
+                return kind("[%s] %s%s" % (self.name, message, self._stderr_note()))
             if any("sudo:" in line and "password" in line for line in self._stderr_tail):
                 return ConnectError("[%s] sudo asks for a password on this host; chopsticks runs sudo "
                                     "non-interactively (sudo -n): allow the command with NOPASSWD%s"

@@ -113,6 +113,11 @@ class HostKeyChanged(HostKeyError):
     """known_hosts records a different key of the same type for this host."""
 
 
+class ContainerError(ConnectError):
+    """The container engine could not start the agent's container: a missing image or engine,
+    a name already taken, no such running container."""
+
+
 class PythonNotFound(ConnectError):
     """The remote has no usable Python: missing, or older than the agent needs."""
 

@@ -2,7 +2,8 @@
 
 A tunnel connects lazily on first use, can be closed and used again (it reconnects), and is
 a context manager. Subclasses only say how to start a pipe whose other end is the remote
-``python`` (``_open_pipe``); everything else is shared. Tunnels are driven by gevent: use
+``python`` (``_open_pipe``; for a local command, ``SubprocessTunnel.cmd_args``); everything
+else is shared. Tunnels are driven by gevent: use
 them from greenlets (or plain code in the main thread), not from several OS threads.
 """
 
@@ -10,7 +11,7 @@ import dataclasses
 import os
 import shlex
 import time
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import gevent
 import gevent.lock
@@ -21,8 +22,8 @@ from chopsticks.errors import CallTimeout, ChopsticksError, ConnectError, Python
 from chopsticks.future import CallFuture
 from chopsticks.modules import ModuleServer, shared_server
 from chopsticks.pickling import dumps_call
-from chopsticks.transports.process import ProcessPipe
 from chopsticks.transports.libssh2 import Deadline
+from chopsticks.transports.process import ProcessPipe
 from chopsticks.transports.ssh import HandshakeSlots, SSHLink, default_slots
 from chopsticks.transports.ssh_options import SSHOptions, resolve
 
@@ -38,7 +39,7 @@ def _system_python() -> str:
 
 
 class BaseTunnel:
-    """What every tunnel does; subclasses implement ``_open_pipe(argv)``."""
+    """What every tunnel does; subclasses implement ``_open_pipe(timeout)``."""
 
     def __init__(self, host: str, *, python: Optional[str] = None,
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
@@ -57,12 +58,18 @@ class BaseTunnel:
 
     # -- what subclasses provide -----------------------------------------------------------
 
-    def _open_pipe(self, argv, timeout: float):
-        """Start the remote ``python`` (argv) within ``timeout`` seconds.
+    def _open_pipe(self, timeout: float):
+        """Start the remote ``python`` (``bootstrap.python_argv(self.python)``) within
+        ``timeout`` seconds.
 
         Returns the pipe and when the work started (after any queueing for a shared
         resource, which the connect timeout does not count)."""
         raise NotImplementedError
+
+    def _explain_failed_start(self, status: Optional[int], stderr: List[str]):
+        """Why the agent ended before it started, as ``(exception class, message)``, when
+        this kind of tunnel can tell better than an exit status; else None."""
+        return None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -88,14 +95,15 @@ class BaseTunnel:
                 return self
             bundle = bootstrap.bundle_for(self.max_result)
             try:
-                pipe, started = self._open_pipe(bootstrap.python_argv(self.python), self.connect_timeout)
+                pipe, started = self._open_pipe(self.connect_timeout)
             except ChopsticksError:
                 raise
             except FileNotFoundError as exc:
                 raise PythonNotFound("[%s] cannot start %s: %s" % (self.host, self.python, exc)) from exc
             except OSError as exc:
                 raise ConnectError("[%s] cannot start the agent: %s" % (self.host, exc)) from exc
-            conn = Connection(self.host, pipe, self.modules, self.max_result)
+            conn = Connection(self.host, pipe, self.modules, self.max_result,
+                              explain=self._explain_failed_start)
             remaining = max(0.001, self.connect_timeout - (time.monotonic() - started))
             conn.handshake(bundle.stdin_bytes(), remaining, self.connect_timeout)
             self._conn = conn
@@ -200,7 +208,39 @@ class BaseTunnel:
             timer.close()
 
 
-class Local(BaseTunnel):
+class SubprocessTunnel(BaseTunnel):
+    """A tunnel whose agent is reached through a local command's stdin and stdout.
+
+    The base of ``Local``, ``Sudo`` and ``Docker``, and of your own pipe tunnels: override
+    ``cmd_args()`` to wrap the remote ``python`` command in whatever reaches the other side
+    (``kubectl exec -i``, ``lxc exec``, ``chroot`` ...). The command must pass stdin and stdout
+    through byte for byte and must not write to stdout itself; what it writes to stderr is
+    shown as the host's output. Set the class attribute ``python3`` (as in the original
+    chopsticks) or pass ``python=`` to choose the interpreter.
+    """
+
+    #: The remote interpreter when ``python=`` is not given (None: the system ``python3``).
+    python3: Optional[str] = None
+
+    def __init__(self, host: str, *, python: Optional[str] = None, **options):
+        super().__init__(host, python=python or self.python3, **options)
+
+    def cmd_args(self) -> List[str]:
+        """The command that starts the agent: by default the remote ``python`` itself."""
+        return bootstrap.python_argv(self.python)
+
+    def _open_pipe(self, timeout: float):
+        argv = self.cmd_args()
+        try:
+            return ProcessPipe(argv), time.monotonic()
+        except FileNotFoundError:
+            if argv[0] == self.python:
+                raise  # connect reports the missing interpreter
+            raise ConnectError("[%s] cannot start %s: it is not installed (not found on PATH)"
+                               % (self.host, argv[0])) from None
+
+
+class Local(SubprocessTunnel):
     """A tunnel to an agent in a local subprocess of the system ``python3``.
 
     ``Local()`` or ``Local('name', python='/usr/bin/python3.11')``.
@@ -209,8 +249,22 @@ class Local(BaseTunnel):
     def __init__(self, name: str = "localhost", **options):
         super().__init__(name, **options)
 
-    def _open_pipe(self, argv, timeout: float):
-        return ProcessPipe(argv), time.monotonic()
+
+class Sudo(SubprocessTunnel):
+    """A tunnel to a local agent run as another user through ``sudo -n`` (never a password
+    prompt: allow the interpreter with NOPASSWD in sudoers).
+
+    ``Sudo()`` (root, named ``root@localhost``), ``Sudo('postgres', name='pg')``.
+    """
+
+    def __init__(self, user: str = "root", name: Optional[str] = None, **options):
+        if not isinstance(user, str) or not user or user.startswith("-"):
+            raise ValueError("Sudo needs a user name, got %r" % (user,))
+        self.user = user
+        super().__init__(name or "%s@localhost" % user, **options)
+
+    def cmd_args(self) -> List[str]:
+        return ["sudo", "-n", "-u", self.user, "--"] + super().cmd_args()
 
 
 class SSHTunnel(BaseTunnel):
@@ -239,13 +293,13 @@ class SSHTunnel(BaseTunnel):
         self.sudo = "root" if sudo is True else (sudo or None)
         self._slots = handshake_slots
 
-    def _command(self, argv) -> str:
-        words = list(argv)
+    def _command(self) -> str:
+        words = bootstrap.python_argv(self.python)
         if self.sudo:
             words = ["sudo", "-n", "-u", self.sudo, "--"] + words
         return " ".join(shlex.quote(word) for word in words)
 
-    def _open_pipe(self, argv, timeout: float):
+    def _open_pipe(self, timeout: float):
         # Wait for a handshake slot first: the connect timeout starts once it is ours, so a
         # thousand tunnels queued behind the bound do not time out while they wait.
         with self._slots or default_slots():
@@ -253,7 +307,7 @@ class SSHTunnel(BaseTunnel):
             deadline = Deadline(timeout, "connecting over SSH")
             link = SSHLink.open(self.destination, deadline)
             try:
-                return link.open_channel(self._command(argv), deadline), started
+                return link.open_channel(self._command(), deadline), started
             except BaseException:
                 link.close()
                 raise
@@ -267,3 +321,12 @@ class SSHTunnel(BaseTunnel):
 
 #: The default tunnel type, as in the original chopsticks.
 Tunnel = SSHTunnel
+
+
+
+def __getattr__(name: str):
+    # Docker lives in its own module (it imports this one); the original had it here.
+    if name == "Docker":
+        from chopsticks.containers import Docker
+        return Docker
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

@@ -10,9 +10,10 @@ def test_exported_names_are_pinned():
     """The package exports exactly these names (adding one is a decision, not an accident)."""
     assert chopsticks.__all__ == [
         "AsyncResult", "AuthenticationFailed", "CallTimeout", "ChopsticksError", "ConnectError", "ConnectTimeout",
-        "ErrorResult", "Group", "GroupError", "GroupResult", "HandshakeSlots", "HostKeyChanged", "HostKeyError", "Local", "ProtocolViolation", "PythonNotFound", "Queue",
-        "RemoteException", "ResultTooLarge", "SSHOptions", "SSHTunnel", "SerializationError", "TransferError",
-        "Tunnel", "TunnelClosed", "TunnelError", "UnknownHostKey",
+        "ContainerError", "Docker", "ErrorResult", "Group", "GroupError", "GroupResult", "HandshakeSlots",
+        "HostKeyChanged", "HostKeyError", "Local", "ProtocolViolation", "PythonNotFound", "Queue",
+        "RemoteException", "ResultTooLarge", "SSHOptions", "SSHTunnel", "SerializationError", "SubprocessTunnel",
+        "Sudo", "TransferError", "Tunnel", "TunnelClosed", "TunnelError", "UnknownHostKey",
     ]
     for name in chopsticks.__all__:
         assert getattr(chopsticks, name) is not None

@@ -33,6 +33,9 @@ class ProcessPipe:
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             bufsize=0, start_new_session=True, env=env, cwd=cwd,
         )
+        # A command to run after the child had to be killed (a container engine's ``rm``)
+        self.after_kill: Optional[List[str]] = None
+        self._killed = False
         loop = get_hub().loop
         self._writer = None  # the greenlet waiting to write, if any
         self._fds = {}
@@ -116,6 +119,7 @@ class ProcessPipe:
 
     def kill(self) -> None:
         if self.proc.poll() is None:
+            self._killed = True
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -136,3 +140,9 @@ class ProcessPipe:
                 watcher.close()
         self.proc.stdout.close()
         self.proc.stderr.close()
+        if self._killed and self.after_kill:
+            try:
+                gevent.subprocess.run(self.after_kill, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                pass  # nothing more to do: the tunnel is closed either way
