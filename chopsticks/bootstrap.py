@@ -20,7 +20,7 @@ from chopsticks.modules import stdlib_names
 # Exit statuses of stage 1, so the controller can tell what went wrong.
 EXIT_OLD_PYTHON = 85
 EXIT_SHORT_BUNDLE = 86
-MIN_PYTHON = (3, 8)
+MIN_PYTHON = (3, 9)
 
 # Modules the agent needs before its import channel to the controller is up.
 AGENT_MODULES = (
@@ -37,8 +37,8 @@ MSGPACK_MODULES = ("msgpack", "msgpack.exceptions", "msgpack.ext", "msgpack.fall
 def _stage1():
     # Runs on the remote under any python: keep it to syntax every version parses.
     import os, sys, zlib  # noqa: E401,F811
-    if sys.version_info < (3, 8):
-        sys.stderr.write("chopsticks: Python 3.8 or newer is required; %s is %s\n" % (sys.executable, sys.version.split()[0]))
+    if sys.version_info < (3, 9):
+        sys.stderr.write("chopsticks: Python 3.9 or newer is required; %s is %s\n" % (sys.executable, sys.version.split()[0]))
         sys.exit(85)
     def r(n):
         b = b""

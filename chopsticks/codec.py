@@ -1,6 +1,6 @@
 """Result values: a closed set of types carried in msgpack, and never pickles.
 
-Remote-safe (standard library plus msgpack, Python 3.8 syntax). The agent encodes what a
+Remote-safe (standard library plus msgpack, Python 3.9 syntax). The agent encodes what a
 call returned; the controller decodes it. Decoding builds only the types listed below, so
 a compromised host can send data but never objects with behaviour.
 

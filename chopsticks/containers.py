@@ -83,8 +83,10 @@ class Docker(SubprocessTunnel):
         pipe: ProcessPipe
         pipe, started = super()._open_pipe(timeout)
         if self.container is None and self.rm:
-            # A client we had to kill may leave its container behind: remove it by name.
-            pipe.after_kill = [self.engine, "rm", "--force", self.host]
+            # A client we had to kill may leave its container behind: remove it by name
+            # (podman would first wait 10 s for a polite stop; docker's --force kills at once).
+            wait = ["--time", "0"] if os.path.basename(self.engine) == "podman" else []
+            pipe.after_kill = [self.engine, "rm", "--force"] + wait + [self.host]
         return pipe, started
 
     def _explain_failed_start(self, status: Optional[int], stderr: List[str]):

@@ -17,7 +17,7 @@ Each class also subclasses the builtin it means, so ``except TimeoutError`` or
     │   │   ├── HostKeyError            the host key is refused (revoked)
     │   │   │   ├── UnknownHostKey      not in known_hosts, and the policy is strict
     │   │   │   └── HostKeyChanged      known_hosts has a different key for this host
-    │   │   └── PythonNotFound          the remote has no usable ``python3`` (missing, or older than 3.8)
+    │   │   └── PythonNotFound          the remote has no usable ``python3`` (missing, or older than 3.9)
     │   ├── TunnelClosed                the agent went away: it exited, was killed, or the pipe broke
     │   └── ProtocolViolation           the remote sent bytes that break the protocol; tunnel closed
 """

@@ -1,4 +1,4 @@
-"""Facts about a host, gathered on the host itself. Remote-safe: standard library only, Python 3.8.
+"""Facts about a host, gathered on the host itself. Remote-safe: standard library only, Python 3.9.
 
 Call them through a tunnel or a group: ``group.call(facts.all)``. Each reads the kernel's own
 files (``/proc``, ``/etc/os-release``) or the standard library, runs no command, and returns

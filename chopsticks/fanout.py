@@ -80,8 +80,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                        help="a file of hosts or ranges, one or more per line, '#' comments; '-' reads "
                             "stdin (repeatable). With neither -H nor -f, hosts are read from stdin")
     group = parser.add_argument_group("running")
-    group.add_argument("--transport", choices=("ssh", "local"),
-                       help="ssh (default), or local: each host name labels a local python3 subprocess")
+    group.add_argument("--transport", choices=("ssh", "local", "docker"),
+                       help="ssh (default); local: each host name labels a local python3 subprocess "
+                            "(run as another user with --sudo); docker: each host is a container, a "
+                            "fresh one of --image or else a running one, entered with exec")
     group.add_argument("-c", "--concurrency", type=_positive(int), metavar="N",
                        help="hosts worked on at once (default: from the open-files limit)")
     group.add_argument("-t", "--timeout", type=_positive(float), metavar="SECONDS",
@@ -105,6 +107,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ask-passphrase", action="store_true", help="prompt for the key's passphrase")
     group.add_argument("--sudo", nargs="?", const="root", metavar="USER",
                        help="run the agent under 'sudo -n' as USER (default root)")
+    group = parser.add_argument_group("containers (--transport docker)")
+    group.add_argument("--image", help="start a fresh container of IMAGE per host, named as the host and "
+                                       "removed at the end (never pulled)")
+    group.add_argument("--engine", metavar="COMMAND",
+                       help="docker or podman (default: $CHOPSTICKS_CONTAINER_ENGINE, else whichever is installed)")
     group = parser.add_argument_group("output")
     group.add_argument("--format", choices=("table", "jsonl", "json"),
                        help="table (default on a terminal), jsonl (a JSON object per host as it "
@@ -329,21 +336,40 @@ def read_hosts(args) -> List[str]:
     return names
 
 
+def _pipe_tunnel(args, name: str, options: Dict[str, Any]):
+    from chopsticks.tunnel import Docker, Local, Sudo
+
+    if args.transport == "docker":
+        if args.image:
+            return Docker(name, image=args.image, engine=args.engine, **options)
+        return Docker(name, container=name, engine=args.engine, **options)
+    if args.sudo:
+        return Sudo(args.sudo, name=name, **options)
+    return Local(name, **options)
+
+
 def make_group(args, names: List[str]):
     from chopsticks.group import Group
-    from chopsticks.tunnel import Local
 
     tunnel_options: Dict[str, Any] = {}
     if args.python:
         tunnel_options["python"] = args.python
     if args.connect_timeout:
         tunnel_options["connect_timeout"] = args.connect_timeout
-    if args.transport == "local":
+    if args.transport != "docker" and (args.image or args.engine):
+        raise UsageError("%s is for --transport docker" % ("--image" if args.image else "--engine"))
+    if args.transport in ("local", "docker"):
         ssh_only = [flag for flag, value in (("--user", args.user), ("--port", args.port), ("--key", args.key),
-                                             ("--jump", args.jump), ("--sudo", args.sudo)) if value]
+                                             ("--jump", args.jump)) if value]
+        if args.sudo and args.transport == "docker":
+            ssh_only.append("--sudo")
         if ssh_only:
-            raise UsageError("%s is for --transport ssh" % ssh_only[0])
-        return Group([Local(name, **tunnel_options) for name in names], concurrency=args.concurrency)
+            raise UsageError("%s is not for --transport %s" % (ssh_only[0], args.transport))
+        try:
+            tunnels = [_pipe_tunnel(args, name, tunnel_options) for name in names]
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return Group(tunnels, concurrency=args.concurrency)
     ssh: Dict[str, Any] = {"user": args.user, "port": args.port, "key": args.key, "jump": args.jump,
                            "known_hosts": args.known_hosts, "host_key_policy": args.host_key_policy,
                            "ssh_config": args.ssh_config}

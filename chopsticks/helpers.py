@@ -1,4 +1,4 @@
-"""Helpers to run on remote hosts: commands and their output. Remote-safe: standard library, Python 3.8.
+"""Helpers to run on remote hosts: commands and their output. Remote-safe: standard library, Python 3.9.
 
 ``output_lines`` is the original chopsticks' helper; ``run`` is what ``python -m
 chopsticks.fanout run`` calls. A command given as a string runs through ``/bin/sh -c``; a

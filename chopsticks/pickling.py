@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 from chopsticks.errors import SerializationError
 
-PROTOCOL = 4  # every remote from Python 3.8 reads it
+PROTOCOL = 4  # every remote from Python 3.9 reads it
 
 
 class _Namespace:

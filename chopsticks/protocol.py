@@ -1,6 +1,6 @@
 """Wire frames: the sans-IO protocol layer shared by the controller and the remote agent.
 
-Remote-safe: standard library plus msgpack only, Python 3.8 syntax. Nothing here reads or
+Remote-safe: standard library plus msgpack only, Python 3.9 syntax. Nothing here reads or
 writes a file descriptor; bytes go in through ``Decoder.feed`` and out of ``encode``.
 
 A frame on the wire::

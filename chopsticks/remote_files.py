@@ -1,4 +1,4 @@
-"""The remote half of put and fetch. Remote-safe: standard library and the agent, Python 3.8.
+"""The remote half of put and fetch. Remote-safe: standard library and the agent, Python 3.9.
 
 The controller calls these on the agent (``chopsticks.transfer`` does, through ordinary
 calls); the file's bytes travel beside the call on a stream (see ``agent.main.Stream``).

@@ -1,10 +1,12 @@
 """Shared fixtures: real local tunnels, and a leak check after every test that uses them."""
 
 import gc
+import importlib
 import os
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import gevent
 import pytest
@@ -115,3 +117,83 @@ def ssh_options(fleet):
     from chopsticks.transports.ssh_options import SSHOptions
     return SSHOptions(port=fleet.port, key=fleet.key, known_hosts=fleet.known_hosts, ssh_config="",
                       agent=False)
+
+
+# -- a package that exists only on the controller (imports on demand) -----------------------
+
+PACKAGE = {
+    "demo_pkg/__init__.py": "from . import util\nVALUE = util.double(21)\n",
+    "demo_pkg/util.py": "def double(x):\n    return 2 * x\n",
+    "demo_pkg/sub/__init__.py": "",
+    "demo_pkg/sub/deep.py": textwrap.dedent("""\
+        import pkgutil
+        from .. import util
+        from ..util import double
+
+
+        def where():
+            import demo_pkg
+            return __file__, type(__loader__).__name__, demo_pkg.VALUE, double(2)
+
+
+        def data(name):
+            return pkgutil.get_data("demo_pkg", name)
+
+
+        def fail():
+            marker = "the source line of a shipped module"
+            raise KeyError(marker)
+        """),
+    "demo_pkg/data/info.txt": "package data\n",
+}
+
+
+@pytest.fixture
+def demo_pkg(tmp_path, monkeypatch):
+    """A package that exists only on the controller, in a temporary directory."""
+    for rel, text in PACKAGE.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (tmp_path / "secret.txt").write_text("outside the package\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [n for n in sys.modules if n.startswith("demo_pkg")]:
+        del sys.modules[name]
+    deep = importlib.import_module("demo_pkg.sub.deep")
+    yield deep, tmp_path
+    for name in [n for n in sys.modules if n.startswith("demo_pkg")]:
+        del sys.modules[name]
+
+
+# -- containers: rootful podman and three local images (scripts/containers builds them) -------
+
+# Each supported remote Python, as an image: Debian bullseye, bookworm and trixie.
+IMAGES = {"3.9": "chopsticks/python:3.9", "3.11": "chopsticks/python:3.11", "3.13": "chopsticks/python:3.13"}
+
+
+def podman_containers(prefix):
+    """Names of every container (running or not) whose name starts with ``prefix``."""
+    out = subprocess.run(["podman", "ps", "--all", "--format", "{{.Names}}"], capture_output=True,
+                         text=True, check=True).stdout
+    return [name for name in out.split() if name.startswith(prefix)]
+
+
+@pytest.fixture(scope="session")
+def podman():
+    """The engine's command, once podman and every image are there; fails in CI otherwise."""
+    require(shutil.which("podman"), "podman is not installed (scripts/containers installs it)")
+    missing = [image for image in IMAGES.values()
+               if subprocess.run(["podman", "image", "exists", image]).returncode != 0]
+    require(not missing, "images %s are missing (scripts/containers builds them)" % ", ".join(missing))
+    return "podman"
+
+
+@pytest.fixture
+def container_names(podman, no_leaks):
+    """A fresh name prefix for this test's containers; fails if any is left behind."""
+    prefix = "ct-%s-" % os.urandom(3).hex()
+    yield prefix
+    left = podman_containers(prefix)
+    for name in left:
+        subprocess.run(["podman", "rm", "--force", name], capture_output=True)
+    assert not left, "containers left behind: %s" % left

@@ -122,3 +122,9 @@ def claim(directory):
         return True
     except FileExistsError:
         return False
+
+
+def file_sha256(path):
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()

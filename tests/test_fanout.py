@@ -60,7 +60,10 @@ def ssh_args(fleet):
     (["-H", "a", "call", "remote_helpers:add", "--json-kwargs", "[1]"], "must be a JSON object, got an array"),
     (["-H", "a", "run", " "], "the command is empty"),
     (["-H", "a", "reboot"], "invalid choice: 'reboot'"),
-    (["-H", "a", "--user", "root", "facts"], "--user is for --transport ssh"),
+    (["-H", "a", "--user", "root", "facts"], "--user is not for --transport local"),
+    (["-H", "a", "--image", "img", "facts"], "--image is for --transport docker"),
+    (["--transport", "docker", "--sudo", "-H", "a", "facts"], "--sudo is not for --transport docker"),
+    (["-H", "web/1", "--transport", "docker", "--image", "img", "facts"], "'web/1' is not a container name"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message):
     result = local(*argv)

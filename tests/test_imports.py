@@ -1,8 +1,6 @@
 """Import on demand: modules and package data come from the controller, safely and in few round trips."""
 
 import importlib
-import sys
-import textwrap
 
 import pytest
 
@@ -22,50 +20,6 @@ class RecordingServer(ModuleServer):
     def serve(self, name, sent):
         self.requests.append(name)
         return super().serve(name, sent)
-
-
-PACKAGE = {
-    "demo_pkg/__init__.py": "from . import util\nVALUE = util.double(21)\n",
-    "demo_pkg/util.py": "def double(x):\n    return 2 * x\n",
-    "demo_pkg/sub/__init__.py": "",
-    "demo_pkg/sub/deep.py": textwrap.dedent("""\
-        import pkgutil
-        from .. import util
-        from ..util import double
-
-
-        def where():
-            import demo_pkg
-            return __file__, type(__loader__).__name__, demo_pkg.VALUE, double(2)
-
-
-        def data(name):
-            return pkgutil.get_data("demo_pkg", name)
-
-
-        def fail():
-            marker = "the source line of a shipped module"
-            raise KeyError(marker)
-        """),
-    "demo_pkg/data/info.txt": "package data\n",
-}
-
-
-@pytest.fixture
-def demo_pkg(tmp_path, monkeypatch):
-    """A package that exists only on the controller, in a temporary directory."""
-    for rel, text in PACKAGE.items():
-        path = tmp_path / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    (tmp_path / "secret.txt").write_text("outside the package\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    for name in [n for n in sys.modules if n.startswith("demo_pkg")]:
-        del sys.modules[name]
-    deep = importlib.import_module("demo_pkg.sub.deep")
-    yield deep, tmp_path
-    for name in [n for n in sys.modules if n.startswith("demo_pkg")]:
-        del sys.modules[name]
 
 
 @pytest.fixture

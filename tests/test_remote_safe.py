@@ -17,10 +17,10 @@ ALLOWED_CHOPSTICKS = {"chopsticks", "chopsticks.protocol", "chopsticks.codec", "
 
 
 @pytest.mark.parametrize("rel", REMOTE_SAFE)
-def test_remote_modules_parse_as_python_3_8_and_import_only_stdlib(rel):
-    """Each remote-safe module parses with 3.8 grammar and imports only stdlib, msgpack, itself."""
+def test_remote_modules_parse_as_python_3_9_and_import_only_stdlib(rel):
+    """Each remote-safe module parses with 3.9 grammar and imports only stdlib, msgpack, itself."""
     with open(os.path.join(PACKAGE, rel)) as f:
-        tree = ast.parse(f.read(), feature_version=(3, 8))
+        tree = ast.parse(f.read(), feature_version=(3, 9))
     for node in ast.walk(tree):
         names = []
         if isinstance(node, ast.Import):
@@ -35,11 +35,11 @@ def test_remote_modules_parse_as_python_3_8_and_import_only_stdlib(rel):
                 assert top in sys.stdlib_module_names or top == "msgpack", name
 
 
-def test_shipped_msgpack_parses_as_python_3_8():
-    """The pure-Python msgpack shipped to remotes without one parses with 3.8 grammar."""
+def test_shipped_msgpack_parses_as_python_3_9():
+    """The pure-Python msgpack shipped to remotes without one parses with 3.9 grammar."""
     for name in bootstrap.MSGPACK_MODULES:
         _, filename, source = bootstrap._module_entry(name)
-        ast.parse(source, feature_version=(3, 8))
+        ast.parse(source, feature_version=(3, 9))
 
 
 def test_stage1_is_small_and_compiles():

@@ -1,4 +1,4 @@
-"""Controller-side code type-checks with mypy (remote-safe code is checked for 3.8 syntax elsewhere)."""
+"""Controller-side code type-checks with mypy (remote-safe code is checked for 3.9 syntax elsewhere)."""
 
 import os
 import subprocess
