@@ -2,7 +2,8 @@
 """W1 (call latency, local subprocess or over SSH) for this repository's chopsticks.
 
     .venv/bin/python bench/w1_latency.py [--n 2000] [--warmup 200] [--peers]
-                                         [--transport local|ssh] [--json-out FILE]
+                                         [--transport local|ssh|docker] [--json-out FILE]
+                                         [--image IMAGE] [--engine podman|docker]
 
 ``--transport ssh``: a 1-host loopback fleet (``scripts/fleet.py``: a real OpenSSH sshd,
 host 127.0.0.2, an empty HOME for the login) is started for the run and stopped at the end;
@@ -14,6 +15,14 @@ harness gets the same fleet host (``run.py --transport ssh --host ...``: mitogen
 ``"transport": "ssh"`` (the pipe floor stays local). ``agent_cpu_us_per_call`` still
 works: the agent is a process of this machine (a grandchild of the fleet's sshd), and
 ``sshd_cpu_us_per_call`` adds the CPU of the sshd processes serving the connection.
+
+``--transport docker``: ours is ``Docker('w1-bench-...', image=IMAGE, engine=ENGINE)`` (a
+fresh container, ``run -i --rm``; default image ``chopsticks/python:3.11``, built by
+``scripts/containers``), and the floor (``"impl": "container-pipe-floor"``) is the same
+8-byte ping-pong as the pipe floor, through ``ENGINE run -i --rm IMAGE python3`` echoing its
+stdin: the cost the engine's own stdio relay (conmon) adds. The peers are not run over
+containers (``--peers`` is refused). ``agent_cpu_us_per_call`` is the container's PID 1
+seen from here.
 
 Run from the repo root (or with PYTHONPATH=<repo root>). Prints JSON lines on stdout:
 
@@ -69,7 +78,7 @@ from _w1common import measure, stats_us  # noqa: E402
 sys.dont_write_bytecode = False
 
 import chopsticks  # noqa: E402
-from chopsticks.tunnel import Local, SSHTunnel  # noqa: E402
+from chopsticks.tunnel import Docker, Local, SSHTunnel  # noqa: E402
 from chopsticks.transports.ssh_options import SSHOptions  # noqa: E402
 from _common import append_results, start_fleet  # noqa: E402
 
@@ -133,13 +142,53 @@ def fleet_options(fleet):
                       ssh_config='', agent=False)
 
 
-def run_ours(run, n, warmup, sink, fleet=None):
-    """One fresh tunnel: sequential latency, then pipelined throughput. Returns our W1 record."""
-    transport = 'ssh' if fleet is not None else 'local'
+CONTAINER_ECHO = ("import os\n"
+                  "os.write(1, b'ready\\n')\n"
+                  "while True:\n"
+                  "    b = os.read(0, 64)\n"
+                  "    if not b:\n"
+                  "        break\n"
+                  "    os.write(1, b)\n")
+
+
+def container_floor(n, warmup, sink, image, engine):
+    """The pipe floor through a container: 8 bytes echoed by python3 in ``run -i --rm``."""
+    proc = subprocess.Popen([engine, 'run', '-i', '--rm', '--pull=never', image, 'python3', '-S', '-c',
+                             CONTAINER_ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    try:
+        if proc.stdout.read(6) != b'ready\n':
+            raise RuntimeError('the echo container did not start')
+        msg = b'ping1234'
+
+        def call():
+            os.write(proc.stdin.fileno(), msg)
+            got = b''
+            while len(got) < len(msg):
+                got += os.read(proc.stdout.fileno(), len(msg) - len(got))
+            return 2
+
+        samples = measure(call, n, warmup)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+    rec = {'workload': 'W1', 'impl': 'container-pipe-floor', 'transport': 'docker', 'n': n, 'image': image}
+    rec.update(stats_us(samples))
+    out(rec, sink)
+
+
+def open_tunnel(fleet, container):
     if fleet is not None:
-        t = SSHTunnel(fleet.hosts[0], options=fleet_options(fleet), python='python3')
-    else:
-        t = Local('w1-bench', python=REMOTE_PYTHON)
+        return 'ssh', SSHTunnel(fleet.hosts[0], options=fleet_options(fleet), python='python3')
+    if container is not None:
+        image, engine = container
+        return 'docker', Docker('w1-bench-%d' % os.getpid(), image=image, engine=engine)
+    return 'local', Local('w1-bench', python=REMOTE_PYTHON)
+
+
+def run_ours(run, n, warmup, sink, fleet=None, container=None):
+    """One fresh tunnel: sequential latency, then pipelined throughput. Returns our W1 record."""
+    transport, t = open_tunnel(fleet, container)
     try:
         t.connect()
         info = t.remote_info or {}
@@ -159,6 +208,9 @@ def run_ours(run, n, warmup, sink, fleet=None):
         call = lambda: t.call(w1_target.two)  # noqa: E731
         measure(call, 0, warmup)
         pid = info.get('pid')
+        if container is not None:  # the container's PID 1, as this machine numbers it
+            pid = int(subprocess.run([container[1], 'inspect', '--format', '{{.State.Pid}}', t.host],
+                                     capture_output=True, text=True).stdout.strip() or 0)
         ctl0, agent0, sshd0 = time.process_time(), agent_cpu_s(pid), sshd_cpu_s(fleet, pid)
         samples = measure(call, n, 0)
         ctl1, agent1, sshd1 = time.process_time(), agent_cpu_s(pid), sshd_cpu_s(fleet, pid)
@@ -262,25 +314,32 @@ def main():
                     help='also run bench/peers/run.py: ours, peers, ours again')
     ap.add_argument('--no-floor', action='store_true',
                     help='without --peers, do not run the pipe floor either')
-    ap.add_argument('--transport', choices=('local', 'ssh'), default='local',
-                    help='local subprocess (default) or a 1-host loopback sshd fleet')
+    ap.add_argument('--transport', choices=('local', 'ssh', 'docker'), default='local',
+                    help='local subprocess (default), a 1-host loopback sshd fleet, or a container')
+    ap.add_argument('--image', default='chopsticks/python:3.11', help='docker: the image (default %(default)s)')
+    ap.add_argument('--engine', default='podman', help='docker: the engine command (default %(default)s)')
     ap.add_argument('--json-out', metavar='FILE',
                     help='append the JSON lines to FILE (relative: under bench/results/)')
     args = ap.parse_args()
     if args.n < 1 or args.warmup < 0:
         ap.error('--n must be >= 1 and --warmup >= 0')
+    if args.peers and args.transport == 'docker':
+        ap.error('--peers is not offered with --transport docker (the peers run local or over ssh)')
 
     # Like the peers: the remote starts in '/', so it can only get w1_target from us.
     os.chdir('/')
     records = []
     fleet = start_fleet(1) if args.transport == 'ssh' else None
+    container = (args.image, args.engine) if args.transport == 'docker' else None
     try:
-        run_ours(1, args.n, args.warmup, records, fleet)
+        run_ours(1, args.n, args.warmup, records, fleet, container)
         if args.peers:
             run_harness(args.n, [], records, fleet)
-            run_ours(2, args.n, args.warmup, records, fleet)
+            run_ours(2, args.n, args.warmup, records, fleet, container)
         elif not args.no_floor:
             run_harness(args.n, ['pipe-floor'], records)
+        if container is not None and not args.no_floor:
+            container_floor(args.n, args.warmup, records, *container)
     finally:
         if fleet is not None:
             fleet.stop()
