@@ -8,10 +8,13 @@ pulled: a missing image is an error, not a download in the middle of a fan-out.
 import os
 import re
 import shutil
+import subprocess
 import sys
+import uuid
 from typing import List, Optional, Sequence
 
-from chopsticks.bootstrap import EXIT_OLD_PYTHON
+import gevent.subprocess
+
 from chopsticks.errors import ContainerError, PythonNotFound
 from chopsticks.transports.process import ProcessPipe
 from chopsticks.tunnel import SubprocessTunnel
@@ -38,8 +41,9 @@ class Docker(SubprocessTunnel):
     """A tunnel to an agent in a container.
 
     ``Docker('worker-1', image='python:3.12')`` starts a fresh container named ``worker-1``
-    (``run -i --rm``; ``rm=False`` keeps it after the tunnel closes). It ends when the tunnel
-    closes, and also when the controller dies, since the agent exits at the end of its stdin.
+    (``run -i --rm``). It ends when the tunnel closes, and also when the controller dies,
+    since the agent exits at the end of its stdin. ``rm=False`` keeps the stopped container
+    (so its name stays taken, and the tunnel cannot start another under it).
     ``Docker('app', container='app-7f3c')`` runs the agent inside a running container
     (``exec -i``). ``engine`` is the engine's command (default: ``$CHOPSTICKS_CONTAINER_ENGINE``,
     else ``docker``, else ``podman``); ``engine_args`` are extra options to ``run`` or
@@ -66,58 +70,76 @@ class Docker(SubprocessTunnel):
         self.rm = rm
         self.engine = engine or default_engine()
         self.engine_args = list(engine_args)
+        self._label = ""  # marks the container of the current start, for removal
 
     def cmd_args(self) -> List[str]:
         python = super().cmd_args()
         if self.container is not None:
             return [self.engine, "exec", "-i"] + self.engine_args + [self.container] + python
         keep = ["--rm"] if self.rm else []
-        return ([self.engine, "run", "-i", "--pull=never", "--name", self.host] + keep + self.engine_args
-                + [str(self.image)] + python)
+        return ([self.engine, "run", "-i", "--pull=never", "--name", self.host, "--label", self._label]
+                + keep + self.engine_args + [str(self.image)] + python)
 
     def _open_pipe(self, timeout: float):
         if shutil.which(self.engine) is None:
             raise ContainerError("[%s] no container engine: %r is not installed (not found on PATH); "
                                  "install Docker or podman, or choose one with engine= or $%s"
                                  % (self.host, self.engine, ENGINE_VARIABLE))
+        self._label = "chopsticks.start=%s" % uuid.uuid4().hex
         pipe: ProcessPipe
         pipe, started = super()._open_pipe(timeout)
         if self.container is None and self.rm:
-            # A client we had to kill may leave its container behind: remove it by name
-            # (podman would first wait 10 s for a polite stop; docker's --force kills at once).
-            wait = ["--time", "0"] if os.path.basename(self.engine) == "podman" else []
-            pipe.after_kill = [self.engine, "rm", "--force"] + wait + [self.host]
+            pipe.after_kill = self._remove_container
         return pipe, started
 
+    def _remove_container(self) -> None:
+        """Remove the container of this start, which a killed client may have left (found by
+        its label: the name may belong to someone else's container)."""
+        def engine(*argv: str) -> str:
+            return gevent.subprocess.run([self.engine, *argv], stdin=subprocess.DEVNULL, capture_output=True,
+                                         text=True, timeout=30).stdout
+        try:
+            ids = engine("ps", "--all", "--quiet", "--filter", "label=" + self._label).split()
+            if ids:
+                # podman would first wait 10 s for a polite stop; docker's --force kills at once
+                wait = ["--time", "0"] if os.path.basename(self.engine) == "podman" else []
+                engine("rm", "--force", *wait, *ids)
+        except (OSError, subprocess.TimeoutExpired):
+            pass  # the tunnel is closed either way
+
     def _explain_failed_start(self, status: Optional[int], stderr: List[str]):
-        text = "\n".join(stderr).lower()
+        lines = [line.lower() for line in stderr]
+
+        def said(*words: str) -> bool:  # one line of stderr says all of these
+            return any(all(word in line for word in words) for line in lines)
+
         engine = os.path.basename(self.engine)
-        if "cannot connect to the docker daemon" in text or "docker daemon running" in text:
+        if said("cannot connect to the docker daemon") or said("docker daemon running"):
             return ContainerError, ("%s cannot reach its daemon: is it running? (on a machine with "
                                     "podman: engine='podman')" % engine)
         if self.container is not None:
-            if "no such container" in text:
+            if said("no such container") or said("no container with name or id"):
                 return ContainerError, "there is no container named %r" % self.container
-            if "state improper" in text or "is not running" in text:
+            if said("state improper") or said("is not running"):
                 return ContainerError, "container %r is not running" % self.container
         else:
-            if any(s in text for s in ("image not known", "no such image", "unable to find image",
-                                       "pull access denied", "manifest unknown")):
+            if any(said(*words) for words in (("image not known",), ("no such image",), ("unable to find image",),
+                                              ("pull access denied",), ("manifest unknown",))):
                 return ContainerError, ("image %r is not on this machine, and chopsticks never pulls: "
                                         "run `%s pull %s` first" % (self.image, engine, self.image))
-            if "already in use" in text:
+            if said("container name", self.host.lower(), "already in use"):
                 return ContainerError, ("the container name %r is already taken: remove that container "
                                         "(`%s rm -f %s`) or name this tunnel differently"
                                         % (self.host, engine, self.host))
         where = "container %r" % self.container if self.container is not None else "image %r" % self.image
-        if "executable file not found" in text or "no such file or directory" in text or status in (126, 127):
+        if status in (126, 127) or said("executable file not found", os.path.basename(self.python).lower()):
             return PythonNotFound, "%s has no %s" % (where, self.python)
-        if status == EXIT_OLD_PYTHON:
-            return None  # the agent's own check said why
         if status == 125:
             return ContainerError, "%s could not start the container" % engine
-        return ContainerError, ("the container of %s exited at once (status %s) before the agent "
-                                "started: does its entrypoint run the command it is given?" % (where, status))
+        if status == 0 and self.container is None:
+            return ContainerError, ("the container of %s exited at once (status 0) before the agent "
+                                    "started: does its entrypoint run the command it is given?" % where)
+        return None  # the exit status and stderr say it best
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "not connected"

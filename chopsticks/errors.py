@@ -13,6 +13,7 @@ Each class also subclasses the builtin it means, so ``except TimeoutError`` or
     ├── TunnelError(ConnectionError)    the tunnel could not be used
     │   ├── ConnectError                starting the remote agent failed
     │   │   ├── ConnectTimeout(TimeoutError)  a connect, handshake or agent start passed its deadline
+    │   │   ├── ContainerError          the container engine refused: no such image or container, name taken
     │   │   ├── AuthenticationFailed    the SSH server refused every credential tried
     │   │   ├── HostKeyError            the host key is refused (revoked)
     │   │   │   ├── UnknownHostKey      not in known_hosts, and the policy is strict

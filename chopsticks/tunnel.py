@@ -38,6 +38,11 @@ def _system_python() -> str:
     return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
 
 
+def sudo_argv(user: str, argv: List[str]) -> List[str]:
+    """``argv`` run as ``user`` by sudo, which must not ask for a password."""
+    return ["sudo", "-n", "-u", user, "--"] + argv
+
+
 class BaseTunnel:
     """What every tunnel does; subclasses implement ``_open_pipe(timeout)``."""
 
@@ -105,7 +110,13 @@ class BaseTunnel:
             conn = Connection(self.host, pipe, self.modules, self.max_result,
                               explain=self._explain_failed_start)
             remaining = max(0.001, self.connect_timeout - (time.monotonic() - started))
-            conn.handshake(bundle.stdin_bytes(), remaining, self.connect_timeout)
+            try:
+                conn.handshake(bundle.stdin_bytes(), remaining, self.connect_timeout)
+            except BaseException:
+                # also when cancelled from outside (a group's deadline, the caller's own
+                # timeout, Ctrl-C): what was started must not outlive the attempt
+                conn.close(kill=True)
+                raise
             self._conn = conn
         return self
 
@@ -222,8 +233,15 @@ class SubprocessTunnel(BaseTunnel):
     #: The remote interpreter when ``python=`` is not given (None: the system ``python3``).
     python3: Optional[str] = None
 
-    def __init__(self, host: str, *, python: Optional[str] = None, **options):
+    def __init__(self, host: Optional[str] = None, *, python: Optional[str] = None, **options):
+        if host is None:  # the original's subclasses set self.host, then call __init__()
+            host = getattr(self, "host", "")
         super().__init__(host, python=python or self.python3, **options)
+
+    @property
+    def PYTHON_ARGS(self) -> List[str]:  # noqa: N802 (the original's name)
+        """The interpreter's arguments that start the agent (the original's attribute)."""
+        return bootstrap.python_argv(self.python)[1:]
 
     def cmd_args(self) -> List[str]:
         """The command that starts the agent: by default the remote ``python`` itself."""
@@ -264,7 +282,7 @@ class Sudo(SubprocessTunnel):
         super().__init__(name or "%s@localhost" % user, **options)
 
     def cmd_args(self) -> List[str]:
-        return ["sudo", "-n", "-u", self.user, "--"] + super().cmd_args()
+        return sudo_argv(self.user, super().cmd_args())
 
 
 class SSHTunnel(BaseTunnel):
@@ -296,7 +314,7 @@ class SSHTunnel(BaseTunnel):
     def _command(self) -> str:
         words = bootstrap.python_argv(self.python)
         if self.sudo:
-            words = ["sudo", "-n", "-u", self.sudo, "--"] + words
+            words = sudo_argv(self.sudo, words)
         return " ".join(shlex.quote(word) for word in words)
 
     def _open_pipe(self, timeout: float):

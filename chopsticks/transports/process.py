@@ -10,7 +10,7 @@ import errno
 import os
 import signal
 import subprocess
-from typing import List, Mapping, Optional
+from typing import Callable, List, Mapping, Optional
 
 import gevent
 import gevent.subprocess
@@ -33,8 +33,9 @@ class ProcessPipe:
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             bufsize=0, start_new_session=True, env=env, cwd=cwd,
         )
-        # A command to run after the child had to be killed (a container engine's ``rm``)
-        self.after_kill: Optional[List[str]] = None
+        # Called (from close) after the child had to be killed: a container tunnel removes
+        # the container its killed client may have left
+        self.after_kill: Optional[Callable[[], None]] = None
         self._killed = False
         loop = get_hub().loop
         self._writer = None  # the greenlet waiting to write, if any
@@ -140,9 +141,5 @@ class ProcessPipe:
                 watcher.close()
         self.proc.stdout.close()
         self.proc.stderr.close()
-        if self._killed and self.after_kill:
-            try:
-                gevent.subprocess.run(self.after_kill, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                pass  # nothing more to do: the tunnel is closed either way
+        if self._killed and self.after_kill is not None:
+            self.after_kill()
