@@ -77,8 +77,9 @@ class Docker(SubprocessTunnel):
         if self.container is not None:
             return [self.engine, "exec", "-i"] + self.engine_args + [self.container] + python
         keep = ["--rm"] if self.rm else []
-        return ([self.engine, "run", "-i", "--pull=never", "--name", self.host, "--label", self._label]
-                + keep + self.engine_args + [str(self.image)] + python)
+        label = ["--label", self._label] if self._label else []
+        return ([self.engine, "run", "-i", "--pull=never", "--name", self.host] + label + keep
+                + self.engine_args + [str(self.image)] + python)
 
     def _open_pipe(self, timeout: float):
         if shutil.which(self.engine) is None:

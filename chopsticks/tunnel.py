@@ -3,8 +3,8 @@
 A tunnel connects lazily on first use, can be closed and used again (it reconnects), and is
 a context manager. Subclasses only say how to start a pipe whose other end is the remote
 ``python`` (``_open_pipe``; for a local command, ``SubprocessTunnel.cmd_args``); everything
-else is shared. Tunnels are driven by gevent: use
-them from greenlets (or plain code in the main thread), not from several OS threads.
+else is shared. Tunnels are driven by gevent: use them from greenlets (or plain code in the
+main thread), not from several OS threads.
 """
 
 import dataclasses

@@ -1,7 +1,7 @@
 """A child process as a byte pipe, cooperative under gevent. Transport layer.
 
 Used by every tunnel that runs a local command whose stdin and stdout reach the agent
-(``Local``, and later ``Sudo`` and container tunnels). The child gets its own session, so
+(``SubprocessTunnel``: ``Local``, ``Sudo``, ``Docker`` and your own). The child gets its own session, so
 a Ctrl-C at the controller's terminal does not reach it and closing can kill its whole
 process group.
 """
