@@ -3,15 +3,19 @@
 Kept dependency-free so every script can use it under any Python 3.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
+import shutil
+import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REMOTE_PYTHON = '/usr/bin/python3'
 WARMUP = 200
+DEFAULT_IMAGE = 'chopsticks/python:3.11'
 
 
 def setup_path():
@@ -28,9 +32,11 @@ def setup_path():
 
 
 def parse_args(description, transports=('local', 'ssh')):
-    """--n, --warmup, and the transport: ``local`` (a child /usr/bin/python3)
-    or ``ssh`` (a fleet host; the fleet is described by --host, --port,
-    --key, --known-hosts and --ssh-config, all required with ssh)."""
+    """--n, --warmup, and the transport: ``local`` (a child /usr/bin/python3),
+    ``ssh`` (a fleet host; the fleet is described by --host, --port,
+    --key, --known-hosts and --ssh-config, all required with ssh) or
+    ``docker`` (python3 in a fresh container of --image under --engine,
+    named --name or else ``w1-peer-<impl>-<pid>``; see container_name)."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument('--n', type=int, default=2000,
                     help='measured calls (default 2000)')
@@ -43,6 +49,12 @@ def parse_args(description, transports=('local', 'ssh')):
     ap.add_argument('--known-hosts', help='ssh: the fleet known_hosts file')
     ap.add_argument('--ssh-config', help='ssh: the fleet ssh_config '
                     '(Port, User, IdentityFile, UserKnownHostsFile)')
+    ap.add_argument('--image', default=DEFAULT_IMAGE,
+                    help='docker: the image (default %(default)s)')
+    ap.add_argument('--engine', default='podman',
+                    help='docker: the engine command (default %(default)s)')
+    ap.add_argument('--name', help='docker: the container name (default '
+                    'w1-peer-<impl>-<pid>)')
     args = ap.parse_args()
     if args.transport == 'ssh':
         missing = [name for name in ('host', 'port', 'key', 'known_hosts',
@@ -110,3 +122,61 @@ def dist_version(name):
 def note(msg):
     sys.stderr.write('[%s] %s\n' % (os.path.basename(sys.argv[0]), msg))
     sys.stderr.flush()
+
+
+# --- containers (--transport docker) ---------------------------------------
+
+def engine_path(engine):
+    """The engine's executable as found on PATH (e.g. /usr/bin/podman)."""
+    path = shutil.which(engine)
+    if not path:
+        raise SystemExit('container engine %r not found on PATH' % engine)
+    return path
+
+
+def container_name(args, impl):
+    """--name if given (run.py gives one, to clean up after a killed script),
+    else ``w1-peer-<impl>-<pid>``."""
+    return args.name or 'w1-peer-%s-%d' % (impl, os.getpid())
+
+
+def check_image(engine, image):
+    """Fail early (no pull) when the image is not in the engine's local store."""
+    r = subprocess.run([engine, 'image', 'inspect', image],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if r.returncode:
+        raise SystemExit('image %r not found locally by %s: %s' % (
+            image, engine, r.stderr.decode(errors='replace').strip()))
+
+
+def remove_container(engine, name):
+    """``ENGINE rm -f [--time 0] NAME``; quiet, and fine if it is already gone."""
+    argv = [engine, 'rm', '-f']
+    if 'podman' in os.path.basename(engine):
+        argv += ['--time', '0']
+    try:
+        subprocess.run(argv + [name], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        note('could not remove container %s: %s' % (name, e))
+
+
+@contextlib.contextmanager
+def sleeping_container(args, impl):
+    """A fresh container of --image running ``sleep infinity`` (``ENGINE run
+    -d --rm --pull=never --name NAME IMAGE sleep infinity``), for peers that
+    exec into an existing container. Yields (engine path, name); the container
+    is removed on the way out, errors included."""
+    engine = engine_path(args.engine)
+    check_image(engine, args.image)
+    name = container_name(args, impl)
+    try:
+        r = subprocess.run([engine, 'run', '-d', '--rm', '--pull=never',
+                            '--name', name, args.image, 'sleep', 'infinity'],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if r.returncode:
+            raise RuntimeError('%s run %s failed: %s' % (
+                engine, args.image, r.stderr.decode(errors='replace').strip()))
+        yield engine, name
+    finally:
+        remove_container(engine, name)

@@ -7,6 +7,17 @@ To reach the fleet, the subclass FleetTunnel below only adds
 wrapper process. The remote interpreter stays 1.0's class default
 /usr/bin/python3, which is the fleet's python3.
 
+With --transport docker it is 1.0's own ``Docker(name, image=IMAGE)`` tunnel,
+unmodified: it runs the literal command ``docker run -i --name NAME --rm IMAGE
+python3 -usS -c ...`` (no ``--pull=never``: the image is checked to be local
+first, and a local ``chopsticks/python:3.11`` resolves to ``localhost/...``
+without a pull). ``docker`` there is whatever PATH finds, so this script puts a
+temporary directory holding a ``docker`` symlink to the --engine executable
+(default podman) first on PATH while the tunnel runs. NAME is
+``w1-peer-chopsticks-1.0-<pid>`` (or --name); 1.0 removes the container when
+the tunnel closes (``--rm``), and this script removes it again (``rm -f``)
+in case it did not, errors included.
+
 w1_target is shipped to the remote on demand by chopsticks' import hook
 (OP_IMP) during the warm-up. Run with the peers venv python, from a cwd
 where our own ``chopsticks`` package is not importable (run.py uses
@@ -25,16 +36,22 @@ whoever moves the remote to a newer Python:
     serialise_main.trace_globals() misreads 3.11 LOAD_GLOBAL opargs (only
     used for functions defined in __main__, which this benchmark avoids by
     calling a function from the importable module w1_target).
+The chopsticks/python:3.13 image is such a remote, so --transport docker
+--image chopsticks/python:3.13 fails (an error line from run.py).
 A 3.12+ remote would need a patched bubble (e.g. replace ``imp.new_module``
 with ``types.ModuleType`` and ``imp.is_builtin`` with a check against
 ``sys.builtin_module_names``, and give Loader find_spec()) sent in place of
 ``chopsticks.tunnel.bubble`` -- not done because it is not needed here.
 """
+import contextlib
 import os
 import platform
+import shutil
+import tempfile
 
-from _w1common import (REMOTE_PYTHON, dist_version, emit, measure, note,
-                       parse_args, setup_path)
+from _w1common import (REMOTE_PYTHON, check_image, container_name,
+                       dist_version, emit, engine_path, measure, note,
+                       parse_args, remove_container, setup_path)
 
 
 def fleet_tunnel_class(tunnel_module, ssh_config):
@@ -46,8 +63,23 @@ def fleet_tunnel_class(tunnel_module, ssh_config):
     return FleetTunnel
 
 
+@contextlib.contextmanager
+def docker_on_path(engine):
+    """A temporary directory with ``docker`` -> ``engine`` first on PATH."""
+    shim = tempfile.mkdtemp(prefix='w1-docker-shim-')
+    old_path = os.environ.get('PATH', '')
+    try:
+        os.symlink(engine, os.path.join(shim, 'docker'))
+        os.environ['PATH'] = shim + os.pathsep + old_path
+        yield
+    finally:
+        os.environ['PATH'] = old_path
+        shutil.rmtree(shim, ignore_errors=True)
+
+
 def main():
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0],
+                      transports=('local', 'ssh', 'docker'))
     setup_path()
     import chopsticks
     if getattr(chopsticks, '__version__', None) != '1.0':
@@ -59,22 +91,32 @@ def main():
     import chopsticks.tunnel
     import w1_target
 
-    if args.transport == 'ssh':
-        tun = fleet_tunnel_class(chopsticks.tunnel, args.ssh_config)(args.host)
-    else:
-        tunnel_cls = chopsticks.tunnel.Local
-        tunnel_cls.python3 = REMOTE_PYTHON  # already the default; made explicit
-        tun = tunnel_cls()
-    try:
-        remote_version = tun.call(platform.python_version)
-        note('remote w1_target from: %s' % tun.call(w1_target.origin))
-        samples = measure(lambda: tun.call(w1_target.two),
-                          args.n, args.warmup)
-    finally:
-        tun.close()
+    extra = {}
+    with contextlib.ExitStack() as stack:
+        if args.transport == 'docker':
+            engine = engine_path(args.engine)
+            check_image(engine, args.image)
+            name = container_name(args, 'chopsticks-1.0')
+            stack.callback(remove_container, engine, name)
+            stack.enter_context(docker_on_path(engine))
+            tun = chopsticks.tunnel.Docker(name, image=args.image)
+            extra['image'] = args.image
+        elif args.transport == 'ssh':
+            tun = fleet_tunnel_class(chopsticks.tunnel, args.ssh_config)(args.host)
+        else:
+            tunnel_cls = chopsticks.tunnel.Local
+            tunnel_cls.python3 = REMOTE_PYTHON  # already the default; made explicit
+            tun = tunnel_cls()
+        try:
+            remote_version = tun.call(platform.python_version)
+            note('remote w1_target from: %s' % tun.call(w1_target.origin))
+            samples = measure(lambda: tun.call(w1_target.two),
+                              args.n, args.warmup)
+        finally:
+            tun.close()
     emit('chopsticks-1.0', samples, remote_version,
          chopsticks.__version__ or dist_version('chopsticks'),
-         transport=args.transport)
+         transport=args.transport, **extra)
 
 
 if __name__ == '__main__':
