@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run the W1 (call latency) peer benchmarks, local subprocess or over SSH.
+"""Run the W1 (call latency) peer benchmarks, local subprocess, over SSH or in a container.
 
 Creates the peers venv with setup_env.sh if it is missing, then runs each
 peer script with the venv's python, cwd = bench/peers (so our own
@@ -10,12 +10,23 @@ gets one JSON line with an "error" key instead; the others still run.
     python3 bench/peers/run.py [--n 2000] [--only mitogen --only execnet ...]
     python3 bench/peers/run.py --transport ssh [--host H --port P --key K
                                --known-hosts F --ssh-config F]
+    python3 bench/peers/run.py --transport docker [--image IMAGE --engine ENGINE]
 
 With --transport ssh the peers talk to a loopback sshd fleet host: the one
 given by the --host/--port/--key/--known-hosts/--ssh-config options (as
 bench/w1_latency.py passes them), or else a 1-host fleet this script starts
 with scripts/fleet.py and stops at the end. The pipe floor is always local.
 parallel-ssh is SSH only.
+
+With --transport docker each peer script talks to python3 in a fresh container
+of --image (default chopsticks/python:3.11) under --engine (default podman),
+which the script starts and removes itself: mitogen (router.podman) and execnet
+(popen//python=ENGINE exec -i NAME python3) exec into a ``sleep infinity``
+container; chopsticks 1.0 uses its own Docker tunnel (``docker run -i --rm``,
+``docker`` being a symlink to the engine). This script names each container
+(``w1-peer-<peer>-<pid of run.py>``, passed as --name) and removes it again
+after the script ends (``ENGINE rm -f --time 0 NAME``), so a script killed at
+its timeout leaves nothing behind either.
 """
 import argparse
 import json
@@ -33,16 +44,29 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 # name -> (script, impl names it reports, needs the venv, transports)
 PEERS = [
     ('pipe-floor', 'w1_pipe_floor.py', ['pipe-floor'], False, ('local',)),
-    ('mitogen', 'w1_mitogen.py', ['mitogen'], True, ('local', 'ssh')),
+    ('mitogen', 'w1_mitogen.py', ['mitogen'], True, ('local', 'ssh', 'docker')),
     ('execnet', 'w1_execnet.py', ['execnet-remote_exec', 'execnet-channel'], True,
-     ('local', 'ssh')),
-    ('chopsticks-1.0', 'w1_chopsticks1.py', ['chopsticks-1.0'], True, ('local', 'ssh')),
+     ('local', 'ssh', 'docker')),
+    ('chopsticks-1.0', 'w1_chopsticks1.py', ['chopsticks-1.0'], True,
+     ('local', 'ssh', 'docker')),
     ('parallel-ssh', 'w1_pssh.py', ['parallel-ssh'], True, ('ssh',)),
 ]
 ALIASES = {'pipe_floor': 'pipe-floor', 'floor': 'pipe-floor',
            'chopsticks1': 'chopsticks-1.0', 'chopsticks': 'chopsticks-1.0',
            'pssh': 'parallel-ssh'}
 FLEET_ARGS = ('host', 'port', 'key', 'known_hosts', 'ssh_config')
+
+
+def remove_container(engine, name):
+    """``ENGINE rm -f [--time 0] NAME``, quiet; nothing to do if it is gone."""
+    argv = [engine, 'rm', '-f']
+    if 'podman' in os.path.basename(engine):
+        argv += ['--time', '0']
+    try:
+        subprocess.run(argv + [name], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        sys.stderr.write('run.py: could not remove container %s: %s\n' % (name, e))
 
 
 def error_line(impl, msg, transport='local'):
@@ -80,11 +104,25 @@ def ensure_venv():
     return None
 
 
-def run_peer(peer, python, n, timeout, transport='local', fleet_argv=()):
+def run_peer(peer, python, n, timeout, transport='local', fleet_argv=(), container=None):
+    """Run one peer script; ``container`` is (image, engine) with docker."""
     name, script, impls, _, transports = peer
     if transport not in transports:
         transport, fleet_argv = 'local', ()  # the pipe floor
     extra = ['--transport', transport] + list(fleet_argv) if transport != 'local' else []
+    cname = None
+    if transport == 'docker':
+        image, engine = container
+        cname = 'w1-peer-%s-%d' % (name, os.getpid())
+        extra += ['--image', image, '--engine', engine, '--name', cname]
+    try:
+        _run_script(name, script, impls, python, n, timeout, transport, extra)
+    finally:
+        if cname is not None:
+            remove_container(container[1], cname)
+
+
+def _run_script(name, script, impls, python, n, timeout, transport, extra):
     env = dict(os.environ)
     env.pop('PYTHONPATH', None)  # keep the repo root off the peers' sys.path
     env.pop('PYTHONHOME', None)
@@ -127,8 +165,13 @@ def main():
                     ', '.join(p[0] for p in PEERS))
     ap.add_argument('--timeout', type=int, default=60,
                     help='seconds allowed per peer script (default 60)')
-    ap.add_argument('--transport', choices=('local', 'ssh'), default='local',
-                    help='local subprocess (default) or a loopback SSH fleet host')
+    ap.add_argument('--transport', choices=('local', 'ssh', 'docker'), default='local',
+                    help='local subprocess (default), a loopback SSH fleet host, '
+                    'or a fresh container per peer')
+    ap.add_argument('--image', default='chopsticks/python:3.11',
+                    help='docker: the image (default %(default)s)')
+    ap.add_argument('--engine', default='podman',
+                    help='docker: the engine command (default %(default)s)')
     ap.add_argument('--host', help='ssh: fleet host (with --port, --key, '
                     '--known-hosts, --ssh-config; else a 1-host fleet is started)')
     ap.add_argument('--port', type=int)
@@ -163,7 +206,8 @@ def main():
                     error_line(impl, venv_error, transport)
                 continue
             python = VPY if os.path.exists(VPY) else sys.executable
-            run_peer(peer, python, args.n, args.timeout, args.transport, fleet_argv)
+            run_peer(peer, python, args.n, args.timeout, args.transport, fleet_argv,
+                     (args.image, args.engine))
     finally:
         if fleet is not None:
             fleet.stop()
