@@ -20,8 +20,13 @@ works: the agent is a process of this machine (a grandchild of the fleet's sshd)
 fresh container, ``run -i --rm``; default image ``chopsticks/python:3.11``, built by
 ``scripts/containers``), and the floor (``"impl": "container-pipe-floor"``) is the same
 8-byte ping-pong as the pipe floor, through ``ENGINE run -i --rm IMAGE python3`` echoing its
-stdin: the cost the engine's own stdio relay (conmon) adds. The peers are not run over
-containers (``--peers`` is refused). ``agent_cpu_us_per_call`` is the container's PID 1
+stdin: the cost the engine's own stdio relay (conmon) adds. With ``--peers`` the harness
+gets ``run.py --transport docker --image IMAGE --engine ENGINE``: each peer script starts
+and removes its own fresh container of IMAGE (mitogen ``router.podman`` and execnet
+``popen//python=ENGINE exec -i NAME python3`` exec into a ``sleep infinity`` container;
+chopsticks 1.0 uses its own ``Docker`` tunnel, ``docker run -i --rm``, with ``docker`` a
+symlink to ENGINE); their lines say ``"transport": "docker"`` (the pipe floor stays
+local; parallel-ssh is SSH only). ``agent_cpu_us_per_call`` is the container's PID 1
 seen from here.
 
 Run from the repo root (or with PYTHONPATH=<repo root>). Prints JSON lines on stdout:
@@ -247,7 +252,7 @@ def run_ours(run, n, warmup, sink, fleet=None, container=None):
         t.close()
 
 
-def run_harness(n, only, sink, fleet=None):
+def run_harness(n, only, sink, fleet=None, container=None):
     """Run bench/peers/run.py as a subprocess and forward its JSON lines."""
     cmd = [sys.executable, os.path.join(PEERS, 'run.py'), '--n', str(n)]
     for name in only:
@@ -256,6 +261,9 @@ def run_harness(n, only, sink, fleet=None):
         cmd += ['--transport', 'ssh', '--host', fleet.hosts[0], '--port', str(fleet.port),
                 '--key', fleet.key, '--known-hosts', fleet.known_hosts,
                 '--ssh-config', fleet.ssh_config]
+    elif container is not None:
+        image, engine = container
+        cmd += ['--transport', 'docker', '--image', image, '--engine', engine]
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     for line in proc.stdout.splitlines():
         line = line.strip()
@@ -323,8 +331,6 @@ def main():
     args = ap.parse_args()
     if args.n < 1 or args.warmup < 0:
         ap.error('--n must be >= 1 and --warmup >= 0')
-    if args.peers and args.transport == 'docker':
-        ap.error('--peers is not offered with --transport docker (the peers run local or over ssh)')
 
     # Like the peers: the remote starts in '/', so it can only get w1_target from us.
     os.chdir('/')
@@ -334,7 +340,7 @@ def main():
     try:
         run_ours(1, args.n, args.warmup, records, fleet, container)
         if args.peers:
-            run_harness(args.n, [], records, fleet)
+            run_harness(args.n, [], records, fleet, container)
             run_ours(2, args.n, args.warmup, records, fleet, container)
         elif not args.no_floor:
             run_harness(args.n, ['pipe-floor'], records)
