@@ -9,7 +9,7 @@ CONTROLLER = ["errors.py", "tunnel.py", "connection.py", "future.py", "pickling.
               "bootstrap.py", "logs.py", "transports/process.py", "transports/ssh.py", "transports/ssh_pipe.py",
               "transports/ssh_auth.py", "transports/libssh2.py", "group.py", "results.py", "queue.py",
               "transports/ssh_options.py", "known_hosts.py", "ssh_config.py", "hosts.py", "fanout.py", "transfer.py", "sources.py",
-              "fanout_output.py", "containers.py"]
+              "fanout_output.py", "fanout_options.py", "containers.py"]
 
 
 def test_controller_modules_pass_mypy():
