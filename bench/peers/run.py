@@ -34,6 +34,8 @@ import os
 import subprocess
 import sys
 
+from _w1common import remove_container
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENV = os.environ.get('PEERS_VENV') or os.path.join(os.path.dirname(HERE),
                                                    '.peers-venv')
@@ -55,18 +57,6 @@ ALIASES = {'pipe_floor': 'pipe-floor', 'floor': 'pipe-floor',
            'chopsticks1': 'chopsticks-1.0', 'chopsticks': 'chopsticks-1.0',
            'pssh': 'parallel-ssh'}
 FLEET_ARGS = ('host', 'port', 'key', 'known_hosts', 'ssh_config')
-
-
-def remove_container(engine, name):
-    """``ENGINE rm -f [--time 0] NAME``, quiet; nothing to do if it is gone."""
-    argv = [engine, 'rm', '-f']
-    if 'podman' in os.path.basename(engine):
-        argv += ['--time', '0']
-    try:
-        subprocess.run(argv + [name], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        sys.stderr.write('run.py: could not remove container %s: %s\n' % (name, e))
 
 
 def error_line(impl, msg, transport='local'):
