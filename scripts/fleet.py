@@ -150,7 +150,7 @@ class Fleet:
 
     def kill_session_of(self, client_port: int) -> bool:
         """Kill the sshd child serving the TCP connection from ``client_port`` (a network fault)."""
-        for pid in _children_of(self.proc.pid if self.proc else -1):
+        for pid in children_of(self.proc.pid if self.proc else -1):
             if _process_has_peer_port(pid, client_port):
                 os.kill(pid, signal.SIGKILL)
                 return True
@@ -158,7 +158,7 @@ class Fleet:
 
     def stop(self) -> None:
         if self.proc is not None:
-            for pid in _children_of(self.proc.pid):
+            for pid in children_of(self.proc.pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -190,7 +190,8 @@ def _die_with_parent() -> None:
         pass
 
 
-def _children_of(parent: int) -> List[int]:
+def children_of(parent: int, *, zombies: bool = True) -> List[int]:
+    """PIDs of ``parent``'s child processes (from /proc), optionally without zombies."""
     kids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -199,7 +200,7 @@ def _children_of(parent: int) -> List[int]:
                     fields = f.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == parent:
+            if int(fields[1]) == parent and (zombies or fields[0] != "Z"):
                 kids.append(int(entry))
     return kids
 

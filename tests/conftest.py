@@ -26,18 +26,7 @@ def _open_fds():
 
 
 def _children():
-    mine = str(os.getpid())
-    kids = set()
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open("/proc/%s/stat" % pid) as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[1] == mine and fields[0] != "Z":
-                kids.add(pid)
-    return kids
+    return set(children_of(os.getpid(), zombies=False))
 
 
 def _live_greenlets():
@@ -75,7 +64,7 @@ def local(no_leaks):
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
-from fleet import Fleet  # noqa: E402
+from fleet import Fleet, children_of  # noqa: E402
 
 TEST_USER = "chopsticks-test"
 TEST_PASSWORD = "pw-" + os.urandom(6).hex()

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from conftest import require
+from fleet import children_of
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -221,19 +222,6 @@ def test_progress_bar_on_a_terminal_and_none_in_a_pipe():
     assert "/3 [" not in local("-H", "p-[1-3]", "facts", "hostname").stderr
 
 
-def _children(pid):
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        kids.append(int(entry))
-            except OSError:
-                pass
-    return kids
-
-
 def _alive(pid):
     try:
         with open("/proc/%d/stat" % pid) as f:
@@ -251,9 +239,9 @@ def test_ctrl_c_closes_every_tunnel_prints_what_finished_and_exits_130(tmp_path)
         finished = [proc.stdout.readline(), proc.stdout.readline()]
         assert all('"value": "fast"' in line for line in finished), finished
         deadline = time.monotonic() + 20
-        while len(_children(proc.pid)) < 4 and time.monotonic() < deadline:  # slow ones may still start
+        while len(children_of(proc.pid)) < 4 and time.monotonic() < deadline:  # slow ones may still start
             time.sleep(0.05)
-        agents = _children(proc.pid)
+        agents = children_of(proc.pid)
         assert len(agents) == 4
         proc.send_signal(signal.SIGINT)
         rest, errors = proc.communicate(timeout=20)
