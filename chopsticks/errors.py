@@ -9,7 +9,8 @@ Each class also subclasses the builtin it means, so ``except TimeoutError`` or
     ├── SerializationError(TypeError)   an argument cannot be pickled, or a result cannot be decoded
     ├── ResultTooLarge(ValueError)      a result exceeds the tunnel's ``max_result`` bytes
     ├── CallTimeout(TimeoutError)       ``call(..., timeout=)`` expired; the tunnel stays usable
-    ├── TransferError(OSError)          a put or fetch failed its checks (changed while sent, digest)
+    ├── TransferError(OSError)          a put or fetch failed its checks (changed while sent, digest, a bad listing)
+    │   └── SpecialFileError            a FIFO, device or socket where a file, directory or symlink must be
     ├── TunnelError(ConnectionError)    the tunnel could not be used
     │   ├── ConnectError                starting the remote agent failed
     │   │   ├── ConnectTimeout(TimeoutError)  a connect, handshake or agent start passed its deadline
@@ -84,6 +85,11 @@ class GroupError(RemoteException):
 class TransferError(ChopsticksError, OSError):
     """A put or fetch failed its checks: the file changed while it was sent, or what arrived
     does not match what was sent. The destination is left as it was."""
+
+
+class SpecialFileError(TransferError):
+    """A FIFO, device or socket was met where put and fetch take only regular files,
+    directories and symlinks (reading or replacing it could block or damage the system)."""
 
 
 class TunnelError(ChopsticksError, ConnectionError):
