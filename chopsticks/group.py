@@ -180,6 +180,7 @@ class Group:
         """``put``, yielding ``(host, result)`` as each host finishes."""
         from chopsticks import transfer
         from chopsticks.sources import Source, Sources
+        transfer.check_mode(mode)  # refused before any host is contacted, as the CLI does
 
         def for_host(tunnel: BaseTunnel) -> Optional[str]:
             return None if remote_path is None else remote_path.replace("{host}", tunnel.host)
