@@ -93,11 +93,12 @@ def receive(sid, path=None, mode=0o644, mtime_ns=None, make_dirs=False):
             raise OSError(exc.errno, exc.strerror, dest) from None
         os.close(fd)
         fd = None
+        created = temp == dest or not os.path.lexists(dest)
         if temp != dest:
             os.rename(temp, dest)
             _fsync_dir(os.path.dirname(dest))
         agent.temp_files.discard(temp)
-        return {"remote_path": dest, "size": size, "sha256": digest.hexdigest()}
+        return {"remote_path": dest, "size": size, "sha256": digest.hexdigest(), "created": created}
     except BaseException:
         if fd is not None:
             os.close(fd)
@@ -117,10 +118,12 @@ def send(sid, path):
     stream = _agent().open_stream(sid)
     try:
         path = os.path.abspath(os.path.expanduser(path))
-        with open(path, "rb", buffering=0) as f:
-            before = os.fstat(f.fileno())
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; only a regular file is read.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb", buffering=0) as f:
+            before = os.fstat(fd)
             if not stat.S_ISREG(before.st_mode):
-                raise OSError(errno.EINVAL, "not a regular file", path)
+                raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or socket)", path)
             digest = hashlib.sha256()
             size = 0
             while True:
@@ -131,8 +134,8 @@ def send(sid, path):
                 size += len(chunk)
                 if not stream.send(chunk):
                     raise TransferAborted("the controller cancelled the transfer of %s" % path)
-            after = os.fstat(f.fileno())
-        if size != before.st_size or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            after = os.fstat(fd)
+        if size != before.st_size or _identity(after) != _identity(before):
             raise TransferAborted("%s changed while it was being sent" % path)
         return {"remote_path": path, "size": size, "sha256": digest.hexdigest(),
                 "mode": stat.S_IMODE(before.st_mode), "mtime_ns": before.st_mtime_ns}
@@ -140,24 +143,31 @@ def send(sid, path):
         stream.close()
 
 
+def _identity(st):
+    """What changes when a file is written, truncated or replaced in place."""
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 # -- directories ---------------------------------------------------------------------------
 
 def kind(path):
-    """'file', 'dir', 'link', 'other', or None if nothing is there."""
+    """'file', 'dir', 'link', 'special' (a FIFO, device or socket), or None if nothing is there."""
     try:
         st = os.lstat(os.path.expanduser(path))
     except FileNotFoundError:
         return None
     if stat.S_ISLNK(st.st_mode):
         return "dir" if os.path.isdir(os.path.expanduser(path)) else "link"
-    if stat.S_ISDIR(st.st_mode):
-        return "dir"
-    return "file" if stat.S_ISREG(st.st_mode) else "other"
+    return _KINDS.get(stat.S_IFMT(st.st_mode), "special")
+
+
+_KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "link"}
 
 
 def list_tree(path):
     """Directory ``path`` (as ``.``) and everything under it: ``[relpath, kind, mode, mtime_ns,
-    link target]`` for each entry, parents before children; symlinks are listed, not followed."""
+    link target]`` for each entry, parents before children; symlinks are listed, not followed,
+    and FIFOs, devices and sockets are listed as 'special' (not hidden: the caller refuses them)."""
     root = os.path.abspath(os.path.expanduser(path))
     if not os.path.isdir(root):
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", root)
@@ -172,34 +182,35 @@ def list_tree(path):
         for name in dirs + sorted(files):
             full = os.path.join(top, name)
             st = os.lstat(full)
-            rel = os.path.relpath(full, root)
-            if stat.S_ISLNK(st.st_mode):
-                entries.append([rel, "link", 0, st.st_mtime_ns, os.readlink(full)])
-            elif stat.S_ISDIR(st.st_mode):
-                entries.append([rel, "dir", stat.S_IMODE(st.st_mode), st.st_mtime_ns, None])
-            elif stat.S_ISREG(st.st_mode):
-                entries.append([rel, "file", stat.S_IMODE(st.st_mode), st.st_mtime_ns, None])
+            kind = _KINDS.get(stat.S_IFMT(st.st_mode), "special")
+            link = os.readlink(full) if kind == "link" else None
+            entries.append([os.path.relpath(full, root), kind, stat.S_IMODE(st.st_mode), st.st_mtime_ns, link])
     return entries
 
 
 def make_dir(path, mode=0o755, make_dirs=False):
-    """Create directory ``path`` (its parents too with ``make_dirs``); fine if it exists."""
+    """Create directory ``path`` (its parents too with ``make_dirs``); fine if it exists.
+    Returns ``[path, the directories it created, outermost first]``."""
     path = os.path.abspath(os.path.expanduser(path))
-    if os.path.isdir(path):
-        return path
-    if make_dirs:
-        os.makedirs(path, mode)
-    else:
-        os.mkdir(path, mode)
-    return path
+    missing = []
+    probe = path
+    while not os.path.isdir(probe) and (make_dirs or not missing):
+        missing.insert(0, probe)
+        probe = os.path.dirname(probe)
+    for directory in missing:
+        os.mkdir(directory, mode)
+    return [path, missing]
 
 
 def make_link(target, path):
-    """A symlink at ``path`` to ``target``, replacing a file or link already there."""
+    """A symlink at ``path`` to ``target``, replacing a file or link already there; True if
+    nothing was there before."""
     path = os.path.abspath(os.path.expanduser(path))
-    if os.path.lexists(path) and not os.path.isdir(path):
+    existed = os.path.lexists(path)
+    if existed and not os.path.isdir(path):
         os.unlink(path)
     os.symlink(target, path)
+    return not existed
 
 
 def set_dir_attributes(entries):
@@ -207,3 +218,20 @@ def set_dir_attributes(entries):
     for path, mode, mtime_ns in entries:
         os.chmod(path, mode)
         os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def remove_created(entries):
+    """Undo a failed tree put: ``[path, is_dir]`` of what it created, newest first. Directories
+    are removed only if empty (what someone else put there stays); returns what is left."""
+    left = []
+    for path, is_dir in entries:
+        try:
+            if is_dir:
+                os.rmdir(path)
+            else:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            left.append([path, exc.strerror])
+    return left

@@ -12,22 +12,22 @@ file beside the destination, check size and SHA-256, fsync, then rename, so a fa
 interrupted transfer leaves the destination as it was.
 """
 
-import errno
 import hashlib
 import os
-import tempfile
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import gevent
 
-from chopsticks import protocol, remote_files
+from chopsticks import local_files, logs, protocol, remote_files
 from chopsticks.connection import Connection, StreamState
-from chopsticks.errors import CallTimeout, TransferError
+from chopsticks.errors import CallTimeout, ChopsticksError, RemoteException, SpecialFileError, TransferError
 from chopsticks.pickling import dumps_call
 from chopsticks.sources import Source, Sources
 
 CHUNK = protocol.STREAM_CHUNK
 Progress = Optional[Callable[[int], None]]
+# How a remote ``send`` says the file changed while it read it.
+ABORTED = "%s.%s" % (remote_files.TransferAborted.__module__, remote_files.TransferAborted.__qualname__)
 
 
 def _connection(tunnel) -> Connection:
@@ -70,8 +70,9 @@ def _account(tunnel, value: Any, fields: Dict[str, type]) -> Dict[str, Any]:
 # -- put ------------------------------------------------------------------------------------
 
 def send_source(tunnel, source: Source, remote_path: Optional[str], mode: Optional[int], make_dirs: bool,
-                progress: Progress = None) -> Dict[str, Any]:
-    """Send one Source to one tunnel; the remote's account of what it wrote."""
+                progress: Progress = None, made: Optional[List[Tuple[str, bool]]] = None) -> Dict[str, Any]:
+    """Send one Source to one tunnel; the remote's account of what it wrote. A new file (not one
+    replaced) is noted in ``made``."""
     conn = _connection(tunnel)
     state = conn.open_stream()
     future = _start(conn, state, remote_files.receive, state.sid, remote_path,
@@ -117,6 +118,8 @@ def send_source(tunnel, source: Source, remote_path: Optional[str], mode: Option
     finally:
         conn.close_stream(state)
     result = _account(tunnel, result, {"remote_path": str, "size": int, "sha256": str})
+    if result.pop("created", None) is True and made is not None:
+        made.append((result["remote_path"], False))
     if (result["size"], result["sha256"]) != (source.size, source.sha256):
         raise TransferError("[%s] the host wrote %d bytes with SHA-256 %s; %d bytes with SHA-256 %s were sent"
                             % (tunnel.host, result["size"], result["sha256"], source.size, source.sha256))
@@ -125,28 +128,37 @@ def send_source(tunnel, source: Source, remote_path: Optional[str], mode: Option
     return result
 
 
-def put_tree(tunnel, sources: Sources, local_dir: str, remote_dir: Optional[str], make_dirs: bool,
-             progress: Progress = None) -> Dict[str, Any]:
-    """Copy a directory tree: directories with their modes, files (each atomic), symlinks as links."""
-    root = os.path.abspath(local_dir)
-    entries = remote_files.list_tree(root)  # the same walk the remote does for fetch
-    target = remote_dir if remote_dir is not None else os.path.basename(root)
-    remote_root = tunnel.call(remote_files.make_dir, target, 0o700, make_dirs)
+def check_mode(mode: Any) -> None:
+    """``put``'s ``mode``: None (the local file's) or permission bits, an int from 0 to 0o7777."""
+    if mode is None:
+        return
+    if type(mode) is bool or not isinstance(mode, int):
+        raise TypeError("put's mode must be permission bits as an int such as 0o644, not %r" % (mode,))
+    if not 0 <= mode <= local_files.MAX_MODE:
+        raise ValueError("put's mode must be permission bits from 0 to 0o7777, not %s" % oct(mode))
+
+
+def _put_entries(tunnel, sources: Sources, root: str, entries: List[list], target: str, make_dirs: bool,
+                 progress: Progress, made: List[Tuple[str, bool]]) -> Dict[str, Any]:
+    """Create the tree on the remote, noting in ``made`` each path it creates (``[path, is_dir]``)."""
+    remote_root, created = tunnel.call(remote_files.make_dir, target, 0o700, make_dirs)
+    made.extend((path, True) for path in created)
     size = files = links = 0
     dirs = []
     for rel, kind, mode, mtime_ns, link in entries:
         path = os.path.normpath(os.path.join(remote_root, rel))
         if kind == "dir":
             if rel != ".":
-                tunnel.call(remote_files.make_dir, path, 0o700)
+                made.extend((path, True) for path in tunnel.call(remote_files.make_dir, path, 0o700)[1])
             dirs.append([path, mode, mtime_ns])
         elif kind == "link":
-            tunnel.call(remote_files.make_link, link, path)
+            if tunnel.call(remote_files.make_link, link, path):
+                made.append((path, False))
             links += 1
         else:
             source = sources.acquire(os.path.join(root, rel))
             try:
-                size += send_source(tunnel, source, path, None, False, progress)["size"]
+                size += send_source(tunnel, source, path, None, False, progress, made)["size"]
             finally:
                 source.release()
             files += 1
@@ -155,16 +167,48 @@ def put_tree(tunnel, sources: Sources, local_dir: str, remote_dir: Optional[str]
             "links": links}
 
 
+def put_tree(tunnel, sources: Sources, local_dir: str, remote_dir: Optional[str], make_dirs: bool,
+             timeout: Optional[float] = None, progress: Progress = None) -> Dict[str, Any]:
+    """Copy a directory tree: directories with their modes, files (each atomic), symlinks as links.
+    A FIFO, device or socket in it is refused before anything is sent; a put that fails removes
+    what it created on the remote (never what was there before)."""
+    root = os.path.abspath(local_dir)
+    entries = remote_files.list_tree(root)  # the same walk the remote does for fetch
+    for rel, kind, *_ in entries:
+        if kind == "special":
+            raise SpecialFileError("%s is %s" % (os.path.join(root, rel), local_files.SPECIAL))
+    target = remote_dir if remote_dir is not None else os.path.basename(root)
+    made: List[Tuple[str, bool]] = []
+    try:
+        return _with_timeout(tunnel, timeout, lambda: _put_entries(tunnel, sources, root, entries, target, make_dirs,
+                                                                   progress, made))
+    except Exception:
+        _remove_made(tunnel, made[::-1], timeout)
+        raise
+
+
+def _remove_made(tunnel, made: List[Tuple[str, bool]], timeout: Optional[float]) -> None:
+    """Best effort: the put's own error is what the caller sees; what could not go is logged."""
+    if not made or tunnel.closed:
+        return
+    try:
+        left = tunnel.call(remote_files.remove_created, made, timeout=timeout)
+    except ChopsticksError as exc:
+        left = [["*", str(exc)]]
+    if left:
+        logs.warning("put_cleanup_incomplete", host=tunnel.host, left=left)
+
+
 def put(tunnel, src, remote_path: Optional[str] = None, mode: Optional[int] = None, *, make_dirs: bool = False,
         timeout: Optional[float] = None, progress: Progress = None,
         sources: Optional[Sources] = None) -> Dict[str, Any]:
     """``BaseTunnel.put``; ``sources`` shares open files between the tunnels of a Group."""
+    check_mode(mode)
     own = sources is None
     sources = sources or Sources()
     try:
         if isinstance(src, (str, os.PathLike)) and os.path.isdir(src):
-            return _with_timeout(tunnel, timeout, lambda: put_tree(tunnel, sources, os.fspath(src), remote_path,
-                                                                   make_dirs, progress))
+            return put_tree(tunnel, sources, os.fspath(src), remote_path, make_dirs, timeout, progress)
         source = sources.acquire(os.fspath(src)) if isinstance(src, (str, os.PathLike)) else Source(src)
         try:
             return _with_timeout(tunnel, timeout, lambda: send_source(tunnel, source, remote_path, mode, make_dirs,
@@ -180,75 +224,53 @@ def put(tunnel, src, remote_path: Optional[str] = None, mode: Optional[int] = No
 
 # -- fetch ----------------------------------------------------------------------------------
 
-class _Sink:
-    """Where fetched bytes go: a temporary file renamed over the destination at the end, or a
-    file object written as is."""
+class _ObjectSink:
+    """Fetched bytes written as they come to a file object of the caller's."""
 
-    def __init__(self, dst, make_dirs: bool):
-        self.fileobj = None
-        self.fd: Optional[int] = None
-        self.temp: Optional[str] = None
-        self.path: Optional[str]
-        if dst is None:
-            self.fd, self.temp = tempfile.mkstemp(prefix="chopsticks-fetch-")
-            self.path = self.temp
-        elif isinstance(dst, (str, os.PathLike)):
-            self.path = os.path.abspath(os.fspath(dst))
-            if os.path.isdir(self.path):
-                raise IsADirectoryError(errno.EISDIR, "the local destination is a directory", self.path)
-            parent = os.path.dirname(self.path)
-            if not os.path.isdir(parent):
-                if not make_dirs:
-                    raise FileNotFoundError(errno.ENOENT, "the local destination's directory does not exist", parent)
-                os.makedirs(parent, exist_ok=True)
-            self.fd, self.temp = tempfile.mkstemp(dir=parent, prefix="." + os.path.basename(self.path) + ".",
-                                                  suffix=".chopsticks-part")
-        else:
-            self.fileobj = dst
-            name = getattr(dst, "name", None)
-            self.path = name if isinstance(name, str) else None
+    def __init__(self, fileobj):
+        self.fileobj = fileobj
+        name = getattr(fileobj, "name", None)
+        self.path = name if isinstance(name, str) else None
 
     def write(self, data: bytes) -> None:
-        if self.fileobj is not None:
-            self.fileobj.write(data)
-            return
-        assert self.fd is not None
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
+        self.fileobj.write(data)
 
     def commit(self, mode: int, mtime_ns: int) -> None:
-        if self.fileobj is not None:
-            if hasattr(self.fileobj, "flush"):
-                self.fileobj.flush()
-            return
-        assert self.fd is not None and self.temp is not None and self.path is not None
-        os.fchmod(self.fd, mode)
-        os.utime(self.fd, ns=(mtime_ns, mtime_ns))
-        os.fsync(self.fd)
-        os.close(self.fd)
-        self.fd = None
-        if self.temp != self.path:
-            os.rename(self.temp, self.path)
-        self.temp = None
+        if hasattr(self.fileobj, "flush"):
+            self.fileobj.flush()
 
     def discard(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-        if self.temp is not None:
-            try:
-                os.unlink(self.temp)
-            except OSError:
-                pass
-            self.temp = None
+        pass
 
 
-def receive_file(tunnel, remote_path: str, dst, make_dirs: bool, progress: Progress = None) -> Dict[str, Any]:
-    """Fetch one remote file into ``dst`` (a path, a file object, or None for a temporary file)."""
-    conn = _connection(tunnel)
-    sink = _Sink(dst, make_dirs)
-    state = conn.open_stream()
+Sink = Union[_ObjectSink, local_files.AtomicFile]
+
+
+def _sink(dst, make_dirs: bool) -> Sink:
+    """Where a fetched file goes: a path (or None: a new temporary file), written atomically, or a file object."""
+    if dst is None or isinstance(dst, (str, os.PathLike)):
+        return local_files.file_at(None if dst is None else os.path.abspath(os.fspath(dst)), make_dirs)
+    return _ObjectSink(dst)
+
+
+def _remote_result(tunnel, future) -> Any:
+    """The remote ``send``'s account; its "the file changed while I read it" is a TransferError."""
+    try:
+        return future.result()
+    except RemoteException as exc:
+        if exc.remote_type != ABORTED:
+            raise
+        raise TransferError("[%s] %s; the local file was left as it was" % (tunnel.host, exc.remote_message)) from exc
+
+
+def receive_file(tunnel, remote_path: str, sink: Sink, progress: Progress = None) -> Dict[str, Any]:
+    """Fetch one remote file into ``sink``, committed only if it arrived whole and unchanged."""
+    try:
+        conn = _connection(tunnel)
+        state = conn.open_stream()
+    except BaseException:
+        sink.discard()
+        raise
     try:
         future = _start(conn, state, remote_files.send, state.sid, remote_path)
         sha1, sha256, size = hashlib.sha1(), hashlib.sha256(), 0
@@ -270,8 +292,9 @@ def receive_file(tunnel, remote_path: str, dst, make_dirs: bool, progress: Progr
             else:
                 state.wake.clear()
                 state.wake.wait()
-        info = _account(tunnel, future.result(),  # everything it sent arrived before its result
+        info = _account(tunnel, _remote_result(tunnel, future),  # all it sent came before its result
                         {"remote_path": str, "size": int, "sha256": str, "mode": int, "mtime_ns": int})
+        local_files.check_attributes(tunnel.host, info["remote_path"], info["mode"], info["mtime_ns"])
         if size != info["size"] or sha256.hexdigest() != info["sha256"]:
             raise TransferError("[%s] received %d bytes with SHA-256 %s; the host sent %d bytes with SHA-256 %s"
                                 % (tunnel.host, size, sha256.hexdigest(), info["size"], info["sha256"]))
@@ -291,43 +314,39 @@ def receive_file(tunnel, remote_path: str, dst, make_dirs: bool, progress: Progr
 
 
 def fetch_tree(tunnel, remote_dir: str, local_dir: str, make_dirs: bool, progress: Progress = None) -> Dict[str, Any]:
-    entries = tunnel.call(remote_files.list_tree, remote_dir)
-    root = os.path.abspath(local_dir)
-    if make_dirs:
-        os.makedirs(root, exist_ok=True)
-    elif not os.path.isdir(root):
-        os.mkdir(root, 0o700)
+    """Copy a remote tree under ``local_dir``; the remote's listing is checked whole before anything
+    is written, and nothing is written, chmodded or timed outside ``local_dir`` (``local_files``)."""
+    entries = local_files.check_listing(tunnel.host, tunnel.call(remote_files.list_tree, remote_dir))
+    writer = local_files.TreeWriter(tunnel.host, os.path.abspath(local_dir), make_dirs)
     size = files = 0
-    dirs: List[Tuple[str, int, int]] = []
-    for rel, kind, mode, mtime_ns, link in entries:
-        if os.path.isabs(rel) or rel.split(os.sep)[0] == "..":
-            raise TransferError("[%s] the remote listed a path outside the directory: %r" % (tunnel.host, rel))
-        path = os.path.normpath(os.path.join(root, rel))
-        if kind == "dir":
-            os.makedirs(path, 0o700, exist_ok=True)
-            dirs.append((path, mode, mtime_ns))
-        elif kind == "link":
-            if os.path.lexists(path):
-                os.unlink(path)
-            os.symlink(link, path)
-        elif kind == "file":
-            size += receive_file(tunnel, os.path.join(remote_dir, rel), path, False, progress)["size"]
-            files += 1
-    for path, mode, mtime_ns in reversed(dirs):
-        os.chmod(path, mode)
-        os.utime(path, ns=(mtime_ns, mtime_ns))
-    return {"remote_path": remote_dir, "local_path": root, "size": size, "files": files, "dirs": len(dirs)}
+    try:
+        for entry in entries:
+            if entry.kind == "dir":
+                writer.make_dir(entry)
+            elif entry.kind == "link":
+                writer.place_link(entry)
+            else:
+                size += receive_file(tunnel, os.path.join(remote_dir, entry.name), writer.file(entry), progress)["size"]
+                files += 1
+        writer.finish(entries)
+    finally:
+        writer.close()
+    return {"remote_path": remote_dir, "local_path": writer.root, "size": size, "files": files,
+            "dirs": sum(entry.kind == "dir" for entry in entries)}
 
 
 def fetch(tunnel, remote_path: str, local_path=None, *, make_dirs: bool = False, timeout: Optional[float] = None,
           progress: Progress = None) -> Dict[str, Any]:
     """``BaseTunnel.fetch``."""
     def work():
-        if tunnel.call(remote_files.kind, remote_path) == "dir":
+        kind = tunnel.call(remote_files.kind, remote_path)
+        if kind == "special":
+            raise SpecialFileError("[%s] %s is %s" % (tunnel.host, remote_path, local_files.SPECIAL))
+        if kind == "dir":
             if local_path is None or not isinstance(local_path, (str, os.PathLike)):
                 raise ValueError("fetching the directory %s needs a local directory path" % remote_path)
             return fetch_tree(tunnel, remote_path, os.fspath(local_path), make_dirs, progress)
-        return receive_file(tunnel, remote_path, local_path, make_dirs, progress)
+        return receive_file(tunnel, remote_path, _sink(local_path, make_dirs), progress)
     return _with_timeout(tunnel, timeout, work)
 
 
