@@ -6,7 +6,9 @@ import io
 import os
 import resource
 import signal
+import stat
 import subprocess
+import sys
 import time
 
 import gevent
@@ -14,7 +16,8 @@ import pytest
 
 import remote_helpers as rh
 from chopsticks import CallTimeout, ErrorResult, Group, RemoteException, SSHTunnel, TransferError, TunnelClosed
-from chopsticks import transfer
+from chopsticks import protocol, transfer
+from chopsticks.errors import SpecialFileError
 from chopsticks.tunnel import Local
 from conftest import require
 
@@ -315,3 +318,161 @@ def test_a_host_dying_mid_transfer_leaves_no_partial_file(fleet, ssh_options, tm
     while os.listdir(tmp_path / "victim") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert os.listdir(tmp_path / "victim") == [], "a partial or temporary file was left behind"
+
+
+# -- modes, special files, clean-up, changes on the host ------------------------------------------
+
+def test_fetched_modes_lose_setuid_setgid_sticky_and_obey_the_umask(local, tmp_path):
+    """A real host's setuid file and 0o7777 directory arrive as plain permission bits under the umask."""
+    remote = tmp_path / "remote"
+    (remote / "d").mkdir(parents=True)
+    (remote / "d" / "tool").write_text("#!/bin/sh\n")
+    os.chmod(remote / "d" / "tool", 0o4777)
+    os.chmod(remote / "d", 0o7777)
+    old = os.umask(0o027)
+    try:
+        local.fetch(str(remote), str(tmp_path / "tree"))
+        local.fetch(str(remote / "d" / "tool"), str(tmp_path / "single"))
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "tree" / "d", tmp_path / "tree" / "d" / "tool", tmp_path / "single"):
+        assert os.stat(path).st_mode & 0o7777 == 0o750, path
+
+
+@pytest.mark.parametrize("mode, error, message", [
+    (True, TypeError, "int"), ("644", TypeError, "int"), (6.0, TypeError, "int"),
+    (-1, ValueError, "0 to 0o7777"), (0o10000, ValueError, "0 to 0o7777")])
+def test_put_mode_is_checked_before_anything_is_sent(local, tmp_path, mode, error, message):
+    """put's mode must be an int (not bool) from 0 to 0o7777, in Tunnel.put and Group.put alike."""
+    (tmp_path / "f").write_text("data")
+    with pytest.raises(error, match=message):
+        local.put(str(tmp_path / "f"), str(tmp_path / "copy"), mode=mode)
+    with Group([Local("g")]) as group:
+        with pytest.raises(error, match=message):
+            group.put(str(tmp_path / "f"), str(tmp_path / "copy"), mode=mode)
+    assert not (tmp_path / "copy").exists()
+
+
+PUT_A_FIFO = """
+import sys
+from chopsticks import Group
+from chopsticks.errors import SpecialFileError
+from chopsticks.tunnel import Local
+for put in (Local("one").put, Group([Local("two")]).put):
+    try:
+        put(sys.argv[1], sys.argv[2])
+    except SpecialFileError as exc:
+        print("refused:", exc)
+"""
+
+
+def test_putting_a_fifo_is_refused_without_blocking(tmp_path):
+    """A FIFO with no writer is refused at once by Tunnel.put and Group.put (the hub never blocks)."""
+    os.mkfifo(tmp_path / "fifo")
+    done = subprocess.run([sys.executable, "-c", PUT_A_FIFO, str(tmp_path / "fifo"), str(tmp_path / "copy")],
+                          capture_output=True, text=True, timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.stdout.count("refused:") == 2 and "FIFO, device or socket" in done.stdout, done.stdout + done.stderr
+    assert not (tmp_path / "copy").exists()
+
+
+def test_putting_a_device_or_a_socket_is_refused(local, tmp_path):
+    """A character device or a unix socket is a SpecialFileError naming it, not an empty file or ENXIO."""
+    import socket
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(tmp_path / "sock"))
+        for special in ("/dev/null", str(tmp_path / "sock")):
+            with pytest.raises(SpecialFileError, match="FIFO, device or socket") as info:
+                local.put(special, str(tmp_path / "copy"))
+            assert special in str(info.value)
+    assert not (tmp_path / "copy").exists()
+
+
+def test_special_files_in_trees_are_reported_both_ways(local, tmp_path):
+    """A FIFO inside a tree being put or fetched is an error naming it, not silently skipped."""
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "ok").write_text("ok")
+    os.mkfifo(tmp_path / "tree" / "fifo")
+    with pytest.raises(SpecialFileError, match="fifo"):
+        local.put(str(tmp_path / "tree"), str(tmp_path / "put"))
+    assert not (tmp_path / "put").exists()
+    with pytest.raises(SpecialFileError, match=r"\[local-test\].*'fifo'"):
+        local.fetch(str(tmp_path / "tree"), str(tmp_path / "fetched"))
+    assert not (tmp_path / "fetched").exists() or os.listdir(tmp_path / "fetched") == []
+
+
+def test_fetching_a_remote_fifo_or_into_a_local_fifo_is_refused(local, tmp_path):
+    """Neither side opens a FIFO: a remote one is refused at once, a local destination one is not replaced."""
+    os.mkfifo(tmp_path / "remote-fifo")
+    with pytest.raises(SpecialFileError, match="remote-fifo"):
+        local.fetch(str(tmp_path / "remote-fifo"), str(tmp_path / "copy"), timeout=20)
+    (tmp_path / "f").write_text("data")
+    os.mkfifo(tmp_path / "local-fifo")
+    with pytest.raises(SpecialFileError, match="local-fifo"):
+        local.fetch(str(tmp_path / "f"), str(tmp_path / "local-fifo"), timeout=20)
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "local-fifo").st_mode)
+    assert leftovers(tmp_path) == [] and not (tmp_path / "copy").exists()
+
+
+def tree_state(root):
+    state = {}
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(top, name)
+            state[os.path.relpath(path, root)] = None if os.path.isdir(path) else open(path, "rb").read()
+    return state
+
+
+def test_a_failed_tree_put_removes_what_it_created_and_nothing_else(local, tmp_path):
+    """When a tree put fails midway, the dirs and files it made go; what was there before stays."""
+    src = tmp_path / "src"
+    (src / "a" / "deep").mkdir(parents=True)
+    (src / "a" / "deep" / "f").write_text("f")
+    (src / "b").mkdir()
+    (src / "b" / "new").write_text("new")
+    (src / "m").write_text("m")
+    (src / "z").write_text("cannot land: a directory is in the way")
+    os.symlink("m", src / "ln")
+    dst = tmp_path / "dst"
+    (dst / "b").mkdir(parents=True)
+    (dst / "b" / "old").write_text("was here")
+    (dst / "keep").write_text("was here too")
+    (dst / "z").mkdir()
+    before = tree_state(dst)
+    with pytest.raises(RemoteException, match="IsADirectoryError"):
+        local.put(str(src), str(dst))
+    assert tree_state(dst) == before
+
+
+def test_a_tree_put_that_fails_removes_the_parents_it_made(local, tmp_path):
+    """make_dirs parents created by a tree put that then fails (a file changed while sent) are removed."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    make_file(src / "sub" / "grows", 3 * transfer.CHUNK)
+    changed = []
+
+    def progress(_):
+        if not changed:
+            changed.append(True)
+            with open(src / "sub" / "grows", "ab") as f:
+                f.write(b"more")
+
+    with pytest.raises(TransferError, match="changed while it was being sent"):
+        transfer.put(local, str(src), str(tmp_path / "p1" / "p2" / "tree"), make_dirs=True, progress=progress)
+    assert sorted(os.listdir(tmp_path)) == ["src"]
+
+
+def test_a_remote_file_that_changes_during_fetch_is_a_transfer_error(local, tmp_path):
+    """A host's file that grows while it is sent fails the fetch with TransferError; nothing lands here."""
+    remote = make_file(tmp_path / "remote", 3 * protocol.STREAM_WINDOW)
+    (tmp_path / "dest").write_text("old")
+    changed = []
+
+    def progress(_):  # the host is still reading: it cannot be more than a window ahead
+        if not changed:
+            changed.append(True)
+            with open(remote, "ab") as f:
+                f.write(b"more")
+
+    with pytest.raises(TransferError, match=r"\[local-test\] .*remote changed while it was being sent"):
+        local.fetch(str(remote), str(tmp_path / "dest"), progress=progress, timeout=60)
+    assert (tmp_path / "dest").read_text() == "old" and leftovers(tmp_path) == []
