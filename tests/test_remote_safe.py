@@ -11,9 +11,10 @@ from chopsticks import bootstrap
 
 PACKAGE = os.path.dirname(os.path.abspath(chopsticks.__file__))
 REMOTE_SAFE = ["__init__.py", "protocol.py", "codec.py", "agent/__init__.py", "agent/main.py",
-               "agent/importer.py", "agent/mainfn.py", "facts.py", "helpers.py", "remote_files.py"]
+               "agent/importer.py", "agent/mainfn.py", "agent/children.py", "facts.py", "helpers.py", "remote_files.py"]
 ALLOWED_CHOPSTICKS = {"chopsticks", "chopsticks.protocol", "chopsticks.codec", "chopsticks.agent",
-                      "chopsticks.agent.main", "chopsticks.agent.importer", "chopsticks.agent.mainfn"}
+                      "chopsticks.agent.main", "chopsticks.agent.importer", "chopsticks.agent.mainfn",
+                      "chopsticks.agent.children"}
 
 
 @pytest.mark.parametrize("rel", REMOTE_SAFE)
