@@ -26,6 +26,7 @@ MIN_PYTHON = (3, 9)
 AGENT_MODULES = (
     "chopsticks",
     "chopsticks.agent",
+    "chopsticks.agent.children",
     "chopsticks.agent.main",
     "chopsticks.agent.mainfn",
     "chopsticks.codec",

@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover
 import msgpack
 
 from chopsticks import codec, protocol
+from chopsticks.agent.children import ProcessGroups
 
 # Bytes per read. Larger reads are above glibc's mmap threshold: every read would map and
 # unmap its buffer, measured at 20-30 us per call in a threaded process.
@@ -64,6 +65,7 @@ class Agent(object):
         self.watch_asleep = False
         self.streams = {}  # stream id -> Stream; the reader thread adds, its user removes
         self.temp_files = set()  # unfinished transfers' files, removed if the agent must exit
+        self.children = ProcessGroups()  # commands' process groups, killed when the agent exits
         self.handlers = {
             protocol.MODULES: self.on_modules,
             protocol.DATA: self.on_reply,
@@ -156,8 +158,7 @@ class Agent(object):
         except Exception:
             import traceback
             traceback.print_exc()
-            self.remove_temp_files()
-            _exit(70)
+            self.exit(70)
 
     def give_up_role(self):
         """Pass the reader role on (lock held): the holder is busy with a call."""
@@ -210,9 +211,14 @@ class Agent(object):
         return self.frames.popleft()
 
     def end_of_input(self):
-        """The controller hung up: remove unfinished transfers' files and exit."""
+        """The controller hung up (or died): clean up and exit."""
+        self.exit(0)
+
+    def exit(self, code):
+        """Leave nothing behind: unfinished transfers' files, commands still running."""
         self.remove_temp_files()
-        _exit(0)
+        self.children.kill_all()
+        _exit(code)
 
     def remove_temp_files(self):
         for path in list(self.temp_files):
@@ -249,7 +255,7 @@ class Agent(object):
         except SystemExit as exc:
             self.send(protocol.ERROR, frame.req_id, _describe(
                 exc, "remote code called sys.exit(%r); the agent has exited" % (exc.code,)))
-            _exit(exc.code if isinstance(exc.code, int) else 1)
+            self.exit(exc.code if isinstance(exc.code, int) else 1)
         except BaseException as exc:
             self.send(protocol.ERROR, frame.req_id, _describe(exc))
             return
