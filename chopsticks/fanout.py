@@ -14,8 +14,10 @@ import dataclasses
 import functools
 import getpass
 import importlib
+import io
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -24,9 +26,10 @@ from chopsticks import facts, helpers, hosts
 from chopsticks.errors import ChopsticksError
 from chopsticks.fanout_options import PROG, UsageError, build_parser
 from chopsticks.fanout_output import (
-    FAILED, OK, TIMED_OUT, configure_logging, jsonable, print_line, progress_bar, record, show, summarize,
-    summary_line,
+    FAILED, OK, TIMED_OUT, cli_hints, configure_logging, print_line, progress_bar, record, show, summarize,
+    summary_line, to_json,
 )
+from chopsticks.logs import visible
 
 RUN_GRACE = 5.0  # seconds a `run` call may outlive the command's own timeout (to report it)
 # Shown for `facts` without names in a table; --format json or jsonl has them all.
@@ -52,8 +55,11 @@ class Job:
     transfer: Optional[Callable[[Any, Optional[float], Any], Iterator[Tuple[str, Any]]]] = None
     count_bytes: bool = False
     total_bytes: Optional[int] = None
+    deadline_grace: float = 0.0  # how long the fan-out waits past --deadline (for run's reports)
 
     def start(self, group, deadline: Optional[float], progress) -> Iterator[Tuple[str, Any]]:
+        if deadline is not None:
+            deadline += self.deadline_grace
         if self.transfer is not None:
             return self.transfer(group, deadline, progress)
         return group.iter_call(self.fn, *self.args, timeout=self.call_timeout, deadline=deadline)
@@ -113,20 +119,31 @@ def _call_job(args) -> Job:
     return Job(call, tuple(positional), args.timeout)
 
 
+# What helpers.run returns; anything else (a hostile or broken host) fails that host.
+RUN_RESULT: Dict[str, Any] = {"exit_code": (int, type(None)), "stdout": str, "stderr": str, "timed_out": bool}
+
+
 def _judge_run(value: Any) -> str:
-    if value.get("timed_out"):
+    if not isinstance(value, dict) or any(not isinstance(value.get(key), kind) for key, kind in RUN_RESULT.items()):
+        raise ValueError("run returns a dict of %s, this host sent %s" % (
+            ", ".join(RUN_RESULT), "one with other keys or types" if isinstance(value, dict) else
+            "a %s" % type(value).__name__))
+    if value["timed_out"]:
         return TIMED_OUT
-    return OK if value.get("exit_code") == 0 else FAILED
+    return OK if value["exit_code"] == 0 else FAILED
 
 
 def _run_job(args) -> Job:
     command = " ".join(args.words)
     if not command.strip():
         raise UsageError("the command is empty")
-    # the command's own timeout kills its process group on the host and reports it
-    fn = functools.partial(helpers.run, command, timeout=args.timeout)
+    # The command's own limit kills its process group on the host and reports what it printed:
+    # --timeout, and --deadline too, so that no command goes on running once the run is over.
+    # The fan-out waits RUN_GRACE longer than either for those reports.
+    limits = [limit for limit in (args.timeout, args.deadline) if limit is not None]
+    fn = functools.partial(helpers.run, command, timeout=min(limits) if limits else None)
     call_timeout = None if args.timeout is None else args.timeout + RUN_GRACE
-    return Job(fn, (), call_timeout, judge=_judge_run)
+    return Job(fn, (), call_timeout, judge=_judge_run, deadline_grace=RUN_GRACE)
 
 
 def _tree_size(path: str) -> int:
@@ -268,7 +285,7 @@ def execute(args, job: Job, group) -> int:
             records.append(entry)
             counts[entry["status"]] += 1
             if fmt == "jsonl":
-                print_line(json.dumps(jsonable(entry)), bar)
+                print_line(to_json(entry), bar)
             hosts_done = "%d/%d hosts: " % (len(records), len(group)) if job.count_bytes else ""
             bar.set_postfix_str("%s%d ok, %d failed, %d timed out" % (hosts_done, counts[OK], counts[FAILED],
                                                                      counts[TIMED_OUT]), refresh=False)
@@ -288,7 +305,7 @@ def execute(args, job: Job, group) -> int:
     order = {tunnel.host: index for index, tunnel in enumerate(group)}
     records.sort(key=lambda r: order[r["host"]])
     if fmt == "json":
-        print(json.dumps({"results": [jsonable(r) for r in records], "summary": summary}, indent=2))
+        print(to_json({"results": records, "summary": summary}, indent=2))
     elif fmt == "table":
         show(records, job.columns, args.command == "run")
     print(summary_line(summary), file=sys.stdout if fmt == "table" else sys.stderr)
@@ -298,6 +315,26 @@ def execute(args, job: Job, group) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """The command; its exit status (see the module's docstring)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away (``| head -1``): stop quietly, as other Unix tools do, with the
+        # status of a process that SIGPIPE killed; the buffered rest goes nowhere, not into an
+        # "Exception ignored" message when the interpreter flushes stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (OSError, ValueError):
+                pass
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a character shows its escape
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     try:
         args = build_parser().parse_args(argv)
         job = JOBS[args.command](args)
@@ -312,7 +349,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return execute(args, job, group)
     except ChopsticksError as exc:
-        print("%s: %s" % (PROG, exc), file=sys.stderr)
+        print("%s: %s" % (PROG, visible(cli_hints(str(exc)))), file=sys.stderr)
         return 1
 
 

@@ -5,6 +5,7 @@ printed by ``fanout.main`` as one line with exit status 2.
 """
 
 import argparse
+import math
 from typing import Any, Callable
 
 from chopsticks import facts
@@ -33,14 +34,19 @@ class _Parser(argparse.ArgumentParser):
 
 # -- the command line ---------------------------------------------------------------------------
 
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+# Seconds of a limit: under 2**31 milliseconds, the most poll() waits on a host (24.8 days).
+MAX_SECONDS = 2_000_000
+
+
+def _positive(kind: Callable[[str], Any], most: float = math.inf) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError("%r is not a number" % text) from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError("must be more than 0, got %s" % text)
+        if not 0 < value <= most or not math.isfinite(value):  # nan compares false with everything
+            raise argparse.ArgumentTypeError("must be a number more than 0%s, got %s" % (
+                "" if most == math.inf else " and at most %d" % most, text))
         return value
     parse.__name__ = kind.__name__
     return parse
@@ -62,9 +68,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                             "fresh one of --image or else a running one, entered with exec")
     group.add_argument("-c", "--concurrency", type=_positive(int), metavar="N",
                        help="hosts worked on at once (default: from the open-files limit)")
-    group.add_argument("-t", "--timeout", type=_positive(float), metavar="SECONDS",
+    group.add_argument("-t", "--timeout", type=_positive(float, MAX_SECONDS), metavar="SECONDS",
                        help="per-host limit on the call (for run: on the command)")
-    group.add_argument("--deadline", type=_positive(float), metavar="SECONDS",
+    group.add_argument("--deadline", type=_positive(float, MAX_SECONDS), metavar="SECONDS",
                        help="limit on the whole run; hosts unfinished then count as timed out")
     group.add_argument("--python", metavar="PATH", help="the remote interpreter (default python3)")
     group = parser.add_argument_group("ssh")
@@ -75,7 +81,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--known-hosts", action="append", metavar="FILE", help="known_hosts file (repeatable)")
     group.add_argument("--host-key-policy", choices=("strict", "accept-new", "off"),
                        help="unknown host keys: refuse (strict, default), record (accept-new) or ignore (off)")
-    group.add_argument("--connect-timeout", type=_positive(float), metavar="SECONDS",
+    group.add_argument("--connect-timeout", type=_positive(float, MAX_SECONDS), metavar="SECONDS",
                        help="limit on reaching a host and starting its agent")
     group.add_argument("-F", "--ssh-config", metavar="FILE", help="ssh config file (default ~/.ssh/config; '' for none)")
     group.add_argument("--no-agent", action="store_true", help="do not ask ssh-agent for keys")

@@ -8,13 +8,19 @@ Cells are short human forms (``19.1/23.4G``, ``Debian GNU/Linux 12``); ``--forma
 has the full values. On stderr: structlog logs, and a tqdm progress bar on a terminal.
 """
 
+import datetime
+import decimal
 import json
 import logging
+import math
+import re
 import shutil
 import sys
+import uuid
 from typing import Any, Callable, Dict, List, Optional
 
 from chopsticks.errors import CallTimeout, ConnectTimeout
+from chopsticks.logs import escape_for_terminal, visible
 from chopsticks.results import ErrorResult
 
 OK, FAILED, TIMED_OUT = "ok", "failed", "timed out"
@@ -22,33 +28,114 @@ MAX_CELL = 48
 
 
 def record(host: str, value: Any, judge: Callable[[Any], str]) -> Dict[str, Any]:
-    """What one host's result prints as: host, status, then value or error."""
+    """What one host's result prints as: host, status, then value or error, fit for JSON.
+
+    ``judge`` raises ValueError for a value it cannot judge (not what the job returns: a
+    hostile or broken host); that host counts as failed, and so does a value too deep to show."""
     if isinstance(value, ErrorResult):
         timed_out = isinstance(value.exception, (CallTimeout, ConnectTimeout))
-        entry = {"host": host, "status": TIMED_OUT if timed_out else FAILED, "error": value.msg}
+        entry = {"host": host, "status": TIMED_OUT if timed_out else FAILED, "error": cli_hints(value.msg)}
         if value.tb:
             entry["traceback"] = value.tb
-        return entry
-    return {"host": host, "status": judge(value), "value": value}
+        return jsonable(entry)
+    try:
+        return jsonable({"host": host, "status": judge(value), "value": value})
+    except ValueError as exc:
+        return jsonable({"host": host, "status": FAILED, "error": "unexpected result: %s" % exc})
 
 
-def jsonable(value: Any) -> Any:
-    """A result made fit for JSON: bytes and undecodable text escaped, keys made strings."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-            return value
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", "backslashreplace")
-    if isinstance(value, dict):
-        return {k if isinstance(k, str) else json.dumps(jsonable(k)): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(item) for item in value]
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
+# A library keyword in an error message, and the option that says it on the command line.
+CLI_OPTIONS = {"host_key_policy": "--host-key-policy", "connect_timeout": "--connect-timeout",
+               "known_hosts": "--known-hosts"}
+_KEYWORD = re.compile(r"\b(%s)=(['\"]?)([\w.-]+)\2" % "|".join(CLI_OPTIONS))
+
+
+def cli_hints(message: str) -> str:
+    """``"use host_key_policy='accept-new'"`` -> ``"use --host-key-policy accept-new"``."""
+    return _KEYWORD.sub(lambda m: "%s %s" % (CLI_OPTIONS[m.group(1)], m.group(3)), message)
+
+
+# -- values as JSON ---------------------------------------------------------------------------
+# Whatever a host returns prints as strict JSON (no NaN or Infinity tokens). Python refuses to
+# turn an int of more than 4,300 digits into decimal text (it takes quadratic time), so a
+# bigger one is written in hexadecimal, which is linear and exact.
+MAX_DECIMAL_BITS = 14_000  # about 4,214 digits: any JSON reader in Python reads it back
+MAX_DEPTH = 100  # nesting shown; deeper is refused (json and our encoder recurse)
+_FLOATS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _int(n: int, depth: int) -> Any:
+    return n if n.bit_length() <= MAX_DECIMAL_BITS else hex(n)
+
+
+def _float(x: float, depth: int) -> Any:
+    return x if math.isfinite(x) else _FLOATS[repr(x)]
+
+
+def _text(text: str, depth: int) -> str:
+    """A str with surrogate escapes (bytes that were not UTF-8) shows those bytes as ``\\xNN``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _items(items: Any, depth: int) -> List[Any]:
+    return [jsonable(item, depth + 1) for item in items]
+
+
+def _set(items: Any, depth: int) -> List[Any]:
+    return sorted(_items(items, depth), key=json.dumps)  # a stable order, not the hash's
+
+
+def _key(key: Any, depth: int) -> str:
+    return key if isinstance(key, str) else json.dumps(jsonable(key, depth + 1))
+
+
+def _dict(value: Dict[Any, Any], depth: int) -> Dict[str, Any]:
+    return {_key(key, depth): jsonable(item, depth + 1) for key, item in value.items()}
+
+
+JSON_ENCODING: Dict[type, Callable[[Any, int], Any]] = {
+    type(None): lambda value, depth: value,
+    bool: lambda value, depth: value,
+    int: _int,
+    float: _float,
+    str: _text,
+    bytes: lambda value, depth: bytes(value).decode("utf-8", "backslashreplace"),
+    bytearray: lambda value, depth: bytes(value).decode("utf-8", "backslashreplace"),
+    list: _items,
+    tuple: _items,
+    set: _set,
+    frozenset: _set,
+    dict: _dict,
+    complex: lambda value, depth: repr(value),  # "(1+2j)", as complex() reads it
+    datetime.datetime: lambda value, depth: value.isoformat(),
+    datetime.date: lambda value, depth: value.isoformat(),
+    datetime.time: lambda value, depth: value.isoformat(),
+    datetime.timedelta: lambda value, depth: value.total_seconds(),
+    decimal.Decimal: lambda value, depth: str(value),
+    uuid.UUID: lambda value, depth: str(value),
+}
+
+
+def jsonable(value: Any, depth: int = 0) -> Any:
+    """``value`` as what ``json.dumps(..., allow_nan=False)`` writes (see ``JSON_ENCODING``);
+    a type not in the table (never from a host: results arrive in a closed set) as its repr.
+    ValueError if it is nested deeper than ``MAX_DEPTH``."""
+    if depth > MAX_DEPTH:
+        raise ValueError("the value is nested more than %d levels deep" % MAX_DEPTH)
+    for kind in type(value).__mro__:
+        encode = JSON_ENCODING.get(kind)
+        if encode is not None:
+            return encode(value, depth)
     return repr(value)
+
+
+def to_json(document: Any, indent: Optional[int] = None) -> str:
+    """Strict JSON of what ``record`` or ``jsonable`` made."""
+    return json.dumps(document, allow_nan=False, indent=indent)
 
 
 def summarize(records: List[Dict[str, Any]], total: int, seconds: float) -> Dict[str, Any]:
@@ -102,20 +189,20 @@ HEADINGS = {"os_release": "os", "python_version": "python", "memory": "mem avail
 
 
 def cell(value: Any, format_value: Optional[Callable[[Any], str]] = None) -> str:
+    """A table cell for a value made by ``jsonable``: short human form, control characters escaped."""
     if value is None:
         return "-"
     if format_value is not None:
         try:
-            return format_value(value)
-        except (AttributeError, TypeError, ValueError, KeyError):
-            pass
+            return visible(format_value(value))
+        except (AttributeError, TypeError, ValueError, KeyError, ArithmeticError):
+            pass  # not the shape this fact has (a hostile or odd host): shown as JSON instead
     if isinstance(value, str):
-        return value
-    return json.dumps(value, default=repr, ensure_ascii=False)
+        return visible(value)
+    return visible(json.dumps(value, ensure_ascii=False))
 
 
 def _fit(line: str, width: Optional[int]) -> str:
-    line = line.replace("\n", " ")
     if width and len(line) > width:
         return line[:width - 1] + "…"
     return line
@@ -136,7 +223,7 @@ def show(records: List[Dict[str, Any]], columns: Optional[List[str]], blocks: bo
                       for name in names] if columns else [cell(value)])
         else:
             cells = None
-        rows.append((r["host"], r["status"], cells, r.get("error", "")))
+        rows.append((visible(r["host"]), r["status"], cells, visible(r.get("error", ""))))
     headings = ["host", "status"] + [HEADINGS.get(name, name) for name in names]
     widths = [len(h) for h in headings]
     for host, status, cells, _ in rows:
@@ -154,18 +241,27 @@ def show(records: List[Dict[str, Any]], columns: Optional[List[str]], blocks: bo
 
 
 def _show_blocks(records: List[Dict[str, Any]], out, width: Optional[int]) -> None:
+    """``run``'s output, a block per host (the value was checked by ``fanout._judge_run``)."""
     for r in records:
         value = r.get("value")
+        host = visible(r["host"])
         if value is None:
-            print(_fit("%s  %s  %s" % (r["host"], r["status"], r.get("error", "")), width), file=out)
+            print(_fit("%s  %s  %s" % (host, r["status"], visible(r.get("error", ""))), width), file=out)
             continue
-        note = "killed after timeout" if value.get("timed_out") else "exit %s" % value.get("exit_code")
-        print(_fit("%s  %s  %s" % (r["host"], r["status"], note), width), file=out)
-        for line in value.get("stdout", "").splitlines():
-            print(_fit("    " + line, width), file=out)
-        for line in value.get("stderr", "").splitlines():
-            print(_fit("  ! " + line, width), file=out)
+        note = "killed after timeout" if value["timed_out"] else "exit %s" % value["exit_code"]
+        if value.get("truncated"):
+            note += ", output truncated"
+        print(_fit("%s  %s  %s" % (host, r["status"], note), width), file=out)
+        for prefix, stream in (("    ", "stdout"), ("  ! ", "stderr")):
+            for line in _lines(value[stream]):
+                print(_fit(prefix + visible(line), width), file=out)
     print(file=out)
+
+
+def _lines(text: str) -> List[str]:
+    """Lines split at newlines only: a ``\\r`` inside one is shown, not obeyed."""
+    lines = text.split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 # -- on stderr: logs and progress -------------------------------------------------------------
@@ -179,16 +275,20 @@ def configure_logging(quiet: bool, verbose: bool, log_format: Optional[str]) -> 
         """Log lines above the progress bar, not through it."""
 
         def msg(self, message: str) -> None:
-            tqdm.tqdm.write(message, file=sys.stderr)
+            try:
+                tqdm.tqdm.write(message, file=sys.stderr)
+            except (OSError, ValueError):
+                pass  # stderr closed or a broken pipe: logging must not fail what logged
 
         log = debug = info = warning = warn = error = critical = exception = fatal = msg
 
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    renderer = (structlog.processors.JSONRenderer() if log_format == "json"
-                else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+    # JSON escapes control characters itself; a console shows them as escapes too
+    renderers = ([structlog.processors.JSONRenderer()] if log_format == "json"
+                 else [escape_for_terminal, structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())])
     structlog.configure(
         processors=[structlog.processors.add_log_level,
-                    structlog.processors.TimeStamper(fmt="iso", utc=True), renderer],
+                    structlog.processors.TimeStamper(fmt="iso", utc=True), *renderers],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=lambda *_: Writer(sys.stderr),
         cache_logger_on_first_use=True)

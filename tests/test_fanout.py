@@ -49,7 +49,13 @@ def ssh_args(fleet):
     (["facts"], "the host list is empty"),
     (["-H", ",", "facts"], "the host list is empty"),
     (["-f", "/nonexistent/hosts", "facts"], "cannot read hosts file '/nonexistent/hosts': No such file"),
-    (["-H", "a", "-c", "0", "facts"], "--concurrency: must be more than 0"),
+    (["-H", "a", "-c", "0", "facts"], "--concurrency: must be a number more than 0, got 0"),
+    (["-H", "a", "--timeout", "inf", "facts"], "--timeout: must be a number more than 0 and at most 2000000, got inf"),
+    (["-H", "a", "--timeout", "nan", "facts"], "--timeout: must be a number more than 0 and at most 2000000, got nan"),
+    (["-H", "a", "--timeout", "-1", "facts"], "--timeout: must be a number more than 0"),
+    (["-H", "a", "--timeout", "1e300", "run", "true"], "--timeout: must be a number more than 0 and at most 2000000"),
+    (["-H", "a", "--deadline", "nan", "facts"], "--deadline: must be a number more than 0 and at most 2000000"),
+    (["-H", "a", "--connect-timeout", "inf", "facts"], "--connect-timeout: must be a number more than 0 and at most"),
     (["-H", "a", "--timeout", "soon", "facts"], "--timeout: 'soon' is not a number"),
     (["-H", "a", "facts", "hostname", "shoe_size"], "unknown fact 'shoe_size'; facts are: hostname, fqdn"),
     (["-H", "a", "call", "no_such_module:f"], "no module named 'no_such_module'"),
@@ -67,6 +73,7 @@ def ssh_args(fleet):
     (["-H", "web/1", "--transport", "docker", "--image", "img", "facts"], "'web/1' is not a container name"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message):
+    """Each bad input (ranges, files, numbers such as inf and nan, names, JSON) is one line, exit 2."""
     result = local(*argv)
     assert result.returncode == 2, result
     assert result.stdout == ""
@@ -147,7 +154,8 @@ def test_run_reports_exit_code_stdout_and_stderr_and_nonzero_counts_as_failed():
     entry = records(result)["a"]
     assert result.returncode == 1
     assert entry["status"] == "failed"
-    assert entry["value"] == {"exit_code": 3, "stdout": "out\n", "stderr": "err\n", "timed_out": False}
+    assert entry["value"] == {"exit_code": 3, "stdout": "out\n", "stderr": "err\n", "timed_out": False,
+                              "truncated": False}
     assert local("-H", "a", "run", "true").returncode == 0
 
 
@@ -163,6 +171,22 @@ def test_run_timeout_kills_the_command_and_counts_as_timed_out():
     assert result.returncode == 1
     assert {r["status"] for r in records(result).values()} == {"timed out"}
     assert "0 ok, 0 failed, 2 timed out" in result.stderr
+
+
+def test_a_command_still_running_at_the_deadline_is_killed_and_reported(tmp_path):
+    """--deadline kills each host's running command (its whole process group), and shows what it printed."""
+    pids = tmp_path / "pids"
+    started = time.monotonic()
+    result = local("-H", "a,b", "--deadline", "2", "run", "echo started; sleep 300 & echo $! >> %s; wait" % pids)
+    left = [int(pid) for pid in pids.read_text().split() if _alive(int(pid))]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "commands still running after the deadline"
+    assert time.monotonic() - started < 60
+    assert result.returncode == 1
+    for entry in records(result).values():
+        assert entry["status"] == "timed out" and entry["value"]["stdout"] == "started\n"
+        assert entry["value"]["timed_out"] is True
 
 
 def test_call_timeout_counts_as_timed_out_and_the_others_finish():
