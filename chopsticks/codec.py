@@ -14,7 +14,8 @@ Supported, and what arrives on the controller:
     decimal.Decimal, uuid.UUID                       -> the same
 
 A subclass of a supported type arrives as its base type: a namedtuple or ``os.uname()`` as
-a tuple, an ``IntEnum`` as an int, an ``OrderedDict`` as a dict. Anything else refuses to
+a tuple, an ``IntEnum`` as an int, a ``(str, Enum)`` member as its value, an ``OrderedDict``
+as a dict. Anything else refuses to
 encode with ``TypeError`` naming its type.
 """
 
@@ -41,6 +42,11 @@ UNICODE_ERRORS = "surrogateescape"
 def _pack_items(items):
     return msgpack.packb(items, default=_default, strict_types=True, use_bin_type=True,
                          unicode_errors=UNICODE_ERRORS)
+
+
+# A subclass of a native type travels as its base type's value. str.__str__, not str(): a
+# ``(str, Enum)`` member's own __str__ says 'Colour.RED', its value is 'red'.
+BASES = ((str, str.__str__), (bytes, bytes), (float, float), (dict, dict), (list, list))
 
 
 def _default(obj):
@@ -73,9 +79,9 @@ def _default(obj):
         return msgpack.ExtType(COMPLEX, _pack_items([obj.real, obj.imag]))
     if isinstance(obj, (bytearray, memoryview)):
         return bytes(obj)
-    for base in (str, bytes, float, dict, list):
+    for base, convert in BASES:
         if isinstance(obj, base):
-            return base(obj)
+            return convert(obj)
     raise TypeError(
         "cannot send a value of type %s.%s back to the controller; supported types: %s"
         % (type(obj).__module__, type(obj).__qualname__, SUPPORTED)

@@ -3,6 +3,7 @@ the remote imports this module on demand."""
 
 import datetime
 import decimal
+import enum
 import math
 import sys
 import uuid
@@ -46,3 +47,20 @@ def shout(text):
 
 def fail(message):
     raise ValueError(message)
+
+
+class Colour(str, enum.Enum):
+    RED = "red"
+
+
+class Size(enum.IntEnum):
+    BIG = 3
+
+
+class Ratio(float, enum.Enum):
+    HALF = 0.5
+
+
+def enums():
+    """Members of mixed-in enums, as values and as keys."""
+    return [Colour.RED, Size.BIG, Ratio.HALF, {Colour.RED: Colour.RED}]
