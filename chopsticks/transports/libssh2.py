@@ -1,20 +1,17 @@
 """The EAGAIN loop: libssh2 calls on a non-blocking session, inside the gevent hub. Transport layer.
 
-Every libssh2 call that answers EAGAIN is retried once the socket is ready in the direction
-``session.block_directions()`` names, under one ``Deadline``. Shared by the SSH link, its
-authentication and its channel pipes.
+Every libssh2 call that answers EAGAIN is retried once its wire (``ssh_relay.Wire``) says it
+can progress: the socket is ready in the direction ``session.block_directions()`` names, or,
+during the handshake, the relay has handed libssh2 the next slice of the server's bytes; all
+under one ``Deadline``. Shared by the SSH link, its authentication and its channel pipes.
 """
 
-import socket
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
-import gevent.socket
 from ssh2 import exceptions as ssh2_errors
 from ssh2.error_codes import LIBSSH2_ERROR_EAGAIN
-from ssh2.session import LIBSSH2_SESSION_BLOCK_INBOUND, LIBSSH2_SESSION_BLOCK_OUTBOUND, Session
-
-from chopsticks.errors import ConnectTimeout
+from ssh2.session import Session
 
 READ_SIZE = 65536
 # Errors that mean the connection under a session is gone.
@@ -34,30 +31,24 @@ class Deadline:
         return self.at - time.monotonic()
 
 
-def _wait(session: Session, sock: socket.socket, deadline: Deadline, name: str) -> None:
-    directions = session.block_directions()
-    left = deadline.remaining()
-    if left <= 0:
-        raise ConnectTimeout("[%s] %s did not finish within %ss" % (name, deadline.what, deadline.seconds))
-    if directions & LIBSSH2_SESSION_BLOCK_OUTBOUND and not directions & LIBSSH2_SESSION_BLOCK_INBOUND:
-        gevent.socket.wait_write(sock.fileno(), timeout=left)
-    else:
-        gevent.socket.wait_read(sock.fileno(), timeout=left)
+class Waiter(Protocol):
+    """What a session's socket offers the EAGAIN loop (``ssh_relay.Wire``)."""
+
+    def step(self, session: Session, deadline: Deadline) -> None:
+        """Wait (or relay) until the call that answered EAGAIN can progress; raise past the deadline."""
+
+    def flush(self, deadline: Deadline) -> None:
+        """Send on whatever the call wrote and holds back."""
 
 
-def retry(session: Session, sock: socket.socket, deadline: Deadline, name: str, fn: Callable, *args):
-    """Call a libssh2 function until it stops answering EAGAIN, waiting on the socket between."""
+def retry(session: Session, wire: Waiter, deadline: Deadline, name: str, fn: Callable, *args):
+    """Call a libssh2 function until it stops answering EAGAIN, waiting on the wire between."""
     while True:
-        try:
-            rc = fn(*args)
-        except gevent.socket.timeout:
-            raise ConnectTimeout("[%s] %s did not finish within %ss" % (name, deadline.what, deadline.seconds))
+        rc = fn(*args)
         if rc == LIBSSH2_ERROR_EAGAIN or (rc is None and session.last_errno() == LIBSSH2_ERROR_EAGAIN):
-            try:
-                _wait(session, sock, deadline, name)
-            except gevent.socket.timeout:
-                raise ConnectTimeout("[%s] %s did not finish within %ss" % (name, deadline.what, deadline.seconds))
+            wire.step(session, deadline)
             continue
+        wire.flush(deadline)
         return rc
 
 

@@ -36,6 +36,7 @@ from chopsticks.transports.libssh2 import READ_SIZE, Deadline, describe, retry
 from chopsticks.transports.ssh_auth import authenticate, verify_host_key
 from chopsticks.transports.ssh_options import Destination
 from chopsticks.transports.ssh_pipe import SSHPipe
+from chopsticks.transports.ssh_relay import Wire
 
 # Bounds concurrent SSH handshakes from this process. Tuned on the loopback fleet: 64 keeps
 # the controller's CPU busy without tripping sshd's MaxStartups on a default-configured host
@@ -98,13 +99,18 @@ def raise_open_files_limit() -> int:
 class SSHLink:
     """One authenticated SSH session on one socket (possibly through jump hosts)."""
 
-    def __init__(self, name: str, session: Session, sock: socket.socket,
+    def __init__(self, name: str, session: Session, wire: Wire,
                  parent: Optional["SSHLink"] = None, bridge: Optional["_Bridge"] = None):
         self.name = name
         self.session = session
-        self.sock = sock
+        self.wire = wire
         self.parent = parent
         self.bridge = bridge
+
+    @property
+    def sock(self) -> socket.socket:
+        """The connection's socket, under libssh2's descriptor once the link carries a channel."""
+        return self.wire.sock
 
     @classmethod
     def open(cls, dest: Destination, deadline: Deadline) -> "SSHLink":
@@ -130,18 +136,22 @@ class SSHLink:
             attempt += 1
             sock, bridge = (_tcp_connect(dest, deadline) if parent is None
                             else _Bridge.open(parent, dest, deadline))
+            wire = Wire(sock, dest.name, "%s port %d" % (dest.hostname, dest.port))
             session = Session()
             try:
                 for method in (LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC):
                     session.method_pref(method, CIPHERS)
                 session.set_blocking(False)
-                retry(session, sock, deadline, dest.name, session.handshake, sock)
+                retry(session, wire, deadline, dest.name, session.handshake, wire.fileno())
                 verify_host_key(session, dest)
-                authenticate(session, sock, dest, deadline)
-                return cls(dest.name, session, sock, parent, bridge)
+                authenticate(session, wire, dest, deadline)
+                # the next exchange (a channel open) waits for the server with the relay
+                # drained: there the connection takes the socketpair's place
+                wire.splice_when_drained = True
+                return cls(dest.name, session, wire, parent, bridge)
             except _DROPPED as exc:
                 del session  # libssh2's session is freed before its socket closes
-                _close(sock, bridge)
+                _close(wire, bridge)
                 pause = min(MAX_BACKOFF, 0.05 * 2 ** min(attempt, 8)) * (0.5 + random.random())
                 if deadline.remaining() <= pause:
                     raise ConnectError("[%s] the SSH handshake with %s:%d failed %d times, last: %s" % (
@@ -149,12 +159,12 @@ class SSHLink:
                 gevent.sleep(pause)
             except BaseException:
                 del session
-                _close(sock, bridge)
+                _close(wire, bridge)
                 raise
 
     def open_channel(self, command: str, deadline: Deadline) -> "SSHPipe":
-        channel = retry(self.session, self.sock, deadline, self.name, self.session.open_session)
-        retry(self.session, self.sock, deadline, self.name, channel.execute, command)
+        channel = retry(self.session, self.wire, deadline, self.name, self.session.open_session)
+        retry(self.session, self.wire, deadline, self.name, channel.execute, command)
         return SSHPipe(self, channel)
 
     def close(self) -> None:
@@ -162,21 +172,18 @@ class SSHLink:
         session, self.session = self.session, None
         if session is not None:
             try:
-                retry(session, self.sock, Deadline(2.0, "disconnect"), self.name, session.disconnect)
+                retry(session, self.wire, Deadline(2.0, "disconnect"), self.name, session.disconnect)
             except Exception:
                 pass
             del session  # the last reference: libssh2 frees it before the socket closes
-            _close(self.sock, self.bridge)
+            _close(self.wire, self.bridge)
         if self.parent is not None:
             self.parent.close()
             self.parent = None
 
 
-def _close(sock: socket.socket, bridge: Optional["_Bridge"]) -> None:
-    try:
-        sock.close()
-    except OSError:
-        pass
+def _close(wire: Wire, bridge: Optional["_Bridge"]) -> None:
+    wire.close()
     if bridge is not None:
         bridge.close()
 
@@ -223,7 +230,7 @@ class _Bridge:
 
     @classmethod
     def open(cls, parent: SSHLink, dest: Destination, deadline: Deadline):
-        channel = retry(parent.session, parent.sock, deadline, parent.name, parent.session.direct_tcpip_ex,
+        channel = retry(parent.session, parent.wire, deadline, parent.name, parent.session.direct_tcpip_ex,
                         dest.hostname, dest.port, "127.0.0.1", 0)
         near, far = gevent.socket.socketpair()
         bridge = cls(parent, channel, near, far)

@@ -1,7 +1,6 @@
 """SSH host key verification and authentication on a freshly handshaken libssh2 session. Transport layer."""
 
 import os
-import socket
 from typing import List
 
 from ssh2 import exceptions as ssh2_errors
@@ -9,7 +8,7 @@ from ssh2.session import Session
 
 from chopsticks import known_hosts
 from chopsticks.errors import AuthenticationFailed, HostKeyChanged, HostKeyError, UnknownHostKey
-from chopsticks.transports.libssh2 import Deadline, describe, retry
+from chopsticks.transports.libssh2 import Deadline, Waiter, describe, retry
 from chopsticks.transports.ssh_options import Destination
 
 
@@ -43,7 +42,7 @@ def verify_host_key(session: Session, dest: Destination) -> None:
             " or ".join(dest.known_hosts) or "any known_hosts file"))
 
 
-def authenticate(session: Session, sock: socket.socket, dest: Destination, deadline: Deadline) -> None:
+def authenticate(session: Session, wire: Waiter, dest: Destination, deadline: Deadline) -> None:
     tried: List[str] = []
     for key in dest.keys:
         if not os.path.isfile(key):
@@ -51,7 +50,7 @@ def authenticate(session: Session, sock: socket.socket, dest: Destination, deadl
                 raise AuthenticationFailed("[%s] the key file %s does not exist" % (dest.name, key))
             continue
         try:
-            retry(session, sock, deadline, dest.name, session.userauth_publickey_fromfile,
+            retry(session, wire, deadline, dest.name, session.userauth_publickey_fromfile,
                   dest.user, key, dest.passphrase or "")
             return
         except ssh2_errors.FileError as exc:
@@ -61,12 +60,12 @@ def authenticate(session: Session, sock: socket.socket, dest: Destination, deadl
                 ssh2_errors.PublickeyUnverifiedError):
             tried.append("key " + key)
     if dest.agent and os.environ.get("SSH_AUTH_SOCK"):
-        if _agent_auth(session, sock, dest, deadline):
+        if _agent_auth(session, wire, dest, deadline):
             return
         tried.append("ssh-agent")
     if dest.password is not None:
         try:
-            retry(session, sock, deadline, dest.name, session.userauth_password, dest.user, dest.password)
+            retry(session, wire, deadline, dest.name, session.userauth_password, dest.user, dest.password)
             return
         except (ssh2_errors.AuthenticationError, ssh2_errors.PasswordExpiredError):
             tried.append("password")
@@ -74,7 +73,7 @@ def authenticate(session: Session, sock: socket.socket, dest: Destination, deadl
         dest.name, dest.user, dest.hostname, ", ".join(tried) or "none were given or found"))
 
 
-def _agent_auth(session: Session, sock: socket.socket, dest: Destination, deadline: Deadline) -> bool:
+def _agent_auth(session: Session, wire: Waiter, dest: Destination, deadline: Deadline) -> bool:
     try:
         agent = session.agent_init()
         agent.connect()
@@ -83,7 +82,7 @@ def _agent_auth(session: Session, sock: socket.socket, dest: Destination, deadli
     try:
         for identity in agent.get_identities():
             try:
-                retry(session, sock, deadline, dest.name, agent.userauth, dest.user, identity)
+                retry(session, wire, deadline, dest.name, agent.userauth, dest.user, identity)
                 return True
             except (ssh2_errors.AgentAuthenticationError, ssh2_errors.AuthenticationError):
                 continue

@@ -151,7 +151,7 @@ class SSHPipe:
     def close_stdin(self) -> None:
         if self.channel is not None and not self._stdout_done:
             try:
-                retry(self.link.session, self.link.sock, Deadline(5.0, "sending EOF"), self.name,
+                retry(self.link.session, self.link.wire, Deadline(5.0, "sending EOF"), self.name,
                       self.channel.send_eof)
             except Exception:
                 pass
@@ -164,8 +164,8 @@ class SSHPipe:
             return None
         deadline = Deadline(timeout if timeout is not None else 30.0, "waiting for the exit status")
         try:
-            retry(self.link.session, self.link.sock, deadline, self.name, self.channel.close)
-            retry(self.link.session, self.link.sock, deadline, self.name, self.channel.wait_closed)
+            retry(self.link.session, self.link.wire, deadline, self.name, self.channel.close)
+            retry(self.link.session, self.link.wire, deadline, self.name, self.channel.wait_closed)
         except Exception:
             return None
         _, signame, _, _ = self.channel.get_exit_signal()
