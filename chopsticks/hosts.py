@@ -6,10 +6,11 @@ multiply: ``10.0.[1-3].[1-254]`` is 762 hosts. A bracket holding a colon is an I
 (``[::1]:2222``) and stays as written. Every mistake is a ``HostSpecError`` saying what is wrong.
 """
 
+import dataclasses
 import math
 import re
 import sys
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, Iterator, List, Sequence, Union
 
 MAX_HOSTS = 1_000_000  # a typo such as [1-10000000] fails instead of eating the machine
 
@@ -21,34 +22,53 @@ class HostSpecError(ValueError):
     """A host list or range that cannot be read."""
 
 
-def _bracket_values(content: str, pattern: str) -> List[str]:
-    values: List[str] = []
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """One item of a bracket: the numbers or letters from ``first`` to ``last``, counted
+    before any is made."""
+
+    first: int
+    last: int
+    width: int  # zero padding of numbers; 0: numbers unpadded; -1: letters (code points)
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+    def values(self) -> Iterator[str]:
+        if self.width < 0:
+            return (chr(code) for code in range(self.first, self.last + 1))
+        return (str(n).zfill(self.width) for n in range(self.first, self.last + 1))
+
+
+def _bracket(content: str, pattern: str) -> List[_Run]:
+    runs: List[_Run] = []
     for item in content.split(","):
         item = item.strip()
         numbers, letters = _NUMBERS.match(item), _LETTERS.match(item)
         if numbers:
             first, last = numbers.group(1), numbers.group(2) or numbers.group(1)
-            start, stop = int(first), int(last)
             width = len(first) if first.startswith("0") and len(first) > 1 else 0
-            if stop < start:
+            runs.append(_Run(int(first), int(last), width))
+            if runs[-1].last < runs[-1].first:
                 raise HostSpecError("range [%s] in %r runs backwards" % (item, pattern))
-            if stop - start >= MAX_HOSTS:
-                raise HostSpecError("range [%s] in %r is more than %d hosts" % (item, pattern, MAX_HOSTS))
-            values.extend(str(n).zfill(width) for n in range(start, stop + 1))
         elif letters:
             first, last = letters.group(1), letters.group(2) or letters.group(1)
             if first.islower() != last.islower() or ord(last) < ord(first):
                 raise HostSpecError("range [%s] in %r is not a run of letters" % (item, pattern))
-            values.extend(chr(c) for c in range(ord(first), ord(last) + 1))
+            runs.append(_Run(ord(first), ord(last), -1))
         else:
             raise HostSpecError("malformed range [%s] in %r: expected numbers like [1-9] or [001-250], "
                                 "letters like [a-f], or a list like [1,3,5-7]" % (content, pattern))
-    return values
+    return runs
 
 
-def expand(pattern: str) -> List[str]:
-    """``'web-[01-03]'`` -> ``['web-01', 'web-02', 'web-03']``; a name without brackets is itself."""
-    parts: List[List[str]] = []  # literal text and bracket choices, alternating
+Choice = Union[str, _Run]  # literal text, or a bracket's run of values
+
+
+def _parse(pattern: str) -> List[List[Choice]]:
+    """The pattern as parts whose choices multiply: literal text is a part of one choice."""
+    parts: List[List[Choice]] = []  # literal text and bracket runs, alternating
     literal = ""
     position = 0
     while position < len(pattern):
@@ -69,15 +89,37 @@ def expand(pattern: str) -> List[str]:
             literal += pattern[position:end + 1]
         else:
             parts.append([literal])
-            parts.append(_bracket_values(content, pattern))
+            parts.append(_bracket(content, pattern))
             literal = ""
         position = end + 1
     parts.append([literal])
-    count = math.prod(len(choices) for choices in parts)
-    if count > MAX_HOSTS:
-        raise HostSpecError("%r expands to %d hosts, more than %d" % (pattern, count, MAX_HOSTS))
+    return parts
+
+
+def _choices(part: List[Choice]) -> int:
+    return sum(1 if isinstance(choice, str) else choice.size for choice in part)
+
+
+def count(pattern: str) -> int:
+    """How many names ``pattern`` expands to, without making them."""
+    return math.prod(_choices(part) for part in _parse(pattern))
+
+
+def _check_count(hosts: int, what: str) -> None:
+    if hosts > MAX_HOSTS:
+        raise HostSpecError("%s %s hosts, more than the limit of %s" % (what, "{:,}".format(hosts),
+                                                                      "{:,}".format(MAX_HOSTS)))
+
+
+def expand(pattern: str) -> List[str]:
+    """``'web-[01-03]'`` -> ``['web-01', 'web-02', 'web-03']``; a name without brackets is itself.
+    Counted first: more than ``MAX_HOSTS`` is refused before any name is made."""
+    parts = _parse(pattern)
+    _check_count(math.prod(_choices(part) for part in parts), "%r expands to" % pattern)
     names = [""]
-    for choices in parts:
+    for part in parts:
+        choices = [value for choice in part
+                   for value in ([choice] if isinstance(choice, str) else choice.values())]
         names = [name + choice for name in names for choice in choices]
     return names
 
@@ -119,10 +161,12 @@ def collect(specs: Sequence[str], files: Iterable[str] = ()) -> List[str]:
     patterns = [word for spec in specs for word in split(spec)]
     for path in files:
         patterns.extend(split(read_file(path)))
+    counts = [count(pattern) for pattern in patterns]
+    for pattern, hosts in zip(patterns, counts):
+        _check_count(hosts, "%r expands to" % pattern)
+    _check_count(sum(counts), "the host list names")
     seen: Dict[str, None] = {}
     for pattern in patterns:
         for name in expand(pattern):
             seen.setdefault(name, None)
-            if len(seen) > MAX_HOSTS:
-                raise HostSpecError("more than %d hosts" % MAX_HOSTS)
     return list(seen)

@@ -1,8 +1,10 @@
 """Host lists from the shell: ranges, splitting, files (pure logic)."""
 
+import tracemalloc
+
 import pytest
 
-from chopsticks.hosts import MAX_HOSTS, HostSpecError, collect, expand, split
+from chopsticks.hosts import MAX_HOSTS, HostSpecError, collect, count, expand, split
 
 
 def test_a_plain_name_is_itself():
@@ -45,10 +47,11 @@ def test_ipv6_brackets_stay_as_written():
     ("web-[1-2-3]", "malformed range"),
     ("web-[a-Z]", "not a run of letters"),
     ("web-[[1-2]]", "cannot nest"),
-    ("h[1-1000].[1-1001]", "more than %d" % MAX_HOSTS),
-    ("h[0-%d]" % MAX_HOSTS, "more than %d hosts" % MAX_HOSTS),
+    ("h[1-1000].[1-1001]", "'h[1-1000].[1-1001]' expands to 1,001,000 hosts, more than the limit of 1,000,000"),
+    ("h[0-%d]" % MAX_HOSTS, "expands to 1,000,001 hosts, more than the limit of 1,000,000"),
 ])
 def test_malformed_patterns_say_what_is_wrong(pattern, message):
+    """Each malformed or too big pattern is a HostSpecError saying what is wrong."""
     with pytest.raises(HostSpecError) as info:
         expand(pattern)
     assert message in str(info.value)
@@ -72,3 +75,29 @@ def test_a_missing_or_binary_hosts_file_is_a_clear_error(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(HostSpecError, match="not UTF-8"):
         collect([], [str(binary)])
+
+
+@pytest.mark.parametrize("specs, message", [
+    (["web-[1-1000000000]"], "'web-[1-1000000000]' expands to 1,000,000,000 hosts"),
+    (["10.[0-255].[0-255].[0-255]"], "expands to 16,777,216 hosts"),
+    (["h[1-999999,1-999999,1-999999]"], "expands to 2,999,997 hosts"),
+    (["a-[1-600000]", "b-[1-600000]"], "the host list names 1,200,000 hosts"),
+    (["[1-%d].[1-%d]" % (10 ** 20, 10 ** 20)], "expands to {:,} hosts".format(10 ** 40)),
+])
+def test_huge_host_lists_are_counted_and_refused_before_any_name_is_made(specs, message):
+    """Ranges are counted, not built: a billion hosts (or a sum over patterns) fails at once, in little memory."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(HostSpecError) as info:
+            collect(specs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, "%d bytes allocated before refusing" % peak
+    assert message in str(info.value) and "more than the limit of 1,000,000" in str(info.value)
+
+
+def test_count_matches_what_expand_makes():
+    """count() is the length of expand() for lists, letters, padding and several brackets."""
+    for pattern in ["web-[001-010]", "r[a-c]-[1,3,5-7]", "plain", "[::1]:22", "x[7].y[08-10]"]:
+        assert count(pattern) == len(expand(pattern))
