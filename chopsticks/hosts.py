@@ -41,17 +41,21 @@ class _Run:
         return (str(n).zfill(self.width) for n in range(self.first, self.last + 1))
 
 
-def _bracket(content: str, pattern: str) -> List[_Run]:
-    runs: List[_Run] = []
+Choice = Union[str, _Run]  # literal text, or a bracket's run of values
+
+
+def _bracket(content: str, pattern: str) -> List[Choice]:
+    runs: List[Choice] = []
     for item in content.split(","):
         item = item.strip()
         numbers, letters = _NUMBERS.match(item), _LETTERS.match(item)
         if numbers:
             first, last = numbers.group(1), numbers.group(2) or numbers.group(1)
             width = len(first) if first.startswith("0") and len(first) > 1 else 0
-            runs.append(_Run(int(first), int(last), width))
-            if runs[-1].last < runs[-1].first:
+            run = _Run(int(first), int(last), width)
+            if run.last < run.first:
                 raise HostSpecError("range [%s] in %r runs backwards" % (item, pattern))
+            runs.append(run)
         elif letters:
             first, last = letters.group(1), letters.group(2) or letters.group(1)
             if first.islower() != last.islower() or ord(last) < ord(first):
@@ -61,9 +65,6 @@ def _bracket(content: str, pattern: str) -> List[_Run]:
             raise HostSpecError("malformed range [%s] in %r: expected numbers like [1-9] or [001-250], "
                                 "letters like [a-f], or a list like [1,3,5-7]" % (content, pattern))
     return runs
-
-
-Choice = Union[str, _Run]  # literal text, or a bracket's run of values
 
 
 def _parse(pattern: str) -> List[List[Choice]]:
