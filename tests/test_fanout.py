@@ -301,6 +301,15 @@ def test_facts_over_ssh_with_a_dead_host_and_an_unknown_one(fleet):
     assert document["summary"]["ok"] == 3 and document["summary"]["failed"] == 2
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "table"])
+def test_the_unknown_host_key_hint_is_in_cli_syntax(fleet, fmt):
+    """An unknown host key's error suggests --host-key-policy accept-new, not the Python keyword."""
+    result = fanout(*ssh_args(fleet), "-H", "127.0.0.250", "--format", fmt, "facts", "hostname")
+    assert result.returncode == 1, result.stderr
+    assert "UnknownHostKey:" in result.stdout and "or use --host-key-policy accept-new" in result.stdout
+    assert "host_key_policy=" not in result.stdout
+
+
 def test_run_over_ssh_from_a_hosts_file_with_a_range(fleet, tmp_path):
     hosts_file = tmp_path / "hosts"
     last = fleet.hosts[-1].rsplit(".", 1)[1]
