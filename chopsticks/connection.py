@@ -38,7 +38,8 @@ STDERR_TAIL = 20
 MAX_LINE = 64 << 10
 # Exit statuses of a shell that could not run the interpreter.
 NOT_FOUND_STATUSES = (126, 127)
-# Import and data requests waiting for an answer, at most.
+# Import and data requests waiting for an answer, at most. With their size limits
+# (protocol.AGENT_LIMITS) that bounds what they hold to 256 x 8 KiB = 2 MiB per tunnel.
 REQUEST_BACKLOG = 256
 
 
@@ -82,7 +83,8 @@ class Connection:
         self._hello = gevent.event.AsyncResult()
         self._sent_modules: Set[str] = set()
         self._stderr_tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL)
-        self._decoder = protocol.Decoder(max_message=max_result + (1 << 20), sync=True)
+        self._decoder = protocol.Decoder(max_message=max_result + (1 << 20), sync=True,
+                                         limits=protocol.AGENT_LIMITS)
         self._stderr_reader = gevent.spawn(self._read_stderr)
         self._finisher: Optional[gevent.Greenlet] = None
         self._finished = gevent.event.Event()
@@ -306,7 +308,7 @@ class Connection:
     def _on_hello(self, frame: protocol.Frame) -> None:
         if self.hello is not None:
             raise protocol.ProtocolError("a second HELLO")
-        hello = msgpack.unpackb(frame.payload)
+        hello = codec.decode(frame.payload)  # a closed set of types, a budget of containers
         if not isinstance(hello, dict) or not isinstance(hello.get("python"), list):
             raise protocol.ProtocolError("malformed HELLO")
         self.hello = hello
@@ -362,7 +364,7 @@ class Connection:
     def _on_credit(self, frame: protocol.Frame) -> None:
         state = self._streams.get(frame.req_id)
         if state is not None:  # else a late credit for a finished stream
-            size = msgpack.unpackb(frame.payload)
+            size = codec.decode(frame.payload)
             if type(size) is not int or not 0 < size <= protocol.STREAM_WINDOW:
                 raise protocol.ProtocolError("bad credit %r for stream %d" % (size, frame.req_id))
             state.credit += size
@@ -388,7 +390,7 @@ class Connection:
         name: Any = None
         reply: List[Any] = []
         try:
-            name = msgpack.unpackb(frame.payload)
+            name = codec.decode(frame.payload)
             reply = self.modules.serve(name, self._sent_modules)
         except Exception as exc:  # never leave the agent waiting: an empty reply is "not found"
             logs.warning("module_lookup_failed", host=self.name, module=repr(name)[:200], error=str(exc))
@@ -397,7 +399,7 @@ class Connection:
 
     def _serve_data(self, frame: protocol.Frame) -> None:
         try:
-            package, resource = msgpack.unpackb(frame.payload)
+            package, resource = codec.decode(frame.payload)
             answer = [True, self.modules.get_data(package, resource)]
         except OSError as exc:
             answer = [False, str(exc)]

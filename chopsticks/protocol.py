@@ -53,6 +53,22 @@ CHUNK = 1 << 20
 MAX_MESSAGE = 256 << 20
 # How much junk before SYNC a decoder tolerates (login banners, motd).
 MAX_PREAMBLE = 1 << 20
+# What one partly received message costs beyond its bytes (its buffer, key and table slot,
+# ~200 bytes measured), counted against max_message: many tiny messages started at once
+# cost their memory, not just their payload bytes.
+PARTIAL_COST = 256
+# The largest message of each kind an agent may send, where that is far below the tunnel's
+# max_message (results and errors): a controller's decoder refuses anything bigger before it
+# buffers or decodes it, so no small control message can unfold into a large allocation.
+# A HELLO is ~150 bytes; a module name is under 512 characters; a package data path is
+# bounded by PATH_MAX; a credit is one msgpack int.
+AGENT_LIMITS = {
+    HELLO: 64 << 10,
+    IMPORT: 1 << 10,
+    GET_DATA: 8 << 10,
+    CREDIT: 16,
+    STREAM: STREAM_CHUNK,
+}
 
 
 class ProtocolError(Exception):
@@ -136,14 +152,16 @@ class Decoder(object):
     """Turns a byte stream into frames; raises ProtocolError on anything malformed.
 
     ``feed(data)`` returns the complete frames the data finished. Partial frames wait in an
-    internal buffer. ``max_message`` bounds one message after reassembly, so a hostile peer
-    cannot make us buffer more than that per message in flight.
+    internal buffer. ``max_message`` bounds all partly received messages together, so a
+    hostile peer cannot make us buffer more than that; ``limits`` (kind -> bytes, such as
+    ``AGENT_LIMITS``) bounds each message of the kinds it names, lower.
     """
 
-    def __init__(self, max_message=MAX_MESSAGE, sync=False):
+    def __init__(self, max_message=MAX_MESSAGE, sync=False, limits=None):
         self.max_message = max_message
+        self.limits = limits or {}
         self._buf = bytearray()
-        self._partial = {}  # (kind, req_id) -> list of payload pieces
+        self._partial = {}  # (kind, req_id) -> bytearray: the payload so far
         self._held = 0  # bytes held in all partial messages together
         self._synced = not sync
         self.preamble = b""  # junk seen before SYNC
@@ -211,13 +229,24 @@ class Decoder(object):
     def _frame(self, header, payload):
         kind, req_id, more = _parse_header(header)
         key = (kind, req_id)
+        limit = self.limits.get(kind)
         if more or key in self._partial:
+            # one growing buffer per message, not a list of pieces: a message sent as
+            # millions of 1-byte frames must cost its bytes, not an object per frame
+            held = self._partial.get(key)
+            if held is None:
+                held = self._partial[key] = bytearray()
+                self._held += PARTIAL_COST
+            held += payload
             self._held += len(payload)
             if self._held > self.max_message:
                 raise ProtocolError("messages in flight exceed the %d-byte limit" % self.max_message)
-            self._partial.setdefault(key, []).append(payload)
+            if limit is not None and len(held) > limit:
+                raise ProtocolError("a message of kind %d over its %d-byte limit" % (kind, limit))
             if more:
                 return None
-            payload = b"".join(self._partial.pop(key))
-            self._held -= len(payload)
+            payload = bytes(self._partial.pop(key))
+            self._held -= len(payload) + PARTIAL_COST
+        elif limit is not None and len(payload) > limit:
+            raise ProtocolError("a message of kind %d over its %d-byte limit (%d bytes)" % (kind, limit, len(payload)))
         return Frame(key[0], key[1], payload)

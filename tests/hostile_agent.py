@@ -66,6 +66,15 @@ class Evil:
 read_exact(int(read_exact(8), 16))  # the bundle program and its payload: ignored
 read_exact(int(read_exact(8), 16))
 send(protocol.SYNC)
+# A message made to unfold in the controller's memory: an array of ``count`` empty arrays
+# (one byte each on the wire, ~64 in memory), as large as a 1 MiB max_result tunnel takes.
+BOMB_COUNT = (2 << 20) - 64
+LISTS_BOMB = b"\xdd" + BOMB_COUNT.to_bytes(4, "big") + b"\x90" * BOMB_COUNT
+
+if scenario == "hello_bomb":
+    send(*protocol.encode(protocol.HELLO, 0, LISTS_BOMB))
+    while True:
+        next_frame()
 send_frame(protocol.HELLO, 0, msgpack.packb({"pid": os.getpid(), "python": [3, 11, 0], "executable": "evil"}))
 call = next_call()
 
@@ -92,6 +101,26 @@ elif scenario == "request_flood":
         send_frame(protocol.IMPORT, req_id, msgpack.packb("chopsticks.connection"))
     import time
     time.sleep(60)
+elif scenario == "fat_requests":
+    # one real import whose reply fills the pipe (never read), then 200 requests of 1 MiB each
+    send_frame(protocol.IMPORT, 1, msgpack.packb("chopsticks.connection"))
+    fat = msgpack.packb("x" * ((1 << 20) - 16))
+    for req_id in range(2, 202):
+        send(*protocol.encode(protocol.IMPORT, req_id, fat))
+elif scenario == "tiny_partials":
+    # a million unfinished 1-byte messages, each under its own request id
+    frames = []
+    for req_id in range(1, 1000001):
+        header = msgpack.packb([protocol.RESULT, req_id, 1])
+        frames.append(protocol.PREFIX.pack(len(header), 1) + header + b"x")
+        if len(frames) == 4096:
+            send(b"".join(frames))
+            frames = []
+elif scenario == "worst_result":
+    # the densest result the codec accepts: one-element lists of a small negative int (no
+    # cached int object), filling a 1 MiB max_result
+    pairs = ((1 << 20) - 16) // 2
+    send_frame(protocol.RESULT, call.req_id, b"\xdd" + pairs.to_bytes(4, "big") + b"\x91\xec" * pairs)
 elif scenario == "garbage":
     send(os.urandom(4096))
 elif scenario == "unknown_kind":

@@ -5,12 +5,13 @@ Each scenario is a real subprocess that speaks the protocol with crafted frames.
 
 import os
 import sys
+import tracemalloc
 
 import gevent
 import pytest
 
 import remote_helpers as rh
-from chopsticks import ProtocolViolation, SerializationError, protocol
+from chopsticks import ChopsticksError, ProtocolViolation, SerializationError, protocol
 from chopsticks.tunnel import Local
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -74,6 +75,36 @@ def test_a_bomb_does_not_blow_up_controller_memory(hostile):
         hostile("bomb").call(rh.add, 1, 2)
     assert "bomb" in str(info.value)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB
+
+
+# What a compromised host can make the controller allocate, at most, per tunnel, in units of
+# its max_result: the worst is a result of the densest values the codec accepts (measured
+# 52x: one-element lists of an int that is not a cached small int).
+MEMORY_FACTOR = 64
+
+
+@pytest.mark.parametrize("scenario", ["hello_bomb", "fat_requests", "tiny_partials", "worst_result"])
+def test_controller_memory_stays_within_its_bound_whatever_the_remote_sends(hostile, scenario):
+    """A HELLO bomb, fat import requests, a million unfinished messages or the densest result:
+    the controller allocates under MEMORY_FACTOR x max_result, and only a valid result is accepted."""
+    max_result = 1 << 20
+    tunnel = hostile(scenario, max_result=max_result)
+    outcome = None
+    tracemalloc.start()
+    try:
+        try:
+            outcome = tunnel.call(rh.add, 1, 2, timeout=30)
+        except ChopsticksError as exc:
+            outcome = exc
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < MEMORY_FACTOR * max_result, "%s: peak %.1f MiB" % (outcome, peak / (1 << 20))
+    if scenario == "worst_result":
+        assert isinstance(outcome, list) and outcome[0] == [-20]
+    else:
+        assert isinstance(outcome, ProtocolViolation), outcome
+        assert "limit" in str(outcome)
 
 
 def test_stray_results_are_ignored(hostile):

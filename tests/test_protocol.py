@@ -73,12 +73,53 @@ def test_malformed_frames_raise(data):
 
 def test_reassembly_is_bounded():
     """Chunks of unfinished messages may not add up past max_message."""
-    decoder = protocol.Decoder(max_message=3 * 1024)
+    decoder = protocol.Decoder(max_message=3 * 1024 + protocol.PARTIAL_COST)
     header = msgpack.packb([protocol.RESULT, 5, 1])
     piece = protocol.PREFIX.pack(len(header), 1024) + header + b"\0" * 1024
     decoder.feed(piece * 3)
     with pytest.raises(protocol.ProtocolError):
         decoder.feed(piece)
+
+
+def test_many_tiny_partial_messages_count_what_they_cost():
+    """A flood of 1-byte unfinished messages is refused long before it costs more than max_message."""
+    import tracemalloc
+    decoder = protocol.Decoder(max_message=1 << 20)
+    frames = b"".join(protocol.PREFIX.pack(len(h), 1) + h + b"x"  # one request id per frame
+                      for h in (msgpack.packb([protocol.RESULT, req_id, 1]) for req_id in range(1, 20000)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(protocol.ProtocolError):
+            for start in range(0, len(frames), 65536):
+                decoder.feed(frames[start:start + 65536])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 << 20
+
+
+@pytest.mark.parametrize("kind", sorted(protocol.AGENT_LIMITS))
+def test_per_kind_limits_refuse_big_control_messages(kind):
+    """A message over its kind's limit is refused, whole or split, though under max_message."""
+    limit = protocol.AGENT_LIMITS[kind]
+    for pieces in (1, 3):
+        decoder = protocol.Decoder(max_message=64 << 20, limits=protocol.AGENT_LIMITS)
+        payload = b"\0" * (limit + 1)
+        if pieces == 1 and limit + 1 <= protocol.CHUNK:
+            data = b"".join(protocol.encode(kind, 1, payload))
+        else:
+            step = limit // 2 + 1
+            data = b""
+            for start in range(0, len(payload), step):
+                more = start + step < len(payload)
+                header = msgpack.packb([kind, 1, 1] if more else [kind, 1])
+                piece = payload[start:start + step]
+                data += protocol.PREFIX.pack(len(header), len(piece)) + header + piece
+        with pytest.raises(protocol.ProtocolError) as info:
+            decoder.feed(data)
+        assert "limit" in str(info.value)
+    ok = protocol.Decoder(limits=protocol.AGENT_LIMITS).feed(b"".join(protocol.encode(kind, 1, b"\0" * limit)))
+    assert len(ok) == 1 and len(ok[0].payload) == limit
 
 
 def test_codec_refuses_types_outside_the_closed_set():
