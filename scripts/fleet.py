@@ -263,29 +263,43 @@ Host 127.*
 """
 
 
+class Stopped(Exception):
+    """SIGTERM or SIGHUP: stop the fleet as Ctrl-C does."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="Start a fleet of SSH hosts on loopback and wait.")
     parser.add_argument("--hosts", type=int, default=10, help="number of hosts (default 10)")
     args = parser.parse_args()
     if args.hosts < 1:
         parser.error("--hosts must be at least 1")
-    fleet = Fleet(args.hosts).start()
-    hosts_file = fleet.path("hosts.txt")
-    with open(hosts_file, "w") as f:
-        f.write("\n".join(fleet.hosts) + "\n")
-    print("sshd (pid %d) serves %d hosts: %s ... %s, port %d" % (
-        fleet.proc.pid if fleet.proc else 0, len(fleet.hosts), fleet.hosts[0], fleet.hosts[-1], fleet.port))
-    print("hosts file:   %s" % hosts_file)
-    print("try:          ssh -F %s %s python3 --version" % (fleet.ssh_config, fleet.hosts[0]))
-    print("from Python:  Tunnel(%r, port=%d, key=%r, known_hosts=%r)" % (
-        fleet.hosts[0], fleet.port, fleet.key, fleet.known_hosts))
-    print("Ctrl-C stops the fleet and deletes %s" % fleet.dir)
-    sys.stdout.flush()
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # kill, a closed terminal: clean up as for Ctrl-C
+        signal.signal(signum, _stop)
+    fleet = Fleet(args.hosts)
     try:
-        signal.pause()
-    except KeyboardInterrupt:
+        fleet.start()
+        hosts_file = fleet.path("hosts.txt")
+        with open(hosts_file, "w") as f:
+            f.write("\n".join(fleet.hosts) + "\n")
+        print("sshd (pid %d) serves %d hosts: %s ... %s, port %d" % (
+            fleet.proc.pid if fleet.proc else 0, len(fleet.hosts), fleet.hosts[0], fleet.hosts[-1], fleet.port))
+        print("hosts file:   %s" % hosts_file)
+        print("try:          ssh -F %s %s python3 --version" % (fleet.ssh_config, fleet.hosts[0]))
+        print("from Python:  Tunnel(%r, port=%d, key=%r, known_hosts=%r)" % (
+            fleet.hosts[0], fleet.port, fleet.key, fleet.known_hosts))
+        print("Ctrl-C (or SIGTERM) stops the fleet and deletes %s" % fleet.dir)
+        sys.stdout.flush()
+        while True:
+            signal.pause()
+    except (KeyboardInterrupt, Stopped):
         pass
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second one must not cut the clean-up short
+            signal.signal(signum, signal.SIG_IGN)
         fleet.stop()
     return 0
 
