@@ -85,24 +85,85 @@ def test_password_auth(fleet, ssh_options, tunnels, test_user):
     assert "nope" not in str(info.value) and "nope" not in repr(options) and password not in repr(options)
 
 
-def test_ssh_agent_is_tried(fleet, ssh_options, tunnels, tmp_path, monkeypatch):
-    """With no key given, a key held by ssh-agent logs in."""
+@pytest.fixture
+def agent(tmp_path, monkeypatch):
+    """A real ssh-agent on a socket of this test's own, as SSH_AUTH_SOCK; add(key) loads a key."""
     sock = str(tmp_path / "agent.sock")
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.05)
-        env = dict(os.environ, SSH_AUTH_SOCK=sock)
-        subprocess.run(["ssh-add", "-q", fleet.keys["ecdsa"]], env=env, check=True, capture_output=True)
-        monkeypatch.setenv("SSH_AUTH_SOCK", sock)
-        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* to fall back on
-        options = dataclasses.replace(ssh_options, key=None, agent=True)
-        assert tunnels(fleet.hosts[3], options=options).call(rh.add, 4, 4) == 8
-    finally:
-        agent.terminate()
-        agent.wait()
+    proc = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.PIPE, text=True)
+    proc.stdout.readline()  # "SSH_AUTH_SOCK=...; export ...": printed once the socket listens
+    monkeypatch.setenv("SSH_AUTH_SOCK", sock)
+
+    def add(key):
+        subprocess.run(["ssh-add", "-q", key], env=dict(os.environ, SSH_AUTH_SOCK=sock), check=True,
+                       capture_output=True)
+
+    yield add
+    proc.terminate()
+    proc.wait()
+    proc.stdout.close()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A temporary HOME with an empty ~/.ssh (mode 700)."""
+    ssh_dir = tmp_path / "home" / ".ssh"
+    ssh_dir.mkdir(parents=True, mode=0o700)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return ssh_dir
+
+
+def _copy_key(source, target, mode=0o600):
+    with open(source, "rb") as f:
+        data = f.read()
+    target.write_bytes(data)
+    os.chmod(target, mode)
+    return target
+
+
+def test_ssh_agent_is_tried(fleet, ssh_options, tunnels, agent, home):
+    """With no key given and no ~/.ssh/id_* to fall back on, a key held by ssh-agent logs in."""
+    agent(fleet.keys["ecdsa"])
+    options = dataclasses.replace(ssh_options, key=None, agent=True)
+    assert tunnels(fleet.hosts[3], options=options).call(rh.add, 4, 4) == 8
+
+
+def test_agent_holds_the_passphrase_protected_default_key(fleet, ssh_options, tunnels, agent, home, tmp_path):
+    """~/.ssh/id_ed25519 with a passphrase, loaded in ssh-agent: login succeeds, as with ssh."""
+    _copy_key(fleet.keys["passphrase"], home / "id_ed25519")
+    clear = _copy_key(fleet.keys["passphrase"], tmp_path / "clear")
+    subprocess.run(["ssh-keygen", "-q", "-p", "-P", PASSPHRASE, "-N", "", "-f", str(clear)], check=True,
+                   capture_output=True)
+    agent(str(clear))
+    options = dataclasses.replace(ssh_options, key=None, agent=True)
+    assert tunnels(fleet.hosts[3], options=options).call(rh.add, 4, 4) == 8
+
+
+def test_failed_login_names_every_credential_and_why(fleet, ssh_options, tunnels, agent, home, tmp_path):
+    """Unloadable, unprotected and directory keys are skipped and noted; the agent is still tried."""
+    _copy_key(fleet.keys["passphrase"], home / "id_ed25519")  # no passphrase given
+    _copy_key(fleet.keys["rsa"], home / "id_rsa", mode=0o644)  # the server would accept it
+    (home / "id_ecdsa").mkdir()
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "stranger-key", "-f", str(stranger)],
+                   check=True)
+    agent(str(stranger))
+    options = dataclasses.replace(ssh_options, key=None, agent=True)
+    with pytest.raises(AuthenticationFailed) as info:
+        tunnels(fleet.hosts[3], options=options).call(rh.add, 1, 1)
+    text = str(info.value)
+    assert "key %s: cannot be loaded (wrong passphrase: none was given" % (home / "id_ed25519") in text
+    assert "key %s: is a directory" % (home / "id_ecdsa") in text
+    assert "UNPROTECTED PRIVATE KEY FILE! Permissions 0644 for '%s' are too open" % (home / "id_rsa") in text
+    assert "chmod 600 '%s'" % (home / "id_rsa") in text
+    assert "ssh-agent key 'stranger-key': refused by the server" in text
+
+
+def test_key_path_that_is_a_directory(fleet, ssh_options, tunnels, tmp_path):
+    """A key path that is a directory is a clear error, not 'does not exist'."""
+    options = dataclasses.replace(ssh_options, key=str(tmp_path))
+    with pytest.raises(AuthenticationFailed) as info:
+        tunnels(fleet.hosts[0], options=options).call(rh.add, 1, 1)
+    assert "key %s: is a directory, not a private key file" % tmp_path in str(info.value)
 
 
 def test_sudo(fleet, ssh_options, tunnels):

@@ -1,7 +1,8 @@
 """SSH host key verification and authentication on a freshly handshaken libssh2 session. Transport layer."""
 
 import os
-from typing import List
+import stat
+from typing import List, Optional, Sequence
 
 from ssh2 import exceptions as ssh2_errors
 from ssh2.session import Session
@@ -42,55 +43,103 @@ def verify_host_key(session: Session, dest: Destination) -> None:
             " or ".join(dest.known_hosts) or "any known_hosts file"))
 
 
+# What a key file that cannot be used is noted as; the login goes on with the next credential.
+UNPROTECTED = ("UNPROTECTED PRIVATE KEY FILE! Permissions %04o for '%s' are too open: private key files "
+               "must not be accessible by others, so this key is ignored (fix: chmod 600 '%s')")
+KEY_REFUSED = (ssh2_errors.AuthenticationError, ssh2_errors.PublicKeyError, ssh2_errors.PublickeyUnverifiedError)
+
+
 def authenticate(session: Session, wire: Waiter, dest: Destination, deadline: Deadline) -> None:
+    """Log in as OpenSSH does: every credential in turn, and a key that cannot be used is only noted.
+
+    Keys given explicitly come first, then the agent, then the default key files (so a
+    passphrase-protected default key that the agent holds never asks for its passphrase),
+    then the password. The error names everything tried and why each failed."""
     tried: List[str] = []
-    for key in dest.keys:
-        if not os.path.isfile(key):
-            if key in dest.explicit_keys:
-                raise AuthenticationFailed("[%s] the key file %s does not exist" % (dest.name, key))
-            continue
-        try:
-            retry(session, wire, deadline, dest.name, session.userauth_publickey_fromfile,
-                  dest.user, key, dest.passphrase or "")
-            return
-        except ssh2_errors.FileError as exc:
-            raise AuthenticationFailed("[%s] cannot use the key %s: wrong passphrase, or not a private key "
-                                       "libssh2 reads (%s)" % (dest.name, key, describe(exc))) from exc
-        except (ssh2_errors.AuthenticationError, ssh2_errors.PublicKeyError,
-                ssh2_errors.PublickeyUnverifiedError):
-            tried.append("key " + key)
-    if dest.agent and os.environ.get("SSH_AUTH_SOCK"):
-        if _agent_auth(session, wire, dest, deadline):
-            return
-        tried.append("ssh-agent")
+
+    def files(keys: Sequence[str]) -> bool:
+        return any(_key_file(session, wire, dest, deadline, key, tried) for key in keys)
+
+    defaults = [key for key in dest.keys if key not in dest.explicit_keys]
+    if files(dest.explicit_keys) or _agent(session, wire, dest, deadline, tried) or files(defaults):
+        return
     if dest.password is not None:
         try:
             retry(session, wire, deadline, dest.name, session.userauth_password, dest.user, dest.password)
             return
         except (ssh2_errors.AuthenticationError, ssh2_errors.PasswordExpiredError):
-            tried.append("password")
+            tried.append("password: refused")
     raise AuthenticationFailed("[%s] %s@%s refused every credential tried: %s" % (
-        dest.name, dest.user, dest.hostname, ", ".join(tried) or "none were given or found"))
+        dest.name, dest.user, dest.hostname, "; ".join(tried) or "none were given or found"))
 
 
-def _agent_auth(session: Session, wire: Waiter, dest: Destination, deadline: Deadline) -> bool:
+def _key_file(session: Session, wire: Waiter, dest: Destination, deadline: Deadline, key: str,
+              tried: List[str]) -> bool:
+    explicit = key in dest.explicit_keys
+    problem = _unusable(key)
+    if problem is not None:
+        if explicit or problem != "does not exist":  # a default key that is not there is not news
+            tried.append("key %s: %s" % (key, problem))
+        return False
+    try:
+        retry(session, wire, deadline, dest.name, session.userauth_publickey_fromfile,
+              dest.user, key, dest.passphrase or "")
+        return True
+    except ssh2_errors.FileError as exc:
+        tried.append("key %s: cannot be loaded (wrong passphrase%s, or not a private key libssh2 reads: %s)" % (
+            key, "" if dest.passphrase else ": none was given", describe(exc)))
+    except KEY_REFUSED:
+        tried.append("key %s: refused by the server" % key)
+    return False
+
+
+def _unusable(key: str) -> Optional[str]:
+    """Why a key file cannot be used before it is read, or None."""
+    try:
+        st = os.stat(key)
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as exc:
+        return "cannot be read (%s)" % (exc.strerror or exc)
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not a private key file"
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        return UNPROTECTED % (stat.S_IMODE(st.st_mode), key, key)
+    return None
+
+
+def _agent(session: Session, wire: Waiter, dest: Destination, deadline: Deadline, tried: List[str]) -> bool:
+    if not dest.agent:
+        return False
+    if not os.environ.get("SSH_AUTH_SOCK"):
+        tried.append("ssh-agent: SSH_AUTH_SOCK is not set")
+        return False
     try:
         agent = session.agent_init()
         agent.connect()
-    except ssh2_errors.SSH2Error:
+    except ssh2_errors.SSH2Error as exc:
+        tried.append("ssh-agent: cannot connect to %s (%s)" % (os.environ["SSH_AUTH_SOCK"], describe(exc)))
         return False
     try:
-        for identity in agent.get_identities():
+        identities = agent.get_identities()
+        for identity in identities:
             try:
                 retry(session, wire, deadline, dest.name, agent.userauth, dest.user, identity)
                 return True
             except (ssh2_errors.AgentAuthenticationError, ssh2_errors.AuthenticationError):
-                continue
-    except ssh2_errors.SSH2Error:
-        return False
+                tried.append("ssh-agent key %r: refused by the server" % _comment(identity))
+        if not identities:
+            tried.append("ssh-agent: holds no keys")
+    except ssh2_errors.SSH2Error as exc:
+        tried.append("ssh-agent: %s" % describe(exc))
     finally:
         try:
             agent.disconnect()
         except ssh2_errors.SSH2Error:
             pass
     return False
+
+
+def _comment(identity) -> str:
+    comment = identity.comment
+    return comment.decode("utf-8", "replace") if isinstance(comment, bytes) else str(comment)
