@@ -7,7 +7,7 @@
 Results print as a table on a terminal and as JSON lines otherwise, then a summary. The exit
 status is 0 when every host succeeded, 1 when any failed or timed out, 2 for a usage error
 (always one line, never a traceback), 130 when interrupted: Ctrl-C closes every tunnel and
-prints what finished.
+prints what finished; 141, quietly, when the reader of the output goes away (``| head -1``).
 """
 
 import dataclasses

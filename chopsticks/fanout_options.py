@@ -19,7 +19,8 @@ EPILOG = """examples:
   getent hosts | awk '{print $2}' | %(prog)s facts --format json
 
 Options may come before or after the subcommand. Each command has its own --help.
-exit status: 0 every host succeeded, 1 some failed or timed out, 2 usage error, 130 interrupted
+exit status: 0 every host succeeded, 1 some failed or timed out, 2 usage error, 130 interrupted,
+141 the reader of the output went away
 """
 
 

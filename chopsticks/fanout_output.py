@@ -1,11 +1,14 @@
 """What the fan-out prints: host records, the summary, the table; logs and progress. CLI layer.
 
 On stdout: a record per host, ``{"host", "status", "value"}`` or ``{"host", "status",
-"error", "traceback"}``, made fit for JSON by ``jsonable``; or a table with one row per host
-in the group's order (host, status, then a column per fact or one value column; a failed
-host's row carries its error; ``run`` prints a block per host with the command's output).
-Cells are short human forms (``19.1/23.4G``, ``Debian GNU/Linux 12``); ``--format json``
-has the full values. On stderr: structlog logs, and a tqdm progress bar on a terminal.
+"error", "traceback"}``, made fit for strict JSON by ``jsonable`` (``JSON_ENCODING``: one
+encoding per type a result may hold); or a table with one row per host in the group's order
+(host, status, then a column per fact or one value column; a failed host's row carries its
+error; ``run`` prints a block per host with the command's output). Cells are short human
+forms (``19.1/23.4G``, ``Debian GNU/Linux 12``); ``--format json`` has the full values. Text
+from hosts (values, errors, output, names) shows control characters as escapes
+(``logs.visible``) in tables and console logs. On stderr: structlog logs, and a tqdm
+progress bar on a terminal.
 """
 
 import datetime
