@@ -8,7 +8,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTROLLER = ["errors.py", "tunnel.py", "connection.py", "future.py", "pickling.py", "modules.py",
               "bootstrap.py", "logs.py", "transports/process.py", "transports/ssh.py", "transports/ssh_pipe.py",
               "transports/ssh_auth.py", "transports/libssh2.py", "transports/ssh_relay.py", "group.py", "results.py", "queue.py",
-              "transports/ssh_options.py", "known_hosts.py", "ssh_config.py", "hosts.py", "fanout.py", "transfer.py", "sources.py",
+              "transports/ssh_options.py", "known_hosts.py", "ssh_config.py", "hosts.py", "fanout.py", "transfer.py", "sources.py", "local_files.py",
               "fanout_output.py", "fanout_options.py", "containers.py"]
 
 
