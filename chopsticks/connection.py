@@ -392,6 +392,10 @@ class Connection:
         try:
             name = codec.decode(frame.payload)
             reply = self.modules.serve(name, self._sent_modules)
+        except PermissionError as exc:  # it exists here, but is not served: say how to allow it
+            logs.warning("module_refused", host=self.name, module=repr(name)[:200])
+            self._reply(protocol.REFUSED, frame.req_id, msgpack.packb(str(exc)))
+            return
         except Exception as exc:  # never leave the agent waiting: an empty reply is "not found"
             logs.warning("module_lookup_failed", host=self.name, module=repr(name)[:200], error=str(exc))
         logs.event("module_served", host=self.name, module=repr(name)[:200], sent=len(reply))

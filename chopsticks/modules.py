@@ -1,5 +1,19 @@
 """The controller's import service: module source by dotted name, package data by path. Controller-side.
 
+What it serves, and nothing else (a compromised host must not read what merely sits on the
+controller's path: a ``local_settings.py`` in the current directory, the operator's script):
+
+- ``chopsticks`` itself;
+- every top-level module or package the controller has imported (in ``sys.modules`` with a
+  file; ``__main__`` excepted), with all its submodules and package data, imported or not,
+  so ``mypkg.tasks`` importing ``mypkg.util`` lazily on the remote still works;
+- the modules named in ``serve`` (a tunnel's or Group's ``serve=[...]``), with their
+  submodules and data (and their parent packages, without which they cannot be imported).
+
+A request for anything else that exists on the controller is refused with a message saying
+how to allow it (the remote raises it as ``ModuleNotFoundError``); one for a name the
+controller does not have is answered "not found", as before.
+
 Everything a remote asks for is treated as hostile input. A module is found by walking the
 controller's ``sys.path`` with ``importlib.machinery.PathFinder`` (or taken from an already
 imported module's spec): nothing is imported or executed on the controller to answer a
@@ -19,7 +33,7 @@ import sys
 from collections import OrderedDict
 from importlib.machinery import PathFinder
 from importlib.util import decode_source
-from typing import Dict, FrozenSet, List, Optional, Set, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 
 RELATED_LIMIT = 64
@@ -64,26 +78,65 @@ def _valid_name(name: object) -> bool:
     return isinstance(name, str) and 0 < len(name) < 512 and all(p.isidentifier() for p in name.split("."))
 
 
-_shared: Optional["ModuleServer"] = None
+_shared: Dict[FrozenSet[str], "ModuleServer"] = {}
 
 
-def shared_server() -> "ModuleServer":
-    """The process-wide import service, created on first use, for tunnels given none.
+def shared_server(serve: Iterable[str] = ()) -> "ModuleServer":
+    """The process-wide import service for tunnels given none, one per ``serve`` list,
+    created on first use.
 
     Sharing it means a module's source is read and parsed once for a whole fleet."""
-    global _shared
-    if _shared is None:
-        _shared = ModuleServer()
-    return _shared
+    key = frozenset(_serve_names(serve))
+    if key not in _shared:
+        _shared[key] = ModuleServer(key)
+    return _shared[key]
+
+
+def _serve_names(serve: Iterable[str]) -> Tuple[str, ...]:
+    if isinstance(serve, (str, bytes)):
+        raise TypeError("serve takes a list of module names, not one string: serve=[%r]" % (serve,))
+    names = tuple(serve)
+    bad = [name for name in names if not _valid_name(name)]
+    if bad:
+        raise ValueError("serve takes dotted module names such as 'mypkg' or 'mypkg.tasks', not %r" % bad[0])
+    return names
+
+
+def _imported(top: str) -> bool:
+    """Whether the controller imported the top-level module or package ``top`` from a file."""
+    module = sys.modules.get(top)
+    return top != "__main__" and module is not None and bool(
+        getattr(module, "__file__", None) or getattr(module, "__path__", None))
 
 
 class ModuleServer:
-    """Finds module sources and package data for agents. One can serve many tunnels."""
+    """Finds module sources and package data for agents. One can serve many tunnels.
 
-    def __init__(self) -> None:
+    ``serve``: names of modules or packages to serve beyond what the controller imported."""
+
+    def __init__(self, serve: Iterable[str] = ()) -> None:
+        self.serve_names = frozenset(_serve_names(serve))
         self._stdlib = _stdlib_set()
         self._found: "OrderedDict[str, Optional[_Found]]" = OrderedDict()
         self._stamps: Dict[str, Tuple[int, int]] = {}  # file -> (mtime_ns, size) when read
+
+    # -- what is served --------------------------------------------------------------
+
+    def allows(self, name: str, parents: bool = True) -> bool:
+        """Whether module ``name`` may be sent to a remote (``parents``: also as the parent
+        package of a module named in serve=; its data needs ``parents=False``)."""
+        top = name.partition(".")[0]
+        return top == "chopsticks" or _imported(top) or any(
+            name == allowed or name.startswith(allowed + ".") or parents and allowed.startswith(name + ".")
+            for allowed in self.serve_names)
+
+    def refusal(self, name: str) -> str:
+        """What a remote is told when it asks for ``name``, which is not served."""
+        top = name.partition(".")[0]
+        return ("the controller does not serve %s: it serves chopsticks, the packages it has imported "
+                "itself, and the modules named in serve=; to allow it, import %s on the controller "
+                "before the call, or name it: Tunnel(..., serve=[%r]) or Group(..., serve=[%r])"
+                % (name, top, top, top))
 
     # -- modules ---------------------------------------------------------------------
 
@@ -129,11 +182,18 @@ class ModuleServer:
         return result
 
     def serve(self, name: object, sent: Set[str]) -> List[ModuleEntry]:
-        """The reply to a remote's import request: ``name`` first (if servable), then related modules."""
+        """The reply to a remote's import request: ``name`` first (if servable), then related modules.
+
+        PermissionError (saying how to allow it) for a module the controller has but does
+        not serve; an empty reply for one it does not have."""
+        if (isinstance(name, str) and _valid_name(name) and name.partition(".")[0] not in self._stdlib
+                and not self.allows(name) and self._spec_location(name) is not None):
+            raise PermissionError(self.refusal(name))
         return self._collect(name, sent)
 
     def _collect(self, name: object, sent: Set[str]) -> List[ModuleEntry]:
-        if not isinstance(name, str) or not _valid_name(name) or name.partition(".")[0] in self._stdlib:
+        if (not isinstance(name, str) or not _valid_name(name) or name.partition(".")[0] in self._stdlib
+                or not self.allows(name)):
             return []
         found = self._lookup(name)
         if found is None:
@@ -144,7 +204,7 @@ class ModuleServer:
         queue = list(found[3])
         while queue and len(reply) < RELATED_LIMIT:
             other = queue.pop(0)
-            if other in sent or other.partition(".")[0] != top:
+            if other in sent or other.partition(".")[0] != top or not self.allows(other):
                 continue
             sent.add(other)
             related = self._lookup(other)
@@ -177,6 +237,8 @@ class ModuleServer:
             raise PermissionError("invalid package data request")
         if package.partition(".")[0] in self._stdlib:
             raise PermissionError("the standard library's data is not served")
+        if not self.allows(package, parents=False):
+            raise PermissionError(self.refusal(package))
         found = self._lookup(package)
         if found is None or not found[0] or not found[1]:
             raise FileNotFoundError("no package %s on the controller" % package)

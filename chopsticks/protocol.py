@@ -29,6 +29,7 @@ import msgpack
 CALL = 1  # payload: pickle of (function, args, kwargs)
 MODULES = 2  # reply to IMPORT; payload: msgpack [[name, is_pkg, filename, source], ...]
 DATA = 3  # reply to GET_DATA; payload: msgpack [ok, bytes or error message]
+REFUSED = 4  # reply to IMPORT for a module the controller has but does not serve; payload: msgpack str, why
 # Either way, for file streams (``req_id`` is the stream id, chosen by the controller):
 STREAM = 8  # payload: the next raw bytes of the stream, at most one CHUNK, never continued
 CREDIT = 9  # payload: msgpack int, bytes the receiver has consumed: the sender may send that much more

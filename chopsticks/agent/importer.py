@@ -39,10 +39,12 @@ class Importer(object):
         self.cache = dict((name, tuple(entry)) for name, entry in sources.items())
         self.codes = codes or {}  # name -> marshalled code, compiled by a controller like us
         self.missing = set()
+        self.refused = {}  # name -> why the controller does not serve it
         self.front = set(["chopsticks"])
         self.stdlib = frozenset(getattr(sys, "stdlib_module_names", None) or stdlib_names)
         self.lock = threading.Lock()
-        self.request = None  # set by the agent: asks the controller for a module, fills the cache
+        self.request = None  # set by the agent: asks the controller for a module, fills the cache;
+        # returns why the controller refused it, or None
         self.request_data = None  # set by the agent: (package, resource) -> bytes
 
     def install(self):
@@ -60,7 +62,10 @@ class Importer(object):
             if (fullname in self.missing or self.request is None
                     or fullname.partition(".")[0] in self.stdlib):
                 return None
-            self.request(fullname)  # the reply lands in self.cache
+            refusal = self.refused.get(fullname) or self.request(fullname)  # a reply lands in self.cache
+            if refusal:
+                self.refused[fullname] = refusal
+                raise ModuleNotFoundError(refusal, name=fullname)
             entry = self.cache.get(fullname)
             if entry is None:
                 self.missing.add(fullname)

@@ -69,6 +69,7 @@ class Agent(object):
         self.handlers = {
             protocol.MODULES: self.on_modules,
             protocol.DATA: self.on_reply,
+            protocol.REFUSED: self.on_reply,
             protocol.STREAM: self.on_stream,
             protocol.CREDIT: self.on_stream,
             protocol.END: self.on_stream,
@@ -85,7 +86,7 @@ class Agent(object):
                         view = view[os.write(self.fd_out, view):]
 
     def request(self, kind, payload):
-        """Send a request to the controller from a worker thread and wait for the reply."""
+        """Send a request to the controller from a worker thread; return the reply's frame."""
         self.release_role()  # someone else must read the reply
         req_id = next(self.ids)
         waiter = [threading.Event(), None]
@@ -112,11 +113,12 @@ class Agent(object):
         return stream
 
     def import_request(self, fullname):
-        self.request(protocol.IMPORT, msgpack.packb(fullname))  # on_modules caches the reply
-        return ()
+        """Ask for a module (on_modules caches the reply); the controller's refusal, or None."""
+        reply = self.request(protocol.IMPORT, msgpack.packb(fullname))
+        return msgpack.unpackb(reply.payload) if reply.kind == protocol.REFUSED else None
 
     def data_request(self, package, resource):
-        ok, value = msgpack.unpackb(self.request(protocol.GET_DATA, msgpack.packb([package, resource])))
+        ok, value = msgpack.unpackb(self.request(protocol.GET_DATA, msgpack.packb([package, resource])).payload)
         if not ok:
             raise OSError(value)
         return value
@@ -243,7 +245,7 @@ class Agent(object):
     def on_reply(self, frame):
         waiter = self.waiting.pop(frame.req_id, None)
         if waiter is not None:
-            waiter[1] = frame.payload
+            waiter[1] = frame
             waiter[0].set()
 
     # -- running calls ---------------------------------------------------------------------
