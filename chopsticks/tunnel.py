@@ -11,7 +11,7 @@ import dataclasses
 import os
 import shlex
 import time
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 import gevent
 import gevent.lock
@@ -44,11 +44,17 @@ def sudo_argv(user: str, argv: List[str]) -> List[str]:
 
 
 class BaseTunnel:
-    """What every tunnel does; subclasses implement ``_open_pipe(timeout)``."""
+    """What every tunnel does; subclasses implement ``_open_pipe(timeout)``.
+
+    Every kind of tunnel takes ``python``, ``connect_timeout``, ``max_result``, and
+    ``serve``: names of modules or packages its remote may import from here beyond what
+    the controller has imported itself (see ``chopsticks.modules``), or ``modules``, an
+    import service of your own."""
 
     def __init__(self, host: str, *, python: Optional[str] = None,
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-                 max_result: int = DEFAULT_MAX_RESULT, modules: Optional[ModuleServer] = None):
+                 max_result: int = DEFAULT_MAX_RESULT, modules: Optional[ModuleServer] = None,
+                 serve: Iterable[str] = ()):
         if not isinstance(host, str) or not host:
             raise ValueError("a tunnel needs a non-empty name, got %r" % (host,))
         if connect_timeout <= 0 or max_result <= 0:
@@ -57,7 +63,10 @@ class BaseTunnel:
         self.python = python or _system_python()
         self.connect_timeout = connect_timeout
         self.max_result = max_result
-        self.modules = modules or shared_server()
+        if modules is not None and serve:
+            raise ValueError("give serve= to the ModuleServer passed as modules=, not to the tunnel")
+        # what remotes may import from here: see chopsticks.modules
+        self.modules = modules or shared_server(serve)
         self._conn: Optional[Connection] = None
         self._connect_lock = gevent.lock.Semaphore()
 
@@ -299,9 +308,9 @@ class SSHTunnel(BaseTunnel):
     def __init__(self, host: str, *, options: Optional[SSHOptions] = None, python: str = "python3",
                  sudo: Union[bool, str] = False, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                  max_result: int = DEFAULT_MAX_RESULT, modules: Optional[ModuleServer] = None,
-                 handshake_slots: Optional[HandshakeSlots] = None, **ssh_options):
+                 serve: Iterable[str] = (), handshake_slots: Optional[HandshakeSlots] = None, **ssh_options):
         super().__init__(host, python=python, connect_timeout=connect_timeout, max_result=max_result,
-                         modules=modules)
+                         modules=modules, serve=serve)
         try:
             options = dataclasses.replace(options or SSHOptions(), **ssh_options)
         except TypeError as exc:
