@@ -37,11 +37,11 @@ class Group:
     """Tunnels addressed together. ``Group(['web-1', 'web-2', Local('w')], user='deploy')``.
 
     Host names become ``SSHTunnel``s made with the SSH options given (one by one or as
-    ``options=``) and the tunnel options ``python``, ``sudo``, ``connect_timeout`` and
-    ``max_result``; tunnels passed in are used as they are.
+    ``options=``) and the tunnel options ``python``, ``sudo``, ``connect_timeout``,
+    ``max_result`` and ``serve``; tunnels passed in are used as they are.
     """
 
-    TUNNEL_OPTIONS = ("python", "sudo", "connect_timeout", "max_result")
+    TUNNEL_OPTIONS = ("python", "sudo", "connect_timeout", "max_result", "serve")
 
     def __init__(self, hosts: Iterable[Host], *, concurrency: Optional[int] = None,
                  options: Optional[SSHOptions] = None, **ssh_options):
