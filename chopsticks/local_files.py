@@ -19,6 +19,7 @@ import secrets
 import stat
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
+from chopsticks import remote_files
 from chopsticks.errors import SpecialFileError, TransferError
 
 KINDS = ("dir", "file", "link", "special")  # what remote_files.list_tree lists
@@ -186,15 +187,10 @@ def file_at(path: Optional[str], make_dirs: bool) -> AtomicFile:
         import tempfile
         parent = tempfile.gettempdir()
         return AtomicFile(os.open(parent, DIR_FLAGS & ~os.O_NOFOLLOW), None, parent, umask())
-    if os.path.isdir(path):
-        raise IsADirectoryError(errno.EISDIR, "the local destination is a directory", path)
-    parent = os.path.dirname(path)
-    if not os.path.isdir(parent):
-        if not make_dirs:
-            raise FileNotFoundError(errno.ENOENT, "the local destination's directory does not exist", parent)
-        os.makedirs(parent, exist_ok=True)
+    path = remote_files.destination(path, make_dirs, "the local destination")
     # The directory the caller named is followed as given; the file's own name never is.
-    return AtomicFile(os.open(parent, DIR_FLAGS & ~os.O_NOFOLLOW), os.path.basename(path), path, umask())
+    return AtomicFile(os.open(os.path.dirname(path), DIR_FLAGS & ~os.O_NOFOLLOW), os.path.basename(path), path,
+                      umask())
 
 
 class TreeWriter:

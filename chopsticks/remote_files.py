@@ -41,15 +41,17 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def _destination(path, make_dirs):
+def destination(path, make_dirs, label="the destination"):
+    """The absolute path of a file about to be written: not a directory, in a directory that
+    exists (made with ``make_dirs``). The controller checks its own destinations with it too."""
     dest = os.path.abspath(os.path.expanduser(path))
     if os.path.isdir(dest):
-        raise IsADirectoryError(errno.EISDIR, "the destination is a directory", dest)
+        raise IsADirectoryError(errno.EISDIR, label + " is a directory", dest)
     parent = os.path.dirname(dest)
     if not os.path.isdir(parent):
         if not make_dirs:
-            raise FileNotFoundError(errno.ENOENT, "the destination's directory does not exist", parent)
-        os.makedirs(parent)
+            raise FileNotFoundError(errno.ENOENT, label + "'s directory does not exist", parent)
+        os.makedirs(parent, exist_ok=True)
     return dest
 
 
@@ -63,7 +65,7 @@ def receive(sid, path=None, mode=0o644, mtime_ns=None, make_dirs=False):
             fd, temp = tempfile.mkstemp(prefix="chopsticks-")
             dest = temp
         else:
-            dest = _destination(path, make_dirs)
+            dest = destination(path, make_dirs)
             fd, temp = tempfile.mkstemp(dir=os.path.dirname(dest), prefix="." + os.path.basename(dest) + ".",
                                         suffix=".chopsticks-part")
         agent.temp_files.add(temp)

@@ -1,9 +1,9 @@
 """A hostile host for fetch: the real agent, but its tree listing and file accounts are scripted.
 
-Run by tests as the ``python`` of a Local tunnel: ``hostile_files_remote.py SCRIPT.json`` (the
-stage-1 arguments that follow are ignored). It does stage 1's job itself: reads the bundle's
-program from stdin and runs it, after hooking the agent's importer so that
-``chopsticks.remote_files``, loaded from the controller as usual, answers as the script says:
+Run by tests as the ``python`` of a Local tunnel: ``hostile_files_remote.py SCRIPT.json -c STAGE1``.
+It runs the real stage 1, whose ``compile`` of the bundle's program adds a hook on the agent's
+importer so that ``chopsticks.remote_files``, loaded from the controller as usual, answers as
+the script says:
 
 - ``entries``: what ``list_tree`` returns (any JSON; the controller must check it);
 - ``payload``: the file every ``send`` really sends, whatever path it is asked for;
@@ -12,23 +12,12 @@ program from stdin and runs it, after hooking the agent's importer so that
 Everything else is the real agent. Standard library only; never imported by the controller.
 """
 
+import builtins
 import json
-import os
 import sys
-import zlib
 
 with open(sys.argv[1]) as f:
     script = json.load(f)
-
-
-def read_exactly(size):
-    data = b""
-    while len(data) < size:
-        chunk = os.read(0, size - len(data))
-        if not chunk:
-            sys.exit(86)
-        data += chunk
-    return data
 
 
 def craft(module):
@@ -45,19 +34,25 @@ def craft(module):
         module.list_tree = lambda path: script["entries"]
 
 
-program = zlib.decompress(read_exactly(int(read_exactly(8), 16))).decode("utf-8")
-body, _, _ = program.rpartition("boot_from_stdin()")
-namespace = {"__name__": "__chopsticks__"}
-exec(compile(body, "<chopsticks-bundle>", "exec"), namespace)
-importer_class = namespace["Importer"]
-real_exec_module = importer_class.exec_module
+def hook(importer_class):
+    """Craft chopsticks.remote_files as soon as the real importer has executed it."""
+    real_exec_module = importer_class.exec_module
+
+    def exec_module(self, module):
+        real_exec_module(self, module)
+        if module.__name__ == "chopsticks.remote_files":
+            craft(module)
+
+    importer_class.exec_module = exec_module
 
 
-def exec_module(self, module):
-    real_exec_module(self, module)
-    if module.__name__ == "chopsticks.remote_files":
-        craft(module)
+def bundle_compile(source, filename, mode, *args, **kwargs):
+    """Stage 1's compile: the bundle's program gets the hook run just before the agent boots."""
+    if filename == "<chopsticks-bundle>":
+        body, _, _ = source.decode("utf-8").rpartition("boot_from_stdin()")
+        source = body + "\n_hostile_files_hook(Importer)\nboot_from_stdin()\n"
+    return compile(source, filename, mode, *args, **kwargs)
 
 
-importer_class.exec_module = exec_module
-namespace["boot_from_stdin"]()
+builtins._hostile_files_hook = hook  # the bundle runs in globals of its own
+exec(sys.argv[sys.argv.index("-c") + 1], {"__name__": "__main__", "compile": bundle_compile})

@@ -70,8 +70,8 @@ def evil(world, no_leaks):
         script.setdefault("payload", str(world.remote / "payload"))
         (world.bin / ("script-%d.json" % number)).write_text(json.dumps(script))
         wrapper = world.bin / ("python-%d" % number)
-        wrapper.write_text("#!/bin/sh\nexec %s %s %s\n" % (sys.executable, os.path.join(HERE, "hostile_files_remote.py"),
-                                                          world.bin / ("script-%d.json" % number)))
+        wrapper.write_text('#!/bin/sh\nexec %s %s %s "$@"\n' % (
+            sys.executable, os.path.join(HERE, "hostile_files_remote.py"), world.bin / ("script-%d.json" % number)))
         wrapper.chmod(0o755)
         tunnel = Local("evil-%d" % number, python=str(wrapper))
         tunnels.append(tunnel)
