@@ -150,11 +150,15 @@ class Fleet:
 
     def kill_session_of(self, client_port: int) -> bool:
         """Kill the sshd child serving the TCP connection from ``client_port`` (a network fault)."""
-        for pid in children_of(self.proc.pid if self.proc else -1):
-            if _process_has_peer_port(pid, client_port):
-                os.kill(pid, signal.SIGKILL)
-                return True
+        for pid in self.sessions_of(client_port):
+            os.kill(pid, signal.SIGKILL)
+            return True
         return False
+
+    def sessions_of(self, client_port: int) -> List[int]:
+        """PIDs of the sshd processes that hold the TCP connection from ``client_port``."""
+        return [pid for pid in children_of(self.proc.pid if self.proc else -1)
+                if _process_has_peer_port(pid, client_port)]
 
     def stop(self) -> None:
         if self.proc is not None:
