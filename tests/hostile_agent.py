@@ -13,12 +13,20 @@ import msgpack
 from chopsticks import codec, protocol
 
 scenario, marker = sys.argv[1], sys.argv[2]
+# Every byte the controller sends is kept here, for tests on what it gives away.
+received = open(marker + ".received", "ab", buffering=0)
+
+
+def read(n):
+    data = os.read(0, n)
+    received.write(data)
+    return data
 
 
 def read_exact(n):
     data = b""
     while len(data) < n:
-        chunk = os.read(0, n - len(data))
+        chunk = read(n - len(data))
         if not chunk:
             sys.exit(0)
         data += chunk
@@ -42,7 +50,7 @@ pending = []
 
 def next_frame():
     while not pending:
-        data = os.read(0, 65536)
+        data = read(65536)
         if not data:
             sys.exit(0)
         pending.extend(decoder.feed(data))
@@ -155,6 +163,23 @@ elif scenario == "probe":
                 break
         reply = msgpack.unpackb(frame.payload)
         answers[what + " " + repr(arg)] = repr(reply)[:300]
+    send_frame(protocol.RESULT, call.req_id, codec.encode(answers))
+elif scenario == "probe_secrets":
+    # Ask for modules and data that sit on the controller's path but that it never imported.
+    answers = {}
+    requests = [
+        (protocol.IMPORT, "secret_settings"),
+        (protocol.IMPORT, "secret_pkg"),
+        (protocol.IMPORT, "secret_pkg.creds"),
+        (protocol.GET_DATA, ["secret_pkg", "creds.txt"]),
+    ]
+    for req_id, (kind, arg) in enumerate(requests, start=1000):
+        send_frame(kind, req_id, msgpack.packb(arg))
+        while True:
+            frame = next_frame()
+            if frame.req_id == req_id:
+                break
+        answers[repr(arg)] = [frame.kind, msgpack.unpackb(frame.payload)]
     send_frame(protocol.RESULT, call.req_id, codec.encode(answers))
 elif scenario == "stream_unopened":
     send_frame(protocol.STREAM, 77, b"data for a stream the controller never opened")

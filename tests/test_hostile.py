@@ -124,6 +124,41 @@ def test_import_and_data_requests_cannot_escape(hostile):
             assert reply == "[]", (request, reply)
 
 
+SECRET = "hunter2-" + os.urandom(8).hex()
+
+
+@pytest.fixture
+def secrets_on_path(tmp_path, monkeypatch):
+    """A module and a package with a secret, in the controller's cwd and on its sys.path,
+    never imported by the controller."""
+    where = tmp_path / "cwd"
+    (where / "secret_pkg").mkdir(parents=True)
+    (where / "secret_settings.py").write_text("PASSWORD = %r\n" % SECRET)
+    (where / "secret_pkg" / "__init__.py").write_text("PASSWORD = %r\n" % SECRET)
+    (where / "secret_pkg" / "creds.py").write_text("PASSWORD = %r\n" % SECRET)
+    (where / "secret_pkg" / "creds.txt").write_text(SECRET)
+    monkeypatch.syspath_prepend(str(where))
+    monkeypatch.chdir(where)
+    return where
+
+
+def test_modules_the_controller_never_imported_are_not_served(hostile, secrets_on_path, tmp_path):
+    """A remote asking for secret modules or data on the controller's path is refused, told how
+    to allow them, and no byte of them reaches it."""
+    answers = hostile("probe_secrets").call(rh.add, 1, 2, timeout=60)
+    assert len(answers) == 4
+    for request, (kind, reply) in answers.items():
+        if "creds.txt" in request:
+            assert kind == protocol.DATA and reply[0] is False, (request, reply)
+            message = reply[1]
+        else:
+            assert kind == protocol.REFUSED, (request, reply)
+            message = reply
+        assert "does not serve" in message and "serve=['secret_" in message, (request, message)
+    received = (tmp_path / "pwned.received").read_bytes()
+    assert SECRET.encode() not in received
+
+
 def test_a_remote_cannot_stream_past_its_credit(hostile, tmp_path):
     """A fetch whose remote sends more than the credit it was given is cut off; nothing is left."""
     tunnel = hostile("stream_flood")

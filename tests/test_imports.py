@@ -1,11 +1,13 @@
 """Import on demand: modules and package data come from the controller, safely and in few round trips."""
 
 import importlib
+import sys
 
 import pytest
 
 import remote_helpers as rh
 from chopsticks import RemoteException
+from chopsticks.group import Group
 from chopsticks.modules import ModuleServer
 from chopsticks.tunnel import Local
 
@@ -140,3 +142,56 @@ def test_module_server_refuses_bad_data_requests(package, resource):
     """Package data: absolute paths, .., the stdlib and unknown packages are refused."""
     with pytest.raises(OSError):
         ModuleServer().get_data(package, resource)
+
+
+# -- what is served: the controller's imports, chopsticks, and serve= --------------------------
+
+@pytest.fixture
+def unimported_module(tmp_path, monkeypatch):
+    """A module on the controller's sys.path (and in its cwd) that the controller never imported."""
+    (tmp_path / "settings_never_imported.py").write_text("VALUE = 'from the controller'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    sys.modules.pop("settings_never_imported", None)
+    yield "settings_never_imported"
+    sys.modules.pop("settings_never_imported", None)
+
+
+def test_a_module_the_controller_never_imported_is_refused_with_how_to_allow_it(unimported_module, local):
+    """Importing it on the remote raises ModuleNotFoundError that names serve= as the way to allow it."""
+    with pytest.raises(RemoteException) as info:
+        local.call(rh.module_origin, unimported_module)
+    assert info.value.type_name == "ModuleNotFoundError"
+    assert "does not serve %s" % unimported_module in str(info.value)
+    assert "serve=[%r]" % unimported_module in str(info.value)
+
+
+def test_serve_allows_a_module_on_every_kind_of_tunnel(unimported_module, no_leaks):
+    """Tunnel(serve=[...]) lets its remote import a module the controller never imported."""
+    with Local("served", serve=[unimported_module]) as tunnel:
+        assert tunnel.call(rh.module_origin, unimported_module)[1] == "Importer"
+    group = Group(["web-1"], serve=[unimported_module], ssh_config="")
+    assert group.tunnels[0].modules.serve_names == {unimported_module}
+
+
+def test_importing_a_module_on_the_controller_allows_it(unimported_module, local):
+    """Once the controller imports a module, its remotes may import it too."""
+    importlib.import_module(unimported_module)
+    assert local.call(rh.module_origin, unimported_module)[1] == "Importer"
+
+
+def test_submodules_of_an_imported_package_are_served_even_if_not_imported(demo_pkg, recorded):
+    """A package's submodule that only the remote imports (lazily) comes from the controller."""
+    _, root = demo_pkg
+    (root / "demo_pkg" / "lazy.py").write_text("WHO = 'lazy'\n")
+    tunnel, _ = recorded
+    assert "demo_pkg.lazy" not in sys.modules
+    assert tunnel.call(rh.module_origin, "demo_pkg.lazy")[1] == "Importer"
+
+
+@pytest.mark.parametrize("serve, error", [("pkg", TypeError), (["../etc"], ValueError), ([""], ValueError)])
+def test_bad_serve_values_are_refused(serve, error):
+    """serve takes a list of dotted module names; a string or a path is a clear error."""
+    with pytest.raises(error) as info:
+        Local("bad-serve", serve=serve)
+    assert "serve" in str(info.value)
