@@ -5,6 +5,7 @@ container, removed when the tunnel closes) or ``exec -i`` (a running one). Image
 pulled: a missing image is an error, not a download in the middle of a fan-out.
 """
 
+import functools
 import os
 import re
 import shutil
@@ -26,15 +27,36 @@ ENGINE_VARIABLE = "CHOPSTICKS_CONTAINER_ENGINE"
 DEFAULT_IMAGE = "python:%d.%d" % sys.version_info[:2]
 
 
+# How long a ``docker`` client may take to say whether its daemon answers. Without one it
+# says so in ~50 ms here; with one, ~30 ms. Generous for a loaded machine, once per process.
+PROBE_TIMEOUT = 5.0
+
+
+@functools.lru_cache(maxsize=None)
+def _daemon_answers(docker: str) -> bool:
+    """Whether the ``docker`` client at this path reaches a daemon (asked once per process:
+    ``docker version`` fails without one; a ``docker`` that is podman needs none)."""
+    try:
+        return gevent.subprocess.run([docker, "version", "--format", "{{.Server.Version}}"],
+                                     stdin=subprocess.DEVNULL, capture_output=True,
+                                     timeout=PROBE_TIMEOUT).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def default_engine() -> str:
-    """``$CHOPSTICKS_CONTAINER_ENGINE``, else ``docker`` or ``podman``, whichever is installed."""
+    """``$CHOPSTICKS_CONTAINER_ENGINE``, else ``docker`` if installed and its daemon answers,
+    else ``podman`` if installed, else ``docker`` (whose start then says what is missing).
+
+    A ``docker`` client without its daemon next to podman means podman; docker is asked
+    only when podman is there too, and once per process."""
     chosen = os.environ.get(ENGINE_VARIABLE)
     if chosen:
         return chosen
-    for engine in ("docker", "podman"):
-        if shutil.which(engine):
-            return engine
-    return "docker"
+    docker, podman = shutil.which("docker"), shutil.which("podman")
+    if docker is not None and (podman is None or _daemon_answers(docker)):
+        return "docker"
+    return "podman" if podman is not None else "docker"
 
 
 class Docker(SubprocessTunnel):
@@ -46,7 +68,7 @@ class Docker(SubprocessTunnel):
     (so its name stays taken, and the tunnel cannot start another under it).
     ``Docker('app', container='app-7f3c')`` runs the agent inside a running container
     (``exec -i``). ``engine`` is the engine's command (default: ``$CHOPSTICKS_CONTAINER_ENGINE``,
-    else ``docker``, else ``podman``); ``engine_args`` are extra options to ``run`` or
+    else ``docker`` if its daemon answers, else ``podman``); ``engine_args`` are extra options to ``run`` or
     ``exec`` (``['--user', 'app']``, ``['--network', 'none']``). ``python`` is the
     interpreter in the container (default ``python3``).
     """
@@ -63,6 +85,9 @@ class Docker(SubprocessTunnel):
         if not CONTAINER_NAME.match(container if container is not None else name):
             raise ValueError("Docker(%r): %r is not a container name (letters, digits, '_', '.', '-'; "
                              "starting with a letter or digit)" % (name, container or name))
+        if image is not None and (not isinstance(image, str) or not image.strip() or image.startswith("-")):
+            raise ValueError("Docker(%r): %r is not an image name (an engine would read one starting "
+                             "with '-' as an option)" % (name, image))
         if isinstance(engine_args, str) or not all(isinstance(a, str) for a in engine_args):
             raise TypeError("Docker(%r): engine_args must be a list of strings" % name)
         self.container = container

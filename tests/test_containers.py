@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import gevent
 import pytest
 
 import remote_helpers as rh
-from conftest import IMAGES, ROOT, podman_containers
+from conftest import IMAGES, ROOT, podman_containers, require
 from chopsticks import facts
 from chopsticks.errors import ConnectError, ConnectTimeout, ContainerError, PythonNotFound, RemoteException
 from chopsticks.group import Group
@@ -410,6 +411,61 @@ def test_bad_arguments_are_refused_at_once():
         Docker("a", image="x", engine_args="--rm")
     with pytest.raises(ValueError, match="Sudo needs a user name"):
         Sudo("-u")
+
+
+def test_names_and_images_that_look_like_engine_options_are_refused():
+    """A name, container or image starting with '-' would be read by the engine as an option:
+    a ValueError at construction, saying so."""
+    for bad in ("--privileged", "-v"):
+        with pytest.raises(ValueError, match="is not an image name .*read one starting with '-' as an option"):
+            Docker("a", image=bad)
+        with pytest.raises(ValueError, match="is not a container name"):
+            Docker(bad, image="x")
+        with pytest.raises(ValueError, match="is not a container name"):
+            Docker("a", container=bad)
+    with pytest.raises(ValueError, match="is not an image name"):
+        Docker("a", image=" ")
+
+
+def _engines_dir(tmp_path, docker):
+    """A directory holding only ``docker`` (a script that logs each run, then runs ``docker``)
+    and the real podman, to be the whole PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "docker-runs"
+    script = bin_dir / "docker"
+    script.write_text('#!/bin/sh\necho "$*" >> %s\nexec %s "$@"\n' % (log, docker))
+    script.chmod(0o755)
+    os.symlink(shutil.which("podman"), bin_dir / "podman")
+    return bin_dir, log
+
+
+def test_the_default_engine_is_one_that_answers(podman, container_names, monkeypatch, tmp_path):
+    """This machine's docker client without a daemon, next to podman: the default engine is
+    podman, and a tunnel on it works; docker is asked once per process; the variable still wins."""
+    daemonless = "/usr/local/bin/docker"
+    require(os.path.exists(daemonless) and subprocess.run([daemonless, "version"], capture_output=True).returncode,
+            "no docker client without a daemon at %s" % daemonless)
+    bin_dir, log = _engines_dir(tmp_path, daemonless)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.delenv("CHOPSTICKS_CONTAINER_ENGINE", raising=False)
+    tunnel = Docker(container_names + "default", image=IMAGES["3.11"])
+    assert tunnel.engine == "podman"
+    with tunnel:
+        assert tunnel.call(rh.add, 1, 2) == 3
+    assert Docker("again", image="x").engine == "podman"
+    assert log.read_text().splitlines() == ["version --format {{.Server.Version}}"]  # asked once
+    monkeypatch.setenv("CHOPSTICKS_CONTAINER_ENGINE", "docker")
+    assert Docker("chosen", image="x").engine == "docker"
+
+
+def test_a_docker_that_answers_stays_the_default(podman, monkeypatch, tmp_path):
+    """A ``docker`` that reaches its engine (here podman under that name) is still preferred."""
+    bin_dir, log = _engines_dir(tmp_path, shutil.which("podman"))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.delenv("CHOPSTICKS_CONTAINER_ENGINE", raising=False)
+    assert Docker("a", image="x").engine == "docker"
+    assert log.read_text().splitlines() == ["version --format {{.Server.Version}}"]
 
 
 # -- Sudo, and a pipe tunnel of your own ---------------------------------------------------------
