@@ -9,6 +9,7 @@ Each class also subclasses the builtin it means, so ``except TimeoutError`` or
     ├── SerializationError(TypeError)   an argument cannot be pickled, or a result cannot be decoded
     ├── ResultTooLarge(ValueError)      a result exceeds the tunnel's ``max_result`` bytes
     ├── CallTimeout(TimeoutError)       ``call(..., timeout=)`` expired; the tunnel stays usable
+    ├── WrongThread(RuntimeError)       a tunnel used from an OS thread its gevent hub does not run in
     ├── TransferError(OSError)          a put or fetch failed its checks (changed while sent, digest, a bad listing)
     │   └── SpecialFileError            a FIFO, device or socket where a file, directory or symlink must be
     ├── TunnelError(ConnectionError)    the tunnel could not be used
@@ -80,6 +81,12 @@ class GroupError(RemoteException):
 
     def __str__(self):
         return self.message
+
+
+class WrongThread(ChopsticksError, RuntimeError):
+    """A tunnel was used from an OS thread that its gevent hub does not run in (it would
+    wait forever, or gevent would fail): use it from the thread that runs it, or open
+    another tunnel in this one (pipe tunnels start only from the main thread's hub)."""
 
 
 class TransferError(ChopsticksError, OSError):
