@@ -7,6 +7,10 @@ an IPython or Jupyter session) cannot be found by name on the remote, so it is s
 source: the segment that defines it, read with ``linecache`` (no source, as in the plain
 ``python`` REPL, is a clear error), plus the globals it uses, its closure and its defaults,
 each pickled the same way. ``chopsticks.agent.mainfn`` rebuilds it on the remote.
+
+On a controller that ``gevent.monkey`` patched, ``time.sleep`` is gevent's ``sleep`` (and so
+on for every name it replaced), which the remote cannot import: what gevent put in a module
+is sent as that module's name, and the remote uses its own original.
 """
 
 import ast
@@ -15,8 +19,9 @@ import importlib
 import io
 import linecache
 import pickle
+import sys
 import types
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from chopsticks.errors import SerializationError
 
@@ -68,14 +73,35 @@ def _main_source(filename: str, firstline: int, name: str, is_lambda: bool, argn
     return segment, getattr(node, "lineno")
 
 
-class CallPickler(pickle.Pickler):
-    """A pickler that sends ``__main__`` functions by source and modules by name."""
+def monkey_patched() -> Dict[int, Tuple[str, str]]:
+    """What ``gevent.monkey`` put in place of a module's attribute (by ``id``), and the
+    ``(module, name)`` it stands for; empty when nothing is patched."""
+    monkey = sys.modules.get("gevent.monkey")
+    saved: Dict[str, Dict[str, Any]] = getattr(monkey, "saved", None) or {}
+    table = {}
+    for module_name, originals in saved.items():
+        module = sys.modules.get(module_name)
+        for name, original in originals.items():
+            current = getattr(module, name, original)
+            if current is not original:
+                table[id(current)] = (module_name, name)
+    return table
 
-    def __init__(self, file: io.BytesIO):
+
+class CallPickler(pickle.Pickler):
+    """A pickler that sends ``__main__`` functions by source, modules by name, and what
+    ``gevent.monkey`` patched by the name it replaced (``patched``: ``monkey_patched()``)."""
+
+    def __init__(self, file: io.BytesIO, patched: Optional[Dict[int, Tuple[str, str]]] = None):
         super().__init__(file, protocol=PROTOCOL)
         self._namespace = _Namespace()
+        self._patched = monkey_patched() if patched is None else patched
 
     def reducer_override(self, obj: Any) -> Any:
+        stands_for = self._patched.get(id(obj))
+        if stands_for is not None:
+            module_name, name = stands_for
+            return getattr, (sys.modules[module_name], name)
         if isinstance(obj, types.FunctionType) and obj.__module__ == "__main__":
             return self._reduce_main_function(obj)
         if isinstance(obj, types.ModuleType):
@@ -129,9 +155,9 @@ _PLAIN_CALLABLES = (types.FunctionType, types.BuiltinFunctionType)
 _SCALARS = frozenset((int, float, str, bytes, bool, type(None)))
 
 
-def _dumps(obj: Any) -> bytes:
+def _dumps(obj: Any, patched: Optional[Dict[int, Tuple[str, str]]] = None) -> bytes:
     buf = io.BytesIO()
-    CallPickler(buf).dump(obj)
+    CallPickler(buf, patched).dump(obj)
     return buf.getvalue()
 
 
@@ -139,7 +165,8 @@ def dumps_call(fn: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bytes:
     """Pickle a call; SerializationError names the part that cannot be sent."""
     if not callable(fn):
         raise SerializationError("cannot call %r: it is not callable" % (fn,))
-    if (type(fn) in _PLAIN_CALLABLES and fn.__module__ != "__main__"
+    patched = monkey_patched()
+    if (type(fn) in _PLAIN_CALLABLES and fn.__module__ != "__main__" and id(fn) not in patched
             and all(type(a) in _SCALARS for a in args)
             and all(type(v) in _SCALARS for v in kwargs.values())):
         # Fast path, most calls: nothing here needs the custom pickler.
@@ -148,7 +175,7 @@ def dumps_call(fn: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bytes:
         except Exception:
             pass
     try:
-        return _dumps((fn, args, kwargs))
+        return _dumps((fn, args, kwargs), patched)
     except SerializationError:
         raise
     except Exception as exc:

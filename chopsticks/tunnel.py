@@ -4,21 +4,25 @@ A tunnel connects lazily on first use, can be closed and used again (it reconnec
 a context manager. Subclasses only say how to start a pipe whose other end is the remote
 ``python`` (``_open_pipe``; for a local command, ``SubprocessTunnel.cmd_args``); everything
 else is shared. Tunnels are driven by gevent: use them from greenlets (or plain code in the
-main thread), not from several OS threads.
+main thread), not from several OS threads. A connected tunnel belongs to the thread whose hub
+runs it; a use from another thread raises ``WrongThread`` at once (it would wait forever).
 """
 
 import dataclasses
 import os
 import shlex
+import threading
 import time
 from typing import Any, Dict, Iterable, List, Optional, Union
 
 import gevent
 import gevent.lock
+from gevent.hub import get_hub
 
 from chopsticks import bootstrap, protocol
 from chopsticks.connection import Connection
-from chopsticks.errors import CallTimeout, ChopsticksError, ConnectError, PythonNotFound, SerializationError
+from chopsticks.errors import (CallTimeout, ChopsticksError, ConnectError, PythonNotFound, SerializationError,
+                               WrongThread)
 from chopsticks.future import CallFuture
 from chopsticks.modules import ModuleServer, shared_server
 from chopsticks.pickling import dumps_call
@@ -68,6 +72,7 @@ class BaseTunnel:
         # what remotes may import from here: see chopsticks.modules
         self.modules = modules or shared_server(serve)
         self._conn: Optional[Connection] = None
+        self._thread: Optional[threading.Thread] = None  # whose hub runs self._conn
         self._connect_lock = gevent.lock.Semaphore()
 
     # -- what subclasses provide -----------------------------------------------------------
@@ -100,8 +105,19 @@ class BaseTunnel:
         """What the agent said of itself (pid, Python version, executable), once connected."""
         return self._conn.hello if self.connected and self._conn else None
 
+    def _check_thread(self) -> None:
+        """Refuse a use from an OS thread other than the one whose hub runs the connection:
+        nothing would ever wake it there (or gevent would fail deep inside)."""
+        owner = self._thread
+        if self._conn is not None and owner is not None and owner.ident != threading.get_ident():
+            raise WrongThread(
+                "[%s] this tunnel runs in the gevent hub of thread %r and cannot be used from thread %r: "
+                "use it from that thread (or a greenlet there), or hand the work to that thread (an SSH "
+                "tunnel may also be opened in this one)" % (self.host, owner.name, threading.current_thread().name))
+
     def connect(self) -> "BaseTunnel":
         """Start the remote agent now (calls do it on demand). Idempotent."""
+        self._check_thread()
         if self.connected:
             return self
         with self._connect_lock:
@@ -126,11 +142,12 @@ class BaseTunnel:
                 # timeout, Ctrl-C): what was started must not outlive the attempt
                 conn.close(kill=True)
                 raise
-            self._conn = conn
+            self._conn, self._thread = conn, threading.current_thread()
         return self
 
     def close(self) -> None:
         """Stop the agent and release its process and pipes. The tunnel can be used again."""
+        self._check_thread()
         with self._connect_lock:  # a connect in progress finishes first, then is closed
             conn, self._conn = self._conn, None
         if conn is not None:
@@ -257,6 +274,10 @@ class SubprocessTunnel(BaseTunnel):
         return bootstrap.python_argv(self.python)
 
     def _open_pipe(self, timeout: float):
+        if not get_hub().loop.default:
+            raise WrongThread("[%s] a pipe tunnel starts its process from the main thread's gevent hub "
+                              "(gevent watches child processes only there), not from thread %r: use "
+                              "it from the main thread" % (self.host, threading.current_thread().name))
         argv = self.cmd_args()
         try:
             return ProcessPipe(argv), time.monotonic()
