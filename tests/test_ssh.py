@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import signal
 import subprocess
 import time
 
@@ -261,6 +262,43 @@ def test_ssh_config_is_honoured(fleet, tunnels, tmp_path):
     assert tunnel.host == "web-7"
 
 
+def test_keepalive_settings(tmp_path):
+    """Keepalive is on by default (15 s x 3); ServerAliveInterval/CountMax are honoured; options win."""
+    config = tmp_path / "config"
+    config.write_text("Host slow-*\n    ServerAliveInterval 7\n    ServerAliveCountMax 5\n")
+    default = SSHTunnel("fast-1", ssh_config=str(config)).destination
+    assert (default.keepalive_interval, default.keepalive_count_max) == (15, 3)
+    configured = SSHTunnel("slow-1", ssh_config=str(config)).destination
+    assert (configured.keepalive_interval, configured.keepalive_count_max) == (7, 5)
+    given = SSHTunnel("slow-1", ssh_config=str(config), keepalive_interval=0).destination
+    assert (given.keepalive_interval, given.keepalive_count_max) == (0, 5)
+    for bad in ({"keepalive_interval": 0.5}, {"keepalive_interval": -1}, {"keepalive_count_max": 0}):
+        with pytest.raises(ValueError):
+            SSHTunnel("h", ssh_config="", **bad)
+
+
+def test_bad_number_in_ssh_config_names_file_and_line(tmp_path):
+    """'Port abc' (in any Host block) is a ValueError naming the file, the line and what is wanted."""
+    config = tmp_path / "config"
+    config.write_text("Host elsewhere\n    User x\n    Port abc\n")
+    with pytest.raises(ValueError) as info:
+        SSHTunnel("web-1", ssh_config=str(config))
+    assert "%s line 3: bad Port 'abc': it must be a port number from 1 to 65535" % config in str(info.value)
+
+
+def test_include_in_a_block_that_does_not_apply_is_not_read(tmp_path):
+    """An Include inside a non-matching Host block is not read, so its Host lines cannot apply."""
+    included = tmp_path / "included"
+    included.write_text("Host *\n    Port 2200\n    User intruder\n")
+    config = tmp_path / "config"
+    config.write_text("Host elsewhere\n    Include %s\n    User x\nHost *\n    User right\n" % included)
+    dest = SSHTunnel("web-1", ssh_config=str(config)).destination
+    assert (dest.port, dest.user) == (22, "right")
+    applies = tmp_path / "applies"
+    applies.write_text("Host web-*\n    Include %s\n" % included)
+    assert SSHTunnel("web-1", ssh_config=str(applies)).destination.port == 2200
+
+
 def test_jump_hosts(fleet, ssh_options, tunnels):
     """A tunnel through one jump host, and through a chain of two, reaches the target."""
     jump = "%s:%d" % (fleet.hosts[1], fleet.port)
@@ -356,6 +394,31 @@ def test_sshd_killing_the_session_mid_call(fleet, ssh_options, tunnels):
     assert "connection was lost" in str(info.value) or "exited" in str(info.value)
     assert bystander.call(rh.add, 2, 2) == 4
     assert victim.call(rh.add, 3, 3) == 6  # reconnects
+
+
+def test_keepalive_fails_a_call_to_a_host_that_froze(fleet, ssh_options, tunnels):
+    """A host that stops answering mid-call without a RST (its sshd SIGSTOPped) fails the call with
+    TunnelClosed naming the host and the keepalive, within the keepalive period; others carry on."""
+    options = dataclasses.replace(ssh_options, keepalive_interval=1, keepalive_count_max=2)
+    victim = tunnels(fleet.hosts[4], options=options)
+    bystander = tunnels(fleet.hosts[5], options=options)
+    assert victim.call(rh.add, 1, 1) == bystander.call(rh.add, 1, 1) == 2
+    frozen = fleet.sessions_of(victim._conn.pipe.link.sock.getsockname()[1])
+    assert frozen
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        pending = victim.call_async(rh.sleep_and_return, 120, "never")
+        started = time.monotonic()
+        with pytest.raises(TunnelClosed) as info:
+            pending.result(timeout=60)
+        elapsed = time.monotonic() - started
+        assert bystander.call(rh.add, 2, 2) == 4
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    assert str(info.value).startswith("[%s] no answer to keepalive in 2 s" % fleet.hosts[4])
+    assert elapsed < 20  # 2-3 s when the machine is idle
 
 
 def test_login_shell_banner(fleet, ssh_options, tunnels, capfd):

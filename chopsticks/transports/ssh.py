@@ -99,9 +99,10 @@ def raise_open_files_limit() -> int:
 class SSHLink:
     """One authenticated SSH session on one socket (possibly through jump hosts)."""
 
-    def __init__(self, name: str, session: Session, wire: Wire,
+    def __init__(self, dest: Destination, session: Session, wire: Wire,
                  parent: Optional["SSHLink"] = None, bridge: Optional["_Bridge"] = None):
-        self.name = name
+        self.dest = dest
+        self.name = dest.name
         self.session = session
         self.wire = wire
         self.parent = parent
@@ -148,7 +149,7 @@ class SSHLink:
                 # the next exchange (a channel open) waits for the server with the relay
                 # drained: there the connection takes the socketpair's place
                 wire.splice_when_drained = True
-                return cls(dest.name, session, wire, parent, bridge)
+                return cls(dest, session, wire, parent, bridge)
             except _DROPPED as exc:
                 del session  # libssh2's session is freed before its socket closes
                 _close(wire, bridge)

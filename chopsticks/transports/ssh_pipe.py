@@ -12,6 +12,7 @@ import signal
 import socket
 from typing import TYPE_CHECKING, Callable, Optional
 
+import gevent
 import gevent.queue
 import gevent.socket
 from gevent.hub import get_hub
@@ -40,6 +41,9 @@ class SSHPipe:
         self._callback: Optional[Callable[[bytes], None]] = None
         self._stderr: gevent.queue.Queue = gevent.queue.Queue()
         self._watcher = get_hub().loop.io(link.sock.fileno(), 1)
+        self._keepalive: Optional[gevent.Greenlet] = None
+        self._heard = False  # from the server since the keepalive last looked
+        self._writing = False
         self._draining = False
         self._stdout_done = False
         self._stderr_done = False
@@ -51,8 +55,11 @@ class SSHPipe:
 
     def start_reading(self, callback: Callable[[bytes], None]) -> None:
         self._callback = callback
-        self._watcher.start(self._drain)
+        self._watcher.start(self._readable)
         get_hub().loop.run_callback(self._drain)  # what libssh2 may already hold
+        if self.link.dest.keepalive_interval and self._keepalive is None:
+            self._keepalive = gevent.spawn(self._keep_alive, self.link.dest.keepalive_interval,
+                                           self.link.dest.keepalive_count_max)
 
     def stop_reading(self) -> None:
         self._watcher.stop()
@@ -68,6 +75,42 @@ class SSHPipe:
         if not self._stderr_done:
             self._stderr_done = True
             self._stderr.put(b"")
+        if self._keepalive is not None and self._keepalive is not gevent.getcurrent():
+            self._keepalive.kill(block=False)
+
+    # -- keepalive -------------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        self._heard = True
+        self._drain()
+
+    def _keep_alive(self, interval: int, count_max: int) -> None:
+        """Every ``interval`` s of silence from the server, ask it for an answer (a global
+        request with want_reply, as OpenSSH's ServerAliveInterval does); after ``count_max``
+        silent intervals in a row the host is gone: end the pipe, which fails every call."""
+        # libssh2 sends when a second has passed since its last keepalive (time() resolution);
+        # the timing is ours
+        self.link.session.keepalive_config(True, 1)
+        silent = 0
+        while not self._stdout_done:
+            gevent.sleep(interval)
+            if self._heard:
+                self._heard, silent = False, 0
+                continue
+            silent += 1
+            if silent >= count_max:
+                self._end("no answer to keepalive in %d s (the host or the network went away)"
+                          % (interval * count_max))
+                try:
+                    self.link.sock.shutdown(socket.SHUT_RDWR)  # wakes a writer waiting on it
+                except OSError:
+                    pass
+                return
+            if not self._writing:  # never between the halves of a packet libssh2 is sending
+                try:
+                    self.link.session.keepalive_send()
+                except ssh2_errors.SSH2Error:
+                    pass
 
     def _drain(self) -> None:
         """Read everything libssh2 can give now: stdout to the callback, stderr to the queue.
@@ -122,7 +165,15 @@ class SSHPipe:
     # -- writing -------------------------------------------------------------------------------
 
     def write(self, data) -> None:
-        view = memoryview(data).cast("B")
+        self._writing = True
+        try:
+            self._write(memoryview(data).cast("B"))
+        finally:
+            self._writing = False
+        if self._buffered():
+            self._drain()
+
+    def _write(self, view: memoryview) -> None:
         session, sock = self.link.session, self.link.sock
         while view:
             if self.channel is None or self._stdout_done:
@@ -134,6 +185,7 @@ class SSHPipe:
                 raise BrokenPipeError(errno.EPIPE, self.end_reason) from exc
             if written > 0:
                 view = view[written:]
+                self._heard = True  # past the first window, writes go out only as the server acks
             if rc == LIBSSH2_ERROR_EAGAIN:
                 # Ask which way libssh2 is blocked before anything else touches the session:
                 # a read in between (the drain) would overwrite the answer, and waiting to
@@ -145,8 +197,6 @@ class SSHPipe:
                     gevent.socket.wait_write(sock.fileno())
                 else:
                     gevent.socket.wait_read(sock.fileno())
-        if self._buffered():
-            self._drain()
 
     def close_stdin(self) -> None:
         if self.channel is not None and not self._stdout_done:
@@ -191,6 +241,8 @@ class SSHPipe:
             return
         self._closed = True
         self._end(None)
+        if self._keepalive is not None and self._keepalive is not gevent.getcurrent():
+            self._keepalive.kill()
         self._watcher.close()
         channel, self.channel = self.channel, None
         if channel is not None:
