@@ -79,10 +79,10 @@ def test_config_first_value_wins_and_identity_files_accumulate(tmp_path):
         % extra)
     options = ssh_config.lookup("web-1", [str(config)])
     assert options["user"] == "included"
-    assert options["port"] == "2200"
+    assert options["port"] == 2200
     assert options["hostname"] == "%h.example.com"
     assert options["identityfile"] == ["~/.ssh/from-include", "/keys/web key", "/keys/default"]
-    assert ssh_config.lookup("web-9", [str(config)])["port"] == "22"
+    assert ssh_config.lookup("web-9", [str(config)])["port"] == 22
     dest = resolve("web-1", SSHOptions(ssh_config=str(config)))
     assert (dest.hostname, dest.port, dest.user, dest.host_key_policy) == ("web-1.example.com", 2200, "included",
                                                                             "accept-new")
