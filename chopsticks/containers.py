@@ -17,7 +17,6 @@ from typing import List, Optional, Sequence
 import gevent.subprocess
 
 from chopsticks.errors import ContainerError, PythonNotFound
-from chopsticks.transports.process import ProcessPipe
 from chopsticks.tunnel import SubprocessTunnel
 
 # What engines accept as a container name.
@@ -106,21 +105,21 @@ class Docker(SubprocessTunnel):
         return ([self.engine, "run", "-i", "--pull=never", "--name", self.host] + label + keep
                 + self.engine_args + [str(self.image)] + python)
 
-    def _open_pipe(self, timeout: float):
+    def _open_pipe(self, timeout: float, until: Optional[float] = None):
         if shutil.which(self.engine) is None:
             raise ContainerError("[%s] no container engine: %r is not installed (not found on PATH); "
                                  "install Docker or podman, or choose one with engine= or $%s"
                                  % (self.host, self.engine, ENGINE_VARIABLE))
         self._label = "chopsticks.start=%s" % uuid.uuid4().hex
-        pipe: ProcessPipe
-        pipe, started = super()._open_pipe(timeout)
-        if self.container is None and self.rm:
-            pipe.after_kill = self._remove_container
-        return pipe, started
+        return super()._open_pipe(timeout, until)
 
-    def _remove_container(self) -> None:
+    def _after_kill(self) -> None:
         """Remove the container of this start, which a killed client may have left (found by
-        its label: the name may belong to someone else's container)."""
+        its label: the name may belong to someone else's container). ``rm=False`` keeps it,
+        and ``exec`` leaves a running container alone."""
+        if self.container is not None or not self.rm:
+            return
+
         def engine(*argv: str) -> str:
             return gevent.subprocess.run([self.engine, *argv], stdin=subprocess.DEVNULL, capture_output=True,
                                          text=True, timeout=30).stdout

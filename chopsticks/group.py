@@ -136,8 +136,9 @@ class Group:
         """Run ``fn`` on every host; yield ``(host, value or ErrorResult)`` as each finishes.
 
         ``timeout`` bounds each host's call (its connect has the tunnel's own timeout);
-        ``deadline`` (seconds) bounds the whole fan-out: hosts still running then yield an
-        ErrorResult wrapping CallTimeout.
+        ``deadline`` (seconds) bounds the whole fan-out, the tunnels' starts included (no
+        start begins after it, and one under way is stopped at it): hosts not finished then
+        yield an ErrorResult wrapping CallTimeout.
         """
         return self._fan_out(lambda t: t.call(fn, *args, timeout=timeout, **kwargs), deadline)
 
@@ -237,12 +238,20 @@ class Group:
     def _fan_out(self, work: Callable[[BaseTunnel], Any], deadline: Optional[float]):
         results: gevent.queue.Queue = gevent.queue.Queue()
         pool = gevent.pool.Pool(self.concurrency or default_concurrency())
+        ends_at = None if deadline is None else time.monotonic() + deadline
+
+        def past_deadline(host: str) -> ErrorResult:
+            return ErrorResult.from_exception(CallTimeout("[%s] the fan-out deadline of %ss passed first"
+                                                          % (host, deadline)))
 
         def run(tunnel: BaseTunnel) -> None:
             try:
+                if ends_at is not None:  # the start gets what is left; nothing starts after it
+                    tunnel.connect(timeout=ends_at - time.monotonic())
                 value = work(tunnel)
             except ChopsticksError as exc:
-                value = ErrorResult.from_exception(exc)
+                late = ends_at is not None and isinstance(exc, TimeoutError) and time.monotonic() >= ends_at
+                value = past_deadline(tunnel.host) if late else ErrorResult.from_exception(exc)
             except gevent.GreenletExit:
                 raise
             except Exception as exc:  # a bug of ours or the transport's: still a per-host result
@@ -250,7 +259,6 @@ class Group:
             results.put((tunnel.host, value))
 
         feeder = gevent.spawn(lambda: [pool.spawn(run, t) for t in self.tunnels])
-        ends_at = None if deadline is None else time.monotonic() + deadline
         pending = {t.host for t in self.tunnels}
         try:
             while pending:
@@ -265,8 +273,7 @@ class Group:
             feeder.kill()
             pool.kill()
         for host in [t.host for t in self.tunnels if t.host in pending]:
-            error = CallTimeout("[%s] the fan-out deadline of %ss passed first" % (host, deadline))
-            yield host, ErrorResult.from_exception(error)
+            yield host, past_deadline(host)
 
     def close(self) -> None:
         """Close every tunnel (they reconnect on next use)."""

@@ -8,6 +8,7 @@ main thread), not from several OS threads. A connected tunnel belongs to the thr
 runs it; a use from another thread raises ``WrongThread`` at once (it would wait forever).
 """
 
+import contextlib
 import dataclasses
 import os
 import shlex
@@ -21,8 +22,8 @@ from gevent.hub import get_hub
 
 from chopsticks import bootstrap, protocol
 from chopsticks.connection import Connection
-from chopsticks.errors import (CallTimeout, ChopsticksError, ConnectError, PythonNotFound, SerializationError,
-                               WrongThread)
+from chopsticks.errors import (CallTimeout, ChopsticksError, ConnectError, ConnectTimeout, PythonNotFound,
+                               SerializationError, WrongThread)
 from chopsticks.future import CallFuture
 from chopsticks.modules import ModuleServer, shared_server
 from chopsticks.pickling import dumps_call
@@ -77,9 +78,10 @@ class BaseTunnel:
 
     # -- what subclasses provide -----------------------------------------------------------
 
-    def _open_pipe(self, timeout: float):
+    def _open_pipe(self, timeout: float, until: Optional[float] = None):
         """Start the remote ``python`` (``bootstrap.python_argv(self.python)``) within
-        ``timeout`` seconds.
+        ``timeout`` seconds, and by ``until`` (a ``time.monotonic()`` instant), if given,
+        queueing for a shared resource included.
 
         Returns the pipe and when the work started (after any queueing for a shared
         resource, which the connect timeout does not count)."""
@@ -115,35 +117,53 @@ class BaseTunnel:
                 "use it from that thread (or a greenlet there), or hand the work to that thread (an SSH "
                 "tunnel may also be opened in this one)" % (self.host, owner.name, threading.current_thread().name))
 
-    def connect(self) -> "BaseTunnel":
-        """Start the remote agent now (calls do it on demand). Idempotent."""
+    def connect(self, timeout: Optional[float] = None) -> "BaseTunnel":
+        """Start the remote agent now (calls do it on demand). Idempotent.
+
+        ``timeout`` bounds this start from now, waiting for a shared resource included (a
+        fan-out passes what is left of its deadline); ``connect_timeout`` bounds it as well,
+        from when the work starts. Past either: ``ConnectTimeout``, and whatever was started
+        for it is stopped. Nothing is started once ``timeout`` has passed."""
         self._check_thread()
         if self.connected:
             return self
-        with self._connect_lock:
-            if self.connected:
-                return self
-            bundle = bootstrap.bundle_for(self.max_result)
-            try:
-                pipe, started = self._open_pipe(self.connect_timeout)
-            except ChopsticksError:
-                raise
-            except FileNotFoundError as exc:
-                raise PythonNotFound("[%s] cannot start %s: %s" % (self.host, self.python, exc)) from exc
-            except OSError as exc:
-                raise ConnectError("[%s] cannot start the agent: %s" % (self.host, exc)) from exc
-            conn = Connection(self.host, pipe, self.modules, self.max_result,
-                              explain=self._explain_failed_start)
-            remaining = max(0.001, self.connect_timeout - (time.monotonic() - started))
-            try:
-                conn.handshake(bundle.stdin_bytes(), remaining, self.connect_timeout)
-            except BaseException:
-                # also when cancelled from outside (a group's deadline, the caller's own
-                # timeout, Ctrl-C): what was started must not outlive the attempt
-                conn.close(kill=True)
-                raise
-            self._conn, self._thread = conn, threading.current_thread()
+        until = None if timeout is None else time.monotonic() + timeout
+        if not self._connect_lock.acquire(timeout=None if until is None else max(0.0, until - time.monotonic())):
+            raise ConnectTimeout("[%s] another start of this tunnel did not finish within %ss" % (self.host, timeout))
+        try:
+            if not self.connected:
+                if until is not None and until <= time.monotonic():
+                    raise ConnectTimeout("[%s] the agent was not started: its %ss had passed" % (self.host, timeout))
+                self._conn = self._start(until, timeout)
+                self._thread = threading.current_thread()
+        finally:
+            self._connect_lock.release()
         return self
+
+    def _start(self, until: Optional[float], timeout: Optional[float]) -> Connection:
+        """A started agent's connection, by ``until`` if given (``timeout`` from the
+        caller's now), and within ``connect_timeout``."""
+        bundle = bootstrap.bundle_for(self.max_result)
+        try:
+            pipe, started = self._open_pipe(self.connect_timeout, until)
+        except ChopsticksError:
+            raise
+        except FileNotFoundError as exc:
+            raise PythonNotFound("[%s] cannot start %s: %s" % (self.host, self.python, exc)) from exc
+        except OSError as exc:
+            raise ConnectError("[%s] cannot start the agent: %s" % (self.host, exc)) from exc
+        conn = Connection(self.host, pipe, self.modules, self.max_result, explain=self._explain_failed_start)
+        remaining, stated = self.connect_timeout - (time.monotonic() - started), self.connect_timeout
+        if until is not None and until - time.monotonic() < remaining:
+            remaining, stated = until - time.monotonic(), timeout or 0.0
+        try:
+            conn.handshake(bundle.stdin_bytes(), max(0.001, remaining), stated)
+        except BaseException:
+            # also when cancelled from outside (a group's deadline, the caller's own
+            # timeout, Ctrl-C): what was started must not outlive the attempt
+            conn.close(kill=True)
+            raise
+        return conn
 
     def close(self) -> None:
         """Stop the agent and release its process and pipes. The tunnel can be used again."""
@@ -273,14 +293,18 @@ class SubprocessTunnel(BaseTunnel):
         """The command that starts the agent: by default the remote ``python`` itself."""
         return bootstrap.python_argv(self.python)
 
-    def _open_pipe(self, timeout: float):
+    def _after_kill(self) -> None:
+        """Clean up after the command had to be killed (a container tunnel removes its container)."""
+
+    def _open_pipe(self, timeout: float, until: Optional[float] = None):
+        # nothing to wait for: a spawn is bounded by the system, then the handshake by until
         if not get_hub().loop.default:
             raise WrongThread("[%s] a pipe tunnel starts its process from the main thread's gevent hub "
                               "(gevent watches child processes only there), not from thread %r: use "
                               "it from the main thread" % (self.host, threading.current_thread().name))
         argv = self.cmd_args()
         try:
-            return ProcessPipe(argv), time.monotonic()
+            return ProcessPipe(argv, after_kill=self._after_kill), time.monotonic()
         except FileNotFoundError:
             if argv[0] == self.python:
                 raise  # connect reports the missing interpreter
@@ -347,11 +371,19 @@ class SSHTunnel(BaseTunnel):
             words = sudo_argv(self.sudo, words)
         return " ".join(shlex.quote(word) for word in words)
 
-    def _open_pipe(self, timeout: float):
+    def _open_pipe(self, timeout: float, until: Optional[float] = None):
         # Wait for a handshake slot first: the connect timeout starts once it is ours, so a
-        # thousand tunnels queued behind the bound do not time out while they wait.
-        with self._slots or default_slots():
+        # thousand tunnels queued behind the bound do not time out while they wait (until,
+        # a caller's deadline, counts the wait too).
+        slots = self._slots or default_slots()
+        with contextlib.ExitStack() as holding:
+            waited = None if until is None else max(0.0, until - time.monotonic())
+            with gevent.Timeout(waited, ConnectTimeout("[%s] no SSH handshake slot came free in time (at most %d "
+                                                       "handshakes run at once)" % (self.host, slots.limit))):
+                holding.enter_context(slots)
             started = time.monotonic()
+            if until is not None:
+                timeout = max(0.001, min(timeout, until - started))
             deadline = Deadline(timeout, "connecting over SSH")
             link = SSHLink.open(self.destination, deadline)
             try:

@@ -25,17 +25,46 @@ _READ = 1
 _WRITE = 2
 
 
-class ProcessPipe:
-    """stdin/stdout/stderr of a child process, read and written without blocking the hub."""
+def _kill_session(pid: int) -> None:
+    """SIGKILL a child started in a session of its own, and whatever it started there."""
+    for kill in (os.killpg, os.kill):  # the child itself too: it may not have called setsid yet
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
-    def __init__(self, argv: List[str], env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None):
-        self.proc = gevent.subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            bufsize=0, start_new_session=True, env=env, cwd=cwd,
-        )
-        # Called (from close) after the child had to be killed: a container tunnel removes
-        # the container its killed client may have left
-        self.after_kill: Optional[Callable[[], None]] = None
+
+class _Child(gevent.subprocess.Popen):
+    """A ``Popen`` whose start does not leave the child behind when it is interrupted (a
+    deadline, a kill) while gevent waits for the child's exec: the child is killed, reaped,
+    and ``after_kill`` runs, before the interruption goes on."""
+
+    def __init__(self, argv: List[str], after_kill: Optional[Callable[[], None]], **options):
+        try:
+            super().__init__(argv, **options)
+        except BaseException:
+            if getattr(self, "pid", None) is not None and self.returncode is None:  # forked, not reaped
+                _kill_session(self.pid)
+                try:
+                    self.wait(timeout=EXIT_GRACE)
+                except (subprocess.TimeoutExpired, gevent.Timeout):
+                    pass
+                if after_kill is not None:
+                    after_kill()
+            raise
+
+
+class ProcessPipe:
+    """stdin/stdout/stderr of a child process, read and written without blocking the hub.
+
+    ``after_kill`` is called (from ``close``, or from an interrupted start) once the child
+    had to be killed: a container tunnel removes the container its killed client may have left."""
+
+    def __init__(self, argv: List[str], env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
+                 after_kill: Optional[Callable[[], None]] = None):
+        self.proc = _Child(argv, after_kill, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           bufsize=0, start_new_session=True, env=env, cwd=cwd)
+        self.after_kill = after_kill
         self._killed = False
         loop = get_hub().loop
         self._writer = None  # the greenlet waiting to write, if any
@@ -121,10 +150,7 @@ class ProcessPipe:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self._killed = True
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            _kill_session(self.proc.pid)
 
     def close(self) -> None:
         """Release everything: stdin, the child (killed if it outlives EXIT_GRACE), the fds.
