@@ -1,7 +1,9 @@
 """A fan-out's deadline bounds the tunnels' starts too: nothing starts after it, a start under
 way stops at it, and nothing that was started is left behind. Real local agents and processes."""
 
+import json
 import os
+import subprocess
 import sys
 import time
 
@@ -14,7 +16,7 @@ from chopsticks.group import Group
 from chopsticks.transports.process import ProcessPipe
 from chopsticks.transports.ssh import HandshakeSlots
 from chopsticks.tunnel import Local, SSHTunnel
-from conftest import children_of
+from conftest import ROOT, children_of
 
 DEADLINE_PASSED = "CallTimeout: the fan-out deadline of %ss passed first"
 
@@ -100,3 +102,17 @@ def test_a_spawn_interrupted_before_its_exec_leaves_no_child(no_leaks):
     spawning.join(30)
     assert spawning.dead and isinstance(spawning.value, gevent.GreenletExit)
     assert set(children_of(os.getpid())) - before == set()
+
+
+def test_ten_thousand_hosts_and_a_1ms_deadline_from_the_shell(tmp_path):
+    """``fanout --transport local -H 'h[1-10000]' --deadline 0.001 facts`` answers within
+    seconds (it ran for minutes, starting thousands of agents), every host timed out, and
+    not one agent was started."""
+    python, log = _counting_python(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "chopsticks.fanout", "--transport", "local", "--python", python,
+                          "-H", "h[1-10000]", "--deadline", "0.001", "--format", "jsonl", "facts"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(lines) == 10000, out.stderr
+    assert {(line["status"], line["error"]) for line in lines} == {("timed out", DEADLINE_PASSED % 0.001)}
+    assert not log.exists() or len(log.read_text().splitlines()) <= 5
