@@ -421,6 +421,15 @@ def test_keepalive_fails_a_call_to_a_host_that_froze(fleet, ssh_options, tunnels
     assert elapsed < 20  # 2-3 s when the machine is idle
 
 
+def test_keepalive_keeps_a_live_quiet_host(fleet, ssh_options, tunnels):
+    """A host that answers keepalives stays connected through a call silent for several periods."""
+    options = dataclasses.replace(ssh_options, keepalive_interval=1, keepalive_count_max=2)
+    tunnel = tunnels(fleet.hosts[4], options=options)
+    pid = tunnel.call(os.getpid)
+    assert tunnel.call(rh.sleep_and_return, 5, "still here") == "still here"  # 5 silent seconds
+    assert tunnel.call(os.getpid) == pid  # the same agent: never reconnected
+
+
 def test_login_shell_banner(fleet, ssh_options, tunnels, capfd):
     """A login shell that prints to stdout before the agent starts does not break the tunnel."""
     rc = os.path.join(fleet.home, ".bashrc")

@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
 # Bytes handed to libssh2 per write call. It sends at most one packet (32 KiB of data) per
 # call, and ssh2-python wants ``bytes``: a larger slice would be copied again on every call.
 WRITE_SLICE = 32 << 10
+# The variable a keepalive asks the server to set: a request it answers (refuses) and ignores.
+KEEPALIVE_ENV = "CHOPSTICKS_KEEPALIVE"
 
 
 class SSHPipe:
@@ -85,15 +87,15 @@ class SSHPipe:
         self._drain()
 
     def _keep_alive(self, interval: int, count_max: int) -> None:
-        """Every ``interval`` s of silence from the server, ask it for an answer (a global
-        request with want_reply, as OpenSSH's ServerAliveInterval does); after ``count_max``
-        silent intervals in a row the host is gone: end the pipe, which fails every call."""
-        # libssh2 sends when a second has passed since its last keepalive (time() resolution);
-        # the timing is ours
-        self.link.session.keepalive_config(True, 1)
+        """Every ``interval`` s of silence from the server, ask it for an answer, as OpenSSH's
+        ServerAliveInterval does; after ``count_max`` silent intervals in a row the host is
+        gone: end the pipe, which fails every call on it."""
         silent = 0
+        probing = False
         while not self._stdout_done:
             gevent.sleep(interval)
+            if probing and not self._writing:
+                probing = self._probe()  # collects the answer, so that libssh2 frees it
             if self._heard:
                 self._heard, silent = False, 0
                 continue
@@ -106,11 +108,26 @@ class SSHPipe:
                 except OSError:
                     pass
                 return
-            if not self._writing:  # never between the halves of a packet libssh2 is sending
-                try:
-                    self.link.session.keepalive_send()
-                except ssh2_errors.SSH2Error:
-                    pass
+            if not probing and not self._writing:  # never between the halves of a packet being sent
+                probing = self._probe()
+
+    def _probe(self) -> bool:
+        """Send, or drive, a request the server must answer; True while the answer is awaited.
+
+        A channel request with want_reply (``env``, which sshd refuses once the command runs)
+        rather than libssh2's keepalive@libssh2.org global request: libssh2 1.11 keeps every
+        answer to those in its packet list for the session's lifetime (one per keepalive, a
+        leak), while this answer is collected by the call that asked."""
+        channel = self.channel
+        if channel is None:
+            return False
+        try:
+            pending = channel.setenv(KEEPALIVE_ENV, "1") == LIBSSH2_ERROR_EAGAIN
+        except ssh2_errors.SSH2Error:  # refused: answered all the same
+            pending = False
+        if self._buffered():  # waiting for the answer may have read channel data
+            self._drain()
+        return pending
 
     def _drain(self) -> None:
         """Read everything libssh2 can give now: stdout to the callback, stderr to the queue.
