@@ -123,8 +123,13 @@ class SSHPipe:
             return False
         try:
             pending = channel.setenv(KEEPALIVE_ENV, "1") == LIBSSH2_ERROR_EAGAIN
-        except ssh2_errors.SSH2Error:  # refused: answered all the same
-            pending = False
+            answered = not pending
+        except ssh2_errors.ChannelRequestDenied:  # refused: answered all the same
+            pending, answered = False, True
+        except ssh2_errors.SSH2Error:  # not answered; a lost connection shows on the socket
+            pending, answered = False, False
+        if answered:  # the answer may have been read inside the call: no readable socket told us
+            self._heard = True
         if self._buffered():  # waiting for the answer may have read channel data
             self._drain()
         return pending
