@@ -5,7 +5,9 @@ libssh2 call that answers EAGAIN is retried once the socket is ready in the dire
 ``session.block_directions()`` names, under one deadline. No thread pool, so nothing caps how
 many hosts connect at once except ``HandshakeSlots``, which bounds concurrent handshakes
 because every sshd drops unauthenticated connections past its ``MaxStartups``; a handshake
-dropped that way is retried with backoff.
+dropped that way is retried with backoff. Until authentication the session runs on a relay
+(``ssh_relay.Wire``) that hands libssh2 the server's bytes in bounded slices, so a peer that
+floods cannot hold the hub; the connection is spliced under libssh2 at the first channel.
 
 An ``SSHLink`` is one authenticated session on one socket (through a chain of jump hosts if
 asked: each hop's ``direct-tcpip`` channel is bridged to a socketpair the next session runs
