@@ -34,6 +34,7 @@ _EXPORTS = {
     "SSHOptions": "chopsticks.transports.ssh_options",
     "SSHTunnel": "chopsticks.tunnel",
     "SerializationError": "chopsticks.errors",
+    "SpecialFileError": "chopsticks.errors",
     "SubprocessTunnel": "chopsticks.tunnel",
     "Sudo": "chopsticks.tunnel",
     "TransferError": "chopsticks.errors",
@@ -41,6 +42,7 @@ _EXPORTS = {
     "TunnelError": "chopsticks.errors",
     "Tunnel": "chopsticks.tunnel",
     "UnknownHostKey": "chopsticks.errors",
+    "WrongThread": "chopsticks.errors",
 }
 
 __all__ = sorted(_EXPORTS)

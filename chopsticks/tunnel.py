@@ -230,7 +230,7 @@ class BaseTunnel:
     def fetch(self, remote_path: str, local_path=None, *, make_dirs: bool = False,
               timeout: Optional[float] = None, progress=None) -> Dict[str, Any]:
         """Copy a remote file (or directory tree) here: to ``local_path`` (a path or a file
-        object; None: a new temporary file). Mode and mtime are kept; the local file appears
+        object; None: a new temporary file). The mtime is kept, the mode only as permission bits masked by the umask; the local file appears
         whole or not at all. Returns ``{'remote_path', 'local_path', 'size', 'sha1sum',
         'sha256'}``."""
         from chopsticks import transfer

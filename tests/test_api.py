@@ -12,8 +12,8 @@ def test_exported_names_are_pinned():
         "AsyncResult", "AuthenticationFailed", "CallTimeout", "ChopsticksError", "ConnectError", "ConnectTimeout",
         "ContainerError", "Docker", "ErrorResult", "Group", "GroupError", "GroupResult", "HandshakeSlots",
         "HostKeyChanged", "HostKeyError", "Local", "ProtocolViolation", "PythonNotFound", "Queue",
-        "RemoteException", "ResultTooLarge", "SSHOptions", "SSHTunnel", "SerializationError", "SubprocessTunnel",
-        "Sudo", "TransferError", "Tunnel", "TunnelClosed", "TunnelError", "UnknownHostKey",
+        "RemoteException", "ResultTooLarge", "SSHOptions", "SSHTunnel", "SerializationError", "SpecialFileError", "SubprocessTunnel",
+        "Sudo", "TransferError", "Tunnel", "TunnelClosed", "TunnelError", "UnknownHostKey", "WrongThread",
     ]
     for name in chopsticks.__all__:
         assert getattr(chopsticks, name) is not None
