@@ -75,9 +75,20 @@ def _main_source(filename: str, firstline: int, name: str, is_lambda: bool, argn
 
 def monkey_patched() -> Dict[int, Tuple[str, str]]:
     """What ``gevent.monkey`` put in place of a module's attribute (by ``id``), and the
-    ``(module, name)`` it stands for; empty when nothing is patched."""
+    ``(module, name)`` it stands for; empty when nothing is patched.
+
+    Asked on every call, so the table is built once per state of ``gevent.monkey.saved``
+    (patching only ever adds to it), not per call."""
     monkey = sys.modules.get("gevent.monkey")
     saved: Dict[str, Dict[str, Any]] = getattr(monkey, "saved", None) or {}
+    if not saved:
+        return {}
+    return _patched_table(id(saved), tuple((module, len(names)) for module, names in saved.items()))
+
+
+@functools.lru_cache(maxsize=4)
+def _patched_table(saved_id: int, shape: Tuple[Tuple[str, int], ...]) -> Dict[int, Tuple[str, str]]:
+    saved: Dict[str, Dict[str, Any]] = sys.modules["gevent.monkey"].saved  # type: ignore[attr-defined]
     table = {}
     for module_name, originals in saved.items():
         module = sys.modules.get(module_name)
