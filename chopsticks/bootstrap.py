@@ -29,8 +29,9 @@ AGENT_MODULES = (
     "chopsticks.agent.children",
     "chopsticks.agent.main",
     "chopsticks.agent.mainfn",
-    "chopsticks.codec",
-    "chopsticks.protocol",
+    "chopsticks.wire",
+    "chopsticks.wire.codec",
+    "chopsticks.wire.protocol",
 )
 MSGPACK_MODULES = ("msgpack", "msgpack.exceptions", "msgpack.ext", "msgpack.fallback")
 

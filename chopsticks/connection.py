@@ -23,7 +23,8 @@ import gevent.lock
 import gevent.queue
 import msgpack
 
-from chopsticks import codec, logs, protocol
+from chopsticks import logs
+from chopsticks.wire import codec, protocol
 from chopsticks.bootstrap import EXIT_OLD_PYTHON
 from chopsticks.errors import (
     ConnectError, ConnectTimeout, ProtocolViolation, PythonNotFound, RemoteException, ResultTooLarge,

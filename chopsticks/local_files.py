@@ -19,7 +19,7 @@ import secrets
 import stat
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
-from chopsticks import remote_files
+from chopsticks.agent import files as remote_files
 from chopsticks.errors import SpecialFileError, TransferError
 
 KINDS = ("dir", "file", "link", "special")  # what remote_files.list_tree lists

@@ -17,7 +17,7 @@ import stat
 import tempfile
 from typing import Dict, Optional
 
-from chopsticks import protocol
+from chopsticks.wire import protocol
 from chopsticks.errors import SpecialFileError
 from chopsticks.local_files import SPECIAL
 

@@ -18,7 +18,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import gevent
 
-from chopsticks import local_files, logs, protocol, remote_files
+from chopsticks import local_files, logs
+from chopsticks.wire import protocol
+from chopsticks.agent import files as remote_files
 from chopsticks.connection import Connection, StreamState
 from chopsticks.errors import CallTimeout, ChopsticksError, RemoteException, SpecialFileError, TransferError
 from chopsticks.pickling import dumps_call

@@ -20,7 +20,8 @@ import gevent
 import gevent.lock
 from gevent.hub import get_hub
 
-from chopsticks import bootstrap, protocol
+from chopsticks import bootstrap
+from chopsticks.wire import protocol
 from chopsticks.connection import Connection
 from chopsticks.errors import (CallTimeout, ChopsticksError, ConnectError, ConnectTimeout, PythonNotFound,
                                SerializationError, WrongThread)

@@ -9,7 +9,7 @@ import sys
 
 import msgpack
 
-from chopsticks import codec, protocol
+from chopsticks.wire import codec, protocol
 
 ANSWERS = {
     "a_list": ["not", "what", "run", "returns"],

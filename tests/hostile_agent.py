@@ -10,7 +10,7 @@ import sys
 
 import msgpack
 
-from chopsticks import codec, protocol
+from chopsticks.wire import codec, protocol
 
 scenario, marker = sys.argv[1], sys.argv[2]
 # Every byte the controller sends is kept here, for tests on what it gives away.

@@ -2,7 +2,7 @@
 
 Run by tests as the ``python`` of a Local tunnel: ``hostile_files_remote.py SCRIPT.json -c STAGE1``.
 It runs the real stage 1, whose ``compile`` of the bundle's program adds a hook on the agent's
-importer so that ``chopsticks.remote_files``, loaded from the controller as usual, answers as
+importer so that ``chopsticks.agent.files``, loaded from the controller as usual, answers as
 the script says:
 
 - ``entries``: what ``list_tree`` returns (any JSON; the controller must check it);
@@ -35,12 +35,12 @@ def craft(module):
 
 
 def hook(importer_class):
-    """Craft chopsticks.remote_files as soon as the real importer has executed it."""
+    """Craft chopsticks.agent.files as soon as the real importer has executed it."""
     real_exec_module = importer_class.exec_module
 
     def exec_module(self, module):
         real_exec_module(self, module)
-        if module.__name__ == "chopsticks.remote_files":
+        if module.__name__ == "chopsticks.agent.files":
             craft(module)
 
     importer_class.exec_module = exec_module

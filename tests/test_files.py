@@ -16,7 +16,8 @@ import pytest
 
 import remote_helpers as rh
 from chopsticks import CallTimeout, ErrorResult, Group, RemoteException, SSHTunnel, TransferError, TunnelClosed
-from chopsticks import protocol, transfer
+from chopsticks import transfer
+from chopsticks.wire import protocol
 from chopsticks.errors import SpecialFileError
 from chopsticks.tunnel import Local
 from conftest import require

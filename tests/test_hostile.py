@@ -11,7 +11,8 @@ import gevent
 import pytest
 
 import remote_helpers as rh
-from chopsticks import ChopsticksError, ProtocolViolation, SerializationError, protocol
+from chopsticks import ChopsticksError, ProtocolViolation, SerializationError
+from chopsticks.wire import protocol
 from chopsticks.tunnel import Local
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -4,7 +4,7 @@ import tracemalloc
 
 import pytest
 
-from chopsticks.hosts import MAX_HOSTS, HostSpecError, collect, count, expand, split
+from chopsticks.fanout.hosts import MAX_HOSTS, HostSpecError, collect, count, expand, split
 
 
 def test_a_plain_name_is_itself():

@@ -85,7 +85,7 @@ def test_unknown_module_raises_module_not_found(recorded):
 
 def test_chopsticks_itself_always_comes_from_the_controller(local):
     """The remote uses the controller's chopsticks, whatever it has installed itself."""
-    assert local.call(rh.module_origin, "chopsticks.codec")[1] == "Importer"
+    assert local.call(rh.module_origin, "chopsticks.wire.codec")[1] == "Importer"
 
 
 def test_package_data_through_pkgutil(demo_pkg, recorded):
@@ -131,7 +131,7 @@ def test_module_server_refuses_bad_names():
     server = ModuleServer()
     for name in ["os", "json.decoder", "../etc/passwd", "a..b", "", 42, None, "x" * 1000, "/abs"]:
         assert server.serve(name, set()) == []
-    assert server.serve("chopsticks.codec", set())[0][0] == "chopsticks.codec"
+    assert server.serve("chopsticks.wire.codec", set())[0][0] == "chopsticks.wire.codec"
 
 
 @pytest.mark.parametrize("package, resource", [

@@ -285,7 +285,7 @@ def test_odd_strings_survive(local, tmp_path):
 
 def test_arguments_over_the_message_limit_are_refused_before_sending(local, monkeypatch):
     """Arguments too large for one message raise SerializationError; nothing is sent."""
-    from chopsticks import protocol
+    from chopsticks.wire import protocol
     monkeypatch.setattr(protocol, "MAX_MESSAGE", 1 << 20)
     with pytest.raises(SerializationError) as info:
         local.call(rh.echo, b"x" * (2 << 20))

@@ -6,7 +6,7 @@ import os
 import msgpack
 import pytest
 
-from chopsticks import codec, protocol
+from chopsticks.wire import codec, protocol
 
 
 def _wire(*messages):
@@ -164,7 +164,7 @@ def test_codec_keeps_timezones_as_fixed_offsets():
 def test_a_large_frame_can_be_read_in_place():
     """take_large hands over a big frame's payload buffer; the reader fills it; finish_large
     gives the same frame that feed would have given."""
-    from chopsticks import protocol
+    from chopsticks.wire import protocol
     payload = bytes(range(256)) * 1024  # 256 KiB
     wire = b"".join(protocol.encode(protocol.STREAM, 7, payload)) + b"".join(protocol.encode(protocol.CREDIT, 7, b"x"))
     decoder = protocol.Decoder()

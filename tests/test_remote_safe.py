@@ -10,11 +10,30 @@ import chopsticks
 from chopsticks import bootstrap
 
 PACKAGE = os.path.dirname(os.path.abspath(chopsticks.__file__))
-REMOTE_SAFE = ["__init__.py", "protocol.py", "codec.py", "agent/__init__.py", "agent/main.py",
-               "agent/importer.py", "agent/mainfn.py", "agent/children.py", "facts.py", "helpers.py", "remote_files.py"]
-ALLOWED_CHOPSTICKS = {"chopsticks", "chopsticks.protocol", "chopsticks.codec", "chopsticks.agent",
-                      "chopsticks.agent.main", "chopsticks.agent.importer", "chopsticks.agent.mainfn",
-                      "chopsticks.agent.children"}
+# Folder rule: everything under agent/ and wire/ runs on remotes, and so do the package's
+# __init__ and the two public helper modules the original's API names at the top level.
+REMOTE_FOLDERS = ("agent", "wire")
+REMOTE_TOP = ("__init__.py", "facts.py", "helpers.py")
+
+
+def remote_safe_modules():
+    """The remote-safe modules, as paths relative to the package."""
+    found = list(REMOTE_TOP)
+    for folder in REMOTE_FOLDERS:
+        found += sorted(os.path.join(folder, name) for name in os.listdir(os.path.join(PACKAGE, folder))
+                        if name.endswith(".py"))
+    return found
+
+
+def _module_name(rel):
+    parts = rel[:-3].split(os.sep)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(["chopsticks"] + parts)
+
+
+REMOTE_SAFE = remote_safe_modules()
+ALLOWED_CHOPSTICKS = {_module_name(rel) for rel in REMOTE_SAFE} - {"chopsticks.facts", "chopsticks.helpers"}
 
 
 @pytest.mark.parametrize("rel", REMOTE_SAFE)
@@ -81,4 +100,4 @@ def test_a_remote_with_other_bytecode_compiles_the_sources(monkeypatch, no_leaks
     monkeypatch.setitem(bootstrap._bundles, (DEFAULT_MAX_RESULT,), foreign)
     with Local("foreign-bytecode") as tunnel:
         assert tunnel.call(rh.add, 2, 3) == 5
-        assert tunnel.call(rh.module_origin, "chopsticks.codec")[1] == "Importer"
+        assert tunnel.call(rh.module_origin, "chopsticks.wire.codec")[1] == "Importer"

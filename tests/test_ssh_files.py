@@ -5,7 +5,7 @@ import hashlib
 import hmac
 import os
 
-from chopsticks import known_hosts, ssh_config
+from chopsticks.transports import known_hosts, ssh_config
 from chopsticks.transports.ssh_options import SSHOptions, resolve
 
 

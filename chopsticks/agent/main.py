@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover
 
 import msgpack
 
-from chopsticks import codec, protocol
+from chopsticks.wire import codec, protocol
 from chopsticks.agent.children import ProcessGroups
 
 # Bytes per read. Larger reads are above glibc's mmap threshold: every read would map and

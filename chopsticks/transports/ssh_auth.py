@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence
 from ssh2 import exceptions as ssh2_errors
 from ssh2.session import Session
 
-from chopsticks import known_hosts
+from chopsticks.transports import known_hosts
 from chopsticks.errors import AuthenticationFailed, HostKeyChanged, HostKeyError, UnknownHostKey
 from chopsticks.transports.libssh2 import Deadline, Waiter, describe, retry
 from chopsticks.transports.ssh_options import Destination

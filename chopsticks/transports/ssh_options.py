@@ -11,7 +11,7 @@ import getpass
 import os
 from typing import Optional, Sequence, Tuple, Union
 
-from chopsticks import ssh_config
+from chopsticks.transports import ssh_config
 
 POLICIES = {
     "strict": "strict", "yes": "strict", "ask": "strict",

@@ -14,7 +14,7 @@ import os
 import stat
 import tempfile
 
-from chopsticks import protocol
+from chopsticks.wire import protocol
 
 
 class TransferAborted(Exception):

@@ -14,7 +14,7 @@ import pwd
 import shlex
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from chopsticks.known_hosts import matches
+from chopsticks.transports.known_hosts import matches
 
 KNOWN = {"hostname", "user", "port", "identityfile", "proxyjump", "userknownhostsfile",
          "stricthostkeychecking", "connecttimeout", "serveraliveinterval", "serveralivecountmax"}

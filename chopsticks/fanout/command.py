@@ -1,0 +1,188 @@
+"""``python -m chopsticks.fanout``: one job on many hosts, from the shell. CLI layer.
+
+    python -m chopsticks.fanout -H 'web-[001-500]' facts hostname os_release
+    python -m chopsticks.fanout -f hosts.txt run 'systemctl is-active nginx'
+    python -m chopsticks.fanout -H db-1,db-2 call mypkg.checks:disk_ok --json-args '["/var"]'
+
+Results print as a table on a terminal and as JSON lines otherwise, then a summary. The exit
+status is 0 when every host succeeded, 1 when any failed or timed out, 2 for a usage error
+(always one line, never a traceback), 130 when interrupted: Ctrl-C closes every tunnel and
+prints what finished; 141, quietly, when the reader of the output goes away (``| head -1``).
+"""
+
+import getpass
+import io
+import os
+import signal
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+from chopsticks.errors import ChopsticksError
+from chopsticks.fanout import hosts
+from chopsticks.fanout.jobs import JOBS, Job
+from chopsticks.fanout.options import PROG, UsageError, build_parser
+from chopsticks.fanout.output import (
+    FAILED, OK, TIMED_OUT, cli_hints, configure_logging, print_line, progress_bar, record, show, summarize,
+    summary_line, to_json,
+)
+from chopsticks.logs import visible
+
+
+# -- hosts and tunnels ----------------------------------------------------------------------
+
+def read_hosts(args) -> List[str]:
+    files = list(args.hosts_file or [])
+    if not args.hosts and not files:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError("no hosts: give -H HOSTS, -f FILE, or a list on stdin")
+        files = ["-"]
+    try:
+        names = hosts.collect(args.hosts or [], files)
+    except hosts.HostSpecError as exc:
+        raise UsageError(str(exc)) from None
+    if not names:
+        raise UsageError("the host list is empty")
+    return names
+
+
+def _pipe_tunnel(args, name: str, options: Dict[str, Any]):
+    from chopsticks.tunnel import Docker, Local, Sudo
+
+    if args.transport == "docker":
+        if args.image:
+            return Docker(name, image=args.image, engine=args.engine, **options)
+        return Docker(name, container=name, engine=args.engine, **options)
+    if args.sudo:
+        return Sudo(args.sudo, name=name, **options)
+    return Local(name, **options)
+
+
+def make_group(args, names: List[str]):
+    from chopsticks.group import Group
+
+    tunnel_options: Dict[str, Any] = {}
+    if args.python:
+        tunnel_options["python"] = args.python
+    if args.connect_timeout:
+        tunnel_options["connect_timeout"] = args.connect_timeout
+    if args.transport != "docker" and (args.image or args.engine):
+        raise UsageError("%s is for --transport docker" % ("--image" if args.image else "--engine"))
+    if args.transport in ("local", "docker"):
+        ssh_only = [flag for flag, value in (("--user", args.user), ("--port", args.port), ("--key", args.key),
+                                             ("--jump", args.jump)) if value]
+        if args.sudo and args.transport == "docker":
+            ssh_only.append("--sudo")
+        if ssh_only:
+            raise UsageError("%s is not for --transport %s" % (ssh_only[0], args.transport))
+        try:
+            tunnels = [_pipe_tunnel(args, name, tunnel_options) for name in names]
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return Group(tunnels, concurrency=args.concurrency)
+    ssh: Dict[str, Any] = {"user": args.user, "port": args.port, "key": args.key, "jump": args.jump,
+                           "known_hosts": args.known_hosts, "host_key_policy": args.host_key_policy,
+                           "ssh_config": args.ssh_config}
+    ssh = {name: value for name, value in ssh.items() if value is not None}
+    if args.jump:
+        ssh["jump"] = [hop for hop in args.jump.split(",") if hop]
+    if args.no_agent:
+        ssh["agent"] = False
+    if args.ask_pass:
+        ssh["password"] = getpass.getpass("SSH password: ")
+    if args.ask_passphrase:
+        ssh["passphrase"] = getpass.getpass("Key passphrase: ")
+    if args.sudo:
+        tunnel_options["sudo"] = args.sudo
+    try:
+        return Group(names, concurrency=args.concurrency, **ssh, **tunnel_options)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+# -- running --------------------------------------------------------------------------------
+
+def execute(args, job: Job, group) -> int:
+    import structlog
+    log = structlog.get_logger("chopsticks.fanout")
+    fmt = args.format or ("table" if sys.stdout.isatty() else "jsonl")
+    records: List[Dict[str, Any]] = []
+    bar = progress_bar(len(group), bool(sys.stderr.isatty() and not args.no_progress), job.count_bytes,
+                       job.total_bytes)
+    counts = {OK: 0, FAILED: 0, TIMED_OUT: 0}
+    started = time.monotonic()
+    log.debug("fanout_started", hosts=len(group), command=args.command)
+    results = job.start(group, args.deadline, bar.update if job.count_bytes else None)
+    interrupted = False
+    try:
+        for host, value in results:
+            entry = record(host, value, job.judge)
+            records.append(entry)
+            counts[entry["status"]] += 1
+            if fmt == "jsonl":
+                print_line(to_json(entry), bar)
+            hosts_done = "%d/%d hosts: " % (len(records), len(group)) if job.count_bytes else ""
+            bar.set_postfix_str("%s%d ok, %d failed, %d timed out" % (hosts_done, counts[OK], counts[FAILED],
+                                                                     counts[TIMED_OUT]), refresh=False)
+            if not job.count_bytes:
+                bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        getattr(results, "close", lambda: None)()  # stop the fan-out: its pool and greenlets
+        bar.close()
+        try:
+            group.close()
+        except KeyboardInterrupt:
+            interrupted = True
+    summary = summarize(records, len(group), time.monotonic() - started)
+    log.debug("fanout_finished", **summary)
+    order = {tunnel.host: index for index, tunnel in enumerate(group)}
+    records.sort(key=lambda r: order[r["host"]])
+    if fmt == "json":
+        print(to_json({"results": records, "summary": summary}, indent=2))
+    elif fmt == "table":
+        show(records, job.columns, args.command == "run")
+    print(summary_line(summary), file=sys.stdout if fmt == "table" else sys.stderr)
+    if interrupted:
+        return 130
+    return 0 if summary["ok"] == summary["hosts"] else 1
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """The command; its exit status (see the module's docstring)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away (``| head -1``): stop quietly, as other Unix tools do, with the
+        # status of a process that SIGPIPE killed; the buffered rest goes nowhere, not into an
+        # "Exception ignored" message when the interpreter flushes stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (OSError, ValueError):
+                pass
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a character shows its escape
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+    try:
+        args = build_parser().parse_args(argv)
+        job = JOBS[args.command](args)
+        names = read_hosts(args)
+        configure_logging(args.quiet, args.verbose, args.log_format)
+        group = make_group(args, names)
+    except UsageError as exc:
+        print("%s: error: %s" % (PROG, exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    try:
+        return execute(args, job, group)
+    except ChopsticksError as exc:
+        print("%s: %s" % (PROG, visible(cli_hints(str(exc)))), file=sys.stderr)
+        return 1

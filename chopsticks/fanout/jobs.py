@@ -1,0 +1,174 @@
+"""The subcommands as jobs: what to call on each host, and how to judge and show a result."""
+
+import dataclasses
+import functools
+import importlib
+import json
+import os
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+from chopsticks import facts, helpers
+from chopsticks.fanout.options import UsageError
+from chopsticks.fanout.output import FAILED, OK, TIMED_OUT
+
+RUN_GRACE = 5.0  # seconds a `run` call may outlive the command's own timeout (to report it)
+# Shown for `facts` without names in a table; --format json or jsonl has them all.
+TABLE_FACTS = ("hostname", "ip", "os_release", "kernel", "arch", "cpus", "memory", "load", "uptime",
+               "python_version")
+
+
+# -- what to run ---------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Job:
+    """One subcommand, ready: what to call on each host and how to judge and show a result.
+
+    ``fn(*args)`` is called on every host, or ``transfer(group, deadline, progress)`` starts
+    a put or fetch; either way the results arrive as ``(host, value)``. ``total_bytes``
+    makes the progress bar count bytes (put), ``count_bytes`` count them without a total."""
+
+    fn: Optional[Callable] = None
+    args: Tuple = ()
+    call_timeout: Optional[float] = None
+    judge: Callable[[Any], str] = lambda value: OK
+    columns: Optional[List[str]] = None  # for a dict result shown as a table; None: one column
+    transfer: Optional[Callable[[Any, Optional[float], Any], Iterator[Tuple[str, Any]]]] = None
+    count_bytes: bool = False
+    total_bytes: Optional[int] = None
+    deadline_grace: float = 0.0  # how long the fan-out waits past --deadline (for run's reports)
+
+    def start(self, group, deadline: Optional[float], progress) -> Iterator[Tuple[str, Any]]:
+        if deadline is not None:
+            deadline += self.deadline_grace
+        if self.transfer is not None:
+            return self.transfer(group, deadline, progress)
+        return group.iter_call(self.fn, *self.args, timeout=self.call_timeout, deadline=deadline)
+
+
+def _facts_job(args) -> Job:
+    unknown = [name for name in args.names if name not in facts.FACTS]
+    if unknown:
+        raise UsageError("unknown fact %r; facts are: %s" % (unknown[0], ", ".join(facts.FACTS)))
+    names = list(dict.fromkeys(args.names))
+    return Job(facts.all, (names or None,), args.timeout, columns=names or list(TABLE_FACTS))
+
+
+def _json_arg(text: Optional[str], option: str, kind: type) -> Any:
+    if text is None:
+        return kind()
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError("%s is not valid JSON: %s" % (option, exc)) from None
+    if not isinstance(value, kind):
+        names = {list: "an array", dict: "an object", str: "a string", bool: "a boolean", type(None): "null"}
+        raise UsageError("%s must be a JSON %s, got %s" % (option, "array" if kind is list else "object",
+                                                           names.get(type(value), "a number")))
+    return value
+
+
+def load_function(target: str) -> Callable:
+    """``'pkg.mod:func'`` (or ``'pkg.mod:Class.method'``) -> the function, imported here."""
+    module_name, sep, attr_path = target.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise UsageError("expected MODULE:FUNCTION, got %r" % target)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise UsageError("no module named %r" % exc.name) from None
+        raise UsageError("cannot import %s: %s" % (module_name, exc)) from None
+    except Exception as exc:
+        raise UsageError("cannot import %s: %s: %s" % (module_name, type(exc).__name__, exc)) from None
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError("%s has no attribute %r" % (target.rpartition(".")[0] if "." in attr_path
+                                                         else module_name, part)) from None
+    if not callable(obj):
+        raise UsageError("%s is not callable (it is a %s)" % (target, type(obj).__name__))
+    return obj
+
+
+def _call_job(args) -> Job:
+    fn = load_function(args.target)
+    positional = list(args.args) + _json_arg(args.json_args, "--json-args", list)
+    keywords = _json_arg(args.json_kwargs, "--json-kwargs", dict)
+    call = functools.partial(fn, **keywords) if keywords else fn
+    return Job(call, tuple(positional), args.timeout)
+
+
+# What helpers.run returns; anything else (a hostile or broken host) fails that host.
+RUN_RESULT: Dict[str, Any] = {"exit_code": (int, type(None)), "stdout": str, "stderr": str, "timed_out": bool}
+
+
+def _judge_run(value: Any) -> str:
+    if not isinstance(value, dict) or any(not isinstance(value.get(key), kind) for key, kind in RUN_RESULT.items()):
+        raise ValueError("run returns a dict of %s, this host sent %s" % (
+            ", ".join(RUN_RESULT), "one with other keys or types" if isinstance(value, dict) else
+            "a %s" % type(value).__name__))
+    if value["timed_out"]:
+        return TIMED_OUT
+    return OK if value["exit_code"] == 0 else FAILED
+
+
+def _run_job(args) -> Job:
+    command = " ".join(args.words)
+    if not command.strip():
+        raise UsageError("the command is empty")
+    # The command's own limit kills its process group on the host and reports what it printed:
+    # --timeout, and --deadline too, so that no command goes on running once the run is over.
+    # The fan-out waits RUN_GRACE longer than either for those reports.
+    limits = [limit for limit in (args.timeout, args.deadline) if limit is not None]
+    fn = functools.partial(helpers.run, command, timeout=min(limits) if limits else None)
+    call_timeout = None if args.timeout is None else args.timeout + RUN_GRACE
+    return Job(fn, (), call_timeout, judge=_judge_run, deadline_grace=RUN_GRACE)
+
+
+def _tree_size(path: str) -> int:
+    if not os.path.isdir(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(top, name)) for top, _, names in os.walk(path) for name in names
+               if os.path.isfile(os.path.join(top, name)) and not os.path.islink(os.path.join(top, name)))
+
+
+def _put_job(args) -> Job:
+    try:
+        size = _tree_size(args.src)
+        if not os.path.isdir(args.src):
+            with open(args.src, "rb"):
+                pass
+    except OSError as exc:
+        raise UsageError("cannot read %s: %s" % (args.src, exc.strerror)) from None
+    mode = None
+    if args.mode is not None:
+        try:
+            mode = int(args.mode, 8)
+        except ValueError:
+            raise UsageError("--mode must be octal permission bits such as 644, got %r" % args.mode) from None
+        if not 0 <= mode <= 0o7777:
+            raise UsageError("--mode must be octal permission bits such as 644, got %r" % args.mode)
+
+    def start(group, deadline, progress):
+        return group.iter_put(args.src, args.dst, mode, make_dirs=args.make_dirs, timeout=args.timeout,
+                              deadline=deadline, progress=progress)
+    return Job(transfer=start, columns=["remote_path", "size", "sha256"], count_bytes=True, total_bytes=size)
+
+
+def _fetch_job(args) -> Job:
+    if "{host}" not in args.dst:
+        raise UsageError("DST_TEMPLATE must contain {host}, so that each host gets its own path "
+                         "(e.g. 'backup/{host}/%s')" % os.path.basename(args.src.rstrip("/")))
+    try:
+        args.dst.format(host="host")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise UsageError("bad DST_TEMPLATE %r: %s; only {host} is replaced" % (args.dst, exc)) from None
+
+    def start(group, deadline, progress):
+        return group.iter_fetch(args.src, args.dst, make_dirs=args.make_dirs, timeout=args.timeout,
+                                deadline=deadline, progress=progress)
+    return Job(transfer=start, columns=["local_path", "size", "sha256"], count_bytes=True)
+
+
+JOBS = {"facts": _facts_job, "call": _call_job, "run": _run_job, "put": _put_job, "fetch": _fetch_job}
