@@ -15,7 +15,7 @@ here to a ``StreamState`` each.
 import collections
 import itertools
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Set
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, Type
 
 import gevent
 import gevent.event
@@ -25,23 +25,24 @@ import msgpack
 
 from chopsticks import logs
 from chopsticks.wire import codec, protocol
-from chopsticks.bootstrap import EXIT_OLD_PYTHON
 from chopsticks.errors import (
-    ConnectError, ConnectTimeout, ProtocolViolation, PythonNotFound, RemoteException, ResultTooLarge,
+    ConnectError, ConnectTimeout, ProtocolViolation, RemoteException, ResultTooLarge,
     SerializationError, TunnelClosed,
 )
 from chopsticks.future import CallFuture
 from chopsticks.modules import ModuleServer
+from chopsticks.transports import Pipe
 
 # Remote stderr lines kept for error messages about a tunnel that failed.
 STDERR_TAIL = 20
 # Longest remote output line shown as one line; longer lines are split.
 MAX_LINE = 64 << 10
-# Exit statuses of a shell that could not run the interpreter.
-NOT_FOUND_STATUSES = (126, 127)
 # Import and data requests waiting for an answer, at most. With their size limits
 # (protocol.AGENT_LIMITS) that bounds what they hold to 256 x 8 KiB = 2 MiB per tunnel.
 REQUEST_BACKLOG = 256
+
+# A tunnel's account of an agent that ended before it started: (exception class, message).
+Explained = Tuple[Type[Exception], str]
 
 
 class StreamState:
@@ -65,11 +66,13 @@ class StreamState:
 class Connection:
     """A started agent: send calls, get results, serve its imports."""
 
-    def __init__(self, name: str, pipe, modules: ModuleServer, max_result: int,
-                 on_output: Callable[[str, str], None] = logs.remote_output, explain=None):
+    def __init__(self, name: str, pipe: Pipe, modules: ModuleServer, max_result: int,
+                 on_output: Callable[[str, str], None] = logs.remote_output,
+                 explain: Optional[Callable[[Optional[int], List[str]], Optional[Explained]]] = None):
         self.name = name
         # explain(status, stderr lines) -> (exception class, message) or None: the tunnel's
-        # own account of an agent that ended before it started (a missing image, say)
+        # own account of an agent that ended before it started (a missing image, sudo asking
+        # for a password, no usable Python); the one place such diagnostics come from
         self.explain = explain
         self.pipe = pipe
         self.modules = modules
@@ -231,20 +234,13 @@ class Connection:
         if self._closing:
             return TunnelClosed("[%s] %s" % (self.name, self._broken or "tunnel closed"))
         status = self.pipe.exit_status(2.0)
-        lost = getattr(self.pipe, "end_reason", None)  # a transport's own account, e.g. SSH
+        lost = self.pipe.end_reason  # a transport's own account, e.g. SSH
         self._stderr_reader.join(1.0)
         if self.hello is None:
             explained = self.explain(status, list(self._stderr_tail)) if self.explain else None
             if explained is not None:
                 kind, message = explained
                 return kind("[%s] %s%s" % (self.name, message, self._stderr_note()))
-            if any("sudo:" in line and "password" in line for line in self._stderr_tail):
-                return ConnectError("[%s] sudo asks for a password on this host; chopsticks runs sudo "
-                                    "non-interactively (sudo -n): allow the command with NOPASSWD%s"
-                                    % (self.name, self._stderr_note()))
-            if status == EXIT_OLD_PYTHON or status in NOT_FOUND_STATUSES:
-                return PythonNotFound("[%s] no usable Python on the remote (exit status %s)%s"
-                                      % (self.name, status, self._stderr_note()))
             return ConnectError("[%s] the agent exited before it started (%s)%s"
                                 % (self.name, lost or "exit status %s" % status, self._stderr_note()))
         if status is None and lost:

@@ -12,11 +12,13 @@ import shutil
 import subprocess
 import sys
 import uuid
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import gevent.subprocess
 
 from chopsticks.errors import ContainerError, PythonNotFound
+from chopsticks.connection import Explained
+from chopsticks.transports import Pipe
 from chopsticks.tunnel import SubprocessTunnel
 
 # What engines accept as a container name.
@@ -105,7 +107,7 @@ class Docker(SubprocessTunnel):
         return ([self.engine, "run", "-i", "--pull=never", "--name", self.host] + label + keep
                 + self.engine_args + [str(self.image)] + python)
 
-    def _open_pipe(self, timeout: float, until: Optional[float] = None):
+    def _open_pipe(self, timeout: float, until: Optional[float] = None) -> Tuple[Pipe, float]:
         if shutil.which(self.engine) is None:
             raise ContainerError("[%s] no container engine: %r is not installed (not found on PATH); "
                                  "install Docker or podman, or choose one with engine= or $%s"
@@ -132,7 +134,7 @@ class Docker(SubprocessTunnel):
         except (OSError, subprocess.TimeoutExpired):
             pass  # the tunnel is closed either way
 
-    def _explain_failed_start(self, status: Optional[int], stderr: List[str]):
+    def _explain_failed_start(self, status: Optional[int], stderr: List[str]) -> Optional[Explained]:
         lines = [line.lower() for line in stderr]
 
         def said(*words: str) -> bool:  # one line of stderr says all of these
@@ -164,7 +166,7 @@ class Docker(SubprocessTunnel):
         if status == 0 and self.container is None:
             return ContainerError, ("the container of %s exited at once (status 0) before the agent "
                                     "started: does its entrypoint run the command it is given?" % where)
-        return None  # the exit status and stderr say it best
+        return super()._explain_failed_start(status, stderr)  # else the exit status and stderr say it best
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "not connected"

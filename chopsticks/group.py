@@ -7,7 +7,6 @@ own ``timeout``, and ``deadline`` bounds the whole fan-out. Results also stream,
 arrive, through ``iter_call`` or a ``callback``.
 """
 
-import dataclasses
 import os
 import resource
 import time
@@ -18,6 +17,7 @@ import gevent.pool
 import gevent.queue
 
 from chopsticks.errors import CallTimeout, ChopsticksError
+from chopsticks.options import TunnelOptions, replace
 from chopsticks.results import ErrorResult, GroupResult
 from chopsticks.transports.ssh import raise_open_files_limit
 from chopsticks.transports.ssh_options import SSHOptions
@@ -37,23 +37,18 @@ class Group:
     """Tunnels addressed together. ``Group(['web-1', 'web-2', Local('w')], user='deploy')``.
 
     Host names become ``SSHTunnel``s made with the SSH options given (one by one or as
-    ``options=``) and the tunnel options ``python``, ``sudo``, ``connect_timeout``,
-    ``max_result`` and ``serve``; tunnels passed in are used as they are.
+    ``options=``) and the tunnel options (the fields of ``TunnelOptions``: ``python``,
+    ``sudo``, ``connect_timeout``, ``max_result``, ``serve``); tunnels passed in are used as
+    they are.
     """
-
-    TUNNEL_OPTIONS = ("python", "sudo", "connect_timeout", "max_result", "serve")
 
     def __init__(self, hosts: Iterable[Host], *, concurrency: Optional[int] = None,
                  options: Optional[SSHOptions] = None, **ssh_options):
-        tunnel_options = {name: ssh_options.pop(name) for name in self.TUNNEL_OPTIONS if name in ssh_options}
+        tunnel_options = TunnelOptions.take(ssh_options)
         if concurrency is not None and concurrency < 1:
             raise ValueError("concurrency must be at least 1, got %r" % (concurrency,))
         self.concurrency = concurrency
-        try:
-            options = dataclasses.replace(options or SSHOptions(), **ssh_options)
-        except TypeError as exc:
-            raise TypeError("Group got an unknown option: %s" % exc) from None
-        self.options = options
+        self.options = options = replace(options or SSHOptions(), "Group", ssh_options)
         self.tunnels: List[BaseTunnel] = []
         names = set()
         if isinstance(hosts, (str, BaseTunnel)):

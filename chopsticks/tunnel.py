@@ -9,12 +9,11 @@ runs it; a use from another thread raises ``WrongThread`` at once (it would wait
 """
 
 import contextlib
-import dataclasses
 import os
 import shlex
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import gevent
 import gevent.lock
@@ -22,22 +21,22 @@ from gevent.hub import get_hub
 
 from chopsticks import bootstrap
 from chopsticks.wire import protocol
-from chopsticks.connection import Connection
+from chopsticks.bootstrap import EXIT_OLD_PYTHON
+from chopsticks.connection import Connection, Explained
 from chopsticks.errors import (CallTimeout, ChopsticksError, ConnectError, ConnectTimeout, PythonNotFound,
                                SerializationError, WrongThread)
 from chopsticks.future import CallFuture
 from chopsticks.modules import ModuleServer, shared_server
+from chopsticks.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESULT, TunnelOptions, replace
 from chopsticks.pickling import dumps_call
+from chopsticks.transports import Pipe
 from chopsticks.transports.libssh2 import Deadline
 from chopsticks.transports.process import ProcessPipe
 from chopsticks.transports.ssh import HandshakeSlots, SSHLink, default_slots
 from chopsticks.transports.ssh_options import SSHOptions, resolve
 
-DEFAULT_CONNECT_TIMEOUT = 30.0
-# The largest result a call may return, encoded; bigger results fail that call alone. It
-# also bounds what a compromised host can make the controller allocate per call (about 30x
-# this, see codec), so it is not larger. Bulk data belongs in put/fetch.
-DEFAULT_MAX_RESULT = 64 << 20
+# Exit statuses of a shell that could not run the interpreter.
+NOT_FOUND_STATUSES = (126, 127)
 
 
 def _system_python() -> str:
@@ -47,6 +46,14 @@ def _system_python() -> str:
 def sudo_argv(user: str, argv: List[str]) -> List[str]:
     """``argv`` run as ``user`` by sudo, which must not ask for a password."""
     return ["sudo", "-n", "-u", user, "--"] + argv
+
+
+def explain_sudo(stderr: List[str]) -> Optional[Explained]:
+    """Why an agent started through ``sudo -n`` ended before it started, if sudo said so."""
+    if any("sudo:" in line and "password" in line for line in stderr):
+        return ConnectError, ("sudo asks for a password on this host; chopsticks runs sudo non-interactively "
+                              "(sudo -n): allow the command with NOPASSWD")
+    return None
 
 
 class BaseTunnel:
@@ -63,10 +70,10 @@ class BaseTunnel:
                  serve: Iterable[str] = ()):
         if not isinstance(host, str) or not host:
             raise ValueError("a tunnel needs a non-empty name, got %r" % (host,))
-        if connect_timeout <= 0 or max_result <= 0:
-            raise ValueError("connect_timeout and max_result must be positive")
-        self.host = host
         self.python = python or _system_python()
+        self.tunnel_options = TunnelOptions(python=self.python, connect_timeout=connect_timeout,
+                                            max_result=max_result, serve=serve)
+        self.host = host
         self.connect_timeout = connect_timeout
         self.max_result = max_result
         if modules is not None and serve:
@@ -79,7 +86,7 @@ class BaseTunnel:
 
     # -- what subclasses provide -----------------------------------------------------------
 
-    def _open_pipe(self, timeout: float, until: Optional[float] = None):
+    def _open_pipe(self, timeout: float, until: Optional[float] = None) -> Tuple[Pipe, float]:
         """Start the remote ``python`` (``bootstrap.python_argv(self.python)``) within
         ``timeout`` seconds, and by ``until`` (a ``time.monotonic()`` instant), if given,
         queueing for a shared resource included.
@@ -88,9 +95,12 @@ class BaseTunnel:
         resource, which the connect timeout does not count)."""
         raise NotImplementedError
 
-    def _explain_failed_start(self, status: Optional[int], stderr: List[str]):
+    def _explain_failed_start(self, status: Optional[int], stderr: List[str]) -> Optional[Explained]:
         """Why the agent ended before it started, as ``(exception class, message)``, when
-        this kind of tunnel can tell better than an exit status; else None."""
+        this kind of tunnel can tell better than an exit status; else None. The one hook for
+        start-failure diagnostics: a kind of tunnel extends it (``Docker``, ``Sudo``)."""
+        if status == EXIT_OLD_PYTHON or status in NOT_FOUND_STATUSES:
+            return PythonNotFound, "no usable Python on the remote (exit status %s)" % status
         return None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -297,7 +307,7 @@ class SubprocessTunnel(BaseTunnel):
     def _after_kill(self) -> None:
         """Clean up after the command had to be killed (a container tunnel removes its container)."""
 
-    def _open_pipe(self, timeout: float, until: Optional[float] = None):
+    def _open_pipe(self, timeout: float, until: Optional[float] = None) -> Tuple[Pipe, float]:
         # nothing to wait for: a spawn is bounded by the system, then the handshake by until
         if not get_hub().loop.default:
             raise WrongThread("[%s] a pipe tunnel starts its process from the main thread's gevent hub "
@@ -339,6 +349,9 @@ class Sudo(SubprocessTunnel):
     def cmd_args(self) -> List[str]:
         return sudo_argv(self.user, super().cmd_args())
 
+    def _explain_failed_start(self, status: Optional[int], stderr: List[str]) -> Optional[Explained]:
+        return explain_sudo(stderr) or super()._explain_failed_start(status, stderr)
+
 
 class SSHTunnel(BaseTunnel):
     """A tunnel to an agent on a host reached over SSH (libssh2, in-process, one socket).
@@ -357,13 +370,10 @@ class SSHTunnel(BaseTunnel):
                  serve: Iterable[str] = (), handshake_slots: Optional[HandshakeSlots] = None, **ssh_options):
         super().__init__(host, python=python, connect_timeout=connect_timeout, max_result=max_result,
                          modules=modules, serve=serve)
-        try:
-            options = dataclasses.replace(options or SSHOptions(), **ssh_options)
-        except TypeError as exc:
-            raise TypeError("SSHTunnel got an unknown option: %s" % exc) from None
-        self.options = options
+        self.tunnel_options = replace(self.tunnel_options, "SSHTunnel", {"sudo": sudo})
+        self.options = options = replace(options or SSHOptions(), "SSHTunnel", ssh_options)
         self.destination = resolve(host, options)
-        self.sudo = "root" if sudo is True else (sudo or None)
+        self.sudo = self.tunnel_options.sudo_user
         self._slots = handshake_slots
 
     def _command(self) -> str:
@@ -372,7 +382,10 @@ class SSHTunnel(BaseTunnel):
             words = sudo_argv(self.sudo, words)
         return " ".join(shlex.quote(word) for word in words)
 
-    def _open_pipe(self, timeout: float, until: Optional[float] = None):
+    def _explain_failed_start(self, status: Optional[int], stderr: List[str]) -> Optional[Explained]:
+        return (self.sudo and explain_sudo(stderr)) or super()._explain_failed_start(status, stderr)
+
+    def _open_pipe(self, timeout: float, until: Optional[float] = None) -> Tuple[Pipe, float]:
         # Wait for a handshake slot first: the connect timeout starts once it is ours, so a
         # thousand tunnels queued behind the bound do not time out while they wait (until,
         # a caller's deadline, counts the wait too).

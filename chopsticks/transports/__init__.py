@@ -1,6 +1,51 @@
 """Transports: byte pipes to a remote agent's stdin, stdout and stderr. No parsing here.
 
-A transport's pipe offers ``read(n)``, ``read_stderr(n)`` (``b""`` at end of stream),
-``write(buffer)`` (all of it), ``close_stdin()``, ``exit_status(timeout)`` and ``close()``;
-each may block the calling greenlet, never the hub. ``connection.py`` drives them.
+Every transport's pipe implements ``Pipe`` (``process.ProcessPipe``, ``ssh_pipe.SSHPipe``, and
+``memory.MemoryPipe`` for tests of the layer above); mypy checks them against it where a
+tunnel hands its pipe to ``connection.Connection``, which drives it. Each method may block the
+calling greenlet, never the hub.
 """
+
+from typing import Callable, Optional, Protocol
+
+
+class Pipe(Protocol):
+    """A started agent's stdin, stdout and stderr, as bytes."""
+
+    #: The transport's own account of why the pipe ended, when it knows better than an exit
+    #: status ("the SSH connection was lost (...)"); None until then, or if it never does.
+    end_reason: Optional[str]
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The local process at this end, if there is one (None: an SSH channel)."""
+
+    @property
+    def after_kill(self) -> Optional[Callable[[], None]]:
+        """What runs once the pipe had to be killed, to clean up after it (a container
+        tunnel removes its container); None: nothing."""
+
+    def start_reading(self, callback: Callable[[bytes], None]) -> None:
+        """Call ``callback(data)`` from the hub for each chunk of stdout; ``b""`` at its end."""
+
+    def stop_reading(self) -> None:
+        """No more stdout callbacks."""
+
+    def read_stderr(self, size: int) -> bytes:
+        """Up to ``size`` bytes of stderr, waiting for some; ``b""`` at its end."""
+
+    def write(self, data: bytes) -> None:
+        """Write all of ``data`` to stdin; ``BrokenPipeError`` once stdin is closed or the pipe ended."""
+
+    def close_stdin(self) -> None:
+        """Send end-of-file to the agent, which then exits."""
+
+    def exit_status(self, timeout: Optional[float] = None) -> Optional[int]:
+        """The agent's exit status (negative: killed by that signal), waiting up to ``timeout``
+        seconds; None if it is still running or cannot be known."""
+
+    def kill(self) -> None:
+        """End the agent at once."""
+
+    def close(self) -> None:
+        """Release everything (the caller stopped reading first); idempotent."""

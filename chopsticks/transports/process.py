@@ -65,6 +65,7 @@ class ProcessPipe:
         self.proc = _Child(argv, after_kill, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            bufsize=0, start_new_session=True, env=env, cwd=cwd)
         self.after_kill = after_kill
+        self.end_reason: Optional[str] = None  # the exit status says why a process ended
         self._killed = False
         loop = get_hub().loop
         self._writer = None  # the greenlet waiting to write, if any
@@ -78,7 +79,7 @@ class ProcessPipe:
             self._watchers[role] = loop.io(fd, mode)
 
     @property
-    def pid(self) -> int:
+    def pid(self) -> Optional[int]:
         return self.proc.pid
 
     def _read(self, role: str, size: int) -> bytes:

@@ -51,7 +51,8 @@ class SSHPipe:
         self._stderr_done = False
         self._closed = False
 
-    pid = None
+    pid: Optional[int] = None  # no local process
+    after_kill: Optional[Callable[[], None]] = None  # a killed session leaves nothing behind
 
     # -- reading -----------------------------------------------------------------------------
 
