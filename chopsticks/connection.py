@@ -15,6 +15,7 @@ here to a ``StreamState`` each.
 import collections
 import itertools
 import time
+import traceback
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, Type
 
 import gevent
@@ -26,7 +27,7 @@ import msgpack
 from chopsticks import logs
 from chopsticks.wire import codec, protocol
 from chopsticks.errors import (
-    ConnectError, ConnectTimeout, ProtocolViolation, RemoteException, ResultTooLarge,
+    ConnectError, ConnectTimeout, InternalError, ProtocolViolation, RemoteException, ResultTooLarge,
     SerializationError, TunnelClosed,
 )
 from chopsticks.future import CallFuture
@@ -43,6 +44,14 @@ REQUEST_BACKLOG = 256
 
 # A tunnel's account of an agent that ended before it started: (exception class, message).
 Explained = Tuple[Type[Exception], str]
+
+
+def _decoded(frame: protocol.Frame) -> Any:
+    """A control frame's payload; payloads the codec cannot decode are the remote's doing."""
+    try:
+        return codec.decode(frame.payload)
+    except Exception as exc:  # remote bytes: whatever msgpack or the codec makes of them
+        raise protocol.ProtocolError("undecodable payload of a kind-%d message: %s" % (frame.kind, exc)) from exc
 
 
 class StreamState:
@@ -219,16 +228,24 @@ class Connection:
         if not data:
             self._finisher = gevent.spawn(self._finish, None)
             return
+        error: BaseException
         try:
             for frame in self._decoder.feed(data):
                 handler = self.HANDLERS.get(frame.kind)
                 if handler is None:
                     raise protocol.ProtocolError("unexpected frame kind %d" % frame.kind)
                 handler(self, frame)
-        except Exception as exc:
+            return
+        except protocol.ProtocolError as exc:  # the remote's bytes: the decoder's and handlers' verdict
             error = ProtocolViolation("[%s] the remote broke the protocol (%s); tunnel closed" % (self.name, exc))
             logs.warning("protocol_violation", host=self.name, reason=str(exc))
-            self._finisher = gevent.spawn(self._finish, error)
+        except Exception as exc:  # anything else is a bug of ours in a handler: say so
+            error = InternalError("[%s] chopsticks failed handling the agent's messages (%s: %s); tunnel "
+                                  "closed. This is a bug in chopsticks, not the remote's doing: please "
+                                  "report it" % (self.name, type(exc).__name__, exc))
+            error.__cause__ = exc
+            logs.warning("internal_error", host=self.name, error=repr(exc), traceback=traceback.format_exc())
+        self._finisher = gevent.spawn(self._finish, error)
 
     def _ended_error(self) -> BaseException:
         if self._closing:
@@ -305,7 +322,7 @@ class Connection:
     def _on_hello(self, frame: protocol.Frame) -> None:
         if self.hello is not None:
             raise protocol.ProtocolError("a second HELLO")
-        hello = codec.decode(frame.payload)  # a closed set of types, a budget of containers
+        hello = _decoded(frame)  # a closed set of types, a budget of containers
         if not isinstance(hello, dict) or not isinstance(hello.get("python"), list):
             raise protocol.ProtocolError("malformed HELLO")
         self.hello = hello
@@ -361,7 +378,7 @@ class Connection:
     def _on_credit(self, frame: protocol.Frame) -> None:
         state = self._streams.get(frame.req_id)
         if state is not None:  # else a late credit for a finished stream
-            size = codec.decode(frame.payload)
+            size = _decoded(frame)
             if type(size) is not int or not 0 < size <= protocol.STREAM_WINDOW:
                 raise protocol.ProtocolError("bad credit %r for stream %d" % (size, frame.req_id))
             state.credit += size

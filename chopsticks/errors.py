@@ -10,6 +10,7 @@ Each class also subclasses the builtin it means, so ``except TimeoutError`` or
     ├── ResultTooLarge(ValueError)      a result exceeds the tunnel's ``max_result`` bytes
     ├── CallTimeout(TimeoutError)       ``call(..., timeout=)`` expired; the tunnel stays usable
     ├── WrongThread(RuntimeError)       a tunnel used from an OS thread its gevent hub does not run in
+    ├── InternalError(RuntimeError)     a bug in chopsticks itself (its cause says where); tunnel closed
     ├── TransferError(OSError)          a put or fetch failed its checks (changed while sent, digest, a bad listing)
     │   └── SpecialFileError            a FIFO, device or socket where a file, directory or symlink must be
     ├── TunnelError(ConnectionError)    the tunnel could not be used
@@ -87,6 +88,11 @@ class WrongThread(ChopsticksError, RuntimeError):
     """A tunnel was used from an OS thread that its gevent hub does not run in (it would
     wait forever, or gevent would fail): use it from the thread that runs it, or open
     another tunnel in this one (pipe tunnels start only from the main thread's hub)."""
+
+
+class InternalError(ChopsticksError, RuntimeError):
+    """A bug in chopsticks itself, not in the remote or the network: its ``__cause__`` is the
+    exception our code raised. The tunnel it happened on is closed. Please report it."""
 
 
 class TransferError(ChopsticksError, OSError):

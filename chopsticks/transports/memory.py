@@ -46,17 +46,19 @@ class MemoryPipe:
         self.written += data
 
     def close_stdin(self) -> None:
+        """End-of-file to the agent, which exits then, as a real agent does."""
         self.stdin_closed = True
+        self._end(0 if self.status is None else self.status, self.end_reason)
 
     def exit_status(self, timeout: Optional[float] = None) -> Optional[int]:
         return self.status
 
     def kill(self) -> None:
         self.killed = True
-        self._end(-9, None)
+        self._end(-9, self.end_reason)
 
     def close(self) -> None:
-        self._end(self.status, None)
+        self._end(self.status, self.end_reason)
 
     def _end(self, status: Optional[int], reason: Optional[str]) -> None:
         if self._ended:
