@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence, Tuple
 import gevent.subprocess
 
 from chopsticks.errors import ContainerError, PythonNotFound
+from chopsticks import logs
 from chopsticks.connection import Explained
 from chopsticks.transports import Pipe
 from chopsticks.tunnel import SubprocessTunnel
@@ -131,8 +132,8 @@ class Docker(SubprocessTunnel):
                 # podman would first wait 10 s for a polite stop; docker's --force kills at once
                 wait = ["--time", "0"] if os.path.basename(self.engine) == "podman" else []
                 engine("rm", "--force", *wait, *ids)
-        except (OSError, subprocess.TimeoutExpired):
-            pass  # the tunnel is closed either way
+        except (OSError, subprocess.TimeoutExpired) as exc:  # the tunnel is closed either way
+            logs.event("container_remove_failed", host=self.host, error=str(exc))
 
     def _explain_failed_start(self, status: Optional[int], stderr: List[str]) -> Optional[Explained]:
         lines = [line.lower() for line in stderr]

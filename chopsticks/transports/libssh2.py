@@ -6,17 +6,54 @@ during the handshake, the relay has handed libssh2 the next slice of the server'
 under one ``Deadline``. Shared by the SSH link, its authentication and its channel pipes.
 """
 
+import contextlib
 import time
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 from ssh2 import exceptions as ssh2_errors
 from ssh2.error_codes import LIBSSH2_ERROR_EAGAIN
 from ssh2.session import Session
 
+from chopsticks.errors import ConnectError
+
 READ_SIZE = 65536
-# Errors that mean the connection under a session is gone.
-EOF_ERRORS = (ssh2_errors.SocketDisconnectError, ssh2_errors.SocketRecvError,
-              ssh2_errors.SocketSendError, ssh2_errors.ChannelClosedError, ssh2_errors.ChannelEOFSentError)
+
+# -- what ssh2's exceptions mean: the one module that names them -------------------------------
+# Every libssh2 failure, and the base that ``translated`` maps to a chopsticks error.
+SSH2Error = ssh2_errors.SSH2Error
+# The connection under a session is gone.
+LOST = (ssh2_errors.SocketDisconnectError, ssh2_errors.SocketRecvError,
+        ssh2_errors.SocketSendError, ssh2_errors.ChannelClosedError, ssh2_errors.ChannelEOFSentError)
+# sshd dropped the connection before authentication (MaxStartups, load): worth another try.
+DROPPED = (ssh2_errors.SocketDisconnectError, ssh2_errors.SocketRecvError, ssh2_errors.BannerRecvError,
+           ssh2_errors.KeyExchangeError, ssh2_errors.SessionHandshakeError, ConnectionResetError, EOFError)
+# The server refused a credential; the login goes on with the next one.
+REFUSED = (ssh2_errors.AuthenticationError, ssh2_errors.PublicKeyError, ssh2_errors.PublickeyUnverifiedError,
+           ssh2_errors.PasswordExpiredError, ssh2_errors.AgentAuthenticationError)
+# libssh2 cannot load a key file (a wrong passphrase, a format it does not read).
+UNREADABLE_KEY = ssh2_errors.FileError
+# The server refused a channel request: it answered all the same.
+DENIED = ssh2_errors.ChannelRequestDenied
+# What a close path may meet on a session or channel that is already failing: a libssh2
+# error, the socket's, or the deadline of the exchange (a ConnectTimeout); nothing else.
+CLOSE_ERRORS = (SSH2Error, OSError, EOFError, ConnectError)
+
+
+def reason(exc: BaseException) -> str:
+    """What an ssh2 exception says happened, in words for an error message."""
+    if isinstance(exc, LOST):
+        return "the SSH connection was lost (%s)" % describe(exc)
+    return "the SSH channel failed (%s)" % describe(exc)
+
+
+@contextlib.contextmanager
+def translated(name: str, doing: str) -> Iterator[None]:
+    """The boundary of the SSH transport: an ssh2 exception that escapes ``doing`` leaves as a
+    ``ConnectError`` (chained to it), never as a foreign exception the caller cannot catch."""
+    try:
+        yield
+    except SSH2Error as exc:
+        raise ConnectError("[%s] %s while %s" % (name, reason(exc), doing)) from exc
 
 
 class Deadline:

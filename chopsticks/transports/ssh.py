@@ -27,14 +27,16 @@ import gevent.lock
 import gevent.queue
 import gevent.select
 import gevent.socket
-from ssh2 import exceptions as ssh2_errors
 from ssh2.error_codes import LIBSSH2_ERROR_EAGAIN
 from ssh2.session import (
     LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC, LIBSSH2_SESSION_BLOCK_OUTBOUND, Session,
 )
 
 from chopsticks.errors import ConnectError, ConnectTimeout
-from chopsticks.transports.libssh2 import READ_SIZE, Deadline, describe, retry
+from chopsticks import logs
+from chopsticks.transports.libssh2 import (
+    CLOSE_ERRORS, DROPPED, READ_SIZE, SSH2Error, Deadline, describe, retry, translated,
+)
 from chopsticks.transports.ssh_auth import authenticate, verify_host_key
 from chopsticks.transports.ssh_options import Destination
 from chopsticks.transports.ssh_pipe import SSHPipe
@@ -52,9 +54,6 @@ CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,aes128-ctr,aes256-ctr,
 # A handshake that sshd drops (MaxStartups) is retried until the connect deadline, after a
 # randomised, doubling pause capped here.
 MAX_BACKOFF = 2.0
-# Errors that mean sshd dropped the connection before authentication (MaxStartups, load).
-_DROPPED = (ssh2_errors.SocketDisconnectError, ssh2_errors.SocketRecvError, ssh2_errors.BannerRecvError,
-            ssh2_errors.KeyExchangeError, ssh2_errors.SessionHandshakeError, ConnectionResetError, EOFError)
 
 
 class HandshakeSlots:
@@ -123,8 +122,9 @@ class SSHLink:
         sshd counts the connection against its MaxStartups."""
         parent: Optional[SSHLink] = None
         try:
-            for hop in list(dest.jumps) + [dest]:
-                parent = cls._open_hop(hop, parent, deadline)
+            with translated(dest.name, "connecting over SSH"):
+                for hop in list(dest.jumps) + [dest]:
+                    parent = cls._open_hop(hop, parent, deadline)
         except BaseException:
             if parent is not None:
                 parent.close()
@@ -152,7 +152,7 @@ class SSHLink:
                 # drained: there the connection takes the socketpair's place
                 wire.splice_when_drained = True
                 return cls(dest, session, wire, parent, bridge)
-            except _DROPPED as exc:
+            except DROPPED as exc:
                 del session  # libssh2's session is freed before its socket closes
                 _close(wire, bridge)
                 pause = min(MAX_BACKOFF, 0.05 * 2 ** min(attempt, 8)) * (0.5 + random.random())
@@ -166,8 +166,9 @@ class SSHLink:
                 raise
 
     def open_channel(self, command: str, deadline: Deadline) -> "SSHPipe":
-        channel = retry(self.session, self.wire, deadline, self.name, self.session.open_session)
-        retry(self.session, self.wire, deadline, self.name, channel.execute, command)
+        with translated(self.name, "starting the agent's command"):
+            channel = retry(self.session, self.wire, deadline, self.name, self.session.open_session)
+            retry(self.session, self.wire, deadline, self.name, channel.execute, command)
         return SSHPipe(self, channel)
 
     def close(self) -> None:
@@ -176,8 +177,8 @@ class SSHLink:
         if session is not None:
             try:
                 retry(session, self.wire, Deadline(2.0, "disconnect"), self.name, session.disconnect)
-            except Exception:
-                pass
+            except CLOSE_ERRORS as exc:  # the session is freed all the same
+                logs.event("ssh_close_failed", host=self.name, step="disconnect", error=describe(exc))
             del session  # the last reference: libssh2 frees it before the socket closes
             _close(self.wire, self.bridge)
         if self.parent is not None:
@@ -233,8 +234,10 @@ class _Bridge:
 
     @classmethod
     def open(cls, parent: SSHLink, dest: Destination, deadline: Deadline):
-        channel = retry(parent.session, parent.wire, deadline, parent.name, parent.session.direct_tcpip_ex,
-                        dest.hostname, dest.port, "127.0.0.1", 0)
+        with translated(dest.name, "asking jump host %s to connect to %s port %d"
+                        % (parent.dest.hostname, dest.hostname, dest.port)):
+            channel = retry(parent.session, parent.wire, deadline, parent.name, parent.session.direct_tcpip_ex,
+                            dest.hostname, dest.port, "127.0.0.1", 0)
         near, far = gevent.socket.socketpair()
         bridge = cls(parent, channel, near, far)
         return near, bridge
@@ -269,7 +272,7 @@ class _Bridge:
                     outbound = self.parent.session.block_directions() & LIBSSH2_SESSION_BLOCK_OUTBOUND
                     # libssh2 may also hold data it read while writing: the timeout bounds that.
                     gevent.select.select([sock, self.far], [sock] if outbound else [], [], 0.2)
-        except (OSError, ssh2_errors.SSH2Error):
+        except (OSError, SSH2Error):  # either side ended: the next session sees its socket close
             return
         finally:
             self.far.close()

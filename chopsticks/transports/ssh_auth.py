@@ -4,12 +4,11 @@ import os
 import stat
 from typing import List, Optional, Sequence
 
-from ssh2 import exceptions as ssh2_errors
 from ssh2.session import Session
 
 from chopsticks.transports import known_hosts
 from chopsticks.errors import AuthenticationFailed, HostKeyChanged, HostKeyError, UnknownHostKey
-from chopsticks.transports.libssh2 import Deadline, Waiter, describe, retry
+from chopsticks.transports.libssh2 import REFUSED, UNREADABLE_KEY, SSH2Error, Deadline, Waiter, describe, retry
 from chopsticks.transports.ssh_options import Destination
 
 
@@ -46,7 +45,6 @@ def verify_host_key(session: Session, dest: Destination) -> None:
 # What a key file that cannot be used is noted as; the login goes on with the next credential.
 UNPROTECTED = ("UNPROTECTED PRIVATE KEY FILE! Permissions %04o for '%s' are too open: private key files "
                "must not be accessible by others, so this key is ignored (fix: chmod 600 '%s')")
-KEY_REFUSED = (ssh2_errors.AuthenticationError, ssh2_errors.PublicKeyError, ssh2_errors.PublickeyUnverifiedError)
 
 
 def authenticate(session: Session, wire: Waiter, dest: Destination, deadline: Deadline) -> None:
@@ -67,7 +65,7 @@ def authenticate(session: Session, wire: Waiter, dest: Destination, deadline: De
         try:
             retry(session, wire, deadline, dest.name, session.userauth_password, dest.user, dest.password)
             return
-        except (ssh2_errors.AuthenticationError, ssh2_errors.PasswordExpiredError):
+        except REFUSED:
             tried.append("password: refused")
     raise AuthenticationFailed("[%s] %s@%s refused every credential tried: %s" % (
         dest.name, dest.user, dest.hostname, "; ".join(tried) or "none were given or found"))
@@ -85,10 +83,10 @@ def _key_file(session: Session, wire: Waiter, dest: Destination, deadline: Deadl
         retry(session, wire, deadline, dest.name, session.userauth_publickey_fromfile,
               dest.user, key, dest.passphrase or "")
         return True
-    except ssh2_errors.FileError as exc:
+    except UNREADABLE_KEY as exc:
         tried.append("key %s: cannot be loaded (wrong passphrase%s, or not a private key libssh2 reads: %s)" % (
             key, "" if dest.passphrase else ": none was given", describe(exc)))
-    except KEY_REFUSED:
+    except REFUSED:
         tried.append("key %s: refused by the server" % key)
     return False
 
@@ -117,7 +115,7 @@ def _agent(session: Session, wire: Waiter, dest: Destination, deadline: Deadline
     try:
         agent = session.agent_init()
         agent.connect()
-    except ssh2_errors.SSH2Error as exc:
+    except SSH2Error as exc:
         tried.append("ssh-agent: cannot connect to %s (%s)" % (os.environ["SSH_AUTH_SOCK"], describe(exc)))
         return False
     try:
@@ -126,16 +124,16 @@ def _agent(session: Session, wire: Waiter, dest: Destination, deadline: Deadline
             try:
                 retry(session, wire, deadline, dest.name, agent.userauth, dest.user, identity)
                 return True
-            except (ssh2_errors.AgentAuthenticationError, ssh2_errors.AuthenticationError):
+            except REFUSED:
                 tried.append("ssh-agent key %r: refused by the server" % _comment(identity))
         if not identities:
             tried.append("ssh-agent: holds no keys")
-    except ssh2_errors.SSH2Error as exc:
+    except SSH2Error as exc:
         tried.append("ssh-agent: %s" % describe(exc))
     finally:
         try:
             agent.disconnect()
-        except ssh2_errors.SSH2Error:
+        except SSH2Error:
             pass
     return False
 

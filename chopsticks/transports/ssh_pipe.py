@@ -16,11 +16,13 @@ import gevent
 import gevent.queue
 import gevent.socket
 from gevent.hub import get_hub
-from ssh2 import exceptions as ssh2_errors
 from ssh2.error_codes import LIBSSH2_ERROR_EAGAIN
 from ssh2.session import LIBSSH2_SESSION_BLOCK_OUTBOUND
 
-from chopsticks.transports.libssh2 import EOF_ERRORS, READ_SIZE, Deadline, describe, retry
+from chopsticks import logs
+from chopsticks.transports.libssh2 import (
+    CLOSE_ERRORS, DENIED, READ_SIZE, SSH2Error, Deadline, describe, reason, retry,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from chopsticks.transports.ssh import SSHLink
@@ -125,9 +127,9 @@ class SSHPipe:
         try:
             pending = channel.setenv(KEEPALIVE_ENV, "1") == LIBSSH2_ERROR_EAGAIN
             answered = not pending
-        except ssh2_errors.ChannelRequestDenied:  # refused: answered all the same
+        except DENIED:  # refused: answered all the same
             pending, answered = False, True
-        except ssh2_errors.SSH2Error:  # not answered; a lost connection shows on the socket
+        except SSH2Error:  # not answered; a lost connection shows on the socket
             pending, answered = False, False
         if answered:  # the answer may have been read inside the call: no readable socket told us
             self._heard = True
@@ -170,10 +172,8 @@ class SSHPipe:
                 if not channel.poll_channel_read(0):
                     return
                 idle += 1
-        except EOF_ERRORS as exc:
-            self._end("the SSH connection was lost (%s)" % describe(exc))
-        except ssh2_errors.SSH2Error as exc:
-            self._end("the SSH channel failed (%s)" % describe(exc))
+        except SSH2Error as exc:
+            self._end(reason(exc))
         finally:
             self._draining = False
 
@@ -203,8 +203,8 @@ class SSHPipe:
                 raise BrokenPipeError(errno.EPIPE, self.end_reason or "the SSH channel is closed")
             try:
                 rc, written = self.channel.write(bytes(view[:WRITE_SLICE]))
-            except EOF_ERRORS as exc:
-                self._end("the SSH connection was lost (%s)" % describe(exc))
+            except SSH2Error as exc:  # the pipe's boundary: a writer sees a broken pipe, and why
+                self._end(reason(exc))
                 raise BrokenPipeError(errno.EPIPE, self.end_reason) from exc
             if written > 0:
                 view = view[written:]
@@ -226,8 +226,8 @@ class SSHPipe:
             try:
                 retry(self.link.session, self.link.wire, Deadline(5.0, "sending EOF"), self.name,
                       self.channel.send_eof)
-            except Exception:
-                pass
+            except CLOSE_ERRORS as exc:  # the agent then ends when its channel closes
+                self._closing_failed("send_eof", exc)
 
     # -- ending --------------------------------------------------------------------------------
 
@@ -239,7 +239,8 @@ class SSHPipe:
         try:
             retry(self.link.session, self.link.wire, deadline, self.name, self.channel.close)
             retry(self.link.session, self.link.wire, deadline, self.name, self.channel.wait_closed)
-        except Exception:
+        except CLOSE_ERRORS as exc:  # no status to be had: the caller says what it knows instead
+            self._closing_failed("exit_status", exc)
             return None
         _, signame, _, _ = self.channel.get_exit_signal()
         if signame:
@@ -249,6 +250,9 @@ class SSHPipe:
             except KeyError:
                 return None
         return self.channel.get_exit_status()
+
+    def _closing_failed(self, step: str, exc: BaseException) -> None:
+        logs.event("ssh_close_failed", host=self.name, step=step, error=describe(exc))
 
     def kill(self) -> None:
         """End the command: closing the session makes sshd hang up on it."""
@@ -271,7 +275,7 @@ class SSHPipe:
         if channel is not None:
             try:
                 channel.close()  # one non-blocking try; the session's disconnect follows
-            except Exception:
-                pass
+            except SSH2Error as exc:
+                self._closing_failed("channel_close", exc)
             del channel  # freed before its session
         self.link.close()
