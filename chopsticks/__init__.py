@@ -25,6 +25,7 @@ _EXPORTS = {
     "GroupError": "chopsticks.errors",
     "GroupResult": "chopsticks.results",
     "HandshakeSlots": "chopsticks.transports.ssh",
+    "InternalError": "chopsticks.errors",
     "Local": "chopsticks.tunnel",
     "ProtocolViolation": "chopsticks.errors",
     "Queue": "chopsticks.queue",

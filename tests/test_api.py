@@ -11,7 +11,7 @@ def test_exported_names_are_pinned():
     assert chopsticks.__all__ == [
         "AsyncResult", "AuthenticationFailed", "CallTimeout", "ChopsticksError", "ConnectError", "ConnectTimeout",
         "ContainerError", "Docker", "ErrorResult", "Group", "GroupError", "GroupResult", "HandshakeSlots",
-        "HostKeyChanged", "HostKeyError", "Local", "ProtocolViolation", "PythonNotFound", "Queue",
+        "HostKeyChanged", "HostKeyError", "InternalError", "Local", "ProtocolViolation", "PythonNotFound", "Queue",
         "RemoteException", "ResultTooLarge", "SSHOptions", "SSHTunnel", "SerializationError", "SpecialFileError", "SubprocessTunnel",
         "Sudo", "TransferError", "Tunnel", "TunnelClosed", "TunnelError", "UnknownHostKey", "WrongThread",
     ]
