@@ -4,7 +4,9 @@ Strings become ``SSHTunnel``s sharing one ``SSHOptions``, one import service and
 on handshakes. Every host gets a result (a value or an ``ErrorResult``) in the group's
 order; one host failing, hanging or refusing the login costs the others nothing beyond its
 own ``timeout``, and ``deadline`` bounds the whole fan-out. Results also stream, as they
-arrive, through ``iter_call`` or a ``callback``.
+arrive, through ``iter_call`` or a ``callback``. Each fan-out's work is a job
+(``chopsticks.jobs``: a call pickled once for every host, a put, a fetch) that the one
+fan-out engine, ``jobs.fan_out``, maps over the tunnels.
 """
 
 import dataclasses

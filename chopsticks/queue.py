@@ -2,8 +2,9 @@
 
 ``queue.call(target, fn, ...)`` appends to the FIFO of each host of ``target`` (a tunnel or a
 Group) and returns an ``AsyncResult``; ``queue.run()`` works every host's FIFO at once, in
-order, so fast hosts never wait for slow ones. A failed call's value is an ``ErrorResult``
-and the host goes on with its next call.
+order, so fast hosts never wait for slow ones, through the same bounded fan-out engine as
+``Group`` (``jobs.fan_out``). A failed call's value is an ``ErrorResult`` and the host goes
+on with its next call.
 """
 
 import collections
