@@ -184,6 +184,14 @@ def fan_out(job: Job, tunnels: Sequence["BaseTunnel"], concurrency: int,
     ErrorResult wrapping CallTimeout. The job is started on the first ``next()`` and closed
     when the stream ends or is closed; closing it early stops the hosts still running."""
     job.start([t.host for t in tunnels])
+    try:
+        yield from _stream(job, tunnels, concurrency, deadline)
+    finally:
+        job.close()
+
+
+def _stream(job: Job, tunnels: Sequence["BaseTunnel"], concurrency: int,
+            deadline: Optional[float]) -> Iterator[Tuple[str, Any]]:
     results: gevent.queue.Queue = gevent.queue.Queue()
     pool = gevent.pool.Pool(concurrency)
     ends_at = None if deadline is None else time.monotonic() + deadline
@@ -220,6 +228,5 @@ def fan_out(job: Job, tunnels: Sequence["BaseTunnel"], concurrency: int,
     finally:
         feeder.kill()
         pool.kill()
-        job.close()
     for host in [t.host for t in tunnels if t.host in pending]:
         yield host, past_deadline(host)

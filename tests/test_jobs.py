@@ -3,6 +3,8 @@ and per-host results (ErrorResult included) cross a process boundary through pic
 
 import os
 import pickle
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -109,3 +111,33 @@ def test_error_results_round_trip_through_pickle(local):
     assert back == odd and back.exception is None and back.error_type == "builtins.ValueError"
     assert record("h", back, lambda value: "ok") == {"host": "h", "status": FAILED,
                                                      "error": "ValueError: holds a lock"}
+
+
+SHARD = """
+import pickle, sys
+from chopsticks.jobs import fan_out
+from chopsticks.tunnel import Local
+job, names = pickle.load(sys.stdin.buffer)
+tunnels = [Local(name) for name in names]
+try:
+    sys.stdout.buffer.write(pickle.dumps(list(fan_out(job, tunnels, concurrency=8))))
+finally:
+    for tunnel in tunnels:
+        tunnel.close()
+"""
+
+
+def _in_another_process(job, names):
+    """Run ``job`` on Local tunnels opened by a child Python: the results it sends back."""
+    done = subprocess.run([sys.executable, "-c", SHARD], input=pickle.dumps((job, names)), capture_output=True,
+                          timeout=120, check=True)
+    return dict(pickle.loads(done.stdout))
+
+
+def test_a_job_runs_in_another_process_and_its_results_come_back(no_leaks):
+    """A job and host names sent to another process run there; values and errors come back."""
+    pids = _in_another_process(Call.of(os.getpid), ["s0", "s1"])
+    assert sorted(pids) == ["s0", "s1"] and len(set(pids.values())) == 2 and os.getpid() not in pids.values()
+    failed = _in_another_process(Call.of(int, ("not a number",), timeout=30), ["s0"])["s0"]
+    assert isinstance(failed, ErrorResult) and failed.msg.startswith("ValueError: invalid literal")
+    assert isinstance(failed.exception, RemoteException) and "Traceback" in failed.tb
