@@ -4,21 +4,19 @@ Strings become ``SSHTunnel``s sharing one ``SSHOptions``, one import service and
 on handshakes. Every host gets a result (a value or an ``ErrorResult``) in the group's
 order; one host failing, hanging or refusing the login costs the others nothing beyond its
 own ``timeout``, and ``deadline`` bounds the whole fan-out. Results also stream, as they
-arrive, through ``iter_call`` or a ``callback``.
+arrive, through ``iter_call`` or a ``callback``. Each fan-out's work is a job
+(``chopsticks.jobs``: a call pickled once for every host, a put, a fetch) that the one
+fan-out engine, ``jobs.fan_out``, maps over the tunnels.
 """
 
-import os
 import resource
-import time
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import gevent
-import gevent.pool
-import gevent.queue
 
-from chopsticks.errors import CallTimeout, ChopsticksError
+from chopsticks.jobs import Call, Connect, Fetch, Job, Put, fan_out
 from chopsticks.options import TunnelOptions, replace
-from chopsticks.results import ErrorResult, GroupResult
+from chopsticks.results import GroupResult
 from chopsticks.transports.ssh import raise_open_files_limit
 from chopsticks.transports.ssh_options import SSHOptions
 from chopsticks.tunnel import BaseTunnel, SSHTunnel
@@ -133,9 +131,14 @@ class Group:
         ``timeout`` bounds each host's call (its connect has the tunnel's own timeout);
         ``deadline`` (seconds) bounds the whole fan-out, the tunnels' starts included (no
         start begins after it, and one under way is stopped at it): hosts not finished then
-        yield an ErrorResult wrapping CallTimeout.
+        yield an ErrorResult wrapping CallTimeout. The call is pickled once for every host.
         """
-        return self._fan_out(lambda t: t.call(fn, *args, timeout=timeout, **kwargs), deadline)
+        return self.iter_job(Call.for_hosts(fn, args, kwargs, timeout=timeout), deadline)
+
+    def iter_job(self, job: Job, deadline: Optional[float] = None) -> Iterator[Tuple[str, Any]]:
+        """Run a job (``chopsticks.jobs``: ``Call``, ``Put``, ``Fetch``, ``Connect``) on every
+        host; yield ``(host, result)`` as each finishes. ``deadline`` as for ``iter_call``."""
+        return fan_out(job, self.tunnels, self.concurrency or default_concurrency(), deadline)
 
     def call(self, fn, /, *args, timeout: Optional[float] = None, deadline: Optional[float] = None,
              callback: Optional[Callable[[str, Any], None]] = None, **kwargs) -> GroupResult:
@@ -174,35 +177,7 @@ class Group:
                  make_dirs: bool = False, timeout: Optional[float] = None, deadline: Optional[float] = None,
                  progress: Optional[Callable[[int], None]] = None) -> Iterator[Tuple[str, Any]]:
         """``put``, yielding ``(host, result)`` as each host finishes."""
-        from chopsticks import transfer
-        from chopsticks.sources import Source, Sources
-        transfer.check_mode(mode)  # refused before any host is contacted, as the CLI does
-
-        def for_host(tunnel: BaseTunnel) -> Optional[str]:
-            return None if remote_path is None else remote_path.replace("{host}", tunnel.host)
-
-        if isinstance(local_path, (str, os.PathLike)):
-            os.stat(local_path)  # a missing or unreadable file is one error, not one per host
-            sources = Sources(shared=len(self.tunnels) > 1)
-            if not os.path.isdir(local_path):
-                sources.acquire(os.fspath(local_path)).release()  # opened (and checked) now
-
-            def work(tunnel: BaseTunnel) -> Any:
-                return transfer.put(tunnel, local_path, for_host(tunnel), mode, make_dirs=make_dirs,
-                                    timeout=timeout, progress=progress, sources=sources)
-            close = sources.close
-        else:
-            source = Source(local_path)  # spooled once
-            source.shared = len(self.tunnels) > 1
-
-            def work(tunnel: BaseTunnel) -> Any:
-                return transfer._with_timeout(tunnel, timeout, lambda: transfer.send_source(
-                    tunnel, source, for_host(tunnel), mode, make_dirs, progress))
-            close = source.close
-        try:
-            yield from self._fan_out(work, deadline)
-        finally:
-            close()
+        return self.iter_job(Put(local_path, remote_path, mode, make_dirs, timeout, progress), deadline)
 
     def fetch(self, remote_path: str, local_path=None, *, make_dirs: bool = False, timeout: Optional[float] = None,
               deadline: Optional[float] = None, callback: Optional[Callable[[str, Any], None]] = None,
@@ -217,58 +192,11 @@ class Group:
                    timeout: Optional[float] = None, deadline: Optional[float] = None,
                    progress: Optional[Callable[[int], None]] = None) -> Iterator[Tuple[str, Any]]:
         """``fetch``, yielding ``(host, result)`` as each host finishes."""
-        from chopsticks import transfer
-        paths = dict(transfer.host_paths([t.host for t in self.tunnels], local_path))
-
-        def work(tunnel: BaseTunnel) -> Any:
-            return transfer.fetch(tunnel, remote_path, paths[tunnel.host], make_dirs=make_dirs, timeout=timeout,
-                                  progress=progress)
-        return self._fan_out(work, deadline)
+        return self.iter_job(Fetch(remote_path, local_path, make_dirs, timeout, progress), deadline)
 
     def connect(self, deadline: Optional[float] = None) -> GroupResult:
         """Connect every tunnel now; None for each that connected, else an ErrorResult."""
-        arrived = dict(self._fan_out(lambda t: (t.connect(), None)[1], deadline))
-        return GroupResult((t.host, arrived[t.host]) for t in self.tunnels)
-
-    def _fan_out(self, work: Callable[[BaseTunnel], Any], deadline: Optional[float]):
-        results: gevent.queue.Queue = gevent.queue.Queue()
-        pool = gevent.pool.Pool(self.concurrency or default_concurrency())
-        ends_at = None if deadline is None else time.monotonic() + deadline
-
-        def past_deadline(host: str) -> ErrorResult:
-            return ErrorResult.from_exception(CallTimeout("[%s] the fan-out deadline of %ss passed first"
-                                                          % (host, deadline)))
-
-        def run(tunnel: BaseTunnel) -> None:
-            try:
-                if ends_at is not None:  # the start gets what is left; nothing starts after it
-                    tunnel.connect(timeout=ends_at - time.monotonic())
-                value = work(tunnel)
-            except ChopsticksError as exc:
-                late = ends_at is not None and isinstance(exc, TimeoutError) and time.monotonic() >= ends_at
-                value = past_deadline(tunnel.host) if late else ErrorResult.from_exception(exc)
-            except gevent.GreenletExit:
-                raise
-            except Exception as exc:  # a bug of ours or the transport's: still a per-host result
-                value = ErrorResult("%s: %s" % (type(exc).__name__, exc), None, exc)
-            results.put((tunnel.host, value))
-
-        feeder = gevent.spawn(lambda: [pool.spawn(run, t) for t in self.tunnels])
-        pending = {t.host for t in self.tunnels}
-        try:
-            while pending:
-                wait = None if ends_at is None else max(0.0, ends_at - time.monotonic())
-                try:
-                    host, value = results.get(timeout=wait)
-                except gevent.queue.Empty:
-                    break
-                pending.discard(host)
-                yield host, value
-        finally:
-            feeder.kill()
-            pool.kill()
-        for host in [t.host for t in self.tunnels if t.host in pending]:
-            yield host, past_deadline(host)
+        return self._gather(self.iter_job(Connect(), deadline), None)
 
     def close(self) -> None:
         """Close every tunnel (they reconnect on next use)."""

@@ -4,21 +4,29 @@ A failure is data, not an exception: every host of a fan-out gets an entry, in t
 order, whether it answered, raised, timed out or never connected.
 """
 
+import pickle
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from chopsticks.errors import GroupError, RemoteException
 
-
 class ErrorResult:
     """A host's failure. ``msg`` is a one-line message, ``tb`` the remote traceback (or
-    None), ``exception`` the chopsticks error itself (``CallTimeout``, ``ConnectError`` ...)."""
+    None), ``exception`` the chopsticks error itself (``CallTimeout``, ``ConnectError`` ...),
+    ``error_type`` its class's qualified name (``'chopsticks.errors.CallTimeout'``).
 
-    __slots__ = ("msg", "tb", "exception")
+    It pickles (``encode``/``decode``), so results can cross a process boundary: the
+    exception travels as its class, args and attributes, and is rebuilt on the other side
+    (a chopsticks error stays one, so ``isinstance`` checks keep working); one that cannot
+    be sent that way arrives as ``exception=None``, its message and ``error_type`` kept."""
+
+    __slots__ = ("msg", "tb", "exception", "error_type")
 
     def __init__(self, msg: str, tb: Optional[str] = None, exception: Optional[BaseException] = None):
         self.msg = msg
         self.tb = tb
         self.exception = exception
+        cls = type(exception)
+        self.error_type = None if exception is None else "%s.%s" % (cls.__module__, cls.__qualname__)
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> "ErrorResult":
@@ -29,6 +37,21 @@ class ErrorResult:
             text = text.split("] ", 1)[1]  # the host is the result's key already
         return cls("%s: %s" % (type(exc).__name__, text), None, exc)
 
+    def encode(self) -> Tuple[str, Optional[str], Optional[str], Optional[bytes]]:
+        """Plain data for another process: ``(msg, tb, error_type, the exception's state pickled)``."""
+        return self.msg, self.tb, self.error_type, _exception_state(self.exception)
+
+    @classmethod
+    def decode(cls, data: Tuple[str, Optional[str], Optional[str], Optional[bytes]]) -> "ErrorResult":
+        """The ErrorResult that ``encode`` gave ``data`` for (its exception rebuilt when it can be)."""
+        msg, tb, error_type, state = data
+        result = cls(msg, tb, _rebuild_exception(state))
+        result.error_type = error_type
+        return result
+
+    def __reduce__(self):
+        return _decode_error_result, (self.encode(),)
+
     def __repr__(self) -> str:
         return "ErrorResult(%r)" % self.msg
 
@@ -36,6 +59,57 @@ class ErrorResult:
         return isinstance(other, ErrorResult) and (self.msg, self.tb) == (other.msg, other.tb)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _decode_error_result(data: Tuple[str, Optional[str], Optional[str], Optional[bytes]]) -> ErrorResult:
+    return ErrorResult.decode(data)
+
+
+def _exception_state(exc: Optional[BaseException]) -> Optional[bytes]:
+    """``exc`` pickled so that it unpickles, or None when it cannot be (a lock or a socket in
+    its args, a class defined in a function)."""
+    if exc is None:
+        return None
+    try:
+        data = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
+        pickle.loads(data)  # what pickles may not unpickle: a constructor that takes other args
+        return data
+    except Exception:
+        pass
+    try:
+        return pickle.dumps(_ByState(exc), pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
+
+
+class _ByState:
+    """Pickles an exception as its class, args and attributes, rebuilt without calling its
+    ``__init__`` (``RemoteException``'s takes four arguments, its ``args`` hold three)."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+    def __reduce__(self):
+        return _new_exception, (type(self.exc), self.exc.args, dict(getattr(self.exc, "__dict__", {})))
+
+
+def _new_exception(cls: type, args: Tuple[Any, ...], attributes: Dict[str, Any]) -> BaseException:
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(attributes)
+    return exc
+
+
+def _rebuild_exception(state: Optional[bytes]) -> Optional[BaseException]:
+    """The exception ``_exception_state`` pickled, or None if its class is not found here.
+    Only ever given what this library's own processes encoded (never a remote's bytes)."""
+    if state is None:
+        return None
+    try:
+        exc = pickle.loads(state)
+    except Exception:  # its class is not importable in this process
+        return None
+    return exc if isinstance(exc, BaseException) else None
 
 
 class GroupResult(Dict[str, Any]):

@@ -20,15 +20,14 @@ import gevent.lock
 from gevent.hub import get_hub
 
 from chopsticks import bootstrap
-from chopsticks.wire import protocol
 from chopsticks.bootstrap import EXIT_OLD_PYTHON
 from chopsticks.connection import Connection, Explained
 from chopsticks.errors import (CallTimeout, ChopsticksError, ConnectError, ConnectTimeout, PythonNotFound,
-                               SerializationError, WrongThread)
+                               WrongThread)
 from chopsticks.future import CallFuture
+from chopsticks.jobs import Call
 from chopsticks.modules import ModuleServer, shared_server
 from chopsticks.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESULT, TunnelOptions, replace
-from chopsticks.pickling import dumps_call
 from chopsticks.transports import Pipe
 from chopsticks.transports.libssh2 import Deadline
 from chopsticks.transports.process import ProcessPipe
@@ -203,23 +202,19 @@ class BaseTunnel:
 
     # -- calls -----------------------------------------------------------------------------
 
-    def _send(self, fn, args, kwargs) -> CallFuture:
-        payload = dumps_call(fn, args, kwargs)  # before anything is sent or started
-        if len(payload) > protocol.MAX_MESSAGE:
-            raise SerializationError("[%s] the call's arguments pickle to %d bytes, over the %d-byte "
-                                     "limit of one message; send bulk data with put"
-                                     % (self.host, len(payload), protocol.MAX_MESSAGE))
+    def submit(self, call: Call) -> CallFuture:
+        """Send a prepared call (``Call.of``) now; a future for its result. What ``call_async``
+        and ``call`` do once the call is pickled; a fan-out pickles once for every host."""
         self.connect()
         assert self._conn is not None
-        module = getattr(fn, "__module__", None)
-        return self._conn.submit(payload, module if isinstance(module, str) else None)
+        return self._conn.submit(call.payload, call.module)
 
     def call_async(self, fn, /, *args, **kwargs) -> CallFuture:
         """Start ``fn(*args, **kwargs)`` on the remote; return a future for its result.
 
         Many calls may be in flight on one tunnel; the remote runs them concurrently.
         """
-        return self._send(fn, args, kwargs)
+        return self.submit(Call.of(fn, args, kwargs, host=self.host))  # pickled before anything starts
 
     # -- files -----------------------------------------------------------------------------
 
@@ -257,21 +252,25 @@ class BaseTunnel:
         A remote exception raises ``RemoteException``. To pass a keyword argument named
         ``timeout`` to ``fn``, use ``functools.partial``.
         """
-        if timeout is None:
-            return self._send(fn, args, kwargs).result()
+        return self.run_call(Call.of(fn, args, kwargs, timeout=timeout, host=self.host))
+
+    def run_call(self, call: Call) -> Any:
+        """Run a prepared call (``Call.of``) and return its result, as ``call`` does."""
+        if call.timeout is None:
+            return self.submit(call).result()
         self.connect()
         future: Optional[CallFuture] = None
-        timer = gevent.Timeout(timeout)
+        timer = gevent.Timeout(call.timeout)
         timer.start()
         try:
-            future = self._send(fn, args, kwargs)
+            future = self.submit(call)
             return future.result()
         except gevent.Timeout as exc:
             if exc is not timer:
                 raise
             if future is not None and self._conn is not None:
                 self._conn.forget(future)
-            raise CallTimeout("[%s] call did not finish within %ss" % (self.host, timeout)) from None
+            raise CallTimeout("[%s] call did not finish within %ss" % (self.host, call.timeout)) from None
         finally:
             timer.close()
 

@@ -1,13 +1,12 @@
 """The subcommands as jobs: what to call on each host, and how to judge and show a result."""
 
 import dataclasses
-import functools
 import importlib
 import json
 import os
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from chopsticks import facts, helpers
+from chopsticks import facts, helpers, jobs
 from chopsticks.fanout.options import UsageError
 from chopsticks.fanout.output import FAILED, OK, TIMED_OUT
 
@@ -21,18 +20,13 @@ TABLE_FACTS = ("hostname", "ip", "os_release", "kernel", "arch", "cpus", "memory
 
 @dataclasses.dataclass
 class Job:
-    """One subcommand, ready: what to call on each host and how to judge and show a result.
+    """One subcommand, ready: the library job each host runs (``chopsticks.jobs``: a ``Call``,
+    ``Put`` or ``Fetch``) and how to judge and show a result. ``total_bytes`` makes the
+    progress bar count bytes (put), ``count_bytes`` count them without a total."""
 
-    ``fn(*args)`` is called on every host, or ``transfer(group, deadline, progress)`` starts
-    a put or fetch; either way the results arrive as ``(host, value)``. ``total_bytes``
-    makes the progress bar count bytes (put), ``count_bytes`` count them without a total."""
-
-    fn: Optional[Callable] = None
-    args: Tuple = ()
-    call_timeout: Optional[float] = None
+    work: jobs.Job
     judge: Callable[[Any], str] = lambda value: OK
     columns: Optional[List[str]] = None  # for a dict result shown as a table; None: one column
-    transfer: Optional[Callable[[Any, Optional[float], Any], Iterator[Tuple[str, Any]]]] = None
     count_bytes: bool = False
     total_bytes: Optional[int] = None
     deadline_grace: float = 0.0  # how long the fan-out waits past --deadline (for run's reports)
@@ -40,9 +34,11 @@ class Job:
     def start(self, group, deadline: Optional[float], progress) -> Iterator[Tuple[str, Any]]:
         if deadline is not None:
             deadline += self.deadline_grace
-        if self.transfer is not None:
-            return self.transfer(group, deadline, progress)
-        return group.iter_call(self.fn, *self.args, timeout=self.call_timeout, deadline=deadline)
+        work = self.work
+        if progress is not None:  # the bar counts a transfer's bytes
+            assert isinstance(work, (jobs.Put, jobs.Fetch))
+            work = dataclasses.replace(work, progress=progress)
+        return group.iter_job(work, deadline)
 
 
 def _facts_job(args) -> Job:
@@ -50,7 +46,8 @@ def _facts_job(args) -> Job:
     if unknown:
         raise UsageError("unknown fact %r; facts are: %s" % (unknown[0], ", ".join(facts.FACTS)))
     names = list(dict.fromkeys(args.names))
-    return Job(facts.all, (names or None,), args.timeout, columns=names or list(TABLE_FACTS))
+    return Job(jobs.Call.for_hosts(facts.all, (names or None,), timeout=args.timeout),
+               columns=names or list(TABLE_FACTS))
 
 
 def _json_arg(text: Optional[str], option: str, kind: type) -> Any:
@@ -95,8 +92,7 @@ def _call_job(args) -> Job:
     fn = load_function(args.target)
     positional = list(args.args) + _json_arg(args.json_args, "--json-args", list)
     keywords = _json_arg(args.json_kwargs, "--json-kwargs", dict)
-    call = functools.partial(fn, **keywords) if keywords else fn
-    return Job(call, tuple(positional), args.timeout)
+    return Job(jobs.Call.for_hosts(fn, tuple(positional), keywords, timeout=args.timeout))
 
 
 # What helpers.run returns; anything else (a hostile or broken host) fails that host.
@@ -121,9 +117,10 @@ def _run_job(args) -> Job:
     # --timeout, and --deadline too, so that no command goes on running once the run is over.
     # The fan-out waits RUN_GRACE longer than either for those reports.
     limits = [limit for limit in (args.timeout, args.deadline) if limit is not None]
-    fn = functools.partial(helpers.run, command, timeout=min(limits) if limits else None)
     call_timeout = None if args.timeout is None else args.timeout + RUN_GRACE
-    return Job(fn, (), call_timeout, judge=_judge_run, deadline_grace=RUN_GRACE)
+    call = jobs.Call.for_hosts(helpers.run, (command,), {"timeout": min(limits) if limits else None},
+                               timeout=call_timeout)
+    return Job(call, judge=_judge_run, deadline_grace=RUN_GRACE)
 
 
 def _tree_size(path: str) -> int:
@@ -149,11 +146,8 @@ def _put_job(args) -> Job:
             raise UsageError("--mode must be octal permission bits such as 644, got %r" % args.mode) from None
         if not 0 <= mode <= 0o7777:
             raise UsageError("--mode must be octal permission bits such as 644, got %r" % args.mode)
-
-    def start(group, deadline, progress):
-        return group.iter_put(args.src, args.dst, mode, make_dirs=args.make_dirs, timeout=args.timeout,
-                              deadline=deadline, progress=progress)
-    return Job(transfer=start, columns=["remote_path", "size", "sha256"], count_bytes=True, total_bytes=size)
+    return Job(jobs.Put(args.src, args.dst, mode, make_dirs=args.make_dirs, timeout=args.timeout),
+               columns=["remote_path", "size", "sha256"], count_bytes=True, total_bytes=size)
 
 
 def _fetch_job(args) -> Job:
@@ -164,11 +158,8 @@ def _fetch_job(args) -> Job:
         args.dst.format(host="host")
     except (KeyError, IndexError, ValueError) as exc:
         raise UsageError("bad DST_TEMPLATE %r: %s; only {host} is replaced" % (args.dst, exc)) from None
-
-    def start(group, deadline, progress):
-        return group.iter_fetch(args.src, args.dst, make_dirs=args.make_dirs, timeout=args.timeout,
-                                deadline=deadline, progress=progress)
-    return Job(transfer=start, columns=["local_path", "size", "sha256"], count_bytes=True)
+    return Job(jobs.Fetch(args.src, args.dst, make_dirs=args.make_dirs, timeout=args.timeout),
+               columns=["local_path", "size", "sha256"], count_bytes=True)
 
 
 JOBS = {"facts": _facts_job, "call": _call_job, "run": _run_job, "put": _put_job, "fetch": _fetch_job}
