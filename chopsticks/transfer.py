@@ -3,8 +3,8 @@
 A file travels on a stream beside an ordinary call (``remote_files.receive`` or ``send``):
 raw ``STREAM`` frames of ``STREAM_CHUNK`` bytes behind a tiny header, written as they were
 read, never joined or re-encoded. Credit bounds what is in flight per stream
-(``STREAM_WINDOW``), so a slow host holds back only its own transfer and the controller's
-memory stays flat whatever the file size or host count.
+(``STREAM_WINDOW``, by the rules of ``wire.window``), so a slow host holds back only its own
+transfer and the controller's memory stays flat whatever the file size or host count.
 
 What is sent comes from a ``Source`` (``chopsticks.sources``): one local file read and hashed
 once for every tunnel sending it. Both ends write to a temporary
@@ -83,12 +83,11 @@ def send_source(tunnel, source: Source, remote_path: Optional[str], mode: Option
     try:
         for index in range(source.pieces):
             piece = source.piece(index)
-            while state.credit < len(piece) and not future.done() and state.error is None:
+            while not state.window.fits(len(piece)) and not future.done() and state.error is None:
                 state.wake.clear()
                 state.wake.wait()
             if future.done() or state.error is not None:
                 break  # the remote gave up (its error is the result) or the tunnel ended
-            state.credit -= len(piece)
             try:
                 conn.stream_send(state, piece)
             except OSError:
