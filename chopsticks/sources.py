@@ -10,13 +10,13 @@ each file of one put once, shared by every tunnel.
 
 import collections
 import errno
-import hashlib
 import os
 import shutil
 import stat
 import tempfile
 from typing import Dict, Optional
 
+from chopsticks.agent.files import Tally
 from chopsticks.wire import protocol
 from chopsticks.errors import SpecialFileError
 from chopsticks.local_files import SPECIAL
@@ -68,8 +68,7 @@ class Source:
         self.pieces = (self.size + CHUNK - 1) // CHUNK
         self._cache: "collections.OrderedDict[int, bytes]" = collections.OrderedDict()
         self._hashed = 0
-        self._sha1 = hashlib.sha1()
-        self._sha256 = hashlib.sha256()
+        self._tally = Tally(sha1=True)
         self.changed: Optional[str] = None
         self.users = 0  # tunnels sending it now
         self.shared = False  # several tunnels will send it: keep recent pieces for them
@@ -92,8 +91,7 @@ class Source:
             self.changed = "%s shrank while it was being sent" % self.label
             data = data + bytes(want - len(data))  # a placeholder: the transfer is aborted
         if index == self._hashed:
-            self._sha1.update(data)
-            self._sha256.update(data)
+            self._tally.update(data)
             self._hashed += 1
         if self.shared:
             self._cache[index] = data
@@ -115,11 +113,11 @@ class Source:
 
     @property
     def sha1(self) -> str:
-        return self._sha1.hexdigest()
+        return self._tally.sha1
 
     @property
     def sha256(self) -> str:
-        return self._sha256.hexdigest()
+        return self._tally.sha256
 
     def release(self) -> None:
         """A tunnel is done with it; the last one drops the cache."""
