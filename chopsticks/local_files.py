@@ -26,7 +26,7 @@ KINDS = ("dir", "file", "link", "special")  # what remote_files.list_tree lists
 MAX_MODE = 0o7777
 MTIME_NS = (-(1 << 63), (1 << 63) - 1)  # what utimensat takes
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-SPECIAL = "a FIFO, device or socket; only regular files, directories and symlinks are transferred"
+SPECIAL = remote_files.SPECIAL
 
 
 def umask() -> int:

@@ -24,6 +24,7 @@ from chopsticks.wire import protocol
 
 # A new file: never one already there, never through a symlink, not inherited by children.
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+SPECIAL = "a FIFO, device or socket; only regular files, directories and symlinks are transferred"
 # The directory of a destination, followed as the caller named it.
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -51,6 +52,28 @@ def destination(path, make_dirs, label="the destination"):
             raise FileNotFoundError(errno.ENOENT, label + "'s directory does not exist", parent)
         os.makedirs(parent, exist_ok=True)
     return dest
+
+
+def open_regular(path, special=OSError):
+    """A read-only fd of the regular file at ``path``, for either end's sending side. Opened
+    with O_NONBLOCK, so that a FIFO never waits for a writer: a directory is refused as
+    IsADirectoryError, a FIFO, device or socket as ``special`` before a byte is read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:  # what opening a socket gives
+            raise
+        raise special(errno.EINVAL, "is " + SPECIAL, path) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+        if not stat.S_ISREG(mode):
+            raise special(errno.EINVAL, "is " + SPECIAL, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def open_dir(path):
@@ -209,12 +232,9 @@ def send(sid, path):
     stream = _agent().open_stream(sid)
     try:
         path = os.path.abspath(os.path.expanduser(path))
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; only a regular file is read.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_regular(path)
         with open(fd, "rb", buffering=0) as f:
             before = os.fstat(fd)
-            if not stat.S_ISREG(before.st_mode):
-                raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or socket)", path)
             tally = Tally()
             while True:
                 chunk = f.read(protocol.STREAM_CHUNK)
