@@ -1,23 +1,15 @@
 """Flow control of a file stream: how many bytes may be in flight. Sans-IO, both ends.
 
-Remote-safe: standard library only, Python 3.9 syntax. Nothing here reads or writes; the
-controller (``connection.StreamState``, ``transfer``) and the agent (``agent.main.Stream``)
-each keep one ``Window`` per stream and tell it what happened.
+Remote-safe (shipped in the agent's bundle: keep it small). The controller
+(``connection.StreamState``, ``transfer``) and the agent (``agent.main.Stream``) keep one
+``Window`` per stream and tell it what happened; nothing here reads or writes.
 
-The rules, in one place. A stream carries bytes one way. Both ends count the same number,
-``credit``: the bytes the sender may still send before the receiver acknowledges more. It
-starts at ``STREAM_WINDOW``. The sender ``spend``s credit for each ``STREAM`` frame it
-sends and is ``credited`` by each ``CREDIT`` frame it receives; the receiver counts each
-frame that ``arrived`` and, once it has ``consumed`` a chunk (written it out), grants exactly
-that many bytes back in a ``CREDIT`` frame. So neither end ever holds more than the window
-unacknowledged, and a peer that breaks the rules is caught here:
-
-- data beyond the credit the receiver granted (``arrived``);
-- a credit that is not a positive int, or that would give the sender more than the window,
-  that is more than it ever sent (``credited``).
-
-Those are ``ProtocolError``: the peer broke the protocol. Spending credit one does not have
-or granting more than arrived is the caller's own bug: ``ValueError``.
+A stream carries bytes one way, and both ends count the same ``credit``: what the sender may
+still send, ``STREAM_WINDOW`` at first. The sender ``spend``s it per ``STREAM`` frame and is
+``credited`` per ``CREDIT`` frame; the receiver counts what ``arrived`` and grants back what
+it ``consumed``. A peer's data beyond its credit, or a credit that is not a positive int or
+would exceed the window (more than was sent), is a ``ProtocolError``; spending credit one
+lacks or granting more than arrived is the caller's own bug, a ``ValueError``.
 """
 
 from chopsticks.wire.protocol import STREAM_WINDOW, ProtocolError
