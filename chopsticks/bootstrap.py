@@ -32,6 +32,7 @@ AGENT_MODULES = (
     "chopsticks.wire",
     "chopsticks.wire.codec",
     "chopsticks.wire.protocol",
+    "chopsticks.wire.window",
 )
 MSGPACK_MODULES = ("msgpack", "msgpack.exceptions", "msgpack.ext", "msgpack.fallback")
 

@@ -26,6 +26,7 @@ import msgpack
 
 from chopsticks import logs
 from chopsticks.wire import codec, protocol
+from chopsticks.wire.window import Window
 from chopsticks.errors import (
     ConnectError, ConnectTimeout, InternalError, ProtocolViolation, RemoteException, ResultTooLarge,
     SerializationError, TunnelClosed,
@@ -57,16 +58,15 @@ def _decoded(frame: protocol.Frame) -> Any:
 class StreamState:
     """The controller's side of one file stream (see ``chopsticks.transfer``).
 
-    Outgoing (put): ``credit`` is how many bytes may be sent before the agent acknowledges
-    more. Incoming (fetch): ``chunks`` hold what arrived, at most ``window`` bytes not yet
-    acknowledged; more is a protocol violation. ``wake`` is set on any change."""
+    ``window`` counts its credit (``wire.window``): what a put may still send, or what a
+    fetch's agent may still send. ``chunks`` hold what arrived and was not yet consumed.
+    ``wake`` is set on any change."""
 
-    __slots__ = ("sid", "credit", "window", "chunks", "wake", "error")
+    __slots__ = ("sid", "window", "chunks", "wake", "error")
 
     def __init__(self, sid: int):
         self.sid = sid
-        self.credit = protocol.STREAM_WINDOW
-        self.window = protocol.STREAM_WINDOW
+        self.window = Window(sid)
         self.chunks: Deque[bytes] = collections.deque()
         self.wake = gevent.event.Event()
         self.error: Optional[BaseException] = None
@@ -187,11 +187,15 @@ class Connection:
         self._streams.pop(state.sid, None)
 
     def stream_send(self, state: StreamState, data) -> None:
+        """Send the next bytes of an outgoing stream, which the caller saw ``fits`` its window."""
+        state.window.spend(len(data))
         self._write_frame(protocol.STREAM, state.sid, data)
 
     def stream_credit(self, state: StreamState, size: int) -> None:
-        state.window += size
-        self._write_frame(protocol.CREDIT, state.sid, msgpack.packb(size))
+        """The caller consumed ``size`` bytes of an incoming stream: the agent may send more."""
+        grant = state.window.consumed(size)
+        if grant:
+            self._write_frame(protocol.CREDIT, state.sid, msgpack.packb(grant))
 
     def stream_end(self, state: StreamState, info: Dict[str, Any]) -> None:
         self._write_frame(protocol.END, state.sid, msgpack.packb(info))
@@ -369,19 +373,14 @@ class Connection:
             if not 0 < frame.req_id <= self._last_stream_id:
                 raise protocol.ProtocolError("data for stream %d, which was never opened" % frame.req_id)
             return  # a stream we gave up on: what was in flight is dropped
-        state.window -= len(frame.payload)
-        if state.window < 0:
-            raise protocol.ProtocolError("stream %d sent more than its credit" % frame.req_id)
+        state.window.arrived(len(frame.payload))
         state.chunks.append(frame.payload)
         state.wake.set()
 
     def _on_credit(self, frame: protocol.Frame) -> None:
         state = self._streams.get(frame.req_id)
         if state is not None:  # else a late credit for a finished stream
-            size = _decoded(frame)
-            if type(size) is not int or not 0 < size <= protocol.STREAM_WINDOW:
-                raise protocol.ProtocolError("bad credit %r for stream %d" % (size, frame.req_id))
-            state.credit += size
+            state.window.credited(_decoded(frame))
             state.wake.set()
 
     def _on_request(self, frame: protocol.Frame) -> None:

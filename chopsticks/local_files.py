@@ -9,13 +9,13 @@ symlink (the remote's, or one already here) is ever followed to create, write, c
 times. A remote's mode is data, not a privilege: only its permission bits are applied, masked
 by the controller's umask (never setuid, setgid or sticky).
 
-``AtomicFile`` is the controller's one atomic writer: a new file under a temporary name in its
-destination's directory (by fd), renamed over the destination once complete and synced.
+``AtomicFile`` is the one atomic writer of both ends (``agent.files``) with the controller's
+rules on top: a new file under a temporary name in its destination's directory (by fd),
+renamed over the destination once complete and synced, then the directory synced.
 """
 
 import errno
 import os
-import secrets
 import stat
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
@@ -26,8 +26,7 @@ KINDS = ("dir", "file", "link", "special")  # what remote_files.list_tree lists
 MAX_MODE = 0o7777
 MTIME_NS = (-(1 << 63), (1 << 63) - 1)  # what utimensat takes
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-SPECIAL = "a FIFO, device or socket; only regular files, directories and symlinks are transferred"
+SPECIAL = remote_files.SPECIAL
 
 
 def umask() -> int:
@@ -125,60 +124,23 @@ def _check_replaceable(dir_fd: int, name: str, label: str) -> None:
         raise SpecialFileError(errno.EINVAL, "the local destination is " + SPECIAL, label)
 
 
-def _temp_name(name: str) -> str:
-    return ".%s.%s.chopsticks-part" % (name[:200], secrets.token_hex(6))
-
-
-class AtomicFile:
-    """A new file in directory ``dir_fd`` (which it owns and closes), renamed over ``name`` on
-    ``commit``; with ``name`` None, the new file itself is the result. Never follows a link."""
+class AtomicFile(remote_files.AtomicFile):
+    """The one atomic writer (``agent.files.AtomicFile``) under the controller's rules: it
+    replaces only a file or a symlink (never a directory, FIFO or device), and a remote's mode
+    is data: only its permission bits are applied, masked by the umask ``mask``."""
 
     def __init__(self, dir_fd: int, name: Optional[str], label: str, mask: int):
-        self.dir_fd: Optional[int] = dir_fd
-        self.fd: Optional[int] = None
-        self.name, self.mask = name, mask
-        try:
-            if name is not None:
-                _check_replaceable(dir_fd, name, label)
-            self.temp: Optional[str] = _temp_name(name) if name is not None else "chopsticks-fetch-" + secrets.token_hex(6)
-            self.fd = os.open(self.temp, NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd)
-        except BaseException:
-            os.close(dir_fd)
-            raise
-        self.path = label if name is not None else os.path.join(label, self.temp)
-
-    def write(self, data: bytes) -> None:
-        assert self.fd is not None
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
-
-    def commit(self, mode: int, mtime_ns: int) -> None:
-        assert self.fd is not None and self.dir_fd is not None and self.temp is not None
-        os.fchmod(self.fd, local_mode(mode, self.mask))
-        os.utime(self.fd, ns=(mtime_ns, mtime_ns))
-        os.fsync(self.fd)
-        os.close(self.fd)
-        self.fd = None
-        if self.name is not None:
-            os.rename(self.temp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
-            os.fsync(self.dir_fd)
-        self.temp = None
-        self.discard()
-
-    def discard(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-        if self.temp is not None and self.dir_fd is not None:
+        self.mask = mask
+        if name is not None:
             try:
-                os.unlink(self.temp, dir_fd=self.dir_fd)
-            except OSError:
-                pass  # already gone: nothing of ours is left
-            self.temp = None
-        if self.dir_fd is not None:
-            os.close(self.dir_fd)
-            self.dir_fd = None
+                _check_replaceable(dir_fd, name, label)
+            except BaseException:
+                os.close(dir_fd)
+                raise
+        super().__init__(dir_fd, name, label)
+
+    def commit(self, mode: int, mtime_ns: Optional[int] = None) -> bool:
+        return super().commit(local_mode(mode, self.mask), mtime_ns)
 
 
 def file_at(path: Optional[str], make_dirs: bool) -> AtomicFile:
@@ -186,11 +148,10 @@ def file_at(path: Optional[str], make_dirs: bool) -> AtomicFile:
     if path is None:
         import tempfile
         parent = tempfile.gettempdir()
-        return AtomicFile(os.open(parent, DIR_FLAGS & ~os.O_NOFOLLOW), None, parent, umask())
+        return AtomicFile(remote_files.open_dir(parent), None, parent, umask())
     path = remote_files.destination(path, make_dirs, "the local destination")
     # The directory the caller named is followed as given; the file's own name never is.
-    return AtomicFile(os.open(os.path.dirname(path), DIR_FLAGS & ~os.O_NOFOLLOW), os.path.basename(path), path,
-                      umask())
+    return AtomicFile(remote_files.open_dir(os.path.dirname(path)), os.path.basename(path), path, umask())
 
 
 class TreeWriter:
@@ -203,7 +164,7 @@ class TreeWriter:
         elif not os.path.isdir(root):
             os.mkdir(root, 0o700)
         self.mask = umask()
-        self.root_fd = os.open(root, DIR_FLAGS & ~os.O_NOFOLLOW)  # the caller's own path, followed as given
+        self.root_fd = remote_files.open_dir(root)  # the caller's own path, followed as given
         self._open: Tuple[Tuple[str, ...], int] = ((), self.root_fd)  # the last directory reached
 
     def directory(self, parts: Tuple[str, ...]) -> int:
@@ -245,7 +206,7 @@ class TreeWriter:
         assert entry.link is not None
         parent, name = self.directory(entry.parts[:-1]), entry.parts[-1]
         _check_replaceable(parent, name, os.path.join(self.root, entry.name))
-        temp = _temp_name(name)
+        temp = remote_files.temp_name(name)
         os.symlink(entry.link, temp, dir_fd=parent)
         try:
             os.rename(temp, name, src_dir_fd=parent, dst_dir_fd=parent)

@@ -9,42 +9,19 @@ each file of one put once, shared by every tunnel.
 """
 
 import collections
-import errno
-import hashlib
 import os
 import shutil
 import stat
 import tempfile
 from typing import Dict, Optional
 
+from chopsticks.agent.files import Tally, open_regular
 from chopsticks.wire import protocol
 from chopsticks.errors import SpecialFileError
-from chopsticks.local_files import SPECIAL
 
 CHUNK = protocol.STREAM_CHUNK
 # Pieces of a file kept for tunnels sending it together (16 MiB).
 CACHE_PIECES = 64
-
-
-def _open_regular(path: str) -> int:
-    """An fd of the regular file at ``path``. O_NONBLOCK, so that a FIFO never blocks the hub
-    waiting for a writer: a FIFO, device or socket is refused before a byte is read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno != errno.ENXIO:  # what opening a socket gives
-            raise
-        raise SpecialFileError(errno.EINVAL, "is " + SPECIAL, path) from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, "is a directory", path)
-        if not stat.S_ISREG(mode):
-            raise SpecialFileError(errno.EINVAL, "is " + SPECIAL, path)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 class Source:
@@ -54,7 +31,7 @@ class Source:
         self.spooled = False
         if isinstance(src, (str, os.PathLike)):
             self.name = os.fspath(src)
-            self.fd = _open_regular(self.name)
+            self.fd = open_regular(self.name, SpecialFileError)
         else:
             name = getattr(src, "name", None)
             self.name = name if isinstance(name, str) else None
@@ -68,8 +45,7 @@ class Source:
         self.pieces = (self.size + CHUNK - 1) // CHUNK
         self._cache: "collections.OrderedDict[int, bytes]" = collections.OrderedDict()
         self._hashed = 0
-        self._sha1 = hashlib.sha1()
-        self._sha256 = hashlib.sha256()
+        self._tally = Tally(sha1=True)
         self.changed: Optional[str] = None
         self.users = 0  # tunnels sending it now
         self.shared = False  # several tunnels will send it: keep recent pieces for them
@@ -92,8 +68,7 @@ class Source:
             self.changed = "%s shrank while it was being sent" % self.label
             data = data + bytes(want - len(data))  # a placeholder: the transfer is aborted
         if index == self._hashed:
-            self._sha1.update(data)
-            self._sha256.update(data)
+            self._tally.update(data)
             self._hashed += 1
         if self.shared:
             self._cache[index] = data
@@ -115,11 +90,11 @@ class Source:
 
     @property
     def sha1(self) -> str:
-        return self._sha1.hexdigest()
+        return self._tally.sha1
 
     @property
     def sha256(self) -> str:
-        return self._sha256.hexdigest()
+        return self._tally.sha256
 
     def release(self) -> None:
         """A tunnel is done with it; the last one drops the cache."""

@@ -3,16 +3,16 @@
 A file travels on a stream beside an ordinary call (``remote_files.receive`` or ``send``):
 raw ``STREAM`` frames of ``STREAM_CHUNK`` bytes behind a tiny header, written as they were
 read, never joined or re-encoded. Credit bounds what is in flight per stream
-(``STREAM_WINDOW``), so a slow host holds back only its own transfer and the controller's
-memory stays flat whatever the file size or host count.
+(``STREAM_WINDOW``, by the rules of ``wire.window``), so a slow host holds back only its own
+transfer and the controller's memory stays flat whatever the file size or host count.
 
 What is sent comes from a ``Source`` (``chopsticks.sources``): one local file read and hashed
-once for every tunnel sending it. Both ends write to a temporary
-file beside the destination, check size and SHA-256, fsync, then rename, so a failed or
-interrupted transfer leaves the destination as it was.
+once for every tunnel sending it. Both ends write through the one ``AtomicFile``
+(``agent.files``): a temporary file beside the destination, size and SHA-256 checked (one
+``Tally``), fsynced, renamed, the directory fsynced; a failed or interrupted transfer leaves
+the destination as it was.
 """
 
-import hashlib
 import os
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -83,12 +83,11 @@ def send_source(tunnel, source: Source, remote_path: Optional[str], mode: Option
     try:
         for index in range(source.pieces):
             piece = source.piece(index)
-            while state.credit < len(piece) and not future.done() and state.error is None:
+            while not state.window.fits(len(piece)) and not future.done() and state.error is None:
                 state.wake.clear()
                 state.wake.wait()
             if future.done() or state.error is not None:
                 break  # the remote gave up (its error is the result) or the tunnel ended
-            state.credit -= len(piece)
             try:
                 conn.stream_send(state, piece)
             except OSError:
@@ -275,14 +274,12 @@ def receive_file(tunnel, remote_path: str, sink: Sink, progress: Progress = None
         raise
     try:
         future = _start(conn, state, remote_files.send, state.sid, remote_path)
-        sha1, sha256, size = hashlib.sha1(), hashlib.sha256(), 0
+        tally = remote_files.Tally(sha1=True)
         while True:
             if state.chunks:
                 chunk = state.chunks.popleft()
                 sink.write(chunk)
-                sha1.update(chunk)
-                sha256.update(chunk)
-                size += len(chunk)
+                tally.update(chunk)
                 try:
                     conn.stream_credit(state, len(chunk))
                 except OSError:
@@ -297,9 +294,9 @@ def receive_file(tunnel, remote_path: str, sink: Sink, progress: Progress = None
         info = _account(tunnel, _remote_result(tunnel, future),  # all it sent came before its result
                         {"remote_path": str, "size": int, "sha256": str, "mode": int, "mtime_ns": int})
         local_files.check_attributes(tunnel.host, info["remote_path"], info["mode"], info["mtime_ns"])
-        if size != info["size"] or sha256.hexdigest() != info["sha256"]:
+        if not tally.matches(info["size"], info["sha256"]):
             raise TransferError("[%s] received %d bytes with SHA-256 %s; the host sent %d bytes with SHA-256 %s"
-                                % (tunnel.host, size, sha256.hexdigest(), info["size"], info["sha256"]))
+                                % (tunnel.host, tally.size, tally.sha256, info["size"], info["sha256"]))
         sink.commit(info["mode"], info["mtime_ns"])
     except BaseException:
         sink.discard()
@@ -311,8 +308,8 @@ def receive_file(tunnel, remote_path: str, sink: Sink, progress: Progress = None
             except OSError:
                 pass
         conn.close_stream(state)
-    return {"remote_path": info["remote_path"], "local_path": sink.path, "size": size,
-            "sha1sum": sha1.hexdigest(), "sha256": info["sha256"]}
+    return {"remote_path": info["remote_path"], "local_path": sink.path, "size": tally.size,
+            "sha1sum": tally.sha1, "sha256": info["sha256"]}
 
 
 def fetch_tree(tunnel, remote_dir: str, local_dir: str, make_dirs: bool, progress: Progress = None) -> Dict[str, Any]:

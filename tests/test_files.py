@@ -340,6 +340,30 @@ def test_fetched_modes_lose_setuid_setgid_sticky_and_obey_the_umask(local, tmp_p
         assert os.stat(path).st_mode & 0o7777 == 0o750, path
 
 
+def test_a_fetch_syncs_each_file_and_then_the_directory_that_names_it(local, tmp_path, monkeypatch):
+    """The controller's fetch (one file, or a tree) fsyncs each new file, then its directory after the rename."""
+    remote = tmp_path / "remote"
+    (remote / "a" / "b").mkdir(parents=True)
+    make_file(remote / "a" / "b" / "deep", 1000)
+    make_file(remote / "top", 1000)
+    (tmp_path / "single").mkdir()
+    real_fsync, synced = os.fsync, []
+
+    def fsync(fd):  # a spy in the controller's process: the agent is another process
+        st = os.fstat(fd)
+        synced.append((stat.S_ISDIR(st.st_mode), st.st_ino))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    local.fetch(str(remote / "top"), str(tmp_path / "single" / "copy"))
+    local.fetch(str(remote), str(tmp_path / "tree"))
+    monkeypatch.undo()
+    inode = lambda *parts: os.stat(os.path.join(tmp_path, *parts)).st_ino  # noqa: E731
+    assert synced == [(False, inode("single", "copy")), (True, inode("single")),
+                      (False, inode("tree", "top")), (True, inode("tree")),  # breadth first, as listed
+                      (False, inode("tree", "a", "b", "deep")), (True, inode("tree", "a", "b"))]
+
+
 @pytest.mark.parametrize("mode, error, message", [
     (True, TypeError, "int"), ("644", TypeError, "int"), (6.0, TypeError, "int"),
     (-1, ValueError, "0 to 0o7777"), (0o10000, ValueError, "0 to 0o7777")])

@@ -1,11 +1,17 @@
-"""The remote half of put and fetch. Remote-safe: standard library and the agent, Python 3.9.
+"""The remote half of put and fetch, and what both halves share. Remote-safe: standard
+library and the agent, Python 3.9.
 
 The controller calls these on the agent (``chopsticks.transfer`` does, through ordinary
 calls); the file's bytes travel beside the call on a stream (see ``agent.main.Stream``).
-A file arrives in a temporary file next to its destination, is checked against the size and
-SHA-256 the controller sends at the end, fsynced, and only then renamed over the
-destination, so a failed or interrupted transfer leaves the destination as it was and
-removes its temporary file (the agent removes it too if it must exit mid-transfer).
+A file arrives through ``AtomicFile``: a temporary file next to its destination, checked
+against the size and SHA-256 the controller sends at the end (``Tally``), fsynced, and only
+then renamed over the destination, so a failed or interrupted transfer leaves the
+destination as it was and removes its temporary file (the agent removes it too if it must
+exit mid-transfer).
+
+``AtomicFile``, ``Tally`` and ``destination`` are the controller's too (``local_files``,
+``transfer``, ``sources``): this module is the one both ends already import for put and
+fetch, so the one writer lives here and costs the agent no extra module.
 """
 
 import errno
@@ -15,6 +21,12 @@ import stat
 import tempfile
 
 from chopsticks.wire import protocol
+
+# A new file: never one already there, never through a symlink, not inherited by children.
+NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+SPECIAL = "a FIFO, device or socket; only regular files, directories and symlinks are transferred"
+# The directory of a destination, followed as the caller named it.
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 class TransferAborted(Exception):
@@ -26,19 +38,6 @@ def _agent():
     if main.AGENT is None:
         raise RuntimeError("file streams work only inside a chopsticks agent")
     return main.AGENT
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def destination(path, make_dirs, label="the destination"):
@@ -55,63 +54,176 @@ def destination(path, make_dirs, label="the destination"):
     return dest
 
 
+def open_regular(path, special=OSError):
+    """A read-only fd of the regular file at ``path``, for either end's sending side. Opened
+    with O_NONBLOCK, so that a FIFO never waits for a writer: a directory is refused as
+    IsADirectoryError, a FIFO, device or socket as ``special`` before a byte is read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:  # what opening a socket gives
+            raise
+        raise special(errno.EINVAL, "is " + SPECIAL, path) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+        if not stat.S_ISREG(mode):
+            raise special(errno.EINVAL, "is " + SPECIAL, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_dir(path):
+    """An fd of directory ``path``, for an ``AtomicFile`` in it."""
+    return os.open(path, DIR_FLAGS)
+
+
+def temp_name(name):
+    """A hidden name beside ``name`` for what will be renamed over it."""
+    return ".%s.%s.chopsticks-part" % (name[:200], os.urandom(6).hex())
+
+
+class Tally(object):
+    """The size and SHA-256 (and SHA-1, for the original's ``sha1sum``) of bytes as they pass:
+    what either end checks a transfer by."""
+
+    def __init__(self, sha1=False):
+        self.size = 0
+        self._sha256 = hashlib.sha256()
+        self._sha1 = hashlib.sha1() if sha1 else None
+
+    def update(self, data):
+        self.size += len(data)
+        self._sha256.update(data)
+        if self._sha1 is not None:
+            self._sha1.update(data)
+
+    @property
+    def sha256(self):
+        return self._sha256.hexdigest()
+
+    @property
+    def sha1(self):
+        return self._sha1.hexdigest()
+
+    def matches(self, size, sha256):
+        return self.size == size and self.sha256 == sha256
+
+
+class AtomicFile(object):
+    """The one atomic file writer, on both ends: a new file under a temporary name in its
+    destination's directory, renamed over the destination once complete and synced; until
+    ``commit`` the destination is as it was, and ``discard`` leaves nothing behind.
+
+    ``dir_fd`` is the destination's directory (owned: closed when done), ``name`` the
+    destination's name in it, or None for a new file that is itself the result; ``label``
+    names the destination (for None, its directory) in ``path`` and messages. The temporary
+    file is made with ``O_EXCL | O_NOFOLLOW``, mode 0o600; names are taken relative to
+    ``dir_fd``, so no symlink is followed to write it, time it or rename it.
+    """
+
+    def __init__(self, dir_fd, name, label):
+        self.dir_fd = dir_fd
+        self.fd = None
+        self.name = name
+        try:
+            self.temp = temp_name(name) if name is not None else "chopsticks-" + os.urandom(6).hex()
+            self.fd = os.open(self.temp, NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd)
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        self.path = label if name is not None else os.path.join(label, self.temp)
+        # where the temporary file is, by path: for an agent that must remove it on exit
+        self.temp_path = os.path.join(os.path.dirname(label) if name is not None else label, self.temp)
+
+    def write(self, data):
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, self.path) from None
+
+    def commit(self, mode, mtime_ns=None):
+        """Give the file its ``mode`` and mtime, sync it, rename it over the destination, and
+        sync the directory (the new name is durable too). True if nothing was there before."""
+        os.fchmod(self.fd, mode)
+        if mtime_ns is not None:
+            os.utime(self.fd, ns=(mtime_ns, mtime_ns))
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, self.path) from None
+        os.close(self.fd)
+        self.fd = None
+        created = True
+        if self.name is not None:
+            created = not _lexists(self.name, self.dir_fd)
+            os.rename(self.temp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        self.temp = None
+        try:
+            os.fsync(self.dir_fd)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # a filesystem that cannot sync directories: the file is synced
+                raise
+        self.discard()
+        return created
+
+    def discard(self):
+        """Close, and remove the temporary file unless it was committed. Safe to call twice."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.temp is not None:
+            try:
+                os.unlink(self.temp, dir_fd=self.dir_fd)
+            except FileNotFoundError:
+                pass  # already gone: nothing of ours is left
+            self.temp = None
+        if self.dir_fd is not None:
+            os.close(self.dir_fd)
+            self.dir_fd = None
+
+
+def _lexists(name, dir_fd):
+    try:
+        os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def receive(sid, path=None, mode=0o644, mtime_ns=None, make_dirs=False):
     """Write stream ``sid`` to ``path`` (None: a new temporary file); return what was written."""
     agent = _agent()
     stream = agent.open_stream(sid)
-    fd = temp = None
+    writer = None
     try:
         if path is None:
-            fd, temp = tempfile.mkstemp(prefix="chopsticks-")
-            dest = temp
+            writer = AtomicFile(open_dir(tempfile.gettempdir()), None, tempfile.gettempdir())
         else:
             dest = destination(path, make_dirs)
-            fd, temp = tempfile.mkstemp(dir=os.path.dirname(dest), prefix="." + os.path.basename(dest) + ".",
-                                        suffix=".chopsticks-part")
-        agent.temp_files.add(temp)
-        digest = hashlib.sha256()
-        size = 0
+            writer = AtomicFile(open_dir(os.path.dirname(dest)), os.path.basename(dest), dest)
+        agent.temp_files.add(writer.temp_path)
+        tally = Tally()
         for chunk in stream.chunks_until_end():
-            view = memoryview(chunk)
-            try:
-                while view:
-                    view = view[os.write(fd, view):]
-            except OSError as exc:
-                raise OSError(exc.errno, exc.strerror, dest) from None
-            digest.update(chunk)
-            size += len(chunk)
+            writer.write(chunk)
+            tally.update(chunk)
         end = stream.end
         if end.get("abort"):
             raise TransferAborted(end["abort"])
-        if size != end["size"] or digest.hexdigest() != end["sha256"]:
+        if not tally.matches(end["size"], end["sha256"]):
             raise TransferAborted("received %d bytes with SHA-256 %s, but %d bytes with SHA-256 %s were sent"
-                                  % (size, digest.hexdigest(), end["size"], end["sha256"]))
-        os.fchmod(fd, mode)
-        if mtime_ns is not None:
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, dest) from None
-        os.close(fd)
-        fd = None
-        created = temp == dest or not os.path.lexists(dest)
-        if temp != dest:
-            os.rename(temp, dest)
-            _fsync_dir(os.path.dirname(dest))
-        agent.temp_files.discard(temp)
-        return {"remote_path": dest, "size": size, "sha256": digest.hexdigest(), "created": created}
-    except BaseException:
-        if fd is not None:
-            os.close(fd)
-        if temp is not None:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
-            agent.temp_files.discard(temp)
-        raise
+                                  % (tally.size, tally.sha256, end["size"], end["sha256"]))
+        created = writer.commit(mode, mtime_ns)
+        return {"remote_path": writer.path, "size": tally.size, "sha256": tally.sha256, "created": created}
     finally:
+        if writer is not None:
+            writer.discard()
+            agent.temp_files.discard(writer.temp_path)
         stream.close()
 
 
@@ -120,26 +232,21 @@ def send(sid, path):
     stream = _agent().open_stream(sid)
     try:
         path = os.path.abspath(os.path.expanduser(path))
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; only a regular file is read.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_regular(path)
         with open(fd, "rb", buffering=0) as f:
             before = os.fstat(fd)
-            if not stat.S_ISREG(before.st_mode):
-                raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or socket)", path)
-            digest = hashlib.sha256()
-            size = 0
+            tally = Tally()
             while True:
                 chunk = f.read(protocol.STREAM_CHUNK)
                 if not chunk:
                     break
-                digest.update(chunk)
-                size += len(chunk)
+                tally.update(chunk)
                 if not stream.send(chunk):
                     raise TransferAborted("the controller cancelled the transfer of %s" % path)
             after = os.fstat(fd)
-        if size != before.st_size or _identity(after) != _identity(before):
+        if tally.size != before.st_size or _identity(after) != _identity(before):
             raise TransferAborted("%s changed while it was being sent" % path)
-        return {"remote_path": path, "size": size, "sha256": digest.hexdigest(),
+        return {"remote_path": path, "size": tally.size, "sha256": tally.sha256,
                 "mode": stat.S_IMODE(before.st_mode), "mtime_ns": before.st_mtime_ns}
     finally:
         stream.close()

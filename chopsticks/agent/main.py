@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover
 import msgpack
 
 from chopsticks.wire import codec, protocol
+from chopsticks.wire.window import Window
 from chopsticks.agent.children import ProcessGroups
 
 # Bytes per read. Larger reads are above glibc's mmap threshold: every read would map and
@@ -280,10 +281,10 @@ class Agent(object):
 class Stream(object):
     """One file stream between a remote function and the controller, either way.
 
-    Incoming (``put``): ``chunks()`` yields the bytes as they arrive and grants the controller
-    credit for each chunk consumed; ``end`` is then the controller's closing dict. Outgoing
-    (``fetch``): ``send(data)`` waits for credit, so the controller's memory stays bounded.
-    The controller holds at most ``STREAM_WINDOW`` bytes unacknowledged either way.
+    Incoming (``put``): ``chunks_until_end()`` yields the bytes as they arrive and grants the
+    controller credit for each chunk consumed; ``end`` is then the controller's closing dict.
+    Outgoing (``fetch``): ``send(data)`` waits for credit, so the controller's memory stays
+    bounded. ``window`` keeps the credit by the rules both ends share (``wire.window``).
     """
 
     def __init__(self, agent, sid):
@@ -292,16 +293,17 @@ class Stream(object):
         self.cond = threading.Condition(threading.Lock())
         self.chunks = collections.deque()
         self.end = None
-        self.credit = protocol.STREAM_WINDOW
+        self.window = Window(sid)
         self.closed = False
 
     def deliver(self, frame):
         with self.cond:
             if frame.kind == protocol.STREAM:
+                self.window.arrived(len(frame.payload))
                 if not self.closed:
                     self.chunks.append(frame.payload)
             elif frame.kind == protocol.CREDIT:
-                self.credit += msgpack.unpackb(frame.payload)
+                self.window.credited(msgpack.unpackb(frame.payload))
             else:
                 self.end = msgpack.unpackb(frame.payload)
                 if self.closed:
@@ -317,17 +319,19 @@ class Stream(object):
                 if not self.chunks:
                     return
                 chunk = self.chunks.popleft()
+                grant = self.window.consumed(len(chunk))
             yield chunk
-            self.agent.send(protocol.CREDIT, self.sid, msgpack.packb(len(chunk)))
+            if grant:
+                self.agent.send(protocol.CREDIT, self.sid, msgpack.packb(grant))
 
     def send(self, data):
         """Send bytes of an outgoing stream; False if the controller ended the stream first."""
         with self.cond:
-            while self.credit < len(data) and self.end is None:
+            while not self.window.fits(len(data)) and self.end is None:
                 self.cond.wait()
             if self.end is not None:
                 return False
-            self.credit -= len(data)
+            self.window.spend(len(data))
         self.agent.send(protocol.STREAM, self.sid, data)
         return True
 
