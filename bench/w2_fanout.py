@@ -23,6 +23,9 @@ machine; they step in lock-step, see ``bench/peers/_w2common.py``):
   bootstrap, call, all hosts at once. ``ok`` hosts returned a distinct int pid; the others
   are summarised in ``errors`` (message -> count, first host).
 * ``warm_s``: the same call again on the connected fleet (median of 3 rounds).
+* ``warm_controller_cpu_us_per_host``: the child's ``time.process_time()`` (all its threads)
+  over one warm round divided by the number of hosts in it, in µs: median of the rounds
+  (``..._rounds``: each round). For the peers that run OpenSSH clients, their CPU is not in it.
 * ``cpu_ms_per_host``: machine CPU for the cold phase divided by N: the busy jiffies
   (user+nice+system+irq+softirq, i.e. everything but idle/iowait/steal) of ALL CPUs from
   ``/proc/stat``, read just before the child is told to start and just after it reports.
@@ -462,6 +465,8 @@ class Run:
         rec = {'workload': 'W2', 'impl': self.impl, 'version': res.get('version'),
                'transport': 'ssh', 'n': n, 'ok': cold.get('ok'), 'cold_s': cold.get('cold_s'),
                'warm_s': conn.get('warm_s'), 'warm_rounds_s': conn.get('warm_rounds_s'),
+               'warm_controller_cpu_us_per_host': conn.get('warm_controller_cpu_us_per_host'),
+               'warm_controller_cpu_us_per_host_rounds': conn.get('warm_controller_cpu_us_per_host_rounds'),
                'warm_ok_min': conn.get('warm_ok_min'), 'close_s': res.get('close_s'),
                'cpu_ms_per_host': round(machine / n * 1000, 1),
                'cpu_split_ms_per_host': {k: round(v / n * 1000, 1) for k, v in split.items()},
@@ -663,8 +668,10 @@ def main():
                 if 'error' in rec:
                     log('%s N=%d: ERROR %s' % (impl, n, rec['error'][:400]))
                 else:
-                    log('%s N=%d: cold %.2f s (%d/%d ok), warm %.3f s, %.1f ms CPU/host, %.1f MiB/host'
+                    log('%s N=%d: cold %.2f s (%d/%d ok), warm %.3f s (controller %.0f us CPU/host), '
+                        '%.1f ms CPU/host, %.1f MiB/host'
                         % (impl, n, rec['cold_s'], rec['ok'], n, rec['warm_s'] or -1,
+                           rec['warm_controller_cpu_us_per_host'] or -1,
                            rec['cpu_ms_per_host'], rec['mem_mib_per_host']))
         finally:
             fleet.stop()
