@@ -11,12 +11,13 @@ and every implementation is run against it in turn, each as its own controller p
 
 * ``chopsticks`` (ours, ``bench/w2_ours.py``, project venv), and with ``--peers``:
   ``mitogen``, ``execnet``, ``chopsticks-1.0``, ``parallel-ssh``
-  (``bench/peers/w2_*.py``, peers venv, cwd ``bench/peers``, no PYTHONPATH), then ours
+  (``bench/peers/w2_*.py``, peers venv, cwd ``bench/peers``, ``PYTHONPATH=bench``), then ours
   again (``"run": 2``), so that drift on this shared machine shows. Peers run only for
   N <= ``--peers-max`` (default 300); ours for every size asked.
 
 What one implementation's run measures (the child does the work, this process watches the
-machine; they step in lock-step, see ``bench/peers/_w2common.py``):
+machine; they step in lock-step, see ``bench/harness/w2.py``; everything read from /proc
+is ``bench/harness/procfs.py``):
 
 * ``cold_s``: wall time in the controller from nothing (tunnel objects not yet made;
   imports done) to every host having returned ``os.getpid()``: connect, authenticate,
@@ -86,20 +87,12 @@ import tempfile
 import threading
 import time
 
-BENCH = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(BENCH)
-PEERS = os.path.join(BENCH, 'peers')
-RESULTS = os.path.join(BENCH, 'results')
-PEERS_VENV = os.environ.get('PEERS_VENV') or os.path.join(BENCH, '.peers-venv')
-PEERS_PY = os.path.join(PEERS_VENV, 'bin', 'python')
-CLK_TCK = os.sysconf('SC_CLK_TCK')
-PAGE = os.sysconf('SC_PAGE_SIZE')
+from harness.procfs import (MACHINE_FIELDS, PAGE, cmdline, cpu_model, descendants, kernel_threads_cpu,
+                            machine_busy_s, machine_cpu, mem_available, pss, read_procs)
+from harness.runner import BENCH, PEERS, PEERS_PY, ROOT, append_results, peers_env, start_fleet
+
 GIB = 1 << 30
 MIB = 1 << 20
-
-sys.dont_write_bytecode = True
-from _common import append_results, start_fleet  # noqa: E402
-sys.dont_write_bytecode = False
 
 # impl -> (script, uses the peers venv)
 IMPLS = {
@@ -118,118 +111,7 @@ def log(msg):
     sys.stderr.flush()
 
 
-# -- /proc -------------------------------------------------------------------------------
-
-
-def mem_available():
-    with open('/proc/meminfo') as f:
-        for line in f:
-            if line.startswith('MemAvailable:'):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError('no MemAvailable in /proc/meminfo')
-
-
-MACHINE_FIELDS = ('user', 'nice', 'system', 'idle', 'iowait', 'irq', 'softirq', 'steal')
-BUSY_FIELDS = ('user', 'nice', 'system', 'irq', 'softirq')
-
-
-def machine_cpu():
-    """/proc/stat's first line: seconds of all CPUs since boot, per field."""
-    with open('/proc/stat') as f:
-        fields = [int(x) for x in f.readline().split()[1:9]]
-    return {name: value / CLK_TCK for name, value in zip(MACHINE_FIELDS, fields)}
-
-
-def machine_busy_s(cpu=None):
-    """Busy CPU seconds of all CPUs since boot: user+nice+system+irq+softirq (guest time
-    is already inside user; idle, iowait and steal are not ours)."""
-    cpu = cpu or machine_cpu()
-    return sum(cpu[name] for name in BUSY_FIELDS)
-
-
-def precise_cpu(pid):
-    """CPU seconds of a live process's current threads, in ns resolution: the sum of
-    /proc/<pid>/task/*/schedstat field 1 (time on a CPU). None if unreadable."""
-    total = 0
-    try:
-        tasks = os.listdir('/proc/%d/task' % pid)
-    except OSError:
-        return None
-    for tid in tasks:
-        try:
-            with open('/proc/%d/task/%s/schedstat' % (pid, tid)) as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total / 1e9
-
-
-def read_procs(precise=False):
-    """pid -> (ppid, comm, own cpu s, reaped children's cpu s, rss bytes) for every process.
-
-    /proc/<pid>/stat gives CPU in clock ticks (10 ms), truncated per value: summed over
-    thousands of short-lived processes that loses ~5 ms per process and value (measured:
-    ~25 ms per fleet host, a quarter of the total). With ``precise`` the own CPU is the
-    larger of that and the exact sum over the live threads (schedstat); the ticks value
-    still wins when exited threads make it larger. Reaped children stay in ticks, but
-    they are summed in ns by the kernel and truncated once per parent."""
-    procs = {}
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % entry) as f:
-                raw = f.read()
-        except OSError:
-            continue
-        head, _, tail = raw.rpartition(')')
-        comm = head.split('(', 1)[1]
-        f = tail.split()
-        own = (int(f[11]) + int(f[12])) / CLK_TCK
-        if precise and f[0] != 'Z':
-            exact = precise_cpu(int(entry))
-            if exact is not None and exact > own:
-                own = exact
-        procs[int(entry)] = (int(f[1]), comm, own, (int(f[13]) + int(f[14])) / CLK_TCK,
-                             int(f[21]) * PAGE)
-    return procs
-
-
-def kernel_threads_cpu():
-    """CPU seconds of the kernel's threads (kthreadd's children: ksoftirqd, kworkers...)."""
-    return sum(p[2] for pid, p in read_procs().items() if p[0] == 2 or pid == 2)
-
-
-def descendants(procs, root):
-    kids = {}
-    for pid, p in procs.items():
-        kids.setdefault(p[0], []).append(pid)
-    found, todo = [], [root]
-    while todo:
-        for kid in kids.get(todo.pop(), []):
-            found.append(kid)
-            todo.append(kid)
-    return found
-
-
-def cmdline(pid):
-    try:
-        with open('/proc/%d/cmdline' % pid, 'rb') as f:
-            return f.read().replace(b'\0', b' ').decode(errors='replace')
-    except OSError:
-        return ''
-
-
-def pss(pid):
-    """Proportional set size of a process in bytes (shared pages split among their users)."""
-    try:
-        with open('/proc/%d/smaps_rollup' % pid) as f:
-            for line in f:
-                if line.startswith('Pss:'):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+# -- the process trees ------------------------------------------------------------------------
 
 
 def snapshot(controller_pid, fleet_pid, with_pss=False):
@@ -253,13 +135,13 @@ def snapshot(controller_pid, fleet_pid, with_pss=False):
         _, _, own, reaped, _ = procs[controller_pid]
         add('controller', controller_pid, own)
         cpu['controller_children'] += reaped
-        for pid in descendants(procs, controller_pid):
+        for pid in descendants(controller_pid, procs):
             _, _, own, reaped, _ = procs[pid]
             add('controller_children', pid, own + reaped)
     if fleet_pid in procs:
         _, _, own, reaped, _ = procs[fleet_pid]
         cpu['sshd'] += own + reaped  # the listener, and whole sessions it reaped (rare)
-        for pid in descendants(procs, fleet_pid):
+        for pid in descendants(fleet_pid, procs):
             _, comm, own, reaped, _ = procs[pid]
             if comm == 'sshd':
                 add('sshd', pid, own)
@@ -275,7 +157,7 @@ def snapshot(controller_pid, fleet_pid, with_pss=False):
 
 
 def fleet_sessions(fleet):
-    return descendants(read_procs(), fleet.proc.pid) if fleet.proc else []
+    return descendants(fleet.proc.pid) if fleet.proc else []
 
 
 def drain_fleet(fleet, timeout=60.0):
@@ -318,10 +200,7 @@ class Run:
                 '--ssh-config', fleet.ssh_config, '--timeout', str(args.timeout)]
         if impl == 'chopsticks' and args.ours_connect_timeout:
             argv += ['--connect-timeout', str(args.ours_connect_timeout)]
-        env = dict(os.environ)
-        if peer:
-            env.pop('PYTHONPATH', None)
-            env.pop('PYTHONHOME', None)
+        env = peers_env() if peer else None
         self.log_path = os.path.join(logdir, '%s-%d-run%d.stderr' % (impl, self.n, run_no))
         self._log = open(self.log_path, 'wb')
         self.proc = subprocess.Popen(argv, cwd=PEERS if peer else ROOT, env=env,
@@ -382,8 +261,7 @@ class Run:
         if self.killed_for is None:
             self.killed_for = why
         log('%s N=%d: killing it: %s' % (self.impl, self.n, why))
-        procs = read_procs()
-        victims = descendants(procs, self.proc.pid)  # some (1.0's ssh) leave the group
+        victims = descendants(self.proc.pid)  # some (1.0's ssh) leave the group
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -596,12 +474,7 @@ def table(records):
 
 
 def machine_line():
-    try:
-        with open('/proc/cpuinfo') as f:
-            model = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), '?')
-    except OSError:
-        model = '?'
-    return '%d CPU %s, %.1f GiB, Linux %s' % (os.cpu_count() or 0, model,
+    return '%d CPU %s, %.1f GiB, Linux %s' % (os.cpu_count() or 0, cpu_model(),
                                                 os.sysconf('SC_PHYS_PAGES') * PAGE / GIB, platform.release())
 
 

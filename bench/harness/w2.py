@@ -121,6 +121,15 @@ def check(hosts, results):
     return ok, errors
 
 
+def quantiles(finish):
+    """Sorted finish times (s) -> when 10/50/90/100 % of them had finished."""
+    out = {}
+    if finish:
+        for q in (0.1, 0.5, 0.9, 1.0):
+            out['p%d' % int(q * 100)] = round(finish[min(len(finish) - 1, int(q * len(finish)))], 3)
+    return out
+
+
 class Clock:
     def __init__(self):
         self.t0 = time.perf_counter()

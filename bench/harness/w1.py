@@ -1,4 +1,6 @@
-"""Shared helpers for the W1 peer scripts (argument parsing, timing, output).
+"""W1 (call latency): argument parsing, timing, statistics and output for the peer scripts,
+whose timing and statistics ``bench/w1_latency.py`` uses too; and the containers of
+``--transport docker``.
 
 Kept dependency-free so every script can use it under any Python 3.
 """
@@ -12,22 +14,21 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 REMOTE_PYTHON = '/usr/bin/python3'
 WARMUP = 200
 DEFAULT_IMAGE = 'chopsticks/python:3.11'
 
 
 def setup_path():
-    """Make w1_target importable by absolute path, then leave the directory.
+    """Leave the directory for '/', keeping imports (w1_target from ``bench/``) working.
 
     The remote processes start with cwd inherited from us; running them from
     '/' makes sure they cannot pick w1_target.py up from the filesystem, so
-    peers that ship modules on demand really have to ship it.
+    peers that ship modules on demand really have to ship it. Relative entries
+    of sys.path (the cwd's '') are made absolute first, so that what they
+    found still resolves.
     """
     sys.path[:] = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
-    if HERE not in sys.path:
-        sys.path.insert(0, HERE)
     os.chdir('/')
 
 
@@ -135,7 +136,7 @@ def engine_path(engine):
 
 
 def container_name(args, impl):
-    """--name if given (run.py gives one, to clean up after a killed script),
+    """--name if given (w1_peers.py gives one, to clean up after a killed script),
     else ``w1-peer-<impl>-<pid>``."""
     return args.name or 'w1-peer-%s-%d' % (impl, os.getpid())
 
