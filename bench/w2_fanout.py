@@ -427,19 +427,20 @@ def fmt(x, spec='%.2f'):
 
 
 def table(records):
-    rows = ['| impl | N | ok | cold s | warm s | CPU ms/host (ctl / ssh-cli / sshd / remote / other) '
-            '| mem MiB/host | ctl peak RSS MiB | ctl CPU cold s |',
-            '| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |']
+    rows = ['| impl | N | ok | cold s | warm s | warm ctl CPU us/host | CPU ms/host (ctl / ssh-cli / sshd / '
+            'remote / other) | mem MiB/host | ctl peak RSS MiB | ctl CPU cold s |',
+            '| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |']
     for r in records:
         name = r['impl'] + (' (run %d)' % r['run'] if r.get('run') else '')
         if r.get('connect_timeout') not in (None, 'default'):
             name += ' (connect_timeout=%g)' % r['connect_timeout']
         if 'error' in r:
-            rows.append('| %s | %d | error | %s | | | | | |' % (name, r['n'], r['error'][:140].replace('|', '/')))
+            rows.append('| %s | %d | error | %s | | | | | | |' % (name, r['n'], r['error'][:140].replace('|', '/')))
             continue
         s = r['cpu_split_ms_per_host']
-        rows.append('| %s | %d | %s/%d | %s | %s | %s (%s / %s / %s / %s / %s) | %s | %s | %s |' % (
+        rows.append('| %s | %d | %s/%d | %s | %s | %s | %s (%s / %s / %s / %s / %s) | %s | %s | %s |' % (
             name, r['n'], r['ok'], r['n'], fmt(r['cold_s']), fmt(r['warm_s'], '%.3f'),
+            fmt(r['warm_controller_cpu_us_per_host'], '%.0f'),
             fmt(r['cpu_ms_per_host'], '%.1f'), fmt(s['controller'], '%.1f'),
             fmt(s['controller_children'], '%.1f'), fmt(s['sshd'], '%.1f'), fmt(s['remote'], '%.1f'),
             fmt(s['other'], '%.1f'), fmt(r['mem_mib_per_host'], '%.1f'),
