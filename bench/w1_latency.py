@@ -70,7 +70,7 @@ from chopsticks.tunnel import Docker, Local, SSHTunnel
 from chopsticks.transports.ssh_options import SSHOptions
 from harness.procfs import descendants, threads_cpu_s
 from harness.runner import BENCH, ROOT, append_results, check_checkout, start_fleet
-from harness.w1 import REMOTE_PYTHON, measure, stats_us
+from harness.w1 import REMOTE_PYTHON, add_container_args, json_lines, measure, stats_us
 
 PIPELINED_BURSTS = 3
 
@@ -217,15 +217,7 @@ def run_harness(n, only, sink, fleet=None, container=None):
         image, engine = container
         cmd += ['--transport', 'docker', '--image', image, '--engine', engine]
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    for line in proc.stdout.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            sys.stderr.write('[peers] %s\n' % line)
-            continue
+    for rec in json_lines(proc.stdout, 'peers'):
         out(rec, sink)
     if proc.returncode:
         sys.stderr.write('[w1_latency] w1_peers.py exited with status %d\n' % proc.returncode)
@@ -276,8 +268,7 @@ def main():
                     help='without --peers, do not run the pipe floor either')
     ap.add_argument('--transport', choices=('local', 'ssh', 'docker'), default='local',
                     help='local subprocess (default), a 1-host loopback sshd fleet, or a container')
-    ap.add_argument('--image', default='chopsticks/python:3.11', help='docker: the image (default %(default)s)')
-    ap.add_argument('--engine', default='podman', help='docker: the engine command (default %(default)s)')
+    add_container_args(ap)
     ap.add_argument('--json-out', metavar='FILE',
                     help='append the JSON lines to FILE (relative: under bench/results/)')
     args = ap.parse_args()

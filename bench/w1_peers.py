@@ -38,7 +38,7 @@ import sys
 
 from harness.runner import PEERS as PEERS_DIR
 from harness.runner import PEERS_PY, peers_env, start_fleet
-from harness.w1 import DEFAULT_IMAGE, remove_container
+from harness.w1 import add_container_args, json_lines, remove_container
 
 # name -> (script, impl names it reports, needs the venv, transports)
 PEERS = [
@@ -118,15 +118,7 @@ def _run_script(name, script, impls, python, n, timeout, transport, extra):
     except subprocess.TimeoutExpired as e:
         out, err, rc = e.stdout or b'', e.stderr or b'', 'timeout %ds' % timeout
     seen = set()
-    for line in out.decode(errors='replace').splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            sys.stderr.write('[%s] %s\n' % (name, line))
-            continue
+    for rec in json_lines(out.decode(errors='replace'), name):
         seen.add(rec.get('impl'))
         print(json.dumps(rec), flush=True)
     err_text = err.decode(errors='replace').strip()
@@ -152,10 +144,7 @@ def main():
     ap.add_argument('--transport', choices=('local', 'ssh', 'docker'), default='local',
                     help='local subprocess (default), a loopback SSH fleet host, '
                     'or a fresh container per peer')
-    ap.add_argument('--image', default=DEFAULT_IMAGE,
-                    help='docker: the image (default %(default)s)')
-    ap.add_argument('--engine', default='podman',
-                    help='docker: the engine command (default %(default)s)')
+    add_container_args(ap)
     ap.add_argument('--host', help='ssh: fleet host (with --port, --key, '
                     '--known-hosts, --ssh-config; else a 1-host fleet is started)')
     ap.add_argument('--port', type=int)

@@ -50,10 +50,7 @@ def parse_args(description, transports=('local', 'ssh')):
     ap.add_argument('--known-hosts', help='ssh: the fleet known_hosts file')
     ap.add_argument('--ssh-config', help='ssh: the fleet ssh_config '
                     '(Port, User, IdentityFile, UserKnownHostsFile)')
-    ap.add_argument('--image', default=DEFAULT_IMAGE,
-                    help='docker: the image (default %(default)s)')
-    ap.add_argument('--engine', default='podman',
-                    help='docker: the engine command (default %(default)s)')
+    add_container_args(ap)
     ap.add_argument('--name', help='docker: the container name (default '
                     'w1-peer-<impl>-<pid>)')
     args = ap.parse_args()
@@ -65,6 +62,29 @@ def parse_args(description, transports=('local', 'ssh')):
             ap.error('--transport ssh needs --' + ', --'.join(
                 m.replace('_', '-') for m in missing))
     return args
+
+
+def add_container_args(ap):
+    """--image and --engine, for ``--transport docker``."""
+    ap.add_argument('--image', default=DEFAULT_IMAGE,
+                    help='docker: the image (default %(default)s)')
+    ap.add_argument('--engine', default='podman',
+                    help='docker: the engine command (default %(default)s)')
+
+
+def json_lines(text, tag):
+    """The JSON objects of a child's stdout, one per line; other lines go to stderr as
+    ``[tag] line``."""
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            sys.stderr.write('[%s] %s\n' % (tag, line))
+            continue
+        yield rec
 
 
 def measure(call, n, warmup, expect=2):
