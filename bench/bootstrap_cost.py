@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/bootstrap_cost.py [--rounds 20] [--json-out FILE]
 
-Run from the repo root (or with PYTHONPATH=<repo root>). Prints JSON lines on stdout
+Run with the project venv (or PYTHONPATH=<repo root>). Prints JSON lines on stdout
 ("workload": "bootstrap"), then a short summary on stderr; about 5 s on 2 cores.
 
 * ``stage1``: bytes of the ``python3 -c`` program (and of the whole argv).
@@ -38,7 +38,6 @@ to a process that has already exited):
 """
 
 import argparse
-import glob
 import json
 import os
 import resource
@@ -46,24 +45,13 @@ import subprocess
 import sys
 import time
 
-BENCH = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(BENCH)
-PEERS = os.path.join(BENCH, 'peers')
-RESULTS = os.path.join(BENCH, 'results')
-REMOTE_PYTHON = '/usr/bin/python3'
-
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-sys.dont_write_bytecode = True  # import w1_target without leaving bytecode in bench/peers
-sys.path.insert(0, PEERS)
-import w1_target  # noqa: E402
-
-sys.dont_write_bytecode = False
-
-import chopsticks  # noqa: E402
-from chopsticks import bootstrap  # noqa: E402
-from chopsticks.tunnel import DEFAULT_MAX_RESULT, Local  # noqa: E402
-from _common import append_results  # noqa: E402
+import chopsticks
+import w1_target  # the remote function, shipped by the agent's importer (bench/w1_target.py)
+from chopsticks import bootstrap
+from chopsticks.tunnel import DEFAULT_MAX_RESULT, Local
+from harness.procfs import thread_count, threads_cpu_s
+from harness.runner import append_results, check_checkout
+from harness.w1 import REMOTE_PYTHON
 
 
 def median(xs):
@@ -81,22 +69,6 @@ def children_cpu_s():
     return ru.ru_utime + ru.ru_stime
 
 
-def threads_oncpu_s(pid):
-    """Seconds on a CPU, summed over the live threads of ``pid`` (scheduler accounting)."""
-    total = 0
-    for path in glob.glob('/proc/%d/task/*/schedstat' % pid):
-        try:
-            with open(path) as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass  # a thread that exited while we looked
-    return total / 1e9
-
-
-def threads_of(pid):
-    return len(glob.glob('/proc/%d/task/*' % pid))
-
-
 def one_agent():
     """One fresh tunnel: connect, one call, close. Returns a dict of measurements."""
     cpu_before = children_cpu_s()
@@ -107,12 +79,12 @@ def one_agent():
         t.connect()
         t_hello = time.perf_counter()
         pid = t.remote_info['pid']
-        cpu_hello = threads_oncpu_s(pid)
+        cpu_hello = threads_cpu_s(pid)
         value = t.call(w1_target.two)
         t_result = time.perf_counter()
-        cpu_result = threads_oncpu_s(pid)
+        cpu_result = threads_cpu_s(pid)
         ctl_cpu = time.process_time() - ctl_before
-        nthreads = threads_of(pid)
+        nthreads = thread_count(pid)
         if value != 2:
             raise AssertionError('w1_target.two() returned %r on the remote' % (value,))
         python = '.'.join(map(str, t.remote_info.get('python', [])))
@@ -139,6 +111,7 @@ def main():
     ap.add_argument('--json-out', metavar='FILE',
                     help='append the JSON lines to FILE (relative: under bench/results/)')
     args = ap.parse_args()
+    check_checkout(chopsticks)
     os.chdir('/')  # like W1: the agent must get w1_target from us, not from its cwd
     records = []
 

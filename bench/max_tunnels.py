@@ -18,29 +18,13 @@ import resource
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from _common import append_results, start_fleet  # noqa: E402
-from chopsticks import Group, SSHOptions  # noqa: E402
-from chopsticks.transports.ssh import raise_open_files_limit  # noqa: E402
+import chopsticks
+from chopsticks import Group, SSHOptions
+from chopsticks.transports.ssh import raise_open_files_limit
+from harness.procfs import mem_available, open_fds, self_rss
+from harness.runner import append_results, check_checkout, start_fleet
 
 MIB = 1 << 20
-
-
-def mem_available() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
-
-
-def rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def measure(count: int, deadline: float) -> dict:
@@ -49,7 +33,7 @@ def measure(count: int, deadline: float) -> dict:
         options = SSHOptions(port=fleet.port, key=fleet.key, known_hosts=fleet.known_hosts, ssh_config="",
                              agent=False)
         before = mem_available()
-        rss_before = rss()
+        rss_before = self_rss()
         group = Group(fleet.hosts, options=options, connect_timeout=deadline)
         started = time.monotonic()
         connected = group.connect(deadline=deadline)
@@ -64,9 +48,9 @@ def measure(count: int, deadline: float) -> dict:
         record = {
             "workload": "max_tunnels", "impl": "chopsticks", "n": count, "connected": len(live),
             "warm_ok": sum(1 for _ in warm.successful()), "connect_s": round(connect_s, 2),
-            "warm_s": round(warm_s, 3), "controller_rss_mib": round(rss() / MIB, 1),
-            "controller_rss_growth_mib": round((rss() - rss_before) / MIB, 1),
-            "controller_fds": len(os.listdir("/proc/self/fd")),
+            "warm_s": round(warm_s, 3), "controller_rss_mib": round(self_rss() / MIB, 1),
+            "controller_rss_growth_mib": round((self_rss() - rss_before) / MIB, 1),
+            "controller_fds": open_fds(),
             "mem_mib_per_host": round((before - mem_available()) / MIB / max(1, len(live)), 2),
             "failures": failures,
         }
@@ -86,6 +70,7 @@ def main() -> int:
                         help="skip a count that would leave less MemAvailable than this (at ~8 MiB/host)")
     parser.add_argument("--json-out", default="max_tunnels.jsonl", help="results file (under bench/results/)")
     args = parser.parse_args()
+    check_checkout(chopsticks)
     raise_open_files_limit()
     print("# open-files limit %s" % (resource.getrlimit(resource.RLIMIT_NOFILE),), file=sys.stderr)
     records = []

@@ -9,7 +9,7 @@
 host 127.0.0.2, an empty HOME for the login) is started for the run and stopped at the end;
 ours is ``SSHTunnel('127.0.0.2', options=SSHOptions(port, key, known_hosts,
 ssh_config='', agent=False))`` with remote ``python3``, and with ``--peers`` the peers
-harness gets the same fleet host (``run.py --transport ssh --host ...``: mitogen
+harness gets the same fleet host (``w1_peers.py --transport ssh --host ...``: mitogen
 ``router.ssh``, execnet ``ssh=-F <config> host``, chopsticks 1.0 ``SSHTunnel`` with
 ``-F <config>``, parallel-ssh ``run_command('true')``). Every line then says
 ``"transport": "ssh"`` (the pipe floor stays local). ``agent_cpu_us_per_call`` still
@@ -21,7 +21,7 @@ fresh container, ``run -i --rm``; default image ``chopsticks/python:3.11``, buil
 ``scripts/containers``), and the floor (``"impl": "container-pipe-floor"``) is the same
 8-byte ping-pong as the pipe floor, through ``ENGINE run -i --rm IMAGE python3`` echoing its
 stdin: the cost the engine's own stdio relay (conmon) adds. With ``--peers`` the harness
-gets ``run.py --transport docker --image IMAGE --engine ENGINE``: each peer script starts
+gets ``w1_peers.py --transport docker --image IMAGE --engine ENGINE``: each peer script starts
 and removes its own fresh container of IMAGE (mitogen ``router.podman`` and execnet
 ``popen//python=ENGINE exec -i NAME python3`` exec into a ``sleep infinity`` container;
 chopsticks 1.0 uses its own ``Docker`` tunnel, ``docker run -i --rm``, with ``docker`` a
@@ -29,12 +29,13 @@ symlink to ENGINE); their lines say ``"transport": "docker"`` (the pipe floor st
 local; parallel-ssh is SSH only). ``agent_cpu_us_per_call`` is the container's PID 1
 seen from here.
 
-Run from the repo root (or with PYTHONPATH=<repo root>). Prints JSON lines on stdout:
+Run with the project venv (it has the checkout on its path; for another checkout,
+PYTHONPATH=<its root>). Prints JSON lines on stdout:
 
 * ``"impl": "chopsticks"``: ``t.call(w1_target.two)`` on a ``Local`` tunnel to
   ``/usr/bin/python3``; ``--warmup`` calls, then ``--n`` sequential calls, each timed with
   ``time.perf_counter_ns``. Same fields and statistics as the peers' lines (the timing and
-  statistics code is the peers' own ``_w1common``, imported, so the numbers compare).
+  statistics code is the peers' own ``harness.w1``, so the numbers compare).
   Two extra fields split the cost: ``controller_cpu_us_per_call`` (this process's CPU,
   ``time.process_time``) and ``agent_cpu_us_per_call`` (the agent's CPU, all its threads, from
   ``/proc/<pid>/task/*/schedstat``), both over the measured calls only. Their sum against
@@ -45,7 +46,7 @@ Run from the repo root (or with PYTHONPATH=<repo root>). Prints JSON lines on st
   (``best_calls_per_s`` is the fastest).
 
 Each of our runs uses a fresh tunnel. With ``--peers`` the order is: ours (run 1), the
-peers harness (``bench/peers/run.py``, a subprocess, its lines forwarded), ours (run 2), so
+peers harness (``bench/w1_peers.py``, a subprocess, its lines forwarded), ours (run 2), so
 our numbers and the peers' come from the same minute of the same noisy machine. Without
 ``--peers`` only the pipe floor is taken from the harness (``--only pipe-floor``, under a
 second), for the ratios; ``--no-floor`` skips it too.
@@ -57,74 +58,25 @@ relative FILE is taken under ``bench/results/`` (gitignored).
 """
 
 import argparse
-import glob
 import json
 import os
 import subprocess
 import sys
 import time
 
-BENCH = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(BENCH)
-PEERS = os.path.join(BENCH, 'peers')
-RESULTS = os.path.join(BENCH, 'results')
-REMOTE_PYTHON = '/usr/bin/python3'
+import chopsticks
+import w1_target  # the remote function, shipped by the agent's importer (bench/w1_target.py)
+from chopsticks.tunnel import Docker, Local, SSHTunnel
+from chopsticks.transports.ssh_options import SSHOptions
+from harness.procfs import descendants, threads_cpu_s
+from harness.runner import BENCH, ROOT, append_results, check_checkout, start_fleet
+from harness.w1 import REMOTE_PYTHON, add_container_args, json_lines, measure, stats_us
+
 PIPELINED_BURSTS = 3
-
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-# w1_target (the remote function) and _w1common (timing and statistics) live with the peers;
-# import them without leaving bytecode files in that directory.
-sys.dont_write_bytecode = True
-sys.path.insert(0, PEERS)
-import w1_target  # noqa: E402
-from _w1common import measure, stats_us  # noqa: E402
-
-sys.dont_write_bytecode = False
-
-import chopsticks  # noqa: E402
-from chopsticks.tunnel import Docker, Local, SSHTunnel  # noqa: E402
-from chopsticks.transports.ssh_options import SSHOptions  # noqa: E402
-from _common import append_results, start_fleet  # noqa: E402
 
 # Asked of the remote before timing: which loader provided its w1_target. 'Importer' is
 # chopsticks' remote import hook, i.e. the module came from this process, not from disk.
 LOADER_PROBE = "type(__import__('sys').modules['w1_target'].__spec__.loader).__name__"
-
-
-def agent_cpu_s(pid):
-    """CPU seconds of the agent so far, summed over its live threads (kernel scheduler
-    accounting in /proc/<pid>/task/*/schedstat, nanosecond resolution); None if unreadable."""
-    if not pid:
-        return None
-    total = 0
-    paths = glob.glob('/proc/%d/task/*/schedstat' % pid)
-    for path in paths:
-        try:
-            with open(path) as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total / 1e9 if paths else None
-
-
-def descendants(root):
-    """PIDs of every live descendant of ``root`` (from /proc/*/stat parent links)."""
-    children = {}
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            try:
-                with open('/proc/%s/stat' % entry) as f:
-                    ppid = int(f.read().rsplit(')', 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        for kid in children.get(todo.pop(), []):
-            found.append(kid)
-            todo.append(kid)
-    return found
 
 
 def sshd_cpu_s(fleet, agent_pid):
@@ -132,7 +84,7 @@ def sshd_cpu_s(fleet, agent_pid):
     if fleet is None or fleet.proc is None:
         return None
     pids = [pid for pid in descendants(fleet.proc.pid) if pid != agent_pid]
-    return sum(agent_cpu_s(pid) or 0.0 for pid in pids)
+    return sum(threads_cpu_s(pid) or 0.0 for pid in pids)
 
 
 def out(rec, sink):
@@ -216,9 +168,9 @@ def run_ours(run, n, warmup, sink, fleet=None, container=None):
         if container is not None:  # the container's PID 1, as this machine numbers it
             pid = int(subprocess.run([container[1], 'inspect', '--format', '{{.State.Pid}}', t.host],
                                      capture_output=True, text=True).stdout.strip() or 0)
-        ctl0, agent0, sshd0 = time.process_time(), agent_cpu_s(pid), sshd_cpu_s(fleet, pid)
+        ctl0, agent0, sshd0 = time.process_time(), threads_cpu_s(pid), sshd_cpu_s(fleet, pid)
         samples = measure(call, n, 0)
-        ctl1, agent1, sshd1 = time.process_time(), agent_cpu_s(pid), sshd_cpu_s(fleet, pid)
+        ctl1, agent1, sshd1 = time.process_time(), threads_cpu_s(pid), sshd_cpu_s(fleet, pid)
         rec = {'workload': 'W1', 'impl': 'chopsticks', 'transport': transport, 'n': n}
         rec.update(stats_us(samples))
         rec.update({'python': python, 'version': chopsticks.__version__, 'run': run,
@@ -253,8 +205,8 @@ def run_ours(run, n, warmup, sink, fleet=None, container=None):
 
 
 def run_harness(n, only, sink, fleet=None, container=None):
-    """Run bench/peers/run.py as a subprocess and forward its JSON lines."""
-    cmd = [sys.executable, os.path.join(PEERS, 'run.py'), '--n', str(n)]
+    """Run bench/w1_peers.py as a subprocess and forward its JSON lines."""
+    cmd = [sys.executable, os.path.join(BENCH, 'w1_peers.py'), '--n', str(n)]
     for name in only:
         cmd += ['--only', name]
     if fleet is not None:
@@ -265,18 +217,10 @@ def run_harness(n, only, sink, fleet=None, container=None):
         image, engine = container
         cmd += ['--transport', 'docker', '--image', image, '--engine', engine]
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    for line in proc.stdout.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            sys.stderr.write('[peers] %s\n' % line)
-            continue
+    for rec in json_lines(proc.stdout, 'peers'):
         out(rec, sink)
     if proc.returncode:
-        sys.stderr.write('[w1_latency] peers/run.py exited with status %d\n' % proc.returncode)
+        sys.stderr.write('[w1_latency] w1_peers.py exited with status %d\n' % proc.returncode)
 
 
 def table(records):
@@ -319,18 +263,18 @@ def main():
     ap.add_argument('--n', type=int, default=2000, help='measured calls (default 2000)')
     ap.add_argument('--warmup', type=int, default=200, help='warm-up calls (default 200)')
     ap.add_argument('--peers', action='store_true',
-                    help='also run bench/peers/run.py: ours, peers, ours again')
+                    help='also run bench/w1_peers.py: ours, peers, ours again')
     ap.add_argument('--no-floor', action='store_true',
                     help='without --peers, do not run the pipe floor either')
     ap.add_argument('--transport', choices=('local', 'ssh', 'docker'), default='local',
                     help='local subprocess (default), a 1-host loopback sshd fleet, or a container')
-    ap.add_argument('--image', default='chopsticks/python:3.11', help='docker: the image (default %(default)s)')
-    ap.add_argument('--engine', default='podman', help='docker: the engine command (default %(default)s)')
+    add_container_args(ap)
     ap.add_argument('--json-out', metavar='FILE',
                     help='append the JSON lines to FILE (relative: under bench/results/)')
     args = ap.parse_args()
     if args.n < 1 or args.warmup < 0:
         ap.error('--n must be >= 1 and --warmup >= 0')
+    check_checkout(chopsticks)
 
     # Like the peers: the remote starts in '/', so it can only get w1_target from us.
     os.chdir('/')

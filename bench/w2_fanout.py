@@ -11,18 +11,22 @@ and every implementation is run against it in turn, each as its own controller p
 
 * ``chopsticks`` (ours, ``bench/w2_ours.py``, project venv), and with ``--peers``:
   ``mitogen``, ``execnet``, ``chopsticks-1.0``, ``parallel-ssh``
-  (``bench/peers/w2_*.py``, peers venv, cwd ``bench/peers``, no PYTHONPATH), then ours
+  (``bench/peers/w2_*.py``, peers venv, cwd ``bench/peers``, ``PYTHONPATH=bench``), then ours
   again (``"run": 2``), so that drift on this shared machine shows. Peers run only for
   N <= ``--peers-max`` (default 300); ours for every size asked.
 
 What one implementation's run measures (the child does the work, this process watches the
-machine; they step in lock-step, see ``bench/peers/_w2common.py``):
+machine; they step in lock-step, see ``bench/harness/w2.py``; everything read from /proc
+is ``bench/harness/procfs.py``):
 
 * ``cold_s``: wall time in the controller from nothing (tunnel objects not yet made;
   imports done) to every host having returned ``os.getpid()``: connect, authenticate,
   bootstrap, call, all hosts at once. ``ok`` hosts returned a distinct int pid; the others
   are summarised in ``errors`` (message -> count, first host).
 * ``warm_s``: the same call again on the connected fleet (median of 3 rounds).
+* ``warm_controller_cpu_us_per_host``: the child's ``time.process_time()`` (all its threads)
+  over one warm round divided by the number of hosts in it, in µs: median of the rounds
+  (``..._rounds``: each round). For the peers that run OpenSSH clients, their CPU is not in it.
 * ``cpu_ms_per_host``: machine CPU for the cold phase divided by N: the busy jiffies
   (user+nice+system+irq+softirq, i.e. everything but idle/iowait/steal) of ALL CPUs from
   ``/proc/stat``, read just before the child is told to start and just after it reports.
@@ -83,20 +87,12 @@ import tempfile
 import threading
 import time
 
-BENCH = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(BENCH)
-PEERS = os.path.join(BENCH, 'peers')
-RESULTS = os.path.join(BENCH, 'results')
-PEERS_VENV = os.environ.get('PEERS_VENV') or os.path.join(BENCH, '.peers-venv')
-PEERS_PY = os.path.join(PEERS_VENV, 'bin', 'python')
-CLK_TCK = os.sysconf('SC_CLK_TCK')
-PAGE = os.sysconf('SC_PAGE_SIZE')
+from harness.procfs import (MACHINE_FIELDS, PAGE, cmdline, cpu_model, descendants, kernel_threads_cpu,
+                            machine_busy_s, machine_cpu, mem_available, pss, read_procs)
+from harness.runner import BENCH, PEERS, PEERS_PY, ROOT, append_results, peers_env, start_fleet
+
 GIB = 1 << 30
 MIB = 1 << 20
-
-sys.dont_write_bytecode = True
-from _common import append_results, start_fleet  # noqa: E402
-sys.dont_write_bytecode = False
 
 # impl -> (script, uses the peers venv)
 IMPLS = {
@@ -115,118 +111,7 @@ def log(msg):
     sys.stderr.flush()
 
 
-# -- /proc -------------------------------------------------------------------------------
-
-
-def mem_available():
-    with open('/proc/meminfo') as f:
-        for line in f:
-            if line.startswith('MemAvailable:'):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError('no MemAvailable in /proc/meminfo')
-
-
-MACHINE_FIELDS = ('user', 'nice', 'system', 'idle', 'iowait', 'irq', 'softirq', 'steal')
-BUSY_FIELDS = ('user', 'nice', 'system', 'irq', 'softirq')
-
-
-def machine_cpu():
-    """/proc/stat's first line: seconds of all CPUs since boot, per field."""
-    with open('/proc/stat') as f:
-        fields = [int(x) for x in f.readline().split()[1:9]]
-    return {name: value / CLK_TCK for name, value in zip(MACHINE_FIELDS, fields)}
-
-
-def machine_busy_s(cpu=None):
-    """Busy CPU seconds of all CPUs since boot: user+nice+system+irq+softirq (guest time
-    is already inside user; idle, iowait and steal are not ours)."""
-    cpu = cpu or machine_cpu()
-    return sum(cpu[name] for name in BUSY_FIELDS)
-
-
-def precise_cpu(pid):
-    """CPU seconds of a live process's current threads, in ns resolution: the sum of
-    /proc/<pid>/task/*/schedstat field 1 (time on a CPU). None if unreadable."""
-    total = 0
-    try:
-        tasks = os.listdir('/proc/%d/task' % pid)
-    except OSError:
-        return None
-    for tid in tasks:
-        try:
-            with open('/proc/%d/task/%s/schedstat' % (pid, tid)) as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total / 1e9
-
-
-def read_procs(precise=False):
-    """pid -> (ppid, comm, own cpu s, reaped children's cpu s, rss bytes) for every process.
-
-    /proc/<pid>/stat gives CPU in clock ticks (10 ms), truncated per value: summed over
-    thousands of short-lived processes that loses ~5 ms per process and value (measured:
-    ~25 ms per fleet host, a quarter of the total). With ``precise`` the own CPU is the
-    larger of that and the exact sum over the live threads (schedstat); the ticks value
-    still wins when exited threads make it larger. Reaped children stay in ticks, but
-    they are summed in ns by the kernel and truncated once per parent."""
-    procs = {}
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % entry) as f:
-                raw = f.read()
-        except OSError:
-            continue
-        head, _, tail = raw.rpartition(')')
-        comm = head.split('(', 1)[1]
-        f = tail.split()
-        own = (int(f[11]) + int(f[12])) / CLK_TCK
-        if precise and f[0] != 'Z':
-            exact = precise_cpu(int(entry))
-            if exact is not None and exact > own:
-                own = exact
-        procs[int(entry)] = (int(f[1]), comm, own, (int(f[13]) + int(f[14])) / CLK_TCK,
-                             int(f[21]) * PAGE)
-    return procs
-
-
-def kernel_threads_cpu():
-    """CPU seconds of the kernel's threads (kthreadd's children: ksoftirqd, kworkers...)."""
-    return sum(p[2] for pid, p in read_procs().items() if p[0] == 2 or pid == 2)
-
-
-def descendants(procs, root):
-    kids = {}
-    for pid, p in procs.items():
-        kids.setdefault(p[0], []).append(pid)
-    found, todo = [], [root]
-    while todo:
-        for kid in kids.get(todo.pop(), []):
-            found.append(kid)
-            todo.append(kid)
-    return found
-
-
-def cmdline(pid):
-    try:
-        with open('/proc/%d/cmdline' % pid, 'rb') as f:
-            return f.read().replace(b'\0', b' ').decode(errors='replace')
-    except OSError:
-        return ''
-
-
-def pss(pid):
-    """Proportional set size of a process in bytes (shared pages split among their users)."""
-    try:
-        with open('/proc/%d/smaps_rollup' % pid) as f:
-            for line in f:
-                if line.startswith('Pss:'):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+# -- the process trees ------------------------------------------------------------------------
 
 
 def snapshot(controller_pid, fleet_pid, with_pss=False):
@@ -250,13 +135,13 @@ def snapshot(controller_pid, fleet_pid, with_pss=False):
         _, _, own, reaped, _ = procs[controller_pid]
         add('controller', controller_pid, own)
         cpu['controller_children'] += reaped
-        for pid in descendants(procs, controller_pid):
+        for pid in descendants(controller_pid, procs):
             _, _, own, reaped, _ = procs[pid]
             add('controller_children', pid, own + reaped)
     if fleet_pid in procs:
         _, _, own, reaped, _ = procs[fleet_pid]
         cpu['sshd'] += own + reaped  # the listener, and whole sessions it reaped (rare)
-        for pid in descendants(procs, fleet_pid):
+        for pid in descendants(fleet_pid, procs):
             _, comm, own, reaped, _ = procs[pid]
             if comm == 'sshd':
                 add('sshd', pid, own)
@@ -272,7 +157,7 @@ def snapshot(controller_pid, fleet_pid, with_pss=False):
 
 
 def fleet_sessions(fleet):
-    return descendants(read_procs(), fleet.proc.pid) if fleet.proc else []
+    return descendants(fleet.proc.pid) if fleet.proc else []
 
 
 def drain_fleet(fleet, timeout=60.0):
@@ -315,10 +200,7 @@ class Run:
                 '--ssh-config', fleet.ssh_config, '--timeout', str(args.timeout)]
         if impl == 'chopsticks' and args.ours_connect_timeout:
             argv += ['--connect-timeout', str(args.ours_connect_timeout)]
-        env = dict(os.environ)
-        if peer:
-            env.pop('PYTHONPATH', None)
-            env.pop('PYTHONHOME', None)
+        env = peers_env() if peer else None
         self.log_path = os.path.join(logdir, '%s-%d-run%d.stderr' % (impl, self.n, run_no))
         self._log = open(self.log_path, 'wb')
         self.proc = subprocess.Popen(argv, cwd=PEERS if peer else ROOT, env=env,
@@ -379,8 +261,7 @@ class Run:
         if self.killed_for is None:
             self.killed_for = why
         log('%s N=%d: killing it: %s' % (self.impl, self.n, why))
-        procs = read_procs()
-        victims = descendants(procs, self.proc.pid)  # some (1.0's ssh) leave the group
+        victims = descendants(self.proc.pid)  # some (1.0's ssh) leave the group
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -462,6 +343,8 @@ class Run:
         rec = {'workload': 'W2', 'impl': self.impl, 'version': res.get('version'),
                'transport': 'ssh', 'n': n, 'ok': cold.get('ok'), 'cold_s': cold.get('cold_s'),
                'warm_s': conn.get('warm_s'), 'warm_rounds_s': conn.get('warm_rounds_s'),
+               'warm_controller_cpu_us_per_host': conn.get('warm_controller_cpu_us_per_host'),
+               'warm_controller_cpu_us_per_host_rounds': conn.get('warm_controller_cpu_us_per_host_rounds'),
                'warm_ok_min': conn.get('warm_ok_min'), 'close_s': res.get('close_s'),
                'cpu_ms_per_host': round(machine / n * 1000, 1),
                'cpu_split_ms_per_host': {k: round(v / n * 1000, 1) for k, v in split.items()},
@@ -544,19 +427,20 @@ def fmt(x, spec='%.2f'):
 
 
 def table(records):
-    rows = ['| impl | N | ok | cold s | warm s | CPU ms/host (ctl / ssh-cli / sshd / remote / other) '
-            '| mem MiB/host | ctl peak RSS MiB | ctl CPU cold s |',
-            '| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |']
+    rows = ['| impl | N | ok | cold s | warm s | warm ctl CPU us/host | CPU ms/host (ctl / ssh-cli / sshd / '
+            'remote / other) | mem MiB/host | ctl peak RSS MiB | ctl CPU cold s |',
+            '| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |']
     for r in records:
         name = r['impl'] + (' (run %d)' % r['run'] if r.get('run') else '')
         if r.get('connect_timeout') not in (None, 'default'):
             name += ' (connect_timeout=%g)' % r['connect_timeout']
         if 'error' in r:
-            rows.append('| %s | %d | error | %s | | | | | |' % (name, r['n'], r['error'][:140].replace('|', '/')))
+            rows.append('| %s | %d | error | %s | | | | | | |' % (name, r['n'], r['error'][:140].replace('|', '/')))
             continue
         s = r['cpu_split_ms_per_host']
-        rows.append('| %s | %d | %s/%d | %s | %s | %s (%s / %s / %s / %s / %s) | %s | %s | %s |' % (
+        rows.append('| %s | %d | %s/%d | %s | %s | %s | %s (%s / %s / %s / %s / %s) | %s | %s | %s |' % (
             name, r['n'], r['ok'], r['n'], fmt(r['cold_s']), fmt(r['warm_s'], '%.3f'),
+            fmt(r['warm_controller_cpu_us_per_host'], '%.0f'),
             fmt(r['cpu_ms_per_host'], '%.1f'), fmt(s['controller'], '%.1f'),
             fmt(s['controller_children'], '%.1f'), fmt(s['sshd'], '%.1f'), fmt(s['remote'], '%.1f'),
             fmt(s['other'], '%.1f'), fmt(r['mem_mib_per_host'], '%.1f'),
@@ -591,12 +475,7 @@ def table(records):
 
 
 def machine_line():
-    try:
-        with open('/proc/cpuinfo') as f:
-            model = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), '?')
-    except OSError:
-        model = '?'
-    return '%d CPU %s, %.1f GiB, Linux %s' % (os.cpu_count() or 0, model,
+    return '%d CPU %s, %.1f GiB, Linux %s' % (os.cpu_count() or 0, cpu_model(),
                                                 os.sysconf('SC_PHYS_PAGES') * PAGE / GIB, platform.release())
 
 
@@ -663,8 +542,10 @@ def main():
                 if 'error' in rec:
                     log('%s N=%d: ERROR %s' % (impl, n, rec['error'][:400]))
                 else:
-                    log('%s N=%d: cold %.2f s (%d/%d ok), warm %.3f s, %.1f ms CPU/host, %.1f MiB/host'
+                    log('%s N=%d: cold %.2f s (%d/%d ok), warm %.3f s (controller %.0f us CPU/host), '
+                        '%.1f ms CPU/host, %.1f MiB/host'
                         % (impl, n, rec['cold_s'], rec['ok'], n, rec['warm_s'] or -1,
+                           rec['warm_controller_cpu_us_per_host'] or -1,
                            rec['cpu_ms_per_host'], rec['mem_mib_per_host']))
         finally:
             fleet.stop()

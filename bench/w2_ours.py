@@ -2,7 +2,7 @@
 """W2 child for this repository's chopsticks: one controller process, N fleet hosts.
 
 Started by ``bench/w2_fanout.py`` with the project venv (cwd = repo root); speaks the
-lock-step protocol of ``bench/peers/_w2common.py``.
+lock-step protocol of ``bench/harness/w2.py``.
 
 cold: ``Group(hosts, options=SSHOptions(port, key, known_hosts, ssh_config='', agent=False),
 python='python3').call(os.getpid)`` (connect + bootstrap + call on every host), through the
@@ -16,27 +16,19 @@ close: ``group.close()``.
 """
 
 import os
-import sys
 import time
 
-BENCH = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(BENCH)
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(BENCH, 'peers'))
-sys.dont_write_bytecode = True
-import _w2common as w2  # noqa: E402
-
-sys.dont_write_bytecode = False
-
-import chopsticks  # noqa: E402
-from chopsticks import ErrorResult, Group  # noqa: E402
-from chopsticks.transports.ssh_options import SSHOptions  # noqa: E402
+import chopsticks
+from chopsticks import ErrorResult, Group
+from chopsticks.transports.ssh_options import SSHOptions
+from harness import runner, w2
 
 
 def main():
     args = w2.parse_args(__doc__.splitlines()[0], extra=[
         (('--connect-timeout',), {'type': float, 'default': None,
                                   'help': "the tunnels' connect timeout (default: the library's)"})])
+    runner.check_checkout(chopsticks)
     child = w2.Child('chopsticks', chopsticks.__version__)
     hosts = args.hosts
     timeouts = {}
@@ -61,10 +53,7 @@ def main():
     cold_s, cold_cpu = clock.wall(), clock.cpu()
     ok, errors = w2.check(hosts, results)
     finish.sort()
-    quantiles = {}
-    if finish:
-        for q in (0.1, 0.5, 0.9, 1.0):
-            quantiles['p%d' % int(q * 100)] = round(finish[min(len(finish) - 1, int(q * len(finish)))], 3)
+    quantiles = w2.quantiles(finish)
     child.step('cold_done', cold_s=cold_s, ok=ok, errors=errors, controller_cpu_cold_s=cold_cpu,
                cold_finish_s=quantiles)
 

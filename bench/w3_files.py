@@ -22,12 +22,7 @@ import sys
 import tempfile
 import time
 
-BENCH = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(BENCH)
-PEERS_PY = os.path.join(BENCH, ".peers-venv", "bin", "python")
-sys.path.insert(0, BENCH)
-
-from _common import append_results, start_fleet  # noqa: E402
+from harness.runner import BENCH, PEERS, PEERS_PY, ROOT, append_results, peers_env, start_fleet
 
 MIB = 1 << 20
 CASES = [("256MiB-1host", 256, 1), ("16MiB-50hosts", 16, 50)]
@@ -48,10 +43,10 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
-def run_child(argv, cwd):
+def run_child(argv, cwd, env):
     """Run one implementation; its JSON answer, wall time it reported, and its peak RSS."""
     started = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     out, err = proc.stdout.read(), proc.stderr.read()
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -89,15 +84,16 @@ def main() -> int:
     parser.add_argument("--only", action="append", help="run only these cases (256MiB-1host, 16MiB-50hosts)")
     parser.add_argument("--json-out", default="w3.jsonl", help="results file (under bench/results/)")
     args = parser.parse_args()
-    impls = [("chopsticks", [sys.executable, os.path.join(BENCH, "w3_ours.py")], ROOT)]
+    ours = (ROOT, None)  # cwd, env (None: ours)
+    peer = (PEERS, peers_env())
+    impls = [("chopsticks", [sys.executable, os.path.join(BENCH, "w3_ours.py")], ours)]
     if args.peers:
         if not os.path.exists(PEERS_PY):
             raise SystemExit("no peers venv: run bench/peers/setup_env.sh")
-        peers = os.path.join(BENCH, "peers")
-        impls += [("chopsticks-1.0", [PEERS_PY, os.path.join(peers, "w3_chopsticks1.py")], peers),
-                  ("parallel-ssh-scp", [PEERS_PY, os.path.join(peers, "w3_pssh.py"), "--scp"], peers),
-                  ("parallel-ssh-sftp", [PEERS_PY, os.path.join(peers, "w3_pssh.py")], peers),
-                  ("execnet", [PEERS_PY, os.path.join(peers, "w3_execnet.py")], peers)]
+        impls += [("chopsticks-1.0", [PEERS_PY, os.path.join(PEERS, "w3_chopsticks1.py")], peer),
+                  ("parallel-ssh-scp", [PEERS_PY, os.path.join(PEERS, "w3_pssh.py"), "--scp"], peer),
+                  ("parallel-ssh-sftp", [PEERS_PY, os.path.join(PEERS, "w3_pssh.py")], peer),
+                  ("execnet", [PEERS_PY, os.path.join(PEERS, "w3_execnet.py")], peer)]
     work = tempfile.mkdtemp(prefix="chopsticks-w3-")
     dest_root = tempfile.mkdtemp(prefix="chopsticks-w3-", dir="/dev/shm")
     fleet = start_fleet(max(hosts for _, _, hosts in CASES))
@@ -117,13 +113,13 @@ def main() -> int:
                       "mib_per_s": round(mib * count / seconds, 1)}
             print(json.dumps(record), flush=True)
             records.append(record)
-            for impl, argv, cwd in impls:
+            for impl, argv, (cwd, env) in impls:
                 dest_dir = os.path.join(dest_root, impl)
                 os.makedirs(dest_dir, exist_ok=True)
                 answer, err, rss_mib, wall, status = run_child(
                     argv + ["--hosts-file", hosts_file, "--port", str(fleet.port), "--key", fleet.key,
                             "--known-hosts", fleet.known_hosts, "--ssh-config", fleet.ssh_config,
-                            "--src", src, "--dest", os.path.join(dest_dir, "{host}.bin")], cwd)
+                            "--src", src, "--dest", os.path.join(dest_dir, "{host}.bin")], cwd, env)
                 record = {"workload": "W3", "case": name, "impl": impl, "hosts": count, "mib": mib,
                           "controller_peak_rss_mib": round(rss_mib, 1), "exit_status": status}
                 if answer is None or status != 0:

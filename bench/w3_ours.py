@@ -5,24 +5,20 @@
 line: ``{"seconds": push time, "ok": hosts that succeeded}``. Started by bench/w3_files.py.
 """
 
-import argparse
 import json
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from chopsticks import Group, SSHOptions  # noqa: E402
+import chopsticks
+from chopsticks import Group, SSHOptions
+from harness import runner
+from harness.w3 import parse_args
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    for flag in ("--hosts-file", "--port", "--key", "--known-hosts", "--ssh-config", "--src", "--dest"):
-        parser.add_argument(flag, required=True)
-    args = parser.parse_args()
-    with open(args.hosts_file) as f:
-        hosts = f.read().split()
+    runner.check_checkout(chopsticks)
+    args = parse_args(__doc__.splitlines()[0])
+    hosts = args.hosts
     options = SSHOptions(port=int(args.port), key=args.key, known_hosts=args.known_hosts, ssh_config="", agent=False)
     with Group(hosts, options=options) as group:
         group.connect().raise_failures()

@@ -19,9 +19,10 @@ the tunnel closes (``--rm``), and this script removes it again (``rm -f``)
 in case it did not, errors included.
 
 w1_target is shipped to the remote on demand by chopsticks' import hook
-(OP_IMP) during the warm-up. Run with the peers venv python, from a cwd
-where our own ``chopsticks`` package is not importable (run.py uses
-bench/peers); the script refuses to run if it would import the wrong one.
+(OP_IMP) during the warm-up. Run with the peers venv python and
+PYTHONPATH=bench, so that our own ``chopsticks`` package (repo root) is not
+importable (w1_peers.py does); the script refuses to run if it would import
+the wrong one.
 
 Python 3.11 compatibility (checked on 3.11.7 local / 3.11.2 remote): 1.0
 works here unmodified, so nothing is monkeypatched. What it leans on, for
@@ -37,7 +38,7 @@ whoever moves the remote to a newer Python:
     used for functions defined in __main__, which this benchmark avoids by
     calling a function from the importable module w1_target).
 The chopsticks/python:3.13 image is such a remote, so --transport docker
---image chopsticks/python:3.13 fails (an error line from run.py).
+--image chopsticks/python:3.13 fails (an error line from w1_peers.py).
 A 3.12+ remote would need a patched bubble (e.g. replace ``imp.new_module``
 with ``types.ModuleType`` and ``imp.is_builtin`` with a check against
 ``sys.builtin_module_names``, and give Loader find_spec()) sent in place of
@@ -49,7 +50,7 @@ import platform
 import shutil
 import tempfile
 
-from _w1common import (REMOTE_PYTHON, check_image, container_name,
+from harness.w1 import (REMOTE_PYTHON, check_image, container_name,
                        dist_version, emit, engine_path, measure, note,
                        parse_args, remove_container, setup_path)
 
@@ -85,7 +86,7 @@ def main():
     if getattr(chopsticks, '__version__', None) != '1.0':
         raise SystemExit(
             'imported the wrong chopsticks (%s from %s); run with the peers '
-            'venv python from bench/peers' % (
+            'venv python and PYTHONPATH=bench' % (
                 getattr(chopsticks, '__version__', '?'),
                 os.path.dirname(chopsticks.__file__)))
     import chopsticks.tunnel

@@ -25,7 +25,7 @@ import contextlib
 import inspect
 import shlex
 
-from _w1common import (REMOTE_PYTHON, dist_version, emit, measure,
+from harness.w1 import (REMOTE_PYTHON, dist_version, emit, measure,
                        parse_args, setup_path, sleeping_container)
 
 ECHO = '''

@@ -18,7 +18,7 @@ import contextlib
 import os
 import platform
 
-from _w1common import (REMOTE_PYTHON, dist_version, emit, measure, note,
+from harness.w1 import (REMOTE_PYTHON, dist_version, emit, measure, note,
                        parse_args, setup_path, sleeping_container)
 
 

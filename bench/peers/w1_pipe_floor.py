@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 
-from _w1common import REMOTE_PYTHON, emit, measure, parse_args
+from harness.w1 import REMOTE_PYTHON, emit, measure, parse_args
 
 CHILD = r'''
 import os, sys

@@ -12,7 +12,7 @@ warm-up at 20; the JSON line gives the n actually measured.
 Run with the peers venv python: --transport ssh --host H --port P --key K ...
 """
 
-from _w1common import dist_version, emit, measure, note, parse_args
+from harness.w1 import dist_version, emit, measure, note, parse_args
 
 MAX_N = 300
 MAX_WARMUP = 20

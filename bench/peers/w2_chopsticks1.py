@@ -6,11 +6,11 @@ FleetTunnel is 1.0's SSHTunnel with ``-F <fleet ssh_config>`` added after
 ``ssh`` (see w1_chopsticks1.py). Known limit: the loop uses select(), so past
 ~330 hosts (fd numbers over 1024: three pipes per host) it fails.
 warm: ``group.call(os.getpid)`` again. close: ``group.close()``.
-Run with the peers venv python, cwd bench/peers; speaks _w2common's protocol.
+Run with the peers venv python, cwd bench/peers, PYTHONPATH=bench; speaks harness.w2's protocol.
 """
 import os
 
-import _w2common as w2
+from harness import w2
 from w1_chopsticks1 import fleet_tunnel_class
 
 

@@ -6,11 +6,11 @@ then ``gw.remote_exec('import os; channel.send(os.getpid())').receive()``, on on
 ``execnet.Group``. execnet runs one OpenSSH client process per host.
 warm: a remote_exec of the same source on every gateway, then every receive().
 close: ``group.terminate(timeout)``.
-Run with the peers venv python; speaks _w2common's lock-step protocol.
+Run with the peers venv python; speaks harness.w2's lock-step protocol.
 """
-import _w2common as w2
-from _w1common import dist_version
-from _w2threads import run_phases
+from harness import w2
+from harness.w1 import dist_version
+from harness.w2threads import run_phases
 
 SOURCE = 'import os; channel.send(os.getpid())'
 
@@ -27,7 +27,7 @@ def main():
         gateways[host] = gw
         return gw.remote_exec(SOURCE).receive(args.timeout)
 
-    run_phases(w2, child, args, connect_and_call,
+    run_phases(child, args, connect_and_call,
                start=lambda host: gateways[host].remote_exec(SOURCE),
                collect=lambda channel: channel.receive(args.timeout),
                close=lambda: group.terminate(timeout=10))

@@ -8,13 +8,13 @@ OpenSSH client process per host; its defaults are kept (compression on,
 keepalives, host keys enforced against the fleet's known_hosts).
 warm: ``ctx.call_async(os.getpid)`` on every context, then every result.
 close: ``broker.shutdown(); broker.join()``.
-Run with the peers venv python; speaks _w2common's lock-step protocol.
+Run with the peers venv python; speaks harness.w2's lock-step protocol.
 """
 import os
 
-import _w2common as w2
-from _w1common import dist_version
-from _w2threads import run_phases
+from harness import w2
+from harness.w1 import dist_version
+from harness.w2threads import run_phases
 
 
 def main():
@@ -35,7 +35,7 @@ def main():
         broker.shutdown()
         broker.join()
 
-    run_phases(w2, child, args, connect_and_call,
+    run_phases(child, args, connect_and_call,
                start=lambda host: contexts[host].call_async(os.getpid),
                collect=lambda receiver: receiver.get().unpickle(),
                close=close)

@@ -10,10 +10,10 @@ cold: the first run_command (connects and authenticates every host).
 warm: run_command again on the connected client: a new channel and a new
 python3 process per host each time. close: every host client's disconnect().
 parallel-ssh does not check host keys and does not set TCP_NODELAY.
-Run with the peers venv python; speaks _w2common's lock-step protocol.
+Run with the peers venv python; speaks harness.w2's lock-step protocol.
 """
-import _w2common as w2
-from _w1common import dist_version
+from harness import w2
+from harness.w1 import dist_version
 
 COMMAND = "python3 -c 'import os; print(os.getpid())'"
 

@@ -3,14 +3,14 @@
 1.0's Group.put sends one remote path to every host; on a loopback fleet each host needs
 its own, so the group's own operation is built the way Group.put builds it, with
 ``_put_async(callback, src, dest-for-this-host, 0o644)`` per tunnel, and run by 1.0's loop.
-Prints ``{"seconds", "ok"}``. Run with the peers venv python, cwd bench/peers.
+Prints ``{"seconds", "ok"}``. Run with the peers venv python, cwd bench/peers, PYTHONPATH=bench.
 """
 import json
 import sys
 import time
 
-from w3_args import parse_args
-from _w1common import setup_path
+from harness.w1 import setup_path
+from harness.w3 import parse_args
 from w1_chopsticks1 import fleet_tunnel_class
 
 

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from w3_args import parse_args
+from harness.w3 import parse_args
 
 RECEIVER = '''
 import hashlib, os

@@ -11,7 +11,7 @@ import time
 
 import gevent
 
-from w3_args import parse_args
+from harness.w3 import parse_args
 
 
 def main():

@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """Run the W1 (call latency) peer benchmarks, local subprocess, over SSH or in a container.
 
-Creates the peers venv with setup_env.sh if it is missing, then runs each
-peer script with the venv's python, cwd = bench/peers (so our own
-``chopsticks`` package in the repo root is not importable by the chopsticks
-1.0 script), and forwards their JSON lines to stdout. A peer that fails
-gets one JSON line with an "error" key instead; the others still run.
+Creates the peers venv with peers/setup_env.sh if it is missing, then runs
+each peer script (``bench/peers/w1_*.py``) with the venv's python, cwd =
+bench/peers and PYTHONPATH = bench alone (``harness.runner.peers_env``: the
+harness and w1_target are importable, our own ``chopsticks`` package in the
+repo root is not, so the chopsticks 1.0 script gets 1.0), and forwards their
+JSON lines to stdout. A peer that fails gets one JSON line with an "error" key
+instead; the others still run.
 
-    python3 bench/peers/run.py [--n 2000] [--only mitogen --only execnet ...]
-    python3 bench/peers/run.py --transport ssh [--host H --port P --key K
-                               --known-hosts F --ssh-config F]
-    python3 bench/peers/run.py --transport docker [--image IMAGE --engine ENGINE]
+    python3 bench/w1_peers.py [--n 2000] [--only mitogen --only execnet ...]
+    python3 bench/w1_peers.py --transport ssh [--host H --port P --key K
+                              --known-hosts F --ssh-config F]
+    python3 bench/w1_peers.py --transport docker [--image IMAGE --engine ENGINE]
 
 With --transport ssh the peers talk to a loopback sshd fleet host: the one
 given by the --host/--port/--key/--known-hosts/--ssh-config options (as
@@ -24,7 +26,7 @@ which the script starts and removes itself: mitogen (router.podman) and execnet
 (popen//python=ENGINE exec -i NAME python3) exec into a ``sleep infinity``
 container; chopsticks 1.0 uses its own Docker tunnel (``docker run -i --rm``,
 ``docker`` being a symlink to the engine). This script names each container
-(``w1-peer-<peer>-<pid of run.py>``, passed as --name) and removes it again
+(``w1-peer-<peer>-<pid of w1_peers.py>``, passed as --name) and removes it again
 after the script ends (``ENGINE rm -f --time 0 NAME``), so a script killed at
 its timeout leaves nothing behind either.
 """
@@ -34,14 +36,9 @@ import os
 import subprocess
 import sys
 
-from _w1common import remove_container
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-VENV = os.environ.get('PEERS_VENV') or os.path.join(os.path.dirname(HERE),
-                                                   '.peers-venv')
-VPY = os.path.join(VENV, 'bin', 'python')
-
-ROOT = os.path.dirname(os.path.dirname(HERE))
+from harness.runner import PEERS as PEERS_DIR
+from harness.runner import PEERS_PY, peers_env, start_fleet
+from harness.w1 import add_container_args, json_lines, remove_container
 
 # name -> (script, impl names it reports, needs the venv, transports)
 PEERS = [
@@ -73,23 +70,23 @@ def resolve(only, transport='local'):
         name = ALIASES.get(name, name)
         hits = [p for p in PEERS if name == p[0] or name in p[2]]
         if not hits:
-            sys.exit('run.py: unknown peer %r; choose from %s' % (
+            sys.exit('w1_peers.py: unknown peer %r; choose from %s' % (
                 name, ', '.join(p[0] for p in PEERS)))
         wanted.update(p[0] for p in hits)
     chosen = [p for p in PEERS if p[0] in wanted]
     for p in chosen:
         if transport not in p[4] and p[0] != 'pipe-floor':
-            sys.exit('run.py: %s does not run with --transport %s' % (p[0], transport))
+            sys.exit('w1_peers.py: %s does not run with --transport %s' % (p[0], transport))
     return chosen
 
 
 def ensure_venv():
     """Return None when the venv is usable, else an error message."""
-    if os.path.exists(VPY):
+    if os.path.exists(PEERS_PY):
         return None
-    r = subprocess.run(['bash', os.path.join(HERE, 'setup_env.sh')],
+    r = subprocess.run(['bash', os.path.join(PEERS_DIR, 'setup_env.sh')],
                        stdout=sys.stderr)
-    if r.returncode != 0 or not os.path.exists(VPY):
+    if r.returncode != 0 or not os.path.exists(PEERS_PY):
         return 'setup_env.sh failed (exit %d)' % r.returncode
     return None
 
@@ -113,26 +110,15 @@ def run_peer(peer, python, n, timeout, transport='local', fleet_argv=(), contain
 
 
 def _run_script(name, script, impls, python, n, timeout, transport, extra):
-    env = dict(os.environ)
-    env.pop('PYTHONPATH', None)  # keep the repo root off the peers' sys.path
-    env.pop('PYTHONHOME', None)
     try:
-        r = subprocess.run([python, os.path.join(HERE, script), '--n', str(n)] + extra,
-                           cwd=HERE, env=env, stdout=subprocess.PIPE,
+        r = subprocess.run([python, os.path.join(PEERS_DIR, script), '--n', str(n)] + extra,
+                           cwd=PEERS_DIR, env=peers_env(), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=timeout)
         out, err, rc = r.stdout, r.stderr, r.returncode
     except subprocess.TimeoutExpired as e:
         out, err, rc = e.stdout or b'', e.stderr or b'', 'timeout %ds' % timeout
     seen = set()
-    for line in out.decode(errors='replace').splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            sys.stderr.write('[%s] %s\n' % (name, line))
-            continue
+    for rec in json_lines(out.decode(errors='replace'), name):
         seen.add(rec.get('impl'))
         print(json.dumps(rec), flush=True)
     err_text = err.decode(errors='replace').strip()
@@ -158,10 +144,7 @@ def main():
     ap.add_argument('--transport', choices=('local', 'ssh', 'docker'), default='local',
                     help='local subprocess (default), a loopback SSH fleet host, '
                     'or a fresh container per peer')
-    ap.add_argument('--image', default='chopsticks/python:3.11',
-                    help='docker: the image (default %(default)s)')
-    ap.add_argument('--engine', default='podman',
-                    help='docker: the engine command (default %(default)s)')
+    add_container_args(ap)
     ap.add_argument('--host', help='ssh: fleet host (with --port, --key, '
                     '--known-hosts, --ssh-config; else a 1-host fleet is started)')
     ap.add_argument('--port', type=int)
@@ -183,7 +166,7 @@ def main():
                 if any(v is not None for v in given.values()):
                     ap.error('give all of --host --port --key --known-hosts '
                              '--ssh-config, or none')
-                fleet = start_fleet()
+                fleet = start_fleet(1)
                 given = {'host': fleet.hosts[0], 'port': fleet.port, 'key': fleet.key,
                          'known_hosts': fleet.known_hosts,
                          'ssh_config': fleet.ssh_config}
@@ -195,25 +178,12 @@ def main():
                 for impl in peer[2]:
                     error_line(impl, venv_error, transport)
                 continue
-            python = VPY if os.path.exists(VPY) else sys.executable
+            python = PEERS_PY if os.path.exists(PEERS_PY) else sys.executable
             run_peer(peer, python, args.n, args.timeout, args.transport, fleet_argv,
                      (args.image, args.engine))
     finally:
         if fleet is not None:
             fleet.stop()
-
-
-def start_fleet():
-    """A 1-host loopback fleet (scripts/fleet.py of this repository)."""
-    sys.path.insert(0, os.path.join(ROOT, 'scripts'))
-    sys.dont_write_bytecode = True
-    from fleet import Fleet
-    fleet = Fleet(1)
-    try:
-        return fleet.start()
-    except BaseException:
-        fleet.stop()
-        raise
 
 
 if __name__ == '__main__':

@@ -1,4 +1,6 @@
-"""Shared helpers for the W1 peer scripts (argument parsing, timing, output).
+"""W1 (call latency): argument parsing, timing, statistics and output for the peer scripts,
+whose timing and statistics ``bench/w1_latency.py`` uses too; and the containers of
+``--transport docker``.
 
 Kept dependency-free so every script can use it under any Python 3.
 """
@@ -12,22 +14,21 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 REMOTE_PYTHON = '/usr/bin/python3'
 WARMUP = 200
 DEFAULT_IMAGE = 'chopsticks/python:3.11'
 
 
 def setup_path():
-    """Make w1_target importable by absolute path, then leave the directory.
+    """Leave the directory for '/', keeping imports (w1_target from ``bench/``) working.
 
     The remote processes start with cwd inherited from us; running them from
     '/' makes sure they cannot pick w1_target.py up from the filesystem, so
-    peers that ship modules on demand really have to ship it.
+    peers that ship modules on demand really have to ship it. Relative entries
+    of sys.path (the cwd's '') are made absolute first, so that what they
+    found still resolves.
     """
     sys.path[:] = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
-    if HERE not in sys.path:
-        sys.path.insert(0, HERE)
     os.chdir('/')
 
 
@@ -49,10 +50,7 @@ def parse_args(description, transports=('local', 'ssh')):
     ap.add_argument('--known-hosts', help='ssh: the fleet known_hosts file')
     ap.add_argument('--ssh-config', help='ssh: the fleet ssh_config '
                     '(Port, User, IdentityFile, UserKnownHostsFile)')
-    ap.add_argument('--image', default=DEFAULT_IMAGE,
-                    help='docker: the image (default %(default)s)')
-    ap.add_argument('--engine', default='podman',
-                    help='docker: the engine command (default %(default)s)')
+    add_container_args(ap)
     ap.add_argument('--name', help='docker: the container name (default '
                     'w1-peer-<impl>-<pid>)')
     args = ap.parse_args()
@@ -64,6 +62,29 @@ def parse_args(description, transports=('local', 'ssh')):
             ap.error('--transport ssh needs --' + ', --'.join(
                 m.replace('_', '-') for m in missing))
     return args
+
+
+def add_container_args(ap):
+    """--image and --engine, for ``--transport docker``."""
+    ap.add_argument('--image', default=DEFAULT_IMAGE,
+                    help='docker: the image (default %(default)s)')
+    ap.add_argument('--engine', default='podman',
+                    help='docker: the engine command (default %(default)s)')
+
+
+def json_lines(text, tag):
+    """The JSON objects of a child's stdout, one per line; other lines go to stderr as
+    ``[tag] line``."""
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            sys.stderr.write('[%s] %s\n' % (tag, line))
+            continue
+        yield rec
 
 
 def measure(call, n, warmup, expect=2):
@@ -135,7 +156,7 @@ def engine_path(engine):
 
 
 def container_name(args, impl):
-    """--name if given (run.py gives one, to clean up after a killed script),
+    """--name if given (w1_peers.py gives one, to clean up after a killed script),
     else ``w1-peer-<impl>-<pid>``."""
     return args.name or 'w1-peer-%s-%d' % (impl, os.getpid())
 

@@ -1,4 +1,4 @@
-"""The command line every W3 child takes (see bench/w3_files.py)."""
+"""The command line every W3 child takes, ours and the peers' (see bench/w3_files.py)."""
 import argparse
 
 

@@ -1,4 +1,4 @@
-"""Remote target for the W1 (call latency) peer benchmarks.
+"""Remote target for the W1 (call latency) benchmarks, ours and the peers'.
 
 Every peer calls ``two()`` in its remote Python process. mitogen and
 chopsticks 1.0 import this module on the remote side on demand (they ship

@@ -121,6 +121,15 @@ def check(hosts, results):
     return ok, errors
 
 
+def quantiles(finish):
+    """Sorted finish times (s) -> when 10/50/90/100 % of them had finished."""
+    out = {}
+    if finish:
+        for q in (0.1, 0.5, 0.9, 1.0):
+            out['p%d' % int(q * 100)] = round(finish[min(len(finish) - 1, int(q * len(finish)))], 3)
+    return out
+
+
 class Clock:
     def __init__(self):
         self.t0 = time.perf_counter()
@@ -137,16 +146,22 @@ class Clock:
 def warm_rounds(child, rounds, run_once, hosts):
     """Run ``run_once()`` (-> host->result dict) ``rounds`` times; return fields."""
     walls = []
+    cpus = []
     ok_min = len(hosts)
     errors = {}
     for _ in range(rounds):
         clock = Clock()
         results = run_once()
         walls.append(clock.wall())
+        cpus.append(time.process_time() - clock.cpu0)
         ok, errs = check(hosts, results)
         ok_min = min(ok_min, ok)
         for text, entry in errs.items():
             errors.setdefault(text, entry)
     srt = sorted(walls)
+    per_host = sorted(round(cpu / max(1, len(hosts)) * 1e6, 1) for cpu in cpus)
     return {'warm_s': srt[len(srt) // 2] if srt else None, 'warm_rounds_s': walls,
+            'warm_controller_cpu_us_per_host': per_host[len(per_host) // 2] if per_host else None,
+            'warm_controller_cpu_us_per_host_rounds': [round(cpu / max(1, len(hosts)) * 1e6, 1)
+                                                       for cpu in cpus],
             'warm_ok_min': ok_min, 'warm_errors': errors}

@@ -3,6 +3,8 @@ blocks (mitogen, execnet)."""
 import threading
 import time
 
+from . import w2
+
 
 def fan_out(hosts, work, t0):
     """Run ``work(host)`` in one thread per host, all started at once.
@@ -30,15 +32,7 @@ def fan_out(hosts, work, t0):
     return results, finish
 
 
-def quantiles(finish):
-    out = {}
-    if finish:
-        for q in (0.1, 0.5, 0.9, 1.0):
-            out['p%d' % int(q * 100)] = round(finish[min(len(finish) - 1, int(q * len(finish)))], 3)
-    return out
-
-
-def run_phases(w2, child, args, connect_and_call, start, collect, close):
+def run_phases(child, args, connect_and_call, start, collect, close):
     """The cold / warm / close phases of a thread-per-host W2 child, reported to ``child``.
 
     cold: ``connect_and_call(host)`` (-> os.getpid's value) on every host at once. warm:
@@ -52,7 +46,7 @@ def run_phases(w2, child, args, connect_and_call, start, collect, close):
         cold_s, cold_cpu = clock.wall(), clock.cpu()
         ok, errors = w2.check(hosts, results)
         child.step('cold_done', cold_s=cold_s, ok=ok, errors=errors, controller_cpu_cold_s=cold_cpu,
-                   cold_finish_s=quantiles(finish))
+                   cold_finish_s=w2.quantiles(finish))
         connected = [h for h in hosts if isinstance(results.get(h), int)]
 
         def warm_once():
@@ -71,4 +65,4 @@ def run_phases(w2, child, args, connect_and_call, start, collect, close):
     finally:
         close()
     child.result(n=len(hosts), ok=ok, errors=errors, cold_s=cold_s, controller_cpu_cold_s=cold_cpu,
-                 cold_finish_s=quantiles(finish), connected=len(connected), close_s=clock.wall(), **warm)
+                 cold_finish_s=w2.quantiles(finish), connected=len(connected), close_s=clock.wall(), **warm)
