@@ -160,9 +160,9 @@ class Connection:
         self._pending[req_id] = future
         try:
             if module is not None and module not in self._sent_modules:
-                modules = self.modules.preload(module, self._sent_modules)
-                if modules:
-                    self._write_frame(protocol.MODULES, 0, msgpack.packb(modules))
+                modules = self.modules.preload_message(module, self._sent_modules)
+                if modules is not None:
+                    self._write_frame(protocol.MODULES, 0, modules)
             self._write_frame(protocol.CALL, req_id, payload)
         except OSError:
             pass  # the reader fails the future with the reason the pipe ended

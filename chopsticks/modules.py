@@ -35,6 +35,8 @@ from importlib.machinery import PathFinder
 from importlib.util import decode_source
 from typing import Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
+import msgpack
+
 
 RELATED_LIMIT = 64
 # Lookups remembered (hits and misses): bounded, since a remote chooses the names.
@@ -119,6 +121,8 @@ class ModuleServer:
         self._stdlib = _stdlib_set()
         self._found: "OrderedDict[str, Optional[_Found]]" = OrderedDict()
         self._stamps: Dict[str, Tuple[int, int]] = {}  # file -> (mtime_ns, size) when read
+        # module -> (names, their files' stamps, packed MODULES payload): preload_message's cache
+        self._packed: Dict[str, Tuple[FrozenSet[str], Tuple[Tuple[str, Tuple[int, int]], ...], bytes]] = {}
 
     # -- what is served --------------------------------------------------------------
 
@@ -228,6 +232,24 @@ class ModuleServer:
                 entries.extend(self._collect(part, sent))
                 sent.add(part)
         return entries
+
+    def preload_message(self, name: str, sent: Set[str]) -> Optional[bytes]:
+        """``preload``'s entries as one packed MODULES payload, or None when there are none.
+
+        A fan-out's tunnels start alike, with none of them sent yet: for those the payload is
+        packed once, not once per tunnel, and packed again when one of its files changed."""
+        cached = self._packed.get(name)
+        if cached is None or any(_stamp(origin) != stamp for origin, stamp in cached[1]):
+            entries = self.preload(name, set())
+            origins = tuple((entry[2], self._stamps[entry[2]]) for entry in entries if entry[2] in self._stamps)
+            cached = frozenset(entry[0] for entry in entries), origins, msgpack.packb(entries)
+            self._packed[name] = cached
+        names, _, message = cached
+        if not sent.isdisjoint(names):  # this tunnel has some already: only the rest
+            entries = self.preload(name, sent)
+            return msgpack.packb(entries) if entries else None
+        sent.update(names)
+        return message if names else None
 
     # -- package data ----------------------------------------------------------------
 

@@ -195,3 +195,35 @@ def test_bad_serve_values_are_refused(serve, error):
     with pytest.raises(error) as info:
         Local("bad-serve", serve=serve)
     assert "serve" in str(info.value)
+
+
+class CountingServer(ModuleServer):
+    """A ModuleServer that counts how often it works out a call's preloaded modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.preloads = 0
+
+    def preload(self, name, sent):
+        self.preloads += 1
+        return super().preload(name, sent)
+
+
+def test_a_fan_out_prepares_the_preloaded_modules_once(demo_pkg, no_leaks):
+    """Fresh tunnels of one fan-out share one packed copy of the modules sent with the call."""
+    deep, _ = demo_pkg
+    server = CountingServer()
+    with Group([Local("pre-%d" % i, modules=server) for i in range(3)]) as group:
+        assert set(group.call(deep.where).values()) == {(deep.__file__, "Importer", 42, 4)}
+    assert server.preloads == 1
+
+
+def test_an_edited_module_is_preloaded_afresh(demo_pkg, no_leaks):
+    """A module file edited between two fan-outs reaches the next fresh tunnel as edited."""
+    deep, root = demo_pkg
+    server = ModuleServer()
+    with Local("before-edit", modules=server) as tunnel:
+        assert tunnel.call(deep.where)[3] == 4
+    (root / "demo_pkg/util.py").write_text("def double(x):\n    return 3 * x  # edited\n")
+    with Local("after-edit", modules=server) as tunnel:
+        assert tunnel.call(deep.where)[3] == 6
