@@ -45,6 +45,9 @@ class RemoteException(ChopsticksError):
         self.remote_traceback = remote_traceback
         super().__init__(host, remote_type, remote_message)
 
+    def __reduce__(self):  # pickles (a result crossing to another process) with all four arguments
+        return type(self), (self.host, self.remote_type, self.remote_message, self.remote_traceback)
+
     @property
     def type_name(self):
         """The remote exception's class name without its module (``'ValueError'``)."""
@@ -79,6 +82,9 @@ class GroupError(RemoteException):
         self.message = message
         self.failures = failures
         self.host, self.remote_type, self.remote_message, self.remote_traceback = None, "GroupError", message, ""
+
+    def __reduce__(self):
+        return type(self), (self.message, self.failures)
 
     def __str__(self):
         return self.message

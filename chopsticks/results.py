@@ -15,9 +15,9 @@ class ErrorResult:
     ``error_type`` its class's qualified name (``'chopsticks.errors.CallTimeout'``).
 
     It pickles (``encode``/``decode``), so results can cross a process boundary: the
-    exception travels as its class, args and attributes, and is rebuilt on the other side
-    (a chopsticks error stays one, so ``isinstance`` checks keep working); one that cannot
-    be sent that way arrives as ``exception=None``, its message and ``error_type`` kept."""
+    exception travels pickled and is rebuilt on the other side (a chopsticks error stays
+    one, so ``isinstance`` checks keep working); one that cannot be arrives as
+    ``exception=None``, its message and ``error_type`` kept."""
 
     __slots__ = ("msg", "tb", "exception", "error_type")
 
@@ -66,48 +66,24 @@ def _decode_error_result(data: Tuple[str, Optional[str], Optional[str], Optional
 
 
 def _exception_state(exc: Optional[BaseException]) -> Optional[bytes]:
-    """``exc`` pickled so that it unpickles, or None when it cannot be (a lock or a socket in
-    its args, a class defined in a function)."""
+    """``exc`` pickled, or None when it cannot be (a lock or a socket in its args)."""
     if exc is None:
         return None
     try:
-        data = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
-        pickle.loads(data)  # what pickles may not unpickle: a constructor that takes other args
-        return data
-    except Exception:
-        pass
-    try:
-        return pickle.dumps(_ByState(exc), pickle.HIGHEST_PROTOCOL)
-    except Exception:
+        return pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
+    except Exception:  # whatever an arbitrary object's pickling raises
         return None
 
 
-class _ByState:
-    """Pickles an exception as its class, args and attributes, rebuilt without calling its
-    ``__init__`` (``RemoteException``'s takes four arguments, its ``args`` hold three)."""
-
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-    def __reduce__(self):
-        return _new_exception, (type(self.exc), self.exc.args, dict(getattr(self.exc, "__dict__", {})))
-
-
-def _new_exception(cls: type, args: Tuple[Any, ...], attributes: Dict[str, Any]) -> BaseException:
-    exc = cls.__new__(cls, *args)
-    exc.args = args
-    exc.__dict__.update(attributes)
-    return exc
-
-
 def _rebuild_exception(state: Optional[bytes]) -> Optional[BaseException]:
-    """The exception ``_exception_state`` pickled, or None if its class is not found here.
-    Only ever given what this library's own processes encoded (never a remote's bytes)."""
+    """The exception ``_exception_state`` pickled, or None if it cannot be rebuilt here (its
+    class is not importable, or its constructor wants other arguments). Only ever given what
+    this library's own processes encoded, never a remote's bytes."""
     if state is None:
         return None
     try:
         exc = pickle.loads(state)
-    except Exception:  # its class is not importable in this process
+    except Exception:
         return None
     return exc if isinstance(exc, BaseException) else None
 
