@@ -19,14 +19,14 @@ import os
 import stat
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
-from chopsticks.agent import files as remote_files
+from chopsticks.agent import files  # the agent half of put/fetch, and the one atomic writer both ends use
 from chopsticks.errors import SpecialFileError, TransferError
 
-KINDS = ("dir", "file", "link", "special")  # what remote_files.list_tree lists
+KINDS = ("dir", "file", "link", "special")  # what the agent's files.list_tree lists
 MAX_MODE = 0o7777
 MTIME_NS = (-(1 << 63), (1 << 63) - 1)  # what utimensat takes
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-SPECIAL = remote_files.SPECIAL
+SPECIAL = files.SPECIAL
 
 
 def umask() -> int:
@@ -124,7 +124,7 @@ def _check_replaceable(dir_fd: int, name: str, label: str) -> None:
         raise SpecialFileError(errno.EINVAL, "the local destination is " + SPECIAL, label)
 
 
-class AtomicFile(remote_files.AtomicFile):
+class AtomicFile(files.AtomicFile):
     """The one atomic writer (``agent.files.AtomicFile``) under the controller's rules: it
     replaces only a file or a symlink (never a directory, FIFO or device), and a remote's mode
     is data: only its permission bits are applied, masked by the umask ``mask``."""
@@ -148,10 +148,10 @@ def file_at(path: Optional[str], make_dirs: bool) -> AtomicFile:
     if path is None:
         import tempfile
         parent = tempfile.gettempdir()
-        return AtomicFile(remote_files.open_dir(parent), None, parent, umask())
-    path = remote_files.destination(path, make_dirs, "the local destination")
+        return AtomicFile(files.open_dir(parent), None, parent, umask())
+    path = files.destination(path, make_dirs, "the local destination")
     # The directory the caller named is followed as given; the file's own name never is.
-    return AtomicFile(remote_files.open_dir(os.path.dirname(path)), os.path.basename(path), path, umask())
+    return AtomicFile(files.open_dir(os.path.dirname(path)), os.path.basename(path), path, umask())
 
 
 class TreeWriter:
@@ -164,7 +164,7 @@ class TreeWriter:
         elif not os.path.isdir(root):
             os.mkdir(root, 0o700)
         self.mask = umask()
-        self.root_fd = remote_files.open_dir(root)  # the caller's own path, followed as given
+        self.root_fd = files.open_dir(root)  # the caller's own path, followed as given
         self._open: Tuple[Tuple[str, ...], int] = ((), self.root_fd)  # the last directory reached
 
     def directory(self, parts: Tuple[str, ...]) -> int:
@@ -206,7 +206,7 @@ class TreeWriter:
         assert entry.link is not None
         parent, name = self.directory(entry.parts[:-1]), entry.parts[-1]
         _check_replaceable(parent, name, os.path.join(self.root, entry.name))
-        temp = remote_files.temp_name(name)
+        temp = files.temp_name(name)
         os.symlink(entry.link, temp, dir_fd=parent)
         try:
             os.rename(temp, name, src_dir_fd=parent, dst_dir_fd=parent)

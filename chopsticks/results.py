@@ -9,6 +9,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 from chopsticks.errors import GroupError, RemoteException
 
+
 class ErrorResult:
     """A host's failure. ``msg`` is a one-line message, ``tb`` the remote traceback (or
     None), ``exception`` the chopsticks error itself (``CallTimeout``, ``ConnectError`` ...),

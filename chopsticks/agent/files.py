@@ -164,28 +164,32 @@ class AtomicFile(object):
             created = not _lexists(self.name, self.dir_fd)
             os.rename(self.temp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         self.temp = None
-        try:
-            os.fsync(self.dir_fd)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:  # a filesystem that cannot sync directories: the file is synced
-                raise
+        # the file itself is synced and in place: a directory that cannot be synced (EINVAL on
+        # some filesystems) does not undo a transfer that has landed
+        _quietly(os.fsync, self.dir_fd)
         self.discard()
         return created
 
     def discard(self):
-        """Close, and remove the temporary file unless it was committed. Safe to call twice."""
+        """Close, and remove the temporary file unless it was committed. Safe to call twice,
+        and from a failure's cleanup: it never raises over the error that brought it here."""
         if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+            fd, self.fd = self.fd, None
+            _quietly(os.close, fd)
         if self.temp is not None:
-            try:
-                os.unlink(self.temp, dir_fd=self.dir_fd)
-            except FileNotFoundError:
-                pass  # already gone: nothing of ours is left
-            self.temp = None
+            temp, self.temp = self.temp, None
+            _quietly(os.unlink, temp, dir_fd=self.dir_fd)  # may be gone already, with its directory
         if self.dir_fd is not None:
-            os.close(self.dir_fd)
-            self.dir_fd = None
+            dir_fd, self.dir_fd = self.dir_fd, None
+            _quietly(os.close, dir_fd)
+
+
+def _quietly(step, *args, **kwargs):
+    """A cleanup step whose failure must not hide the error being cleaned up after."""
+    try:
+        step(*args, **kwargs)
+    except OSError:
+        pass
 
 
 def _lexists(name, dir_fd):

@@ -1,4 +1,4 @@
-"""Host lists from the shell: ranges such as ``web-[001-500]``, hosts files, stdin. Controller-side.
+"""Host lists from the shell: ranges such as ``web-[001-500]``, hosts files, stdin. CLI layer.
 
 A bracket expands to a list: ``[1-5]`` counts, ``[001-500]`` keeps the zero padding of its
 first bound, ``[a-f]`` runs through letters, ``[1,3,7-9]`` combines them. Several brackets

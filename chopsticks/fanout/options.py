@@ -1,7 +1,7 @@
 """The command line of ``python -m chopsticks.fanout``: its options and subcommands. CLI layer.
 
 Every option is accepted before or after the subcommand; a bad one is a ``UsageError``,
-printed by ``fanout.main`` as one line with exit status 2.
+printed by ``fanout.command.main`` as one line with exit status 2.
 """
 
 import argparse
