@@ -27,7 +27,8 @@ LOST = (ssh2_errors.SocketDisconnectError, ssh2_errors.SocketRecvError,
 # sshd dropped the connection before authentication (MaxStartups, load): worth another try.
 DROPPED = (ssh2_errors.SocketDisconnectError, ssh2_errors.SocketRecvError, ssh2_errors.BannerRecvError,
            ssh2_errors.KeyExchangeError, ssh2_errors.SessionHandshakeError, ConnectionResetError, EOFError)
-# The server refused a credential; the login goes on with the next one.
+# The server refused a credential; the login goes on with the next one, an ssh-agent identity
+# included (OpenSSH tries each agent key in turn too, also after one fails to sign).
 REFUSED = (ssh2_errors.AuthenticationError, ssh2_errors.PublicKeyError, ssh2_errors.PublickeyUnverifiedError,
            ssh2_errors.PasswordExpiredError, ssh2_errors.AgentAuthenticationError)
 # libssh2 cannot load a key file (a wrong passphrase, a format it does not read).
