@@ -309,7 +309,6 @@ class SubprocessTunnel(BaseTunnel):
     chopsticks) or pass ``python=`` to choose the interpreter.
     """
 
-    #: The remote interpreter when ``python=`` is not given (None: the system ``python3``).
     def __init__(self, host: Optional[str] = None, **options):
         if host is None:  # the original's subclasses set self.host, then call __init__()
             host = getattr(self, "host", "")
