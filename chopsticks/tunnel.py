@@ -27,7 +27,8 @@ from chopsticks.errors import (CallTimeout, ChopsticksError, ConnectError, Conne
 from chopsticks.future import CallFuture
 from chopsticks.jobs import Call
 from chopsticks.modules import ModuleServer, shared_server
-from chopsticks.options import TunnelOptions, replace
+# the defaults stay importable from here (tests and bench/ do)
+from chopsticks.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESULT, TunnelOptions, replace  # noqa: F401
 from chopsticks.transports import Pipe
 from chopsticks.transports.libssh2 import Deadline
 from chopsticks.transports.process import ProcessPipe
