@@ -36,13 +36,15 @@ class Group:
 
     Host names become ``SSHTunnel``s made with the SSH options given (one by one or as
     ``options=``) and the tunnel options (the fields of ``TunnelOptions``: ``python``,
-    ``sudo``, ``connect_timeout``, ``max_result``, ``serve``); tunnels passed in are used as
+    ``sudo``, ``connect_timeout``, ``max_result``, ``serve``; one by one or as
+    ``tunnel_options=``), one object of each shared by all; tunnels passed in are used as
     they are.
     """
 
     def __init__(self, hosts: Iterable[Host], *, concurrency: Optional[int] = None,
-                 options: Optional[SSHOptions] = None, **ssh_options):
-        tunnel_options = TunnelOptions.take(ssh_options)
+                 options: Optional[SSHOptions] = None, tunnel_options: Optional[TunnelOptions] = None,
+                 **ssh_options):
+        tunnel_options = (tunnel_options or TunnelOptions()).given(**TunnelOptions.take(ssh_options))
         if concurrency is not None and concurrency < 1:
             raise ValueError("concurrency must be at least 1, got %r" % (concurrency,))
         self.concurrency = concurrency
@@ -54,7 +56,7 @@ class Group:
         for host in hosts:
             if isinstance(host, str):
                 # the process-wide import service and handshake bound are SSHTunnel's defaults
-                tunnel: BaseTunnel = SSHTunnel(host, options=options, **tunnel_options)
+                tunnel: BaseTunnel = SSHTunnel(host, options=options, tunnel_options=tunnel_options)
             elif isinstance(host, BaseTunnel):
                 tunnel = host
             else:

@@ -2,9 +2,10 @@
 
 ``TunnelOptions`` is to a tunnel what ``transports.ssh_options.SSHOptions`` is to an SSH
 connection: its fields are the tunnel keywords (``python``, ``connect_timeout``,
-``max_result``, ``serve``, and ``sudo`` for SSH tunnels), checked once when it is made. A
-``Group`` tells its tunnel keywords from its SSH options by these fields, and ``replace`` is
-the one place where an unknown option name becomes a clear ``TypeError``.
+``max_result``, ``serve``, and ``sudo`` for SSH tunnels), checked once when it is made. A tunnel
+reads these only from its ``tunnel_options``; a ``Group`` tells its tunnel keywords from its SSH
+options by these fields and hands one object to all the tunnels it makes. ``replace`` is the one
+place where an unknown option name becomes a clear ``TypeError``.
 """
 
 import dataclasses
@@ -38,6 +39,16 @@ class TunnelOptions:
     def __post_init__(self) -> None:
         if self.connect_timeout <= 0 or self.max_result <= 0:
             raise ValueError("connect_timeout and max_result must be positive")
+        if not isinstance(self.serve, (str, bytes)):
+            # read once, here: one object serves many tunnels, so a generator must not be
+            # used up by the first (a string is left whole for the import service to refuse)
+            object.__setattr__(self, "serve", tuple(self.serve))
+
+    def given(self, **keywords: Any) -> "TunnelOptions":
+        """These options with the keywords that were given (not None) in place of theirs: what
+        a tunnel made with ``tunnel_options=`` and some keywords of its own runs with."""
+        changes = {name: value for name, value in keywords.items() if value is not None}
+        return dataclasses.replace(self, **changes) if changes else self
 
     @property
     def sudo_user(self) -> Optional[str]:

@@ -27,7 +27,8 @@ from chopsticks.errors import (CallTimeout, ChopsticksError, ConnectError, Conne
 from chopsticks.future import CallFuture
 from chopsticks.jobs import Call
 from chopsticks.modules import ModuleServer, shared_server
-from chopsticks.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESULT, TunnelOptions, replace
+# the defaults stay importable from here (tests and bench/ do)
+from chopsticks.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESULT, TunnelOptions, replace  # noqa: F401
 from chopsticks.transports import Pipe
 from chopsticks.transports.libssh2 import Deadline
 from chopsticks.transports.process import ProcessPipe
@@ -61,27 +62,49 @@ class BaseTunnel:
     Every kind of tunnel takes ``python``, ``connect_timeout``, ``max_result``, and
     ``serve``: names of modules or packages its remote may import from here beyond what
     the controller has imported itself (see ``chopsticks.modules``), or ``modules``, an
-    import service of your own."""
+    import service of your own. These may also come as one shared ``tunnel_options=``
+    (``chopsticks.options.TunnelOptions``), which the keywords given override; the tunnel
+    reads them from there alone."""
 
-    def __init__(self, host: str, *, python: Optional[str] = None,
-                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-                 max_result: int = DEFAULT_MAX_RESULT, modules: Optional[ModuleServer] = None,
-                 serve: Iterable[str] = ()):
+    #: The interpreter when the options name none (None: the system's ``python3``); a kind of
+    #: tunnel (or a subclass written for the original chopsticks) sets its own.
+    python3: Optional[str] = None
+    #: Whether this kind of tunnel can run its agent under ``sudo`` (the option is SSH's).
+    takes_sudo = False
+
+    def __init__(self, host: str, *, python: Optional[str] = None, connect_timeout: Optional[float] = None,
+                 max_result: Optional[int] = None, modules: Optional[ModuleServer] = None,
+                 serve: Optional[Iterable[str]] = None, tunnel_options: Optional[TunnelOptions] = None):
         if not isinstance(host, str) or not host:
             raise ValueError("a tunnel needs a non-empty name, got %r" % (host,))
-        self.python = python or _system_python()
-        self.tunnel_options = TunnelOptions(python=self.python, connect_timeout=connect_timeout,
-                                            max_result=max_result, serve=serve)
+        self.tunnel_options = options = (tunnel_options or TunnelOptions()).given(
+            python=python, connect_timeout=connect_timeout, max_result=max_result, serve=serve)
+        if options.sudo and not self.takes_sudo:
+            raise TypeError("%s has no sudo option (an SSH tunnel's); a local agent as another user is "
+                            "Sudo(user)" % type(self).__name__)
         self.host = host
-        self.connect_timeout = connect_timeout
-        self.max_result = max_result
-        if modules is not None and serve:
+        if modules is not None and options.serve:
             raise ValueError("give serve= to the ModuleServer passed as modules=, not to the tunnel")
         # what remotes may import from here: see chopsticks.modules
-        self.modules = modules or shared_server(serve)
+        self.modules = modules or shared_server(options.serve)
         self._conn: Optional[Connection] = None
         self._thread: Optional[threading.Thread] = None  # whose hub runs self._conn
         self._connect_lock = gevent.lock.Semaphore()
+
+    # -- the options, read-only ------------------------------------------------------------
+
+    @property
+    def python(self) -> str:
+        """The remote interpreter: the options' ``python``, else this kind's default."""
+        return self.tunnel_options.python or self.python3 or _system_python()
+
+    @property
+    def connect_timeout(self) -> float:
+        return self.tunnel_options.connect_timeout
+
+    @property
+    def max_result(self) -> int:
+        return self.tunnel_options.max_result
 
     # -- what subclasses provide -----------------------------------------------------------
 
@@ -153,17 +176,18 @@ class BaseTunnel:
     def _start(self, until: Optional[float], timeout: Optional[float]) -> Connection:
         """A started agent's connection, by ``until`` if given (``timeout`` from the
         caller's now), and within ``connect_timeout``."""
-        bundle = bootstrap.bundle_for(self.max_result)
+        options = self.tunnel_options
+        bundle = bootstrap.bundle_for(options.max_result)
         try:
-            pipe, started = self._open_pipe(self.connect_timeout, until)
+            pipe, started = self._open_pipe(options.connect_timeout, until)
         except ChopsticksError:
             raise
         except FileNotFoundError as exc:
             raise PythonNotFound("[%s] cannot start %s: %s" % (self.host, self.python, exc)) from exc
         except OSError as exc:
             raise ConnectError("[%s] cannot start the agent: %s" % (self.host, exc)) from exc
-        conn = Connection(self.host, pipe, self.modules, self.max_result, explain=self._explain_failed_start)
-        remaining, stated = self.connect_timeout - (time.monotonic() - started), self.connect_timeout
+        conn = Connection(self.host, pipe, self.modules, options.max_result, explain=self._explain_failed_start)
+        remaining, stated = options.connect_timeout - (time.monotonic() - started), options.connect_timeout
         if until is not None and until - time.monotonic() < remaining:
             remaining, stated = until - time.monotonic(), timeout or 0.0
         try:
@@ -286,13 +310,10 @@ class SubprocessTunnel(BaseTunnel):
     chopsticks) or pass ``python=`` to choose the interpreter.
     """
 
-    #: The remote interpreter when ``python=`` is not given (None: the system ``python3``).
-    python3: Optional[str] = None
-
-    def __init__(self, host: Optional[str] = None, *, python: Optional[str] = None, **options):
+    def __init__(self, host: Optional[str] = None, **options):
         if host is None:  # the original's subclasses set self.host, then call __init__()
             host = getattr(self, "host", "")
-        super().__init__(host, python=python or self.python3, **options)
+        super().__init__(host, **options)
 
     @property
     def PYTHON_ARGS(self) -> List[str]:  # noqa: N802 (the original's name)
@@ -360,20 +381,31 @@ class SSHTunnel(BaseTunnel):
     ``passphrase``, ``password``, ``agent``, ``jump``, ``known_hosts``, ``host_key_policy``,
     ``ssh_config``) may be given one by one or as one shared ``options=SSHOptions(...)``;
     ``~/.ssh/config`` fills in what neither says. ``sudo=True`` (or a user name) runs the
-    agent under ``sudo -n``. ``python`` is the remote interpreter (default ``python3``).
+    agent under ``sudo -n``. ``python`` is the remote interpreter (default ``python3``). The
+    tunnel options (``python``, ``sudo``, ``connect_timeout``, ``max_result``, ``serve``) may
+    likewise come as one shared ``tunnel_options=TunnelOptions(...)``, as a ``Group`` gives them.
     """
 
-    def __init__(self, host: str, *, options: Optional[SSHOptions] = None, python: str = "python3",
-                 sudo: Union[bool, str] = False, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-                 max_result: int = DEFAULT_MAX_RESULT, modules: Optional[ModuleServer] = None,
-                 serve: Iterable[str] = (), handshake_slots: Optional[HandshakeSlots] = None, **ssh_options):
+    python3 = "python3"
+    takes_sudo = True
+
+    def __init__(self, host: str, *, options: Optional[SSHOptions] = None,
+                 tunnel_options: Optional[TunnelOptions] = None, python: Optional[str] = None,
+                 sudo: Union[bool, str, None] = None, connect_timeout: Optional[float] = None,
+                 max_result: Optional[int] = None, modules: Optional[ModuleServer] = None,
+                 serve: Optional[Iterable[str]] = None, handshake_slots: Optional[HandshakeSlots] = None,
+                 **ssh_options):
         super().__init__(host, python=python, connect_timeout=connect_timeout, max_result=max_result,
-                         modules=modules, serve=serve)
-        self.tunnel_options = replace(self.tunnel_options, "SSHTunnel", {"sudo": sudo})
+                         modules=modules, serve=serve,
+                         tunnel_options=(tunnel_options or TunnelOptions()).given(sudo=sudo))
         self.options = options = replace(options or SSHOptions(), "SSHTunnel", ssh_options)
         self.destination = resolve(host, options)
-        self.sudo = self.tunnel_options.sudo_user
         self._slots = handshake_slots
+
+    @property
+    def sudo(self) -> Optional[str]:
+        """Whom the agent runs as through ``sudo -n``, or None."""
+        return self.tunnel_options.sudo_user
 
     def _command(self) -> str:
         words = bootstrap.python_argv(self.python)

@@ -3,7 +3,8 @@
 Usage: hostile_ssh_peer.py MODE. Prints its port, then serves every connection per MODE:
 ``junk`` streams bytes without a newline forever, ``lines`` streams text lines forever,
 ``http`` answers like an HTTP server, ``flood`` sends a valid identification line and then
-SSH_MSG_IGNORE packets forever. Prints ``flooding`` once it has sent 4 MiB to a client.
+SSH_MSG_IGNORE packets forever, ``oversized`` a valid identification line and then the start
+of a packet longer than SSH allows, and waits. Prints ``flooding`` once it has sent 4 MiB to a client.
 """
 
 import socket
@@ -19,6 +20,8 @@ STREAMS = {
     "lines": (b"", b"this is not ssh\r\n" * 4096),
     "flood": (b"SSH-2.0-OpenSSH_9.2\r\n", IGNORE * (1 << 20)),
 }
+# sent once: the length field of a packet of almost 2 GiB (SSH's limit is 35000 bytes)
+ONCE = {"oversized": b"SSH-2.0-OpenSSH_9.2\r\n" + struct.pack(">I", 0x7FFFFFF0) + b"\0" * 64}
 
 
 def serve(conn):
@@ -26,6 +29,11 @@ def serve(conn):
         if MODE == "http":
             conn.recv(1024)
             conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\nContent-Length: 0\r\n\r\n")
+            return
+        if MODE in ONCE:
+            conn.sendall(ONCE[MODE])
+            while conn.recv(65536):  # until the client hangs up
+                pass
             return
         first, forever = STREAMS[MODE]
         conn.sendall(first)

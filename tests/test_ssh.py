@@ -128,6 +128,19 @@ def test_ssh_agent_is_tried(fleet, ssh_options, tunnels, agent, home):
     assert tunnels(fleet.hosts[3], options=options).call(rh.add, 4, 4) == 8
 
 
+def test_a_refused_agent_key_moves_on_to_the_next(fleet, ssh_options, tunnels, agent, home, tmp_path):
+    """As OpenSSH does, each ssh-agent identity is tried in turn: the first refused, the next logs in."""
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "stranger-key", "-f", str(stranger)],
+                   check=True)
+    agent(str(stranger))
+    agent(fleet.keys["ecdsa"])
+    listed = subprocess.run(["ssh-add", "-l"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert "stranger-key" in listed[0] and len(listed) == 2  # the refused key is offered first
+    options = dataclasses.replace(ssh_options, key=None, agent=True)
+    assert tunnels(fleet.hosts[3], options=options).call(rh.add, 2, 2) == 4
+
+
 def test_agent_holds_the_passphrase_protected_default_key(fleet, ssh_options, tunnels, agent, home, tmp_path):
     """~/.ssh/id_ed25519 with a passphrase, loaded in ssh-agent: login succeeds, as with ssh."""
     _copy_key(fleet.keys["passphrase"], home / "id_ed25519")

@@ -7,10 +7,12 @@ import sys
 import gevent
 import pytest
 import structlog
+from ssh2 import exceptions as ssh2_errors
 from structlog.testing import capture_logs
 
 import remote_helpers as rh
 from chopsticks import ConnectError, TunnelClosed
+from chopsticks.transports.libssh2 import translated
 from chopsticks.transports.ssh_options import SSHOptions
 from chopsticks.tunnel import SSHTunnel
 
@@ -40,8 +42,21 @@ def test_an_ssh2_failure_while_connecting_is_a_connect_error(no_leaks):
         with pytest.raises(ConnectError) as info:
             tunnel.call(rh.add, 1, 1)
         tunnel.close()
-    assert "asking jump host %s" % fleet.hosts[0] in str(info.value)
+    assert "asking jump host %s to connect to %s port %d failed: " % (fleet.hosts[0], fleet.hosts[0], fleet.port) \
+        in str(info.value)
     assert type(info.value.__cause__).__module__.startswith("ssh2")
+
+
+def test_the_error_names_the_step_that_failed():
+    """translated() says which step failed and why, the connection's loss as such; no fixed word
+    ("channel") for a step that was not one."""
+    for exc, cause in [(ssh2_errors.ChannelFailure("refused"), "ChannelFailure: refused"),
+                       (ssh2_errors.SocketRecvError(), "the SSH connection was lost (SocketRecvError)")]:
+        with pytest.raises(ConnectError) as info:
+            with translated("web-1", "checking the host key of web-1 port 22"):
+                raise exc
+        assert str(info.value) == "[web-1] checking the host key of web-1 port 22 failed: " + cause
+        assert info.value.__cause__ is exc
 
 
 def test_closing_a_lost_ssh_tunnel_logs_what_it_ignored(fleet, ssh_options, captured, no_leaks):

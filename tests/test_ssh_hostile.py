@@ -63,6 +63,16 @@ def test_not_an_ssh_server(peer, mode, sent):
     assert report["elapsed"] < 20
 
 
+def test_a_failed_handshake_is_said_as_the_handshake(peer):
+    """libssh2 failing the handshake (a packet longer than SSH allows) is a ConnectError that names
+    the handshake and the address as what failed, not a channel."""
+    _, port = peer("oversized")
+    report = _report(_client(port, 30))
+    assert report["error"] == "ConnectError", report
+    assert report["message"].startswith("[127.0.0.1] the SSH handshake with 127.0.0.1 port %d failed: " % port)
+    assert "channel" not in report["message"]
+
+
 def test_flood_after_a_valid_banner_keeps_the_deadline_and_the_hub(peer):
     """Endless valid-looking packets after a real banner: ConnectTimeout on time; other greenlets run."""
     _, port = peer("flood")

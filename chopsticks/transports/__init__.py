@@ -12,9 +12,10 @@ from typing import Callable, Optional, Protocol
 class Pipe(Protocol):
     """A started agent's stdin, stdout and stderr, as bytes."""
 
-    #: The transport's own account of why the pipe ended, when it knows better than an exit
-    #: status ("the SSH connection was lost (...)"); None until then, or if it never does.
-    end_reason: Optional[str]
+    @property
+    def end_reason(self) -> Optional[str]:
+        """The transport's own account of why the pipe ended, when it knows better than an exit
+        status ("the SSH connection was lost (...)"); None until then, or if it never does."""
 
     @property
     def pid(self) -> Optional[int]:

@@ -27,7 +27,8 @@ LOST = (ssh2_errors.SocketDisconnectError, ssh2_errors.SocketRecvError,
 # sshd dropped the connection before authentication (MaxStartups, load): worth another try.
 DROPPED = (ssh2_errors.SocketDisconnectError, ssh2_errors.SocketRecvError, ssh2_errors.BannerRecvError,
            ssh2_errors.KeyExchangeError, ssh2_errors.SessionHandshakeError, ConnectionResetError, EOFError)
-# The server refused a credential; the login goes on with the next one.
+# The server refused a credential; the login goes on with the next one, an ssh-agent identity
+# included (OpenSSH tries each agent key in turn too, also after one fails to sign).
 REFUSED = (ssh2_errors.AuthenticationError, ssh2_errors.PublicKeyError, ssh2_errors.PublickeyUnverifiedError,
            ssh2_errors.PasswordExpiredError, ssh2_errors.AgentAuthenticationError)
 # libssh2 cannot load a key file (a wrong passphrase, a format it does not read).
@@ -40,20 +41,28 @@ CLOSE_ERRORS = (SSH2Error, OSError, EOFError, ConnectError)
 
 
 def reason(exc: BaseException) -> str:
-    """What an ssh2 exception says happened, in words for an error message."""
+    """What an ssh2 exception says happened to a started channel, in words for an error message."""
     if isinstance(exc, LOST):
         return "the SSH connection was lost (%s)" % describe(exc)
     return "the SSH channel failed (%s)" % describe(exc)
 
 
+def failure(name: str, step: str, exc: BaseException) -> ConnectError:
+    """The error for an ssh2 exception that ended ``step`` (what was being done, said so that
+    "failed" follows it: "the SSH handshake with web-1 port 22")."""
+    cause = reason(exc) if isinstance(exc, LOST) else describe(exc)
+    return ConnectError("[%s] %s failed: %s" % (name, step, cause))
+
+
 @contextlib.contextmanager
-def translated(name: str, doing: str) -> Iterator[None]:
-    """The boundary of the SSH transport: an ssh2 exception that escapes ``doing`` leaves as a
-    ``ConnectError`` (chained to it), never as a foreign exception the caller cannot catch."""
+def translated(name: str, step: str) -> Iterator[None]:
+    """The boundary of the SSH transport: an ssh2 exception that escapes ``step`` leaves as a
+    ``ConnectError`` saying that step failed (chained to it), never as a foreign exception the
+    caller cannot catch."""
     try:
         yield
     except SSH2Error as exc:
-        raise ConnectError("[%s] %s while %s" % (name, reason(exc), doing)) from exc
+        raise failure(name, step, exc) from exc
 
 
 class Deadline:

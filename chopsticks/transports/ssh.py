@@ -35,7 +35,7 @@ from ssh2.session import (
 from chopsticks.errors import ConnectError, ConnectTimeout
 from chopsticks import logs
 from chopsticks.transports.libssh2 import (
-    CLOSE_ERRORS, DROPPED, READ_SIZE, SSH2Error, Deadline, describe, retry, translated,
+    CLOSE_ERRORS, DROPPED, READ_SIZE, SSH2Error, Deadline, describe, failure, retry, translated,
 )
 from chopsticks.transports.ssh_auth import authenticate, verify_host_key
 from chopsticks.transports.ssh_options import Destination
@@ -122,9 +122,8 @@ class SSHLink:
         sshd counts the connection against its MaxStartups."""
         parent: Optional[SSHLink] = None
         try:
-            with translated(dest.name, "connecting over SSH"):
-                for hop in list(dest.jumps) + [dest]:
-                    parent = cls._open_hop(hop, parent, deadline)
+            for hop in list(dest.jumps) + [dest]:
+                parent = cls._open_hop(hop, parent, deadline)
         except BaseException:
             if parent is not None:
                 parent.close()
@@ -139,14 +138,18 @@ class SSHLink:
             attempt += 1
             sock, bridge = (_tcp_connect(dest, deadline) if parent is None
                             else _Bridge.open(parent, dest, deadline))
-            wire = Wire(sock, dest.name, "%s port %d" % (dest.hostname, dest.port))
+            where = "%s port %d" % (dest.hostname, dest.port)
+            wire = Wire(sock, dest.name, where)
             session = Session()
+            step = "the SSH handshake with " + where  # what an ssh2 error ends, for its message
             try:
                 for method in (LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC):
                     session.method_pref(method, CIPHERS)
                 session.set_blocking(False)
                 retry(session, wire, deadline, dest.name, session.handshake, wire.fileno())
+                step = "checking the host key of " + where
                 verify_host_key(session, dest)
+                step = "logging in as %s on %s" % (dest.user, where)
                 authenticate(session, wire, dest, deadline)
                 # the next exchange (a channel open) waits for the server with the relay
                 # drained: there the connection takes the socketpair's place
@@ -160,13 +163,15 @@ class SSHLink:
                     raise ConnectError("[%s] the SSH handshake with %s:%d failed %d times, last: %s" % (
                         dest.name, dest.hostname, dest.port, attempt, describe(exc))) from exc
                 gevent.sleep(pause)
-            except BaseException:
+            except BaseException as exc:
                 del session
                 _close(wire, bridge)
+                if isinstance(exc, SSH2Error):  # the boundary: said as the step it ended
+                    raise failure(dest.name, step, exc) from exc
                 raise
 
     def open_channel(self, command: str, deadline: Deadline) -> "SSHPipe":
-        with translated(self.name, "starting the agent's command"):
+        with translated(self.name, "starting the agent's command on an SSH channel"):
             channel = retry(self.session, self.wire, deadline, self.name, self.session.open_session)
             retry(self.session, self.wire, deadline, self.name, channel.execute, command)
         return SSHPipe(self, channel)
