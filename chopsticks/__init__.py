@@ -42,6 +42,7 @@ _EXPORTS = {
     "TunnelClosed": "chopsticks.errors",
     "TunnelError": "chopsticks.errors",
     "Tunnel": "chopsticks.tunnel",
+    "TunnelOptions": "chopsticks.options",
     "UnknownHostKey": "chopsticks.errors",
     "WrongThread": "chopsticks.errors",
 }

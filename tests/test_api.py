@@ -13,7 +13,7 @@ def test_exported_names_are_pinned():
         "ContainerError", "Docker", "ErrorResult", "Group", "GroupError", "GroupResult", "HandshakeSlots",
         "HostKeyChanged", "HostKeyError", "InternalError", "Local", "ProtocolViolation", "PythonNotFound", "Queue",
         "RemoteException", "ResultTooLarge", "SSHOptions", "SSHTunnel", "SerializationError", "SpecialFileError", "SubprocessTunnel",
-        "Sudo", "TransferError", "Tunnel", "TunnelClosed", "TunnelError", "UnknownHostKey", "WrongThread",
+        "Sudo", "TransferError", "Tunnel", "TunnelClosed", "TunnelError", "TunnelOptions", "UnknownHostKey", "WrongThread",
     ]
     for name in chopsticks.__all__:
         assert getattr(chopsticks, name) is not None
