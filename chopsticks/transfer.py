@@ -357,8 +357,9 @@ def fetch(tunnel, remote_path: str, local_path=None, *, make_dirs: bool = False,
 
 
 def host_paths(hosts: List[str], template) -> Iterator[Tuple[str, Any]]:
-    """``(host, local path)`` for ``Group.fetch``: ``template.format(host=...)``, refused if two
-    hosts would get the same path; None gives each host a temporary file."""
+    """``(host, local path)`` for a fetch from many hosts (``jobs.Fetch.for_hosts``):
+    ``template.format(host=...)``, refused if two hosts would get the same path; None gives
+    each host a temporary file."""
     if template is None:
         return ((host, None) for host in hosts)
     if not isinstance(template, (str, os.PathLike)):

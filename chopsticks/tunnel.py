@@ -1,4 +1,4 @@
-"""Tunnels: one connection each to a remote agent, with ``call`` (and later put/fetch). API layer.
+"""Tunnels: one connection each to a remote agent, with ``call``, ``put`` and ``fetch``. API layer.
 
 A tunnel connects lazily on first use, can be closed and used again (it reconnects), and is
 a context manager. Subclasses only say how to start a pipe whose other end is the remote
