@@ -137,10 +137,12 @@ class Group:
         """
         return self.iter_job(Call.for_hosts(fn, args, kwargs, timeout=timeout), deadline)
 
-    def iter_job(self, job: Job, deadline: Optional[float] = None) -> Iterator[Tuple[str, Any]]:
+    def iter_job(self, job: Job, deadline: Optional[float] = None, ends_at: Optional[float] = None
+                 ) -> Iterator[Tuple[str, Any]]:
         """Run a job (``chopsticks.jobs``: ``Call``, ``Put``, ``Fetch``, ``Connect``) on every
-        host; yield ``(host, result)`` as each finishes. ``deadline`` as for ``iter_call``."""
-        return fan_out(job, self.tunnels, self.concurrency or default_concurrency(), deadline)
+        host; yield ``(host, result)`` as each finishes. ``deadline`` as for ``iter_call``;
+        ``ends_at``, a ``time.monotonic()`` instant, ends it instead (``jobs.fan_out``)."""
+        return fan_out(job, self.tunnels, self.concurrency or default_concurrency(), deadline, ends_at)
 
     def call(self, fn, /, *args, timeout: Optional[float] = None, deadline: Optional[float] = None,
              callback: Optional[Callable[[str, Any], None]] = None, **kwargs) -> GroupResult:
@@ -178,7 +180,8 @@ class Group:
     def iter_put(self, local_path, remote_path: Optional[str] = None, mode: Optional[int] = None, *,
                  make_dirs: bool = False, timeout: Optional[float] = None, deadline: Optional[float] = None,
                  progress: Optional[Callable[[int], None]] = None) -> Iterator[Tuple[str, Any]]:
-        """``put``, yielding ``(host, result)`` as each host finishes."""
+        """``put``, yielding ``(host, result)`` as each host finishes. A bad ``mode`` raises
+        here; a local file that cannot be read on the first ``next()``."""
         return self.iter_job(Put(local_path, remote_path, mode, make_dirs, timeout, progress), deadline)
 
     def fetch(self, remote_path: str, local_path=None, *, make_dirs: bool = False, timeout: Optional[float] = None,
@@ -193,8 +196,11 @@ class Group:
     def iter_fetch(self, remote_path: str, local_path=None, *, make_dirs: bool = False,
                    timeout: Optional[float] = None, deadline: Optional[float] = None,
                    progress: Optional[Callable[[int], None]] = None) -> Iterator[Tuple[str, Any]]:
-        """``fetch``, yielding ``(host, result)`` as each host finishes."""
-        return self.iter_job(Fetch(remote_path, local_path, make_dirs, timeout, progress), deadline)
+        """``fetch``, yielding ``(host, result)`` as each host finishes. A template that gives
+        two hosts the same path raises ValueError here, not on the first ``next()``."""
+        job = Fetch.for_hosts(remote_path, local_path, [t.host for t in self.tunnels], make_dirs=make_dirs,
+                              timeout=timeout, progress=progress)
+        return self.iter_job(job, deadline)
 
     def connect(self, deadline: Optional[float] = None) -> GroupResult:
         """Connect every tunnel now; None for each that connected, else an ErrorResult."""

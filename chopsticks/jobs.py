@@ -1,23 +1,28 @@
 """Jobs: a fan-out's work as values, and the one engine that maps a job over tunnels. API layer.
 
-A job is plain data, not a closure over live tunnels: a ``Call`` holds its function and
-arguments already pickled (once per fan-out, not once per host), a ``Put`` its local source
-and remote path template, a ``Fetch`` its remote path and local path template, a ``Connect``
-nothing at all. Each has three steps: ``start(hosts)`` opens once what every host shares (a
-Put's source files), ``run(tunnel)`` does one host's part, ``close()`` releases what start
-opened. A job that has not started pickles (a Put from a path, with no ``progress`` or a
-module-level one), so another process can run it.
+A job is plain data, immutable, not a closure over live tunnels: a ``Call`` holds its function
+and arguments already pickled (once per fan-out, not once per host), a ``Put`` its local
+source and remote path template, a ``Fetch`` its remote path and each host's local path (made
+for all the hosts at once, so that two never share one), a ``Connect`` nothing at all.
+``job.start(hosts)`` opens once what every host shares (a Put's source files) and returns the
+job's ``Run``: ``run(tunnel)`` does one host's part, ``close()`` releases what start opened.
+A job that opens nothing is its own run. What was opened lives in the run, never in the job,
+so a job pickles at any time (a Put from a path, with no ``progress`` or a module-level one)
+and another process can run it.
 
 ``fan_out(job, tunnels, concurrency, deadline)`` is the one bounded fan-out engine:
 ``Group`` and ``Queue`` run their work through it, and a process driving a share of a
 fleet can run the same engine on a job it was sent and stream the ``(host, result)`` pairs
-back (results pickle, ``ErrorResult`` included).
+back (results pickle, ``ErrorResult`` included). A deadline is seconds; the engine turns it
+once into an instant of this machine's ``time.monotonic()`` clock (``ends_at``). Such an
+instant means nothing on another machine: what crosses is ``seconds_left(ends_at)`` at send,
+and the other side runs ``fan_out(..., deadline=stated, ends_at=deadline_end(left))``.
 """
 
 import dataclasses
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import gevent
 import gevent.pool
@@ -36,28 +41,40 @@ if TYPE_CHECKING:
 Progress = Optional[Callable[[int], None]]
 
 
-class Job:
-    """One fan-out's work: ``start(hosts)`` once, ``run(tunnel)`` per host, ``close()`` once."""
-
-    def start(self, hosts: Sequence[str]) -> None:
-        """Open what the hosts share (``hosts``: their names, in the fan-out's order)."""
+class Run:
+    """A job started for one fan-out's hosts: ``run(tunnel)`` for each host, then ``close()``."""
 
     def run(self, tunnel: "BaseTunnel") -> Any:
         """One host's part; its value is that host's result, an exception its ErrorResult."""
         raise NotImplementedError
 
     def close(self) -> None:
-        """Release what ``start`` opened."""
+        """Release what the job's start opened (nothing, by default)."""
+
+
+class Job:
+    """One fan-out's work, as a value: ``start(hosts)`` once gives the ``Run`` for its hosts."""
+
+    def start(self, hosts: Sequence[str]) -> Run:
+        """Open what the hosts share (``hosts``: their names, in the fan-out's order)."""
+        raise NotImplementedError
+
+
+class Stateless(Job, Run):
+    """A job that opens nothing for its hosts: it is its own run."""
+
+    def start(self, hosts: Sequence[str]) -> Run:
+        return self
 
 
 @dataclasses.dataclass(frozen=True)
-class Call(Job):
+class Call(Stateless):
     """``fn(*args, **kwargs)`` on each host, pickled once: ``Call.of(fn, args, kwargs)``.
 
     ``module`` names the function's module (its source goes along with the first call on a
     tunnel), ``timeout`` bounds each host's call as ``BaseTunnel.call``'s does, and
     ``refusal`` says why the call cannot be sent, when it cannot: each host then fails with
-    that SerializationError, as it would have alone."""
+    that SerializationError, as it would have alone (``check``)."""
 
     payload: bytes = dataclasses.field(repr=False)
     module: Optional[str] = None
@@ -66,14 +83,10 @@ class Call(Job):
 
     @classmethod
     def of(cls, fn: Any, args: Tuple[Any, ...] = (), kwargs: Optional[Dict[str, Any]] = None, *,
-           timeout: Optional[float] = None, host: Optional[str] = None) -> "Call":
-        """The call pickled; SerializationError if it cannot be, or if it is over one message's
-        limit (``host``, if given, names the tunnel in that message)."""
+           timeout: Optional[float] = None) -> "Call":
+        """The call pickled; SerializationError if it cannot be. (One too large for a message
+        is refused by ``check``, which names the host.)"""
         payload = dumps_call(fn, args, kwargs or {})
-        if len(payload) > protocol.MAX_MESSAGE:
-            raise SerializationError("%sthe call's arguments pickle to %d bytes, over the %d-byte limit of one "
-                                     "message; send bulk data with put" % ("" if host is None else "[%s] " % host,
-                                                                          len(payload), protocol.MAX_MESSAGE))
         module = getattr(fn, "__module__", None)
         return cls(payload, module if isinstance(module, str) else None, timeout)
 
@@ -87,18 +100,27 @@ class Call(Job):
         except SerializationError as exc:
             return cls(b"", None, timeout, str(exc))
 
-    def run(self, tunnel: "BaseTunnel") -> Any:
+    def check(self, host: str) -> None:
+        """SerializationError, in the words a tunnel named ``host`` uses, if this call cannot be
+        sent: its refusal, or a payload over one message's limit. ``BaseTunnel.submit`` checks."""
         if self.refusal is not None:
             raise SerializationError(self.refusal)
+        if len(self.payload) > protocol.MAX_MESSAGE:
+            raise SerializationError("[%s] the call's arguments pickle to %d bytes, over the %d-byte limit of one "
+                                     "message; send bulk data with put" % (host, len(self.payload),
+                                                                          protocol.MAX_MESSAGE))
+
+    def run(self, tunnel: "BaseTunnel") -> Any:
         return tunnel.run_call(self)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Put(Job):
     """``BaseTunnel.put`` on each host: ``{host}`` in ``remote_path`` becomes the host's name.
 
     ``local_path`` is a path (a file or a directory tree) or a file object (spooled once by
-    ``start``; such a Put does not pickle). ``progress(nbytes)`` counts bytes sent to any host."""
+    ``start``; such a Put does not pickle). ``progress(nbytes)`` counts bytes sent to any host.
+    A bad ``mode`` is refused here, before any host is contacted."""
 
     local_path: Any
     remote_path: Optional[str] = None
@@ -106,66 +128,72 @@ class Put(Job):
     make_dirs: bool = False
     timeout: Optional[float] = None
     progress: Progress = None
-    _opened: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         transfer.check_mode(self.mode)  # refused before any host is contacted, as the CLI does
 
-    def __getstate__(self) -> Dict[str, Any]:
-        return dict(self.__dict__, _opened=None)  # open files belong to the process that opened them
-
-    def start(self, hosts: Sequence[str]) -> None:
+    def start(self, hosts: Sequence[str]) -> Run:
         shared = len(hosts) > 1
-        if isinstance(self.local_path, (str, os.PathLike)):
-            os.stat(self.local_path)  # a missing or unreadable file is one error, not one per host
-            sources = Sources(shared=shared)
-            self._opened = sources
-            if not os.path.isdir(self.local_path):
-                sources.acquire(os.fspath(self.local_path)).release()  # opened (and checked) now
-        else:
+        if not isinstance(self.local_path, (str, os.PathLike)):
             source = Source(self.local_path)  # spooled once
             source.shared = shared
-            self._opened = source
+            return _PutRun(self, source)
+        os.stat(self.local_path)  # a missing or unreadable file is one error, not one per host
+        sources = Sources(shared=shared)
+        try:
+            if not os.path.isdir(self.local_path):
+                sources.acquire(os.fspath(self.local_path)).release()  # opened (and checked) now
+        except BaseException:
+            sources.close()
+            raise
+        return _PutRun(self, sources)
 
-    def _target(self, tunnel: "BaseTunnel") -> Optional[str]:
-        return None if self.remote_path is None else self.remote_path.replace("{host}", tunnel.host)
+
+class _PutRun(Run):
+    """A Put started: its source, opened (or spooled) once for every host."""
+
+    def __init__(self, put: Put, opened: Union[Source, Sources]):
+        self.put = put
+        self.opened = opened
 
     def run(self, tunnel: "BaseTunnel") -> Any:
-        opened = self._opened
+        put, opened = self.put, self.opened
+        target = None if put.remote_path is None else put.remote_path.replace("{host}", tunnel.host)
         if isinstance(opened, Source):
-            return transfer._with_timeout(tunnel, self.timeout, lambda: transfer.send_source(
-                tunnel, opened, self._target(tunnel), self.mode, self.make_dirs, self.progress))
-        return transfer.put(tunnel, self.local_path, self._target(tunnel), self.mode, make_dirs=self.make_dirs,
-                            timeout=self.timeout, progress=self.progress, sources=opened)
+            return transfer.put_source(tunnel, opened, target, put.mode, put.make_dirs, put.timeout, put.progress)
+        return transfer.put(tunnel, put.local_path, target, put.mode, make_dirs=put.make_dirs, timeout=put.timeout,
+                            progress=put.progress, sources=opened)
 
     def close(self) -> None:
-        opened, self._opened = self._opened, None
-        if opened is not None:
-            opened.close()
+        self.opened.close()
 
 
-@dataclasses.dataclass
-class Fetch(Job):
-    """``BaseTunnel.fetch`` on each host, to ``local_path.format(host=...)`` (None: a temporary
-    file each). A template that gives two hosts the same path is refused by ``start``."""
+@dataclasses.dataclass(frozen=True)
+class Fetch(Stateless):
+    """``BaseTunnel.fetch`` on each host, to its path in ``local_paths`` (None: a temporary
+    file). ``Fetch.for_hosts`` makes it from a ``{host}`` template."""
 
     remote_path: str
-    local_path: Any = None
+    local_paths: Dict[str, Any]
     make_dirs: bool = False
     timeout: Optional[float] = None
     progress: Progress = None
-    _paths: Dict[str, Any] = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def start(self, hosts: Sequence[str]) -> None:
-        self._paths = dict(transfer.host_paths(list(hosts), self.local_path))
+    @classmethod
+    def for_hosts(cls, remote_path: str, local_path: Any, hosts: Sequence[str], *, make_dirs: bool = False,
+                  timeout: Optional[float] = None, progress: Progress = None) -> "Fetch":
+        """To ``local_path.format(host=...)`` for each of ``hosts`` (None: a temporary file
+        each); ValueError here, before any host is contacted, if two hosts would get the same
+        path (so all the hosts are given, before any split of them)."""
+        return cls(remote_path, dict(transfer.host_paths(list(hosts), local_path)), make_dirs, timeout, progress)
 
     def run(self, tunnel: "BaseTunnel") -> Any:
-        return transfer.fetch(tunnel, self.remote_path, self._paths[tunnel.host], make_dirs=self.make_dirs,
+        return transfer.fetch(tunnel, self.remote_path, self.local_paths[tunnel.host], make_dirs=self.make_dirs,
                               timeout=self.timeout, progress=self.progress)
 
 
 @dataclasses.dataclass(frozen=True)
-class Connect(Job):
+class Connect(Stateless):
     """Start each host's agent now; each host's result is None."""
 
     def run(self, tunnel: "BaseTunnel") -> None:
@@ -174,39 +202,53 @@ class Connect(Job):
 
 # -- the engine -------------------------------------------------------------------------------
 
-def fan_out(job: Job, tunnels: Sequence["BaseTunnel"], concurrency: int,
-            deadline: Optional[float] = None) -> Iterator[Tuple[str, Any]]:
+def deadline_end(deadline: Optional[float]) -> Optional[float]:
+    """The ``time.monotonic()`` instant ``deadline`` seconds from now (None: no deadline)."""
+    return None if deadline is None else time.monotonic() + deadline
+
+
+def seconds_left(ends_at: Optional[float]) -> Optional[float]:
+    """Seconds until ``ends_at`` (an instant of this machine's ``time.monotonic()``), never
+    below 0; None for no end. The form in which a deadline crosses to another process or
+    machine: monotonic clocks are per machine, so the instant itself means nothing there."""
+    return None if ends_at is None else max(0.0, ends_at - time.monotonic())
+
+
+def fan_out(job: Job, tunnels: Sequence["BaseTunnel"], concurrency: int, deadline: Optional[float] = None,
+            ends_at: Optional[float] = None) -> Iterator[Tuple[str, Any]]:
     """Run ``job`` on every tunnel, ``concurrency`` at a time; yield ``(host, value or
     ErrorResult)`` as each finishes, every host once.
 
     ``deadline`` (seconds) bounds the whole fan-out, the tunnels' starts included (no start
     begins after it, and one under way is stopped at it): hosts not finished then yield an
-    ErrorResult wrapping CallTimeout. The job is started on the first ``next()`` and closed
-    when the stream ends or is closed; closing it early stops the hosts still running."""
-    job.start([t.host for t in tunnels])
+    ErrorResult wrapping CallTimeout. It counts from the first ``next()``, unless ``ends_at``
+    (a ``time.monotonic()`` instant: see ``seconds_left``) says when it ends; ``deadline``
+    is then only what the messages state. The job is started on the first ``next()`` and its
+    run closed when the stream ends or is closed; closing it early stops the hosts still
+    running."""
+    run = job.start([t.host for t in tunnels])
     try:
-        yield from _stream(job, tunnels, concurrency, deadline)
+        yield from _stream(run, tunnels, concurrency, deadline, deadline_end(deadline) if ends_at is None else ends_at)
     finally:
-        job.close()
+        run.close()
 
 
-def _stream(job: Job, tunnels: Sequence["BaseTunnel"], concurrency: int,
-            deadline: Optional[float]) -> Iterator[Tuple[str, Any]]:
+def _stream(started: Run, tunnels: Sequence["BaseTunnel"], concurrency: int, deadline: Optional[float],
+            ends_at: Optional[float]) -> Iterator[Tuple[str, Any]]:
     results: gevent.queue.Queue = gevent.queue.Queue()
     pool = gevent.pool.Pool(concurrency)
-    ends_at = None if deadline is None else time.monotonic() + deadline
+    stated = "" if deadline is None else " of %ss" % deadline
 
     def past_deadline(host: str) -> ErrorResult:
-        return ErrorResult.from_exception(CallTimeout("[%s] the fan-out deadline of %ss passed first"
-                                                      % (host, deadline)))
+        return ErrorResult.from_exception(CallTimeout("[%s] the fan-out deadline%s passed first" % (host, stated)))
 
     def run(tunnel: "BaseTunnel") -> None:
         try:
             if ends_at is not None:  # the start gets what is left; nothing starts after it
-                tunnel.connect(timeout=ends_at - time.monotonic())
-            value = job.run(tunnel)
+                tunnel.connect(timeout=seconds_left(ends_at))
+            value = started.run(tunnel)
         except ChopsticksError as exc:
-            late = ends_at is not None and isinstance(exc, TimeoutError) and time.monotonic() >= ends_at
+            late = ends_at is not None and isinstance(exc, TimeoutError) and seconds_left(ends_at) == 0
             value = past_deadline(tunnel.host) if late else ErrorResult.from_exception(exc)
         except gevent.GreenletExit:
             raise
@@ -218,9 +260,8 @@ def _stream(job: Job, tunnels: Sequence["BaseTunnel"], concurrency: int,
     pending = {t.host for t in tunnels}
     try:
         while pending:
-            wait = None if ends_at is None else max(0.0, ends_at - time.monotonic())
             try:
-                host, value = results.get(timeout=wait)
+                host, value = results.get(timeout=seconds_left(ends_at))
             except gevent.queue.Empty:
                 break
             pending.discard(host)

@@ -1,20 +1,20 @@
 """Queue: per-host FIFOs of different calls, run together. API layer (the original's ``Queue``).
 
 ``queue.call(target, fn, ...)`` appends to the FIFO of each host of ``target`` (a tunnel or a
-Group) and returns an ``AsyncResult``; ``queue.run()`` works every host's FIFO at once, in
-order, so fast hosts never wait for slow ones, through the same bounded fan-out engine as
-``Group`` (``jobs.fan_out``). A failed call's value is an ``ErrorResult`` and the host goes
-on with its next call.
+Group) and returns an ``AsyncResult``; ``queue.run()`` pickles each queued call once (as its
+arguments are then), and works every host's FIFO at once, in order, so fast hosts never wait
+for slow ones, through the same fan-out engine as ``Group`` (``jobs.fan_out``), bounded by
+the number of FIFOs only. A failed call's value is an ``ErrorResult`` and the host goes on
+with its next call.
 """
 
 import collections
-import dataclasses
 import functools
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 from chopsticks.errors import ChopsticksError
-from chopsticks.group import Group, default_concurrency
-from chopsticks.jobs import Call, Job, fan_out
+from chopsticks.group import Group
+from chopsticks.jobs import Call, Stateless, fan_out
 from chopsticks.results import ErrorResult, GroupResult
 from chopsticks.tunnel import BaseTunnel
 
@@ -57,20 +57,21 @@ class AsyncResult:
         return "<AsyncResult %s>" % ("%r" % (self._value,) if self.ready else "pending")
 
 
-class _Fifos(Job):
+# A call as queued, pickled when the queue runs: (fn, args, kwargs).
+_Queued = Tuple[Callable, Tuple[Any, ...], Dict[str, Any]]
+
+
+class _Fifos(Stateless):
     """The queue's work as one job: each tunnel works through its own FIFO of prepared calls,
     in order, setting each call's AsyncResult (a failed call's value is an ErrorResult)."""
 
-    def __init__(self, fifos: Dict[str, Deque[Tuple[Call, AsyncResult]]], timeout: Optional[float]):
+    def __init__(self, fifos: Dict[str, Deque[Tuple[Call, AsyncResult]]]):
         self.fifos = fifos
-        self.timeout = timeout
 
     def run(self, tunnel: BaseTunnel) -> None:
         fifo = self.fifos[tunnel.host]
         while fifo:
             call, result = fifo.popleft()
-            if call.timeout != self.timeout:
-                call = dataclasses.replace(call, timeout=self.timeout)
             try:
                 value = call.run(tunnel)
             except ChopsticksError as exc:
@@ -86,11 +87,12 @@ class Queue:
 
     def call(self, target: Union[BaseTunnel, Group], fn, /, *args, **kwargs) -> AsyncResult:
         """Queue ``fn(*args, **kwargs)`` on a tunnel, or on every tunnel of a Group (pickled
-        once for all of them).
+        by ``run()``, once for all of them).
 
         For a Group, the AsyncResult's value is a GroupResult, set once every host ran it."""
+        queued: _Queued = (fn, args, kwargs)
         if isinstance(target, BaseTunnel):
-            return self._append(target, Call.for_hosts(fn, args, kwargs))
+            return self._append(target, queued)
         if not isinstance(target, Group):
             raise TypeError("Queue.call takes a tunnel or a Group, not %r" % (target,))
         combined = AsyncResult()
@@ -104,17 +106,16 @@ class Queue:
 
         if not tunnels:
             combined._set(GroupResult())
-        call = Call.for_hosts(fn, args, kwargs)
         for tunnel in tunnels:
-            self._append(tunnel, call).with_callback(functools.partial(collect, tunnel.host))
+            self._append(tunnel, queued).with_callback(functools.partial(collect, tunnel.host))
         return combined
 
-    def _append(self, tunnel: BaseTunnel, call: Call) -> AsyncResult:
+    def _append(self, tunnel: BaseTunnel, queued: _Queued) -> AsyncResult:
         known = self._fifos.get(tunnel.host)
         if known is not None and known[0] is not tunnel:
             raise ValueError("two different tunnels are named %r" % tunnel.host)
         result = AsyncResult()
-        self._fifos.setdefault(tunnel.host, (tunnel, collections.deque()))[1].append((call, result))
+        self._fifos.setdefault(tunnel.host, (tunnel, collections.deque()))[1].append((queued, result))
         return result
 
     def run(self, timeout: Optional[float] = None) -> None:
@@ -123,7 +124,17 @@ class Queue:
         ``timeout`` bounds each call. Returns when every FIFO is empty."""
         fifos = list(self._fifos.values())
         self._fifos = collections.OrderedDict()
-        job = _Fifos({tunnel.host: fifo for tunnel, fifo in fifos}, timeout)
-        for _, value in fan_out(job, [tunnel for tunnel, _ in fifos], default_concurrency()):
+        calls: Dict[int, Call] = {}  # each queued call pickled once, for every tunnel it was queued on
+
+        def prepared(queued: _Queued) -> Call:
+            call = calls.get(id(queued))
+            if call is None:
+                call = calls[id(queued)] = Call.for_hosts(*queued, timeout=timeout)
+            return call
+
+        job = _Fifos({tunnel.host: collections.deque((prepared(queued), result) for queued, result in fifo)
+                      for tunnel, fifo in fifos})
+        # every FIFO at once: the bound is their number (and the open-files limit is left alone)
+        for _, value in fan_out(job, [tunnel for tunnel, _ in fifos], max(1, len(fifos))):
             if isinstance(value, ErrorResult) and value.exception is not None:
                 raise value.exception  # not a call's failure (those are values) but a callback's

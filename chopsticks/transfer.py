@@ -1,8 +1,8 @@
 """put and fetch: files to and from agents over file streams. Controller-side.
 
-A file travels on a stream beside an ordinary call (``remote_files.receive`` or ``send``):
-raw ``STREAM`` frames of ``STREAM_CHUNK`` bytes behind a tiny header, written as they were
-read, never joined or re-encoded. Credit bounds what is in flight per stream
+A file travels on a stream beside an ordinary call (``chopsticks.agent.files.receive`` or
+``send``): raw ``STREAM`` frames of ``STREAM_CHUNK`` bytes behind a tiny header, written as
+they were read, never joined or re-encoded. Credit bounds what is in flight per stream
 (``STREAM_WINDOW``, by the rules of ``wire.window``), so a slow host holds back only its own
 transfer and the controller's memory stays flat whatever the file size or host count.
 
@@ -129,6 +129,14 @@ def send_source(tunnel, source: Source, remote_path: Optional[str], mode: Option
     return result
 
 
+def put_source(tunnel, source: Source, remote_path: Optional[str], mode: Optional[int], make_dirs: bool,
+               timeout: Optional[float] = None, progress: Progress = None) -> Dict[str, Any]:
+    """``send_source`` within ``timeout`` seconds (CallTimeout past them): one opened or
+    spooled Source to one tunnel, as ``BaseTunnel.put`` sends a file."""
+    return _with_timeout(tunnel, timeout, lambda: send_source(tunnel, source, remote_path, mode, make_dirs,
+                                                              progress))
+
+
 def check_mode(mode: Any) -> None:
     """``put``'s ``mode``: None (the local file's) or permission bits, an int from 0 to 0o7777."""
     if mode is None:
@@ -212,8 +220,7 @@ def put(tunnel, src, remote_path: Optional[str] = None, mode: Optional[int] = No
             return put_tree(tunnel, sources, os.fspath(src), remote_path, make_dirs, timeout, progress)
         source = sources.acquire(os.fspath(src)) if isinstance(src, (str, os.PathLike)) else Source(src)
         try:
-            return _with_timeout(tunnel, timeout, lambda: send_source(tunnel, source, remote_path, mode, make_dirs,
-                                                                      progress))
+            return put_source(tunnel, source, remote_path, mode, make_dirs, timeout, progress)
         finally:
             source.release()
             if not isinstance(src, (str, os.PathLike)):
@@ -350,8 +357,9 @@ def fetch(tunnel, remote_path: str, local_path=None, *, make_dirs: bool = False,
 
 
 def host_paths(hosts: List[str], template) -> Iterator[Tuple[str, Any]]:
-    """``(host, local path)`` for ``Group.fetch``: ``template.format(host=...)``, refused if two
-    hosts would get the same path; None gives each host a temporary file."""
+    """``(host, local path)`` for a fetch from many hosts (``jobs.Fetch.for_hosts``):
+    ``template.format(host=...)``, refused if two hosts would get the same path; None gives
+    each host a temporary file."""
     if template is None:
         return ((host, None) for host in hosts)
     if not isinstance(template, (str, os.PathLike)):

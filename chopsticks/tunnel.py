@@ -1,4 +1,4 @@
-"""Tunnels: one connection each to a remote agent, with ``call`` (and later put/fetch). API layer.
+"""Tunnels: one connection each to a remote agent, with ``call``, ``put`` and ``fetch``. API layer.
 
 A tunnel connects lazily on first use, can be closed and used again (it reconnects), and is
 a context manager. Subclasses only say how to start a pipe whose other end is the remote
@@ -228,7 +228,9 @@ class BaseTunnel:
 
     def submit(self, call: Call) -> CallFuture:
         """Send a prepared call (``Call.of``) now; a future for its result. What ``call_async``
-        and ``call`` do once the call is pickled; a fan-out pickles once for every host."""
+        and ``call`` do once the call is pickled; a fan-out pickles once for every host. A call
+        that cannot be sent (``Call.check``) raises SerializationError before any connect."""
+        call.check(self.host)
         self.connect()
         assert self._conn is not None
         return self._conn.submit(call.payload, call.module)
@@ -238,7 +240,7 @@ class BaseTunnel:
 
         Many calls may be in flight on one tunnel; the remote runs them concurrently.
         """
-        return self.submit(Call.of(fn, args, kwargs, host=self.host))  # pickled before anything starts
+        return self.submit(Call.of(fn, args, kwargs))  # pickled before anything starts
 
     # -- files -----------------------------------------------------------------------------
 
@@ -276,12 +278,13 @@ class BaseTunnel:
         A remote exception raises ``RemoteException``. To pass a keyword argument named
         ``timeout`` to ``fn``, use ``functools.partial``.
         """
-        return self.run_call(Call.of(fn, args, kwargs, timeout=timeout, host=self.host))
+        return self.run_call(Call.of(fn, args, kwargs, timeout=timeout))  # pickled before anything starts
 
     def run_call(self, call: Call) -> Any:
         """Run a prepared call (``Call.of``) and return its result, as ``call`` does."""
         if call.timeout is None:
             return self.submit(call).result()
+        call.check(self.host)  # as submit does, before the connect the timeout does not count
         self.connect()
         future: Optional[CallFuture] = None
         timer = gevent.Timeout(call.timeout)

@@ -1,11 +1,14 @@
 """Jobs as data: each kind pickles and runs after the trip, a call is pickled once per fan-out,
 and per-host results (ErrorResult included) cross a process boundary through pickle."""
 
+import dataclasses
 import os
+import pathlib
 import pickle
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -40,22 +43,27 @@ def test_every_job_kind_pickles_and_runs_after_the_trip(pair, tmp_path):
         host: str(tmp_path / ("put-%s.txt" % host)) for host in ("j0", "j1")}
     assert (tmp_path / "put-j1.txt").read_bytes() == b"payload\n"
     assert oct(os.stat(tmp_path / "put-j0.txt").st_mode & 0o777) == "0o640"
-    fetched = _run(Fetch(str(src), str(tmp_path / "fetched-{host}.txt")), pair)
+    fetched = _run(Fetch.for_hosts(str(src), str(tmp_path / "fetched-{host}.txt"), ["j0", "j1"]), pair)
     assert sorted(value["local_path"] for value in fetched.values()) == [
         str(tmp_path / "fetched-j0.txt"), str(tmp_path / "fetched-j1.txt")]
     assert (tmp_path / "fetched-j0.txt").read_bytes() == b"payload\n"
 
 
-def test_a_started_put_pickles_without_its_open_files(pair, tmp_path):
-    """A Put's open sources stay in the process that opened them; a copy starts its own."""
+def test_a_started_put_stays_a_value_and_its_run_holds_the_open_files(pair, tmp_path):
+    """start() returns a separate run holding the opened source; the Put itself is unchanged,
+    frozen, and pickles while started; a copy starts its own."""
     src = tmp_path / "src.txt"
     src.write_bytes(b"x" * 10)
     put = Put(str(src), str(tmp_path / "out-{host}"))
-    put.start(["j0", "j1"])
+    before = pickle.dumps(put)
+    run = put.start(["j0", "j1"])
     try:
+        assert run is not put and pickle.dumps(put) == before
         copy = pickle.loads(pickle.dumps(put))
     finally:
-        put.close()
+        run.close()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        put.mode = 0o600  # type: ignore[misc]
     assert copy == put and _run(copy, pair)["j0"]["size"] == 10
 
 
@@ -79,6 +87,107 @@ def test_a_call_that_cannot_be_sent_fails_each_host_as_it_would_alone(pair):
     result = Group(pair).call(rh.echo, threading.Lock())
     assert result["j0"] == result["j1"] == ErrorResult.from_exception(alone.value)
     assert isinstance(result["j1"].exception, SerializationError)
+    assert not any(t.connected for t in pair)
+
+
+def test_a_call_too_large_for_a_message_fails_each_host_in_that_hosts_words(pair, monkeypatch):
+    """Over one message's limit, each host's ErrorResult reads as that tunnel's own call raises,
+    [host] prefix included, in Group.call and Queue.run alike; nothing connects."""
+    from chopsticks.wire import protocol
+    monkeypatch.setattr(protocol, "MAX_MESSAGE", 1 << 20)
+    big = b"x" * (2 << 20)
+    alone = {}
+    for tunnel in pair:
+        with pytest.raises(SerializationError) as info:
+            tunnel.call(rh.echo, big)
+        alone[tunnel.host] = str(info.value)
+    assert alone["j1"].startswith("[j1] the call's arguments pickle to")
+
+    def texts(results):
+        assert all(isinstance(r.exception, SerializationError) for r in results.values())
+        return {host: str(r.exception) for host, r in results.items()}
+
+    assert texts(Group(pair).call(rh.echo, big)) == alone
+    queue = Queue()
+    queued = queue.call(Group(pair), rh.echo, big)
+    queue.run()
+    assert texts(queued.value) == alone
+    assert not any(t.connected for t in pair)
+
+
+def test_submit_and_run_call_refuse_a_call_that_cannot_be_sent(pair):
+    """A refused Call raises its SerializationError from submit and run_call (with or without
+    a timeout) before anything connects: no path sends its empty payload."""
+    refused = Call.for_hosts(rh.echo, (threading.Lock(),))
+    assert refused.refusal is not None
+    for call in (refused, dataclasses.replace(refused, timeout=30)):
+        with pytest.raises(SerializationError, match="cannot send argument 1"):
+            pair[0].submit(call)
+        with pytest.raises(SerializationError, match="cannot send argument 1"):
+            pair[0].run_call(call)
+    assert not pair[0].connected
+
+
+def test_an_unpicklable_argument_fails_before_connecting_even_with_a_timeout(pair):
+    """tunnel.call(timeout=) pickles before it connects: SerializationError, no agent started."""
+    with pytest.raises(SerializationError):
+        pair[0].call(rh.echo, threading.Lock(), timeout=30)
+    with pytest.raises(SerializationError):
+        pair[0].call_async(rh.echo, threading.Lock())
+    assert not pair[0].connected
+
+
+def test_iter_fetch_refuses_a_shared_path_when_called_and_iter_put_a_bad_mode(pair, tmp_path):
+    """Group.iter_fetch with a template giving two hosts one path, and Group.iter_put with a
+    bad mode, raise when called (before any next(), before any host is contacted)."""
+    group = Group(pair)
+    with pytest.raises(ValueError, match="same path"):
+        group.iter_fetch("/etc/hostname", str(tmp_path / "same.txt"))
+    with pytest.raises(ValueError, match="0 to 0o7777"):
+        group.iter_put(__file__, str(tmp_path / "put-{host}"), 0o10000)
+    assert not any(t.connected for t in pair) and not list(tmp_path.iterdir())
+
+
+def test_queue_pickles_each_call_when_run_starts(pair, monkeypatch):
+    """An argument changed between queue.call() and run() is sent as it is at run(); each
+    queued call is still pickled once, for every tunnel of a Group target."""
+    pickled = []
+    real = jobs.dumps_call
+    monkeypatch.setattr(jobs, "dumps_call", lambda *a: pickled.append(a) or real(*a))
+    value = [1]
+    queue = Queue()
+    alone = queue.call(pair[0], rh.echo, value)
+    both = queue.call(Group(pair), rh.echo, value)
+    value.append(2)
+    assert pickled == []
+    queue.run()
+    assert alone.value == [1, 2] and dict(both.value) == {"j0": [1, 2], "j1": [1, 2]}
+    assert len(pickled) == 2
+
+
+def test_queue_runs_every_fifo_at_once_whatever_the_open_files_bound(pair, tmp_path, monkeypatch):
+    """Queue.run starts every host's FIFO together, not bounded by default_concurrency: one host
+    reading a named pipe finishes only because the other host's FIFO writes it meanwhile."""
+    import chopsticks.queue
+    monkeypatch.setattr(chopsticks.queue, "default_concurrency", lambda: 1, raising=False)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    queue = Queue()
+    reader = queue.call(pair[0], pathlib.Path(fifo).read_bytes)  # blocks until a writer comes
+    writer = queue.call(pair[1], pathlib.Path(fifo).write_bytes, b"met")
+    queue.run(timeout=60)
+    assert (reader.value, writer.value) == (b"met", 3)
+
+
+def test_a_deadline_crosses_as_seconds_left_and_ends_at_bounds_the_fan_out(pair):
+    """seconds_left gives what a deadline has left (never below 0); fan_out given an ends_at
+    already past starts no host and states the deadline it was given."""
+    assert jobs.seconds_left(None) is None and jobs.deadline_end(None) is None
+    assert jobs.seconds_left(time.monotonic() - 1) == 0.0
+    assert 0 < jobs.seconds_left(jobs.deadline_end(60)) <= 60
+    results = dict(fan_out(Connect(), pair, 2, deadline=5, ends_at=time.monotonic()))
+    assert sorted(results) == ["j0", "j1"]
+    assert all(isinstance(r.exception, CallTimeout) and "deadline of 5s" in r.msg for r in results.values())
     assert not any(t.connected for t in pair)
 
 

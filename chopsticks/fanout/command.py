@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 from chopsticks.errors import ChopsticksError
 from chopsticks.fanout import hosts
-from chopsticks.fanout.jobs import JOBS, Job
+from chopsticks.fanout.jobs import SUBCOMMANDS, Subcommand
 from chopsticks.fanout.options import PROG, UsageError, build_parser
 from chopsticks.fanout.output import (
     FAILED, OK, TIMED_OUT, cli_hints, configure_logging, print_line, progress_bar, record, show, summarize,
@@ -102,29 +102,29 @@ def make_group(args, names: List[str]):
 
 # -- running --------------------------------------------------------------------------------
 
-def execute(args, job: Job, group) -> int:
+def execute(args, subcommand: Subcommand, group) -> int:
     import structlog
     log = structlog.get_logger("chopsticks.fanout")
     fmt = args.format or ("table" if sys.stdout.isatty() else "jsonl")
     records: List[Dict[str, Any]] = []
-    bar = progress_bar(len(group), bool(sys.stderr.isatty() and not args.no_progress), job.count_bytes,
-                       job.total_bytes)
+    bar = progress_bar(len(group), bool(sys.stderr.isatty() and not args.no_progress), subcommand.count_bytes,
+                       subcommand.total_bytes)
     counts = {OK: 0, FAILED: 0, TIMED_OUT: 0}
     started = time.monotonic()
     log.debug("fanout_started", hosts=len(group), command=args.command)
-    results = job.start(group, args.deadline, bar.update if job.count_bytes else None)
+    results = subcommand.start(group, args.deadline, bar.update if subcommand.count_bytes else None)
     interrupted = False
     try:
         for host, value in results:
-            entry = record(host, value, job.judge)
+            entry = record(host, value, subcommand.judge)
             records.append(entry)
             counts[entry["status"]] += 1
             if fmt == "jsonl":
                 print_line(to_json(entry), bar)
-            hosts_done = "%d/%d hosts: " % (len(records), len(group)) if job.count_bytes else ""
+            hosts_done = "%d/%d hosts: " % (len(records), len(group)) if subcommand.count_bytes else ""
             bar.set_postfix_str("%s%d ok, %d failed, %d timed out" % (hosts_done, counts[OK], counts[FAILED],
                                                                      counts[TIMED_OUT]), refresh=False)
-            if not job.count_bytes:
+            if not subcommand.count_bytes:
                 bar.update(1)
     except KeyboardInterrupt:
         interrupted = True
@@ -142,7 +142,7 @@ def execute(args, job: Job, group) -> int:
     if fmt == "json":
         print(to_json({"results": records, "summary": summary}, indent=2))
     elif fmt == "table":
-        show(records, job.columns, args.command == "run")
+        show(records, subcommand.columns, args.command == "run")
     print(summary_line(summary), file=sys.stdout if fmt == "table" else sys.stderr)
     if interrupted:
         return 130
@@ -172,7 +172,7 @@ def _main(argv: Optional[List[str]]) -> int:
             stream.reconfigure(errors="backslashreplace")
     try:
         args = build_parser().parse_args(argv)
-        job = JOBS[args.command](args)
+        subcommand = SUBCOMMANDS[args.command](args)
         names = read_hosts(args)
         configure_logging(args.quiet, args.verbose, args.log_format)
         group = make_group(args, names)
@@ -182,7 +182,7 @@ def _main(argv: Optional[List[str]]) -> int:
     except KeyboardInterrupt:
         return 130
     try:
-        return execute(args, job, group)
+        return execute(args, subcommand, group)
     except ChopsticksError as exc:
         print("%s: %s" % (PROG, visible(cli_hints(str(exc)))), file=sys.stderr)
         return 1

@@ -1,6 +1,7 @@
-"""The subcommands as jobs: what to call on each host, and how to judge and show a result."""
+"""The subcommands: the library job each one runs on the hosts, and how to judge and show a result."""
 
 import dataclasses
+import functools
 import importlib
 import json
 import os
@@ -19,12 +20,13 @@ TABLE_FACTS = ("hostname", "ip", "os_release", "kernel", "arch", "cpus", "memory
 # -- what to run ---------------------------------------------------------------------------
 
 @dataclasses.dataclass
-class Job:
-    """One subcommand, ready: the library job each host runs (``chopsticks.jobs``: a ``Call``,
-    ``Put`` or ``Fetch``) and how to judge and show a result. ``total_bytes`` makes the
-    progress bar count bytes (put), ``count_bytes`` count them without a total."""
+class Subcommand:
+    """One subcommand, ready: the library job its hosts run (``chopsticks.jobs``: a ``Call``,
+    ``Put`` or ``Fetch``, made by ``work(hosts)`` for the group's hosts) and how to judge and
+    show a result. ``total_bytes`` makes the progress bar count bytes (put), ``count_bytes``
+    count them without a total."""
 
-    work: jobs.Job
+    work: Callable[[List[str]], jobs.Job]
     judge: Callable[[Any], str] = lambda value: OK
     columns: Optional[List[str]] = None  # for a dict result shown as a table; None: one column
     count_bytes: bool = False
@@ -34,20 +36,25 @@ class Job:
     def start(self, group, deadline: Optional[float], progress) -> Iterator[Tuple[str, Any]]:
         if deadline is not None:
             deadline += self.deadline_grace
-        work = self.work
+        work = self.work([tunnel.host for tunnel in group])
         if progress is not None:  # the bar counts a transfer's bytes
             assert isinstance(work, (jobs.Put, jobs.Fetch))
             work = dataclasses.replace(work, progress=progress)
         return group.iter_job(work, deadline)
 
 
-def _facts_job(args) -> Job:
+def _everywhere(job: jobs.Job) -> Callable[[List[str]], jobs.Job]:
+    """``job`` as ``Subcommand.work``: the same for any hosts."""
+    return lambda hosts: job
+
+
+def _facts(args) -> Subcommand:
     unknown = [name for name in args.names if name not in facts.FACTS]
     if unknown:
         raise UsageError("unknown fact %r; facts are: %s" % (unknown[0], ", ".join(facts.FACTS)))
     names = list(dict.fromkeys(args.names))
-    return Job(jobs.Call.for_hosts(facts.all, (names or None,), timeout=args.timeout),
-               columns=names or list(TABLE_FACTS))
+    return Subcommand(_everywhere(jobs.Call.for_hosts(facts.all, (names or None,), timeout=args.timeout)),
+                      columns=names or list(TABLE_FACTS))
 
 
 def _json_arg(text: Optional[str], option: str, kind: type) -> Any:
@@ -88,11 +95,11 @@ def load_function(target: str) -> Callable:
     return obj
 
 
-def _call_job(args) -> Job:
+def _call(args) -> Subcommand:
     fn = load_function(args.target)
     positional = list(args.args) + _json_arg(args.json_args, "--json-args", list)
     keywords = _json_arg(args.json_kwargs, "--json-kwargs", dict)
-    return Job(jobs.Call.for_hosts(fn, tuple(positional), keywords, timeout=args.timeout))
+    return Subcommand(_everywhere(jobs.Call.for_hosts(fn, tuple(positional), keywords, timeout=args.timeout)))
 
 
 # What helpers.run returns; anything else (a hostile or broken host) fails that host.
@@ -109,7 +116,7 @@ def _judge_run(value: Any) -> str:
     return OK if value["exit_code"] == 0 else FAILED
 
 
-def _run_job(args) -> Job:
+def _run(args) -> Subcommand:
     command = " ".join(args.words)
     if not command.strip():
         raise UsageError("the command is empty")
@@ -120,7 +127,7 @@ def _run_job(args) -> Job:
     call_timeout = None if args.timeout is None else args.timeout + RUN_GRACE
     call = jobs.Call.for_hosts(helpers.run, (command,), {"timeout": min(limits) if limits else None},
                                timeout=call_timeout)
-    return Job(call, judge=_judge_run, deadline_grace=RUN_GRACE)
+    return Subcommand(_everywhere(call), judge=_judge_run, deadline_grace=RUN_GRACE)
 
 
 def _tree_size(path: str) -> int:
@@ -130,7 +137,7 @@ def _tree_size(path: str) -> int:
                if os.path.isfile(os.path.join(top, name)) and not os.path.islink(os.path.join(top, name)))
 
 
-def _put_job(args) -> Job:
+def _put(args) -> Subcommand:
     try:
         size = _tree_size(args.src)
         if not os.path.isdir(args.src):
@@ -146,11 +153,11 @@ def _put_job(args) -> Job:
             raise UsageError("--mode must be octal permission bits such as 644, got %r" % args.mode) from None
         if not 0 <= mode <= 0o7777:
             raise UsageError("--mode must be octal permission bits such as 644, got %r" % args.mode)
-    return Job(jobs.Put(args.src, args.dst, mode, make_dirs=args.make_dirs, timeout=args.timeout),
-               columns=["remote_path", "size", "sha256"], count_bytes=True, total_bytes=size)
+    return Subcommand(_everywhere(jobs.Put(args.src, args.dst, mode, make_dirs=args.make_dirs, timeout=args.timeout)),
+                      columns=["remote_path", "size", "sha256"], count_bytes=True, total_bytes=size)
 
 
-def _fetch_job(args) -> Job:
+def _fetch(args) -> Subcommand:
     if "{host}" not in args.dst:
         raise UsageError("DST_TEMPLATE must contain {host}, so that each host gets its own path "
                          "(e.g. 'backup/{host}/%s')" % os.path.basename(args.src.rstrip("/")))
@@ -158,8 +165,9 @@ def _fetch_job(args) -> Job:
         args.dst.format(host="host")
     except (KeyError, IndexError, ValueError) as exc:
         raise UsageError("bad DST_TEMPLATE %r: %s; only {host} is replaced" % (args.dst, exc)) from None
-    return Job(jobs.Fetch(args.src, args.dst, make_dirs=args.make_dirs, timeout=args.timeout),
-               columns=["local_path", "size", "sha256"], count_bytes=True)
+    return Subcommand(functools.partial(jobs.Fetch.for_hosts, args.src, args.dst, make_dirs=args.make_dirs,
+                                        timeout=args.timeout),
+                      columns=["local_path", "size", "sha256"], count_bytes=True)
 
 
-JOBS = {"facts": _facts_job, "call": _call_job, "run": _run_job, "put": _put_job, "fetch": _fetch_job}
+SUBCOMMANDS = {"facts": _facts, "call": _call, "run": _run, "put": _put, "fetch": _fetch}
