@@ -1,6 +1,6 @@
 """``python -m chopsticks.fanout``: the command line, over the library's ``Group``.
 
-``command`` runs it (hosts, group, results, exit status), ``jobs`` turns each subcommand into
+``command`` runs it (hosts, group, results, exit status), ``subcommands`` turns each subcommand into
 what runs on every host, ``options`` parses the arguments, ``output`` shows the results and
 ``hosts`` expands host patterns such as ``web-[001-500]``.
 """

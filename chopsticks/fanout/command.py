@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 from chopsticks.errors import ChopsticksError
 from chopsticks.fanout import hosts
-from chopsticks.fanout.jobs import SUBCOMMANDS, Subcommand
+from chopsticks.fanout.subcommands import SUBCOMMANDS, Subcommand
 from chopsticks.fanout.options import PROG, UsageError, build_parser
 from chopsticks.fanout.output import (
     FAILED, OK, TIMED_OUT, cli_hints, configure_logging, print_line, progress_bar, record, show, summarize,

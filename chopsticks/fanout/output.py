@@ -244,7 +244,7 @@ def show(records: List[Dict[str, Any]], columns: Optional[List[str]], blocks: bo
 
 
 def _show_blocks(records: List[Dict[str, Any]], out, width: Optional[int]) -> None:
-    """``run``'s output, a block per host (the value was checked by ``fanout.jobs._judge_run``)."""
+    """``run``'s output, a block per host (the value was checked by ``fanout.subcommands._judge_run``)."""
     for r in records:
         value = r.get("value")
         host = visible(r["host"])
