@@ -27,6 +27,7 @@ from chopsticks.fanout.output import (
     summary_line, to_json,
 )
 from chopsticks.logs import visible
+from chopsticks.options import TunnelOptions
 
 
 # -- hosts and tunnels ----------------------------------------------------------------------
@@ -46,26 +47,22 @@ def read_hosts(args) -> List[str]:
     return names
 
 
-def _pipe_tunnel(args, name: str, options: Dict[str, Any]):
+def _pipe_tunnel(args, name: str, options: TunnelOptions):
     from chopsticks.tunnel import Docker, Local, Sudo
 
     if args.transport == "docker":
         if args.image:
-            return Docker(name, image=args.image, engine=args.engine, **options)
-        return Docker(name, container=name, engine=args.engine, **options)
+            return Docker(name, image=args.image, engine=args.engine, tunnel_options=options)
+        return Docker(name, container=name, engine=args.engine, tunnel_options=options)
     if args.sudo:
-        return Sudo(args.sudo, name=name, **options)
-    return Local(name, **options)
+        return Sudo(args.sudo, name=name, tunnel_options=options)
+    return Local(name, tunnel_options=options)
 
 
 def make_group(args, names: List[str]):
     from chopsticks.group import Group
 
-    tunnel_options: Dict[str, Any] = {}
-    if args.python:
-        tunnel_options["python"] = args.python
-    if args.connect_timeout:
-        tunnel_options["connect_timeout"] = args.connect_timeout
+    tunnel_options = TunnelOptions().given(python=args.python or None, connect_timeout=args.connect_timeout or None)
     if args.transport != "docker" and (args.image or args.engine):
         raise UsageError("%s is for --transport docker" % ("--image" if args.image else "--engine"))
     if args.transport in ("local", "docker"):
@@ -92,10 +89,9 @@ def make_group(args, names: List[str]):
         ssh["password"] = getpass.getpass("SSH password: ")
     if args.ask_passphrase:
         ssh["passphrase"] = getpass.getpass("Key passphrase: ")
-    if args.sudo:
-        tunnel_options["sudo"] = args.sudo
     try:
-        return Group(names, concurrency=args.concurrency, **ssh, **tunnel_options)
+        return Group(names, concurrency=args.concurrency, tunnel_options=tunnel_options.given(sudo=args.sudo or None),
+                     **ssh)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
