@@ -353,8 +353,10 @@ def test_put_and_fetch_from_the_shell(tmp_path):
     (["put", "/nonexistent/file", "/tmp/x"], "cannot read /nonexistent/file: No such file or directory"),
     (["put", "/etc/hostname", "/tmp/x", "--mode", "rw"], "--mode must be octal permission bits"),
     (["fetch", "/etc/hostname", "/tmp/same-for-all"], "DST_TEMPLATE must contain {host}"),
+    (["fetch", "/etc/hostname", "/tmp/{{host}}"], "DST_TEMPLATE must contain {host}"),
     (["fetch", "/etc/hostname", "/tmp/{host}/{name}"], "bad DST_TEMPLATE"),
 ])
 def test_put_and_fetch_bad_input(argv, message):
+    """A bad put or fetch argument is one line of usage error, before any host is contacted."""
     result = local("-H", "a,b", *argv)
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1

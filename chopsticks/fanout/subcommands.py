@@ -158,11 +158,13 @@ def _put(args) -> Subcommand:
 
 
 def _fetch(args) -> Subcommand:
+    own_paths = UsageError("DST_TEMPLATE must contain {host}, so that each host gets its own path "
+                           "(e.g. 'backup/{host}/%s')" % os.path.basename(args.src.rstrip("/")))
     if "{host}" not in args.dst:
-        raise UsageError("DST_TEMPLATE must contain {host}, so that each host gets its own path "
-                         "(e.g. 'backup/{host}/%s')" % os.path.basename(args.src.rstrip("/")))
+        raise own_paths
     try:
-        args.dst.format(host="host")
+        if args.dst.format(host="a") == args.dst.format(host="b"):  # '{{host}}' is the text {host}
+            raise own_paths
     except (KeyError, IndexError, ValueError) as exc:
         raise UsageError("bad DST_TEMPLATE %r: %s; only {host} is replaced" % (args.dst, exc)) from None
     return Subcommand(functools.partial(jobs.Fetch.for_hosts, args.src, args.dst, make_dirs=args.make_dirs,
