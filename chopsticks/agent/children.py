@@ -8,7 +8,6 @@ running on the host.
 """
 
 import os
-import signal
 import threading
 import time
 
@@ -40,6 +39,9 @@ class ProcessGroups(object):
         """SIGTERM every group, SIGKILL what is left after ``grace`` seconds; reap what we can."""
         with self.lock:
             groups, self.groups = self.groups, set()
+        if not groups:
+            return
+        import signal  # here, not at boot: it imports enum, milliseconds of a fresh agent's start
         alive = [pgid for pgid in groups if _signal(pgid, signal.SIGTERM)]
         deadline = time.monotonic() + grace
         while alive and time.monotonic() < deadline:
