@@ -36,6 +36,7 @@ AGENT_MODULES = (
     "chopsticks.agent.children",
     "chopsticks.agent.main",
     "chopsticks.agent.mainfn",
+    "chopsticks.agent.threads",
     "chopsticks.wire",
     "chopsticks.wire.codec",
     "chopsticks.wire.protocol",

@@ -8,8 +8,8 @@ running on the host.
 """
 
 import os
-import threading
 import time
+from _thread import allocate_lock
 
 # How long the groups get to exit after SIGTERM before SIGKILL. It must stay well under the
 # controller's own grace for an agent after EOF (``transports.process.EXIT_GRACE``, 2 s),
@@ -24,7 +24,7 @@ class ProcessGroups(object):
     """A thread-safe set of live process group ids."""
 
     def __init__(self):
-        self.lock = threading.Lock()
+        self.lock = allocate_lock()
         self.groups = set()
 
     def add(self, pgid):
