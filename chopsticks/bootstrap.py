@@ -95,8 +95,9 @@ class Bundle:
 
     One length-prefixed zlib blob: a ``marshal`` dump of plain data (a format every Python 3
     reads). ``boot`` is the program stage 1 runs: the source of ``agent/importer.py`` and a
-    call to its ``boot(payload)``. The rest is for it: the config, the sources of the modules
-    the agent needs first, and the same modules (and ``boot``) compiled here. A remote whose
+    call to its ``boot(payload)``. The rest is for it: the config, the modules the agent
+    needs first (their sources zlib-compressed apart, unpacked only when needed), and the
+    same modules (and ``boot``) compiled here. A remote whose
     bytecode matches ours (``sys.implementation.cache_tag``) loads the code objects and
     compiles nothing; any other compiles the sources. Compiling them costs a fresh agent
     some 20 ms of CPU, the largest part of its start on a fleet.
@@ -112,7 +113,10 @@ class Bundle:
         payload = {
             "boot": boot,
             "config": dict(config, stdlib=stdlib_names()),
-            "sources": sources,
+            "modules": {name: (is_pkg, filename) for name, (is_pkg, filename, _) in sources.items()},
+            # Compressed on their own: only a remote with other bytecode, or a traceback
+            # through these modules, unpacks them (~0.3 ms of decompressing saved per agent).
+            "sources": zlib.compress(marshal.dumps({name: entry[2] for name, entry in sources.items()}), 9),
             "cache_tag": bytecode_tag,
             "codes": codes,
         }

@@ -102,3 +102,14 @@ def test_a_remote_with_other_bytecode_compiles_the_sources(monkeypatch, no_leaks
     with Local("foreign-bytecode") as tunnel:
         assert tunnel.call(rh.add, 2, 3) == 5
         assert tunnel.call(rh.module_origin, "chopsticks.wire.codec")[1] == "Importer"
+
+
+def test_the_bundles_sources_unpack_for_tracebacks(no_leaks):
+    """The agent's own modules run from shipped bytecode, and their sources still unpack on demand."""
+    from chopsticks.tunnel import Local
+    from chopsticks.wire import codec
+    with Local("sources") as tunnel:
+        shipped = tunnel.call(eval, "__import__('sys').modules['chopsticks.wire.codec'].__loader__"
+                                    ".get_source('chopsticks.wire.codec')")
+    with open(codec.__file__, encoding="utf-8") as f:
+        assert shipped == f.read()

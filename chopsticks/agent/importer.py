@@ -29,6 +29,8 @@ from _thread import RLock, allocate_lock
 # What the importer knows of ``site`` (the agent starts with ``python -S``): not run yet,
 # running in one thread, run.
 SITE_PENDING, SITE_RUNNING, SITE_DONE = range(3)
+# The source of a module the bundle carries, until it is unpacked (see Importer.get_source).
+PACKED = object()
 
 
 class _FrontFinder(object):
@@ -44,9 +46,12 @@ class _FrontFinder(object):
 class Importer(object):
     """Finder and loader for modules that live on the controller."""
 
-    def __init__(self, sources, stdlib_names, codes=None):
-        # name -> (is_pkg, filename, source)
-        self.cache = dict((name, tuple(entry)) for name, entry in sources.items())
+    def __init__(self, modules, stdlib_names, codes=None, packed_sources=None):
+        # name -> (is_pkg, filename, source); for the bundle's modules the source is PACKED:
+        # it is in ``packed_sources`` (zlib of a marshal dict name -> source), unpacked only
+        # when needed (another bytecode, a traceback): most agents never need it.
+        self.cache = dict((name, (is_pkg, filename, PACKED)) for name, (is_pkg, filename) in modules.items())
+        self.packed_sources = packed_sources
         self.codes = codes or {}  # name -> marshalled code, compiled by a controller like us
         self.missing = set()
         self.refused = {}  # name -> why the controller does not serve it
@@ -129,6 +134,8 @@ class Importer(object):
 
     def exec_module(self, module):
         is_pkg, filename, source = self.cache[module.__name__]
+        if source is PACKED:
+            source = self.get_source(module.__name__)
         if source is None:  # a namespace package
             return
         code = self.codes.pop(module.__name__, None)
@@ -160,6 +167,16 @@ class Importer(object):
         return self.cache[fullname][0]
 
     def get_source(self, fullname):
+        source = self.cache[fullname][2]
+        if source is not PACKED:
+            return source
+        with self.lock:
+            if self.packed_sources is not None:
+                import zlib
+                for name, text in marshal.loads(zlib.decompress(self.packed_sources)).items():
+                    is_pkg, filename, _ = self.cache[name]
+                    self.cache[name] = (is_pkg, filename, text)
+                self.packed_sources = None
         return self.cache[fullname][2]
 
 
@@ -205,7 +222,8 @@ def boot(payload):
         del sys.path[0]
     config = payload["config"]
     same_bytecode = payload["cache_tag"] == sys.implementation.cache_tag
-    importer = Importer(payload["sources"], config["stdlib"], payload["codes"] if same_bytecode else None)
+    importer = Importer(payload["modules"], config["stdlib"], payload["codes"] if same_bytecode else None,
+                        payload["sources"])
     importer.install()
     _load_msgpack(importer)
     if sys.flags.no_site:
