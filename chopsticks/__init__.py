@@ -5,8 +5,6 @@ public names below load their modules on first use (PEP 562), and the remote, wh
 gevent, never touches them.
 """
 
-import importlib
-
 __version__ = "2.0.0.dev0"
 
 _EXPORTS = {
@@ -55,6 +53,7 @@ def __getattr__(name):
         module = _EXPORTS[name]
     except KeyError:
         raise AttributeError("module 'chopsticks' has no attribute %r" % (name,)) from None
+    import importlib  # not at the top: every agent imports this package, importlib costs it `warnings`
     return getattr(importlib.import_module(module), name)
 
 

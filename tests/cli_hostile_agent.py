@@ -21,8 +21,7 @@ ANSWERS = {
 
 answer = ANSWERS[sys.argv[1]]
 stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-for _ in range(2):  # the bootstrap's program, then its payload, each after 8 hex digits of length
-    stdin.read(int(stdin.read(8), 16))
+stdin.read(int(stdin.read(8), 16))  # the bootstrap's blob, after 8 hex digits of its length
 stdout.write(protocol.SYNC)
 stdout.write(b"".join(protocol.encode(protocol.HELLO, 0, msgpack.packb({"python": [3, 11, 0], "pid": 1}))))
 stdout.flush()

@@ -71,8 +71,7 @@ class Evil:
         return (os.mkdir, (marker,))
 
 
-read_exact(int(read_exact(8), 16))  # the bundle program and its payload: ignored
-read_exact(int(read_exact(8), 16))
+read_exact(int(read_exact(8), 16))  # the bundle: ignored
 send(protocol.SYNC)
 # A message made to unfold in the controller's memory: an array of ``count`` empty arrays
 # (one byte each on the wire, ~64 in memory), as large as a 1 MiB max_result tunnel takes.

@@ -1,7 +1,7 @@
 """A hostile host for fetch: the real agent, but its tree listing and file accounts are scripted.
 
 Run by tests as the ``python`` of a Local tunnel: ``hostile_files_remote.py SCRIPT.json -c STAGE1``.
-It runs the real stage 1, whose ``compile`` of the bundle's program adds a hook on the agent's
+It runs the real stage 1, whose ``exec`` of the bundle's program adds a hook on the agent's
 importer so that ``chopsticks.agent.files``, loaded from the controller as usual, answers as
 the script says:
 
@@ -46,13 +46,13 @@ def hook(importer_class):
     importer_class.exec_module = exec_module
 
 
-def bundle_compile(source, filename, mode, *args, **kwargs):
-    """Stage 1's compile: the bundle's program gets the hook run just before the agent boots."""
-    if filename == "<chopsticks-bundle>":
-        body, _, _ = source.decode("utf-8").rpartition("boot_from_stdin()")
-        source = body + "\n_hostile_files_hook(Importer)\nboot_from_stdin()\n"
-    return compile(source, filename, mode, *args, **kwargs)
+def bundle_exec(code, namespace):
+    """Stage 1's exec: the bundle's program gets the hook run just before the agent boots."""
+    if "payload" in namespace:
+        body, _, _ = namespace["payload"]["boot"].rpartition("boot(payload)")
+        code = compile(body + "\n_hostile_files_hook(Importer)\nboot(payload)\n", "<chopsticks-bundle>", "exec")
+    exec(code, namespace)
 
 
 builtins._hostile_files_hook = hook  # the bundle runs in globals of its own
-exec(sys.argv[sys.argv.index("-c") + 1], {"__name__": "__main__", "compile": bundle_compile})
+exec(sys.argv[sys.argv.index("-c") + 1], {"__name__": "__main__", "exec": bundle_exec})

@@ -128,3 +128,9 @@ def file_sha256(path):
     import hashlib
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
+
+
+def site_state():
+    """Whether the agent started with -S, and whether site has run since (main() sets ENABLE_USER_SITE)."""
+    site = sys.modules.get("site")
+    return sys.flags.no_site, site is not None and site.ENABLE_USER_SITE is not None

@@ -194,7 +194,7 @@ def test_old_python_is_a_clear_error(tmp_path, no_leaks):
     """A python older than 3.9 (3.8, say) is refused by stage 1 with its version in the message."""
     fake = _script(tmp_path, "python3.8", 'exec /usr/bin/python3 -c "import sys; '
                    "sys.version_info = (3, 8, 20, 'final', 0); sys.version = '3.8.20 fake'; "
-                   'exec(sys.argv[1])" "$2"\n')
+                   'exec(sys.argv[1])" "$3"\n')
     with pytest.raises(PythonNotFound) as info:
         Local("oldpy", python=fake).call(rh.add, 1, 1)
     assert "3.9 or newer" in str(info.value) and "3.8.20" in str(info.value)

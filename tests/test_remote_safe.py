@@ -75,16 +75,17 @@ def test_bundle_contains_the_agent_and_stays_compact():
     bundle = bootstrap.bundle_for(1 << 20)
     data = bundle.stdin_bytes()
     assert len(data) < 96 * 1024
-    first = int(data[:8], 16)
-    assert first == len(bundle.program) and int(data[8 + first:16 + first], 16) == len(bundle.payload)
+    assert int(data[:8], 16) == len(bundle.payload) == len(data) - 8
 
 
 def test_stage1_runs_a_bundle_under_the_system_python():
-    """Stage 1 reads a length-prefixed zlib program from stdin with os.read and runs it."""
+    """Stage 1 reads a length-prefixed zlib blob from stdin with os.read and runs the program in it."""
+    import marshal
     import subprocess
     import zlib
-    program = zlib.compress(b"import os\nos.write(1, b'stage 2 ran')\n")
-    stdin = b"%08x" % len(program) + program
+    blob = zlib.compress(marshal.dumps({"boot": "import os\nos.write(1, payload['say'])\n", "say": b"stage 2 ran",
+                                        "cache_tag": "cpython-00", "codes": {}}))
+    stdin = b"%08x" % len(blob) + blob
     out = subprocess.run(bootstrap.python_argv("/usr/bin/python3"), input=stdin, capture_output=True, timeout=30)
     assert out.stdout == b"stage 2 ran", out.stderr
     short = subprocess.run(bootstrap.python_argv("/usr/bin/python3"), input=stdin[:20], capture_output=True,
@@ -101,3 +102,14 @@ def test_a_remote_with_other_bytecode_compiles_the_sources(monkeypatch, no_leaks
     with Local("foreign-bytecode") as tunnel:
         assert tunnel.call(rh.add, 2, 3) == 5
         assert tunnel.call(rh.module_origin, "chopsticks.wire.codec")[1] == "Importer"
+
+
+def test_the_bundles_sources_unpack_for_tracebacks(no_leaks):
+    """The agent's own modules run from shipped bytecode, and their sources still unpack on demand."""
+    from chopsticks.tunnel import Local
+    from chopsticks.wire import codec
+    with Local("sources") as tunnel:
+        shipped = tunnel.call(eval, "__import__('sys').modules['chopsticks.wire.codec'].__loader__"
+                                    ".get_source('chopsticks.wire.codec')")
+    with open(codec.__file__, encoding="utf-8") as f:
+        assert shipped == f.read()

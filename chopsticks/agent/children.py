@@ -8,9 +8,8 @@ running on the host.
 """
 
 import os
-import signal
-import threading
 import time
+from _thread import allocate_lock
 
 # How long the groups get to exit after SIGTERM before SIGKILL. It must stay well under the
 # controller's own grace for an agent after EOF (``transports.process.EXIT_GRACE``, 2 s),
@@ -25,7 +24,7 @@ class ProcessGroups(object):
     """A thread-safe set of live process group ids."""
 
     def __init__(self):
-        self.lock = threading.Lock()
+        self.lock = allocate_lock()
         self.groups = set()
 
     def add(self, pgid):
@@ -40,6 +39,9 @@ class ProcessGroups(object):
         """SIGTERM every group, SIGKILL what is left after ``grace`` seconds; reap what we can."""
         with self.lock:
             groups, self.groups = self.groups, set()
+        if not groups:
+            return
+        import signal  # here, not at boot: it imports enum, milliseconds of a fresh agent's start
         alive = [pgid for pgid in groups if _signal(pgid, signal.SIGTERM)]
         deadline = time.monotonic() + grace
         while alive and time.monotonic() < deadline:

@@ -1,7 +1,7 @@
 """Remote import on demand: a meta-path finder and loader fed by the controller.
 
 Remote-safe. The bootstrap bundle executes this file's source directly (no import system
-is ready yet), then calls ``boot_from_stdin``. Modules the bundle carries (the agent itself, and
+is ready yet), then calls ``boot``. Modules the bundle carries (the agent itself, and
 msgpack's pure-Python codec) sit in the importer's cache from the start; any other module
 the remote cannot find itself is requested from the controller by dotted name, with
 related modules sent along in the same reply so that a package costs few round trips.
@@ -11,14 +11,26 @@ Two finders share one importer: one at the front of ``sys.meta_path`` claims onl
 serves everything the remote's own finders did not find. Standard library names are never
 requested. Remote tracebacks show shipped source lines through ``get_source`` (linecache
 asks a module's loader when the file is not on the remote's disk).
+
+The agent starts with ``python -S``: ``site`` runs the first time a top-level, non-stdlib
+import misses on the remote (``find_with_site``), so what is installed on the remote
+(dist-packages, the user's site, .pth files) is found as under a plain ``python3`` and still
+wins over the controller's copy. The remote's own msgpack is used only when it is found
+without ``site`` (e.g. through ``PYTHONPATH``); otherwise the shipped one.
 """
 
 import io
 import marshal
 import os
 import sys
-import threading
-from importlib.machinery import ModuleSpec
+from _frozen_importlib import ModuleSpec  # importlib.machinery's; importing that costs `warnings`
+from _thread import RLock, allocate_lock
+
+# What the importer knows of ``site`` (the agent starts with ``python -S``): not run yet,
+# running in one thread, run.
+SITE_PENDING, SITE_RUNNING, SITE_DONE = range(3)
+# The source of a module the bundle carries, until it is unpacked (see Importer.get_source).
+PACKED = object()
 
 
 class _FrontFinder(object):
@@ -27,22 +39,27 @@ class _FrontFinder(object):
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname.partition(".")[0] in self.importer.front:
-            return self.importer.find_spec(fullname, path, target)
+            return self.importer.find_in_cache(fullname)
         return None
 
 
 class Importer(object):
     """Finder and loader for modules that live on the controller."""
 
-    def __init__(self, sources, stdlib_names, codes=None):
-        # name -> (is_pkg, filename, source)
-        self.cache = dict((name, tuple(entry)) for name, entry in sources.items())
+    def __init__(self, modules, stdlib_names, codes=None, packed_sources=None):
+        # name -> (is_pkg, filename, source); for the bundle's modules the source is PACKED:
+        # it is in ``packed_sources`` (zlib of a marshal dict name -> source), unpacked only
+        # when needed (another bytecode, a traceback): most agents never need it.
+        self.cache = dict((name, (is_pkg, filename, PACKED)) for name, (is_pkg, filename) in modules.items())
+        self.packed_sources = packed_sources
         self.codes = codes or {}  # name -> marshalled code, compiled by a controller like us
         self.missing = set()
         self.refused = {}  # name -> why the controller does not serve it
         self.front = set(["chopsticks"])
         self.stdlib = frozenset(getattr(sys, "stdlib_module_names", None) or stdlib_names)
-        self.lock = threading.Lock()
+        self.lock = allocate_lock()
+        self.site = SITE_DONE  # boot makes it SITE_PENDING once msgpack is loaded
+        self.site_lock = RLock()
         self.request = None  # set by the agent: asks the controller for a module, fills the cache;
         # returns why the controller refused it, or None
         self.request_data = None  # set by the agent: (package, resource) -> bytes
@@ -57,6 +74,41 @@ class Importer(object):
                 self.cache[name] = (is_pkg, filename, source)
 
     def find_spec(self, fullname, path=None, target=None):
+        if path is None and self.site != SITE_DONE and fullname not in self.stdlib:
+            spec = self.find_with_site(fullname)
+            if spec is not None:
+                return spec
+        return self.find_in_cache(fullname)
+
+    def find_with_site(self, fullname):
+        """Run ``site`` the first time a top-level import misses, and look on the remote again.
+
+        The agent starts with ``-S``: site's paths (dist-packages, the user's site, .pth
+        files, sitecustomize) cost milliseconds that a call of standard-library code never
+        needs. A package installed on the remote must still win over the controller's copy,
+        so before anything from the cache or the controller is used for a top-level name,
+        site runs and the remote's own finders look again. What site itself imports (a .pth
+        line, sitecustomize) is the remote's business: never served from the controller.
+        """
+        with self.site_lock:
+            if self.site == SITE_RUNNING:  # site's own import, in this thread
+                raise ModuleNotFoundError("No module named %r" % fullname, name=fullname)
+            if self.site == SITE_PENDING:
+                self.site = SITE_RUNNING
+                try:
+                    import site
+                    site.main()
+                finally:
+                    self.site = SITE_DONE
+        for finder in list(sys.meta_path):
+            if finder is self or isinstance(finder, _FrontFinder) or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, None)
+            if spec is not None:
+                return spec
+        return None
+
+    def find_in_cache(self, fullname):
         entry = self.cache.get(fullname)
         if entry is None:
             if (fullname in self.missing or self.request is None
@@ -82,6 +134,8 @@ class Importer(object):
 
     def exec_module(self, module):
         is_pkg, filename, source = self.cache[module.__name__]
+        if source is PACKED:
+            source = self.get_source(module.__name__)
         if source is None:  # a namespace package
             return
         code = self.codes.pop(module.__name__, None)
@@ -113,6 +167,16 @@ class Importer(object):
         return self.cache[fullname][0]
 
     def get_source(self, fullname):
+        source = self.cache[fullname][2]
+        if source is not PACKED:
+            return source
+        with self.lock:
+            if self.packed_sources is not None:
+                import zlib
+                for name, text in marshal.loads(zlib.decompress(self.packed_sources)).items():
+                    is_pkg, filename, _ = self.cache[name]
+                    self.cache[name] = (is_pkg, filename, text)
+                self.packed_sources = None
         return self.cache[fullname][2]
 
 
@@ -150,28 +214,19 @@ def _load_msgpack(importer):
     import msgpack  # noqa: F811  (now the bundle's copy)
 
 
-def _read_exactly(size):
-    data = b""
-    while len(data) < size:
-        chunk = os.read(0, size - len(data))
-        if not chunk:
-            sys.exit(86)
-        data += chunk
-    return data
-
-
-def boot_from_stdin():
-    """Entry point of the bundle: read its payload, install the importer, run the agent."""
-    import zlib
-    payload = marshal.loads(zlib.decompress(_read_exactly(int(_read_exactly(8), 16))))
+def boot(payload):
+    """Entry point of the bundle: install the importer, load msgpack, run the agent."""
     if sys.path and sys.path[0] in ("", "."):
         # ``python3 -c`` puts the login directory first; modules must come from the
         # remote's installed packages or from the controller, never from wherever we landed.
         del sys.path[0]
     config = payload["config"]
     same_bytecode = payload["cache_tag"] == sys.implementation.cache_tag
-    importer = Importer(payload["sources"], config["stdlib"], payload["codes"] if same_bytecode else None)
+    importer = Importer(payload["modules"], config["stdlib"], payload["codes"] if same_bytecode else None,
+                        payload["sources"])
     importer.install()
     _load_msgpack(importer)
+    if sys.flags.no_site:
+        importer.site = SITE_PENDING
     from chopsticks.agent import main
     main.run(importer, config)

@@ -16,7 +16,6 @@ import collections
 import itertools
 import os
 import sys
-import threading
 import time
 
 try:  # the C unpickler alone: pickle.py would also import re and friends at boot
@@ -28,6 +27,7 @@ import msgpack
 
 from chopsticks.wire import codec, protocol
 from chopsticks.wire.window import Window
+from chopsticks.agent import threads
 from chopsticks.agent.children import ProcessGroups
 
 # Bytes per read. Larger reads are above glibc's mmap threshold: every read would map and
@@ -50,15 +50,15 @@ class Agent(object):
         self.fd_out = fd_out
         self.importer = importer
         self.max_result = config["max_result"]
-        self.write_lock = threading.Lock()
-        self.waiting = {}  # req_id -> [threading.Event, payload] for our own requests
+        self.write_lock = threads.Lock()
+        self.waiting = {}  # req_id -> [threads.Event, payload] for our own requests
         self.ids = itertools.count(1)
         self.decoder = protocol.Decoder()
         self.frames = collections.deque()
         # The reader role, all guarded by self.lock:
-        self.lock = threading.Lock()
-        self.role_free = threading.Condition(self.lock)
-        self.watch_wake = threading.Condition(self.lock)
+        self.lock = threads.Lock()
+        self.role_free = threads.Condition(self.lock)
+        self.watch_wake = threads.Condition(self.lock)
         self.reader = None  # ident of the thread holding the role
         self.inline_since = None  # when the holder started running a call inline
         self.last_call = 0.0
@@ -90,7 +90,7 @@ class Agent(object):
         """Send a request to the controller from a worker thread; return the reply's frame."""
         self.release_role()  # someone else must read the reply
         req_id = next(self.ids)
-        waiter = [threading.Event(), None]
+        waiter = [threads.Event(), None]
         self.waiting[req_id] = waiter
         self.send(kind, req_id, payload)
         if not waiter[0].wait(REQUEST_TIMEOUT):
@@ -101,7 +101,7 @@ class Agent(object):
     def release_role(self):
         """A call about to wait on the controller lets another thread read meanwhile."""
         with self.lock:
-            if self.reader == threading.get_ident():
+            if self.reader == threads.get_ident():
                 self.give_up_role()
 
     def open_stream(self, sid):
@@ -128,14 +128,12 @@ class Agent(object):
 
     def serve(self):
         """Run as reader and worker until the controller goes away; then exit."""
-        watchdog = threading.Thread(target=self.watch, name="chopsticks-watchdog")
-        watchdog.daemon = True
-        watchdog.start()
+        threads.start(self.watch)
         self.follow()
 
     def follow(self):
         """Wait for the reader role; read frames and run calls inline until the role is taken."""
-        me = threading.get_ident()
+        me = threads.get_ident()
         try:
             while True:
                 with self.lock:
@@ -171,9 +169,7 @@ class Agent(object):
         if self.followers:
             self.role_free.notify()
         else:
-            thread = threading.Thread(target=self.follow, name="chopsticks-worker")
-            thread.daemon = True
-            thread.start()
+            threads.start(self.follow)
 
     def watch(self):
         """Take the reader role from a call that runs longer than INLINE_SLICE."""
@@ -290,7 +286,7 @@ class Stream(object):
     def __init__(self, agent, sid):
         self.agent = agent
         self.sid = sid
-        self.cond = threading.Condition(threading.Lock())
+        self.cond = threads.Condition()
         self.chunks = collections.deque()
         self.end = None
         self.window = Window(sid)
