@@ -23,7 +23,6 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, Type
 import gevent
 import gevent.event
 import gevent.lock
-import gevent.queue
 import msgpack
 
 from chopsticks import logs
@@ -44,6 +43,9 @@ MAX_LINE = 64 << 10
 # Import and data requests waiting for an answer, at most. With their size limits
 # (protocol.AGENT_LIMITS) that bounds what they hold to 256 x 8 KiB = 2 MiB per tunnel.
 REQUEST_BACKLOG = 256
+
+# The stderr tail of every tunnel whose agent wrote none yet (most of them), never appended to.
+_NO_LINES: Deque[str] = collections.deque(maxlen=0)
 
 # A tunnel's account of an agent that ended before it started: (exception class, message).
 Explained = Tuple[Type[Exception], str]
@@ -97,7 +99,7 @@ class Connection:
         self._write_lock = gevent.lock.Semaphore()
         self._hello = gevent.event.AsyncResult()
         self._sent_modules: Set[str] = set()
-        self._stderr_tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL)
+        self._stderr_tail: Deque[str] = _NO_LINES  # a deque of its own from the first line on
         self._stderr_partial = b""  # the last line of stderr so far, until its newline
         self._stderr_ended = gevent.event.Event()
         self._decoder = protocol.Decoder(max_message=max_result + (1 << 20), sync=True,
@@ -108,9 +110,10 @@ class Connection:
         self._broken: Optional[str] = None  # why we are killing it ourselves
         self._streams: Dict[int, StreamState] = {}  # open file streams, by id
         self._last_stream_id = 0
-        # The agent's import and data requests, answered in order by one greenlet; a backlog
-        # past REQUEST_BACKLOG is a protocol violation, so a flood cannot pile up greenlets.
-        self._requests: gevent.queue.Queue = gevent.queue.Queue(REQUEST_BACKLOG)
+        # The agent's import and data requests, answered in order by one greenlet that lives
+        # while there are some (an idle tunnel holds none); a backlog past REQUEST_BACKLOG is
+        # a protocol violation, so a flood cannot pile up greenlets.
+        self._requests: Deque[protocol.Frame] = collections.deque()
         self._request_server: Optional[gevent.Greenlet] = None
         pipe.start_reading(self._on_data, self._on_stderr)
 
@@ -321,6 +324,8 @@ class Connection:
 
     def _output_line(self, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip("\r")
+        if self._stderr_tail is _NO_LINES:
+            self._stderr_tail = collections.deque(maxlen=STDERR_TAIL)
         self._stderr_tail.append(line)
         self.on_output(self.name, line)
 
@@ -387,20 +392,20 @@ class Connection:
             state.wake.set()
 
     def _on_request(self, frame: protocol.Frame) -> None:
-        try:
-            self._requests.put_nowait(frame)
-        except gevent.queue.Full:
+        if len(self._requests) >= REQUEST_BACKLOG:
             raise protocol.ProtocolError("more than %d import and data requests unanswered" % REQUEST_BACKLOG)
+        self._requests.append(frame)
         if self._request_server is None:
             self._request_server = gevent.spawn(self._serve_requests)
 
     def _serve_requests(self) -> None:
-        while True:
-            frame = self._requests.get()
+        while self._requests:
+            frame = self._requests.popleft()
             if frame.kind == protocol.IMPORT:
                 self._serve_import(frame)
             else:
                 self._serve_data(frame)
+        self._request_server = None  # no switch since the check: a new request spawns anew
 
     def _serve_import(self, frame: protocol.Frame) -> None:
         name: Any = None
