@@ -110,10 +110,10 @@ class Connection:
         self._broken: Optional[str] = None  # why we are killing it ourselves
         self._streams: Dict[int, StreamState] = {}  # open file streams, by id
         self._last_stream_id = 0
-        # The agent's import and data requests, answered in order by one greenlet that lives
-        # while there are some (an idle tunnel holds none); a backlog past REQUEST_BACKLOG is
-        # a protocol violation, so a flood cannot pile up greenlets.
-        self._requests: Deque[protocol.Frame] = collections.deque()
+        # The agent's import and data requests, answered in order by one greenlet that lives,
+        # with its queue, while there are some (an idle tunnel holds neither); a backlog past
+        # REQUEST_BACKLOG is a protocol violation, so a flood cannot pile up greenlets.
+        self._requests: Optional[Deque[protocol.Frame]] = None
         self._request_server: Optional[gevent.Greenlet] = None
         pipe.start_reading(self._on_data, self._on_stderr)
 
@@ -392,20 +392,23 @@ class Connection:
             state.wake.set()
 
     def _on_request(self, frame: protocol.Frame) -> None:
-        if len(self._requests) >= REQUEST_BACKLOG:
+        requests = self._requests
+        if requests is None:
+            requests = self._requests = collections.deque()
+            self._request_server = gevent.spawn(self._serve_requests, requests)
+        elif len(requests) >= REQUEST_BACKLOG:
             raise protocol.ProtocolError("more than %d import and data requests unanswered" % REQUEST_BACKLOG)
-        self._requests.append(frame)
-        if self._request_server is None:
-            self._request_server = gevent.spawn(self._serve_requests)
+        requests.append(frame)
 
-    def _serve_requests(self) -> None:
-        while self._requests:
-            frame = self._requests.popleft()
+    def _serve_requests(self, requests: Deque[protocol.Frame]) -> None:
+        while requests:
+            frame = requests.popleft()
             if frame.kind == protocol.IMPORT:
                 self._serve_import(frame)
             else:
                 self._serve_data(frame)
-        self._request_server = None  # no switch since the check: a new request spawns anew
+        # no switch since the check: the next request finds neither and starts them anew
+        self._requests = self._request_server = None
 
     def _serve_import(self, frame: protocol.Frame) -> None:
         name: Any = None
