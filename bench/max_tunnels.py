@@ -4,19 +4,27 @@
 For each count N (``--counts 1000,2000``): start a loopback fleet of N hosts (one sshd), then
 ``Group(hosts).connect()`` (every agent started and held), one warm ``group.call(os.getpid)``
 over all of them, a report, and ``group.close()``. Prints one JSON line per count: how many
-connected, how long connecting and the warm call took, the controller's RSS and open fds
-with everything connected, and MemAvailable's drop per host (sshd + agent + controller).
-Stops early when MemAvailable would fall under ``--mem-floor-gib``.
+connected, how long connecting and the warm call took, the controller's RSS, its growth per
+tunnel (``controller_kib_per_tunnel``), its live greenlets and open fds with everything
+connected, and MemAvailable's drop per host (sshd + agent + controller). Each line also
+carries ``libssh2_session_kib``: the RSS of one bare libssh2 session (``Session()``, before
+any handshake; measured in a child process), the part of a tunnel's cost that is libssh2's
+own. Stops early when MemAvailable would fall under ``--mem-floor-gib`` (estimated from the
+memory per host of the last count of 500 or more, else 8 MiB).
 
     .venv/bin/python bench/max_tunnels.py --counts 1000,2000
 """
 
 import argparse
+import gc
 import json
 import os
 import resource
+import subprocess
 import sys
 import time
+
+import gevent
 
 import chopsticks
 from chopsticks import Group, SSHOptions
@@ -25,9 +33,32 @@ from harness.procfs import mem_available, open_fds, self_rss
 from harness.runner import append_results, check_checkout, start_fleet
 
 MIB = 1 << 20
+KIB = 1 << 10
+# The child that measures one bare libssh2 session: RSS growth over SESSIONS of them, in KiB each.
+SESSIONS = 200
+SESSION_COST = """
+from ssh2.session import Session
+def rss():
+    with open('/proc/self/status') as f:
+        return int(next(line for line in f if line.startswith('VmRSS')).split()[1])
+Session()
+before = rss()
+sessions = [Session() for _ in range(%d)]
+print((rss() - before) / %d)
+""" % (SESSIONS, SESSIONS)
 
 
-def measure(count: int, deadline: float) -> dict:
+def libssh2_session_kib() -> float:
+    out = subprocess.run([sys.executable, "-c", SESSION_COST], check=True, capture_output=True, text=True)
+    return round(float(out.stdout), 1)
+
+
+def live_greenlets() -> int:
+    gc.collect()
+    return sum(1 for g in gc.get_objects() if isinstance(g, gevent.Greenlet) and not g.dead)
+
+
+def measure(count: int, deadline: float, session_kib: float) -> dict:
     fleet = start_fleet(count, timeout=60)
     try:
         options = SSHOptions(port=fleet.port, key=fleet.key, known_hosts=fleet.known_hosts, ssh_config="",
@@ -45,11 +76,14 @@ def measure(count: int, deadline: float) -> dict:
         started = time.monotonic()
         warm = live.call(os.getpid, timeout=60)
         warm_s = time.monotonic() - started
+        rss = self_rss()
         record = {
             "workload": "max_tunnels", "impl": "chopsticks", "n": count, "connected": len(live),
             "warm_ok": sum(1 for _ in warm.successful()), "connect_s": round(connect_s, 2),
-            "warm_s": round(warm_s, 3), "controller_rss_mib": round(self_rss() / MIB, 1),
-            "controller_rss_growth_mib": round((self_rss() - rss_before) / MIB, 1),
+            "warm_s": round(warm_s, 3), "controller_rss_mib": round(rss / MIB, 1),
+            "controller_rss_growth_mib": round((rss - rss_before) / MIB, 1),
+            "controller_kib_per_tunnel": round((rss - rss_before) / KIB / max(1, len(live)), 1),
+            "libssh2_session_kib": session_kib, "controller_greenlets": live_greenlets(),
             "controller_fds": open_fds(),
             "mem_mib_per_host": round((before - mem_available()) / MIB / max(1, len(live)), 2),
             "failures": failures,
@@ -74,11 +108,16 @@ def main() -> int:
     raise_open_files_limit()
     print("# open-files limit %s" % (resource.getrlimit(resource.RLIMIT_NOFILE),), file=sys.stderr)
     records = []
+    per_host_mib = 8.0
+    session_kib = libssh2_session_kib()
     for count in [int(n) for n in args.counts.split(",")]:
-        if mem_available() - count * 8 * MIB < args.mem_floor_gib * (1 << 30):
-            print("# skipping %d tunnels: not enough memory" % count, file=sys.stderr)
+        if mem_available() - count * per_host_mib * MIB < args.mem_floor_gib * (1 << 30):
+            print("# skipping %d tunnels: not enough memory (%.1f MiB a host)" % (count, per_host_mib),
+                  file=sys.stderr)
             break
-        record = measure(count, args.deadline)
+        record = measure(count, args.deadline, session_kib)
+        if record["connected"] >= 500:  # smaller fleets' figures are mostly other processes' noise
+            per_host_mib = record["mem_mib_per_host"]
         print(json.dumps(record), flush=True)
         records.append(record)
         if record["connected"] < count:

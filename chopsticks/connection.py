@@ -4,8 +4,10 @@ A ``Connection`` owns a transport pipe. The agent's stdout is read by a callback
 transport runs in the hub whenever bytes arrive (``pipe.start_reading``): it feeds the
 decoder and resolves futures directly, which saves a greenlet switch and a loop round per
 call; frames that need to write (import and data requests) are handled in their own
-greenlet, since the hub must never block. The agent's stderr has its own greenlet (lines
-shown as remote output). Writers share one lock. When the stdout stream ends, for any
+greenlet, since the hub must never block. The agent's stderr is read the same way, by a
+callback from the hub (lines shown as remote output): no greenlet is left waiting per tunnel,
+and a waiting greenlet costs ~15 KiB (its saved C stack and its Python data stack).
+Writers share one lock. When the stdout stream ends, for any
 reason, every pending call fails at once with ``TunnelClosed`` and the pipe is released,
 in order: readers stop, then the process is reaped, then the fds close. File streams
 (``chopsticks.transfer``) ride on the same pipe: their data and credit frames are routed
@@ -21,7 +23,6 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, Type
 import gevent
 import gevent.event
 import gevent.lock
-import gevent.queue
 import msgpack
 
 from chopsticks import logs
@@ -42,6 +43,9 @@ MAX_LINE = 64 << 10
 # Import and data requests waiting for an answer, at most. With their size limits
 # (protocol.AGENT_LIMITS) that bounds what they hold to 256 x 8 KiB = 2 MiB per tunnel.
 REQUEST_BACKLOG = 256
+
+# The stderr tail of every tunnel whose agent wrote none yet (most of them), never appended to.
+_NO_LINES: Deque[str] = collections.deque(maxlen=0)
 
 # A tunnel's account of an agent that ended before it started: (exception class, message).
 Explained = Tuple[Type[Exception], str]
@@ -95,21 +99,23 @@ class Connection:
         self._write_lock = gevent.lock.Semaphore()
         self._hello = gevent.event.AsyncResult()
         self._sent_modules: Set[str] = set()
-        self._stderr_tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL)
+        self._stderr_tail: Deque[str] = _NO_LINES  # a deque of its own from the first line on
+        self._stderr_partial = b""  # the last line of stderr so far, until its newline
+        self._stderr_ended = gevent.event.Event()
         self._decoder = protocol.Decoder(max_message=max_result + (1 << 20), sync=True,
                                          limits=protocol.AGENT_LIMITS)
-        self._stderr_reader = gevent.spawn(self._read_stderr)
         self._finisher: Optional[gevent.Greenlet] = None
         self._finished = gevent.event.Event()
         self._exiting = False  # the agent said it is exiting (sys.exit in a call)
         self._broken: Optional[str] = None  # why we are killing it ourselves
         self._streams: Dict[int, StreamState] = {}  # open file streams, by id
         self._last_stream_id = 0
-        # The agent's import and data requests, answered in order by one greenlet; a backlog
-        # past REQUEST_BACKLOG is a protocol violation, so a flood cannot pile up greenlets.
-        self._requests: gevent.queue.Queue = gevent.queue.Queue(REQUEST_BACKLOG)
+        # The agent's import and data requests, answered in order by one greenlet that lives,
+        # with its queue, while there are some (an idle tunnel holds neither); a backlog past
+        # REQUEST_BACKLOG is a protocol violation, so a flood cannot pile up greenlets.
+        self._requests: Optional[Deque[protocol.Frame]] = None
         self._request_server: Optional[gevent.Greenlet] = None
-        pipe.start_reading(self._on_data)
+        pipe.start_reading(self._on_data, self._on_stderr)
 
     @property
     def closed(self) -> bool:
@@ -256,7 +262,7 @@ class Connection:
             return TunnelClosed("[%s] %s" % (self.name, self._broken or "tunnel closed"))
         status = self.pipe.exit_status(2.0)
         lost = self.pipe.end_reason  # a transport's own account, e.g. SSH
-        self._stderr_reader.join(1.0)
+        self._stderr_ended.wait(1.0)
         if self.hello is None:
             explained = self.explain(status, list(self._stderr_tail)) if self.explain else None
             if explained is not None:
@@ -291,33 +297,35 @@ class Connection:
         if self._request_server is not None:
             self._request_server.kill(block=False)
         self.pipe.close_stdin()
-        self._stderr_reader.join(2.0)
-        self._stderr_reader.kill()
+        self._stderr_ended.wait(2.0)
         self.pipe.close()
+        self._on_stderr(b"")  # a last line without its newline still shows, if stderr never ended
         self._finished.set()
         logs.event("tunnel_closed", host=self.name, reason=str(error))
 
-    def _read_stderr(self) -> None:
-        partial = b""
-        while True:
-            try:
-                data = self.pipe.read_stderr(65536)
-            except OSError:
-                data = b""
-            if not data:
-                if partial:
-                    self._output_line(partial)
-                return
-            lines = (partial + data).split(b"\n")
-            partial = lines.pop()
-            while len(partial) > MAX_LINE:
-                lines.append(partial[:MAX_LINE])
-                partial = partial[MAX_LINE:]
-            for line in lines:
-                self._output_line(line)
+    def _on_stderr(self, data: bytes) -> None:
+        """Runs in the hub for every chunk of the agent's stderr; ``b""`` at its end."""
+        if self._stderr_ended.is_set():
+            return
+        if not data:
+            if self._stderr_partial:
+                self._output_line(self._stderr_partial)
+            self._stderr_partial = b""
+            self._stderr_ended.set()
+            return
+        lines = (self._stderr_partial + data).split(b"\n")
+        partial = lines.pop()
+        while len(partial) > MAX_LINE:
+            lines.append(partial[:MAX_LINE])
+            partial = partial[MAX_LINE:]
+        self._stderr_partial = partial
+        for line in lines:
+            self._output_line(line)
 
     def _output_line(self, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip("\r")
+        if self._stderr_tail is _NO_LINES:
+            self._stderr_tail = collections.deque(maxlen=STDERR_TAIL)
         self._stderr_tail.append(line)
         self.on_output(self.name, line)
 
@@ -384,20 +392,23 @@ class Connection:
             state.wake.set()
 
     def _on_request(self, frame: protocol.Frame) -> None:
-        try:
-            self._requests.put_nowait(frame)
-        except gevent.queue.Full:
+        requests = self._requests
+        if requests is None:
+            requests = self._requests = collections.deque()
+            self._request_server = gevent.spawn(self._serve_requests, requests)
+        elif len(requests) >= REQUEST_BACKLOG:
             raise protocol.ProtocolError("more than %d import and data requests unanswered" % REQUEST_BACKLOG)
-        if self._request_server is None:
-            self._request_server = gevent.spawn(self._serve_requests)
+        requests.append(frame)
 
-    def _serve_requests(self) -> None:
-        while True:
-            frame = self._requests.get()
+    def _serve_requests(self, requests: Deque[protocol.Frame]) -> None:
+        while requests:
+            frame = requests.popleft()
             if frame.kind == protocol.IMPORT:
                 self._serve_import(frame)
             else:
                 self._serve_data(frame)
+        # no switch since the check: the next request finds neither and starts them anew
+        self._requests = self._request_server = None
 
     def _serve_import(self, frame: protocol.Frame) -> None:
         name: Any = None

@@ -8,7 +8,7 @@ import msgpack
 import pytest
 
 import chopsticks
-from chopsticks.connection import Connection
+from chopsticks.connection import REQUEST_BACKLOG, Connection
 from chopsticks.errors import ConnectError, InternalError, ProtocolViolation, PythonNotFound, TunnelClosed
 from chopsticks.modules import ModuleServer
 from chopsticks.transports.memory import memory_pair
@@ -113,4 +113,30 @@ def test_the_transports_own_account_of_an_end_is_used(no_leaks):
     agent.exit(None, reason="the SSH connection was lost (SocketRecvError)")
     with pytest.raises(TunnelClosed, match="the SSH connection was lost"):
         future.result()
+    conn.close()
+
+
+def test_import_requests_are_answered_in_order_by_a_server_that_ends_when_idle(no_leaks):
+    """The agent's import requests are answered in the order asked, by one greenlet that ends
+    once none is left (an idle tunnel holds no greenlet), and a later request is served anew."""
+    conn, agent = started()
+    for req_id, name in ((7, "json"), (8, "no_such_module")):
+        agent.send(protocol.IMPORT, req_id, codec.encode(name))
+    conn._request_server.join(5)
+    assert [(kind, req_id) for kind, req_id, _ in agent.received()] == [(protocol.MODULES, 7), (protocol.MODULES, 8)]
+    assert conn._request_server is None
+    agent.send(protocol.IMPORT, 9, codec.encode("json"))
+    conn._request_server.join(5)
+    assert [(kind, req_id) for kind, req_id, _ in agent.received()] == [(protocol.MODULES, 9)]
+    conn.close()
+
+
+def test_a_flood_of_import_requests_is_a_protocol_violation(no_leaks):
+    """More import requests waiting than the backlog allows break the protocol: the tunnel closes."""
+    conn, agent = started()
+    future = conn.submit(b"call")
+    for req_id in range(1, REQUEST_BACKLOG + 2):
+        agent.send(protocol.IMPORT, req_id, codec.encode("json"))
+    with pytest.raises(ProtocolViolation, match="import and data requests unanswered"):
+        future.result(timeout=5)
     conn.close()

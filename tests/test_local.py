@@ -1,5 +1,6 @@
 """Calls over a real Local tunnel: a subprocess of the system python3 running the agent."""
 
+import gc
 import os
 import socket
 import threading
@@ -173,6 +174,24 @@ def test_print_and_stderr_are_forwarded_with_host_name(local, capfd):
     err = capfd.readouterr().err
     for line in ("hello", "world", "to stderr", "partial", "from-child"):
         assert "[local-test] %s\n" % line in err
+
+
+def test_a_connected_tunnel_leaves_no_greenlet_waiting(no_leaks, capfd):
+    """A connected, idle tunnel holds no greenlet (stdout and stderr are read by callbacks from
+    the hub), and its agent's stderr is still shown."""
+    before = _live_greenlets()
+    tunnel = Local("quiet")
+    try:
+        tunnel.call(rh.write_stderr, "from the agent\n")
+        assert _live_greenlets() == before
+    finally:
+        tunnel.close()
+    assert "[quiet] from the agent\n" in capfd.readouterr().err
+
+
+def _live_greenlets():
+    gc.collect()
+    return [g for g in gc.get_objects() if isinstance(g, gevent.Greenlet) and not g.dead]
 
 
 def test_missing_python_is_a_clear_error(no_leaks):

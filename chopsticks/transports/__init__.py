@@ -26,14 +26,12 @@ class Pipe(Protocol):
         """What runs once the pipe had to be killed, to clean up after it (a container
         tunnel removes its container); None: nothing."""
 
-    def start_reading(self, callback: Callable[[bytes], None]) -> None:
-        """Call ``callback(data)`` from the hub for each chunk of stdout; ``b""`` at its end."""
+    def start_reading(self, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]) -> None:
+        """Call ``on_stdout(data)`` and ``on_stderr(data)`` from the hub for each chunk of stdout
+        and of stderr; ``b""`` at each one's end. No greenlet per pipe: callbacks must not block."""
 
     def stop_reading(self) -> None:
-        """No more stdout callbacks."""
-
-    def read_stderr(self, size: int) -> bytes:
-        """Up to ``size`` bytes of stderr, waiting for some; ``b""`` at its end."""
+        """No more stdout callbacks; stderr is still delivered until its end or ``close``."""
 
     def write(self, data: bytes) -> None:
         """Write all of ``data`` to stdin; ``BrokenPipeError`` once stdin is closed or the pipe ended."""

@@ -11,8 +11,6 @@ share one ``Streams``: each drives it through its methods, neither touches the o
 import errno
 from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
-import gevent.queue
-
 from chopsticks.wire import protocol
 
 if TYPE_CHECKING:
@@ -26,7 +24,7 @@ class Streams:
         self.stdin = bytearray()  # everything the controller wrote
         self.stdin_closed = False
         self.reader: Optional[Callable[[bytes], None]] = None  # the controller's stdout callback
-        self.stderr: gevent.queue.Queue = gevent.queue.Queue()
+        self.stderr_reader: Optional[Callable[[bytes], None]] = None  # and its stderr callback
         self.status: Optional[int] = None
         self.end_reason: Optional[str] = None
         self.ended = False
@@ -36,6 +34,11 @@ class Streams:
         if self.reader is not None:
             self.reader(data)
 
+    def stderr(self, data: bytes) -> None:
+        """Deliver ``data`` on the agent's stderr (``b""``: its end) to the reader, if one reads."""
+        if self.stderr_reader is not None:
+            self.stderr_reader(data)
+
     def end(self, status: Optional[int], reason: Optional[str]) -> None:
         """The agent ends (once): stdout and stderr close, with this status and transport account."""
         if self.ended:
@@ -43,7 +46,7 @@ class Streams:
         self.ended = True
         self.status = status
         self.end_reason = reason
-        self.stderr.put(b"")
+        self.stderr(b"")
         self.stdout(b"")
 
 
@@ -60,14 +63,12 @@ class MemoryPipe:
     def end_reason(self) -> Optional[str]:
         return self.streams.end_reason
 
-    def start_reading(self, callback: Callable[[bytes], None]) -> None:
-        self.streams.reader = callback
+    def start_reading(self, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]) -> None:
+        self.streams.reader = on_stdout
+        self.streams.stderr_reader = on_stderr
 
     def stop_reading(self) -> None:
         self.streams.reader = None
-
-    def read_stderr(self, size: int) -> bytes:
-        return self.streams.stderr.get()
 
     def write(self, data: bytes) -> None:
         streams = self.streams
@@ -109,7 +110,7 @@ class FarEnd:
         self.send_bytes(b"".join(protocol.encode(kind, req_id, payload)))
 
     def send_stderr(self, data: bytes) -> None:
-        self.streams.stderr.put(data)
+        self.streams.stderr(data)
 
     def exit(self, status: Optional[int], reason: Optional[str] = None) -> None:
         """The agent ends: stdout and stderr close, with this exit status (and transport account)."""

@@ -82,17 +82,14 @@ class ProcessPipe:
     def pid(self) -> Optional[int]:
         return self.proc.pid
 
-    def _read(self, role: str, size: int) -> bytes:
-        fd = self._fds[role]
-        while True:
-            try:
-                return os.read(fd, size)
-            except BlockingIOError:
-                get_hub().wait(self._watchers[role])
+    def start_reading(self, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]) -> None:
+        """Call ``on_stdout(data)`` and ``on_stderr(data)`` from the hub for each chunk of
+        stdout and of stderr; ``b""`` at each one's end."""
+        self._watch("out", on_stdout)
+        self._watch("err", on_stderr)
 
-    def start_reading(self, callback) -> None:
-        """Call ``callback(data)`` from the hub for each chunk of stdout; ``b""`` at its end."""
-        fd = self._fds["out"]
+    def _watch(self, role: str, callback: Callable[[bytes], None]) -> None:
+        fd, watcher = self._fds[role], self._watchers[role]
 
         def on_readable():
             try:
@@ -102,20 +99,17 @@ class ProcessPipe:
             except OSError:
                 data = b""
             if not data:
-                self.stop_reading()
+                watcher.stop()
             # No second read to drain the pipe: the watcher is level-triggered, so what is
             # left calls us again, and a trivial call saves a syscall and an exception.
             callback(data)
 
-        self._watchers["out"].start(on_readable)
+        watcher.start(on_readable)
 
     def stop_reading(self) -> None:
         watcher = self._watchers.get("out")
         if watcher is not None:
             watcher.stop()
-
-    def read_stderr(self, size: int) -> bytes:
-        return self._read("err", size)
 
     def write(self, data) -> None:
         view = memoryview(data)
@@ -156,7 +150,7 @@ class ProcessPipe:
     def close(self) -> None:
         """Release everything: stdin, the child (killed if it outlives EXIT_GRACE), the fds.
 
-        The caller stops its reader greenlets first: no greenlet may wait on a closed fd.
+        Stops the stderr callbacks too: no watcher may outlive its fd.
         """
         self.close_stdin()
         if self.exit_status(EXIT_GRACE) is None:

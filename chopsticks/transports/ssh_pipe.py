@@ -1,7 +1,7 @@
 """A remote command's SSH channel as a byte pipe, driven from the gevent hub. Transport layer.
 
-stdout is read by a callback that runs whenever the socket is readable (``start_reading``),
-stderr by a greenlet through a queue, writes wait on the socket as libssh2 asks. libssh2
+stdout and stderr are read by callbacks that run whenever the socket is readable
+(``start_reading``), writes wait on the socket as libssh2 asks. libssh2
 reads the socket inside other calls too (a write drains incoming packets first), so after
 any call that may have buffered channel data, the pipe drains it: otherwise nothing would
 wake us for data that already left the socket.
@@ -13,7 +13,6 @@ import socket
 from typing import TYPE_CHECKING, Callable, Optional
 
 import gevent
-import gevent.queue
 import gevent.socket
 from gevent.hub import get_hub
 from ssh2.error_codes import LIBSSH2_ERROR_EAGAIN
@@ -35,7 +34,7 @@ KEEPALIVE_ENV = "CHOPSTICKS_KEEPALIVE"
 
 
 class SSHPipe:
-    """A remote command's channel as a byte pipe: stdout by callback, stderr by greenlet reads."""
+    """A remote command's channel as a byte pipe: stdout and stderr by callbacks from the hub."""
 
     def __init__(self, link: "SSHLink", channel):
         self.link = link
@@ -43,7 +42,7 @@ class SSHPipe:
         self.name = link.name
         self.end_reason: Optional[str] = None
         self._callback: Optional[Callable[[bytes], None]] = None
-        self._stderr: gevent.queue.Queue = gevent.queue.Queue()
+        self._on_stderr: Optional[Callable[[bytes], None]] = None
         self._watcher = get_hub().loop.io(link.sock.fileno(), 1)
         self._keepalive: Optional[gevent.Greenlet] = None
         self._heard = False  # from the server since the keepalive last looked
@@ -58,8 +57,8 @@ class SSHPipe:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def start_reading(self, callback: Callable[[bytes], None]) -> None:
-        self._callback = callback
+    def start_reading(self, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]) -> None:
+        self._callback, self._on_stderr = on_stdout, on_stderr
         self._watcher.start(self._readable)
         get_hub().loop.run_callback(self._drain)  # what libssh2 may already hold
         if self.link.dest.keepalive_interval and self._keepalive is None:
@@ -79,7 +78,8 @@ class SSHPipe:
                 self._callback(b"")
         if not self._stderr_done:
             self._stderr_done = True
-            self._stderr.put(b"")
+            if self._on_stderr is not None:
+                self._on_stderr(b"")
         if self._keepalive is not None and self._keepalive is not gevent.getcurrent():
             self._keepalive.kill(block=False)
 
@@ -138,7 +138,7 @@ class SSHPipe:
         return pending
 
     def _drain(self) -> None:
-        """Read everything libssh2 can give now: stdout to the callback, stderr to the queue.
+        """Read everything libssh2 can give now, stdout and stderr, to their callbacks.
 
         ``channel.read`` first pulls every packet waiting on the socket into libssh2's
         buffer, so afterwards ``poll_channel_read`` (no syscall) tells exactly which stream
@@ -167,7 +167,8 @@ class SSHPipe:
                     esize, edata = channel.read_stderr(READ_SIZE)
                     if esize > 0:
                         idle = 0
-                        self._stderr.put(edata)
+                        if self._on_stderr is not None:
+                            self._on_stderr(edata)
                         continue
                 if not channel.poll_channel_read(0):
                     return
@@ -181,9 +182,6 @@ class SSHPipe:
         """Whether libssh2 holds channel data (read from the socket by some other call)."""
         channel = self.channel
         return channel is not None and bool(channel.poll_channel_read(0) or channel.poll_channel_read(1))
-
-    def read_stderr(self, size: int) -> bytes:
-        return self._stderr.get()
 
     # -- writing -------------------------------------------------------------------------------
 
