@@ -10,9 +10,8 @@ wake us for data that already left the socket.
 import errno
 import signal
 import socket
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-import gevent
 import gevent.socket
 from gevent.hub import get_hub
 from ssh2.error_codes import LIBSSH2_ERROR_EAGAIN
@@ -44,8 +43,10 @@ class SSHPipe:
         self._callback: Optional[Callable[[bytes], None]] = None
         self._on_stderr: Optional[Callable[[bytes], None]] = None
         self._watcher = get_hub().loop.io(link.sock.fileno(), 1)
-        self._keepalive: Optional[gevent.Greenlet] = None
+        self._keepalive: Optional[Any] = None  # a timer in the hub (gevent types it not): no greenlet per pipe
         self._heard = False  # from the server since the keepalive last looked
+        self._silent = 0  # keepalive intervals in a row without a word from the server
+        self._probing = False  # a keepalive request awaits its answer
         self._writing = False
         self._draining = False
         self._stdout_done = False
@@ -61,9 +62,10 @@ class SSHPipe:
         self._callback, self._on_stderr = on_stdout, on_stderr
         self._watcher.start(self._readable)
         get_hub().loop.run_callback(self._drain)  # what libssh2 may already hold
-        if self.link.dest.keepalive_interval and self._keepalive is None:
-            self._keepalive = gevent.spawn(self._keep_alive, self.link.dest.keepalive_interval,
-                                           self.link.dest.keepalive_count_max)
+        interval = self.link.dest.keepalive_interval
+        if interval and self._keepalive is None:
+            self._keepalive = get_hub().loop.timer(interval, interval)
+            self._keepalive.start(self._keep_alive)
 
     def stop_reading(self) -> None:
         self._watcher.stop()
@@ -80,8 +82,8 @@ class SSHPipe:
             self._stderr_done = True
             if self._on_stderr is not None:
                 self._on_stderr(b"")
-        if self._keepalive is not None and self._keepalive is not gevent.getcurrent():
-            self._keepalive.kill(block=False)
+        if self._keepalive is not None:
+            self._keepalive.stop()
 
     # -- keepalive -------------------------------------------------------------------------
 
@@ -89,30 +91,27 @@ class SSHPipe:
         self._heard = True
         self._drain()
 
-    def _keep_alive(self, interval: int, count_max: int) -> None:
-        """Every ``interval`` s of silence from the server, ask it for an answer, as OpenSSH's
-        ServerAliveInterval does; after ``count_max`` silent intervals in a row the host is
-        gone: end the pipe, which fails every call on it."""
-        silent = 0
-        probing = False
-        while not self._stdout_done:
-            gevent.sleep(interval)
-            if probing and not self._writing:
-                probing = self._probe()  # collects the answer, so that libssh2 frees it
-            if self._heard:
-                self._heard, silent = False, 0
-                continue
-            silent += 1
-            if silent >= count_max:
-                self._end("no answer to keepalive in %d s (the host or the network went away)"
-                          % (interval * count_max))
-                try:
-                    self.link.sock.shutdown(socket.SHUT_RDWR)  # wakes a writer waiting on it
-                except OSError:
-                    pass
-                return
-            if not probing and not self._writing:  # never between the halves of a packet being sent
-                probing = self._probe()
+    def _keep_alive(self) -> None:
+        """Every keepalive interval (a timer in the hub) of silence from the server, ask it for
+        an answer, as OpenSSH's ServerAliveInterval does; after ``keepalive_count_max`` silent
+        intervals in a row the host is gone: end the pipe, which fails every call on it."""
+        if self._probing and not self._writing:
+            self._probing = self._probe()  # collects the answer, so that libssh2 frees it
+        if self._heard:
+            self._heard, self._silent = False, 0
+            return
+        self._silent += 1
+        dest = self.link.dest
+        if self._silent >= dest.keepalive_count_max:
+            self._end("no answer to keepalive in %d s (the host or the network went away)"
+                      % (dest.keepalive_interval * dest.keepalive_count_max))
+            try:
+                self.link.sock.shutdown(socket.SHUT_RDWR)  # wakes a writer waiting on it
+            except OSError:
+                pass
+            return
+        if not self._probing and not self._writing:  # never between the halves of a packet being sent
+            self._probing = self._probe()
 
     def _probe(self) -> bool:
         """Send, or drive, a request the server must answer; True while the answer is awaited.
@@ -266,8 +265,8 @@ class SSHPipe:
             return
         self._closed = True
         self._end(None)
-        if self._keepalive is not None and self._keepalive is not gevent.getcurrent():
-            self._keepalive.kill()
+        if self._keepalive is not None:
+            self._keepalive.close()
         self._watcher.close()
         channel, self.channel = self.channel, None
         if channel is not None:
