@@ -33,6 +33,7 @@ from chopsticks.transports import Pipe
 from chopsticks.transports.libssh2 import Deadline
 from chopsticks.transports.process import ProcessPipe
 from chopsticks.transports.ssh import HandshakeSlots, SSHLink, default_slots
+from chopsticks.transports.ssh_jump import default_bastions
 from chopsticks.transports.ssh_options import SSHOptions, resolve
 
 # Exit statuses of a shell that could not run the interpreter.
@@ -433,7 +434,7 @@ class SSHTunnel(BaseTunnel):
             if until is not None:
                 timeout = max(0.001, min(timeout, until - started))
             deadline = Deadline(timeout, "connecting over SSH")
-            link = SSHLink.open(self.destination, deadline)
+            link = SSHLink.open(self.destination, deadline, default_bastions())
             try:
                 return link.open_channel(self._command(), deadline), started
             except BaseException:
