@@ -1,7 +1,6 @@
 """Jump hosts shared by every tunnel through them: one login, its lifetime, its death."""
 
 import dataclasses
-import os
 
 import gevent
 import pytest
@@ -10,7 +9,7 @@ from chopsticks import Group, SSHTunnel
 from chopsticks.errors import ConnectError, TunnelClosed
 from chopsticks.transports.ssh_jump import default_bastions
 from chopsticks.transports.ssh_options import SSHOptions
-from scripts.fleet import Fleet
+from scripts.fleet import Fleet, connections_to
 
 import remote_helpers as rh
 
@@ -27,27 +26,6 @@ def wide_fleet(fleet):
 def options_for(fleet, jump) -> SSHOptions:
     return SSHOptions(port=fleet.port, key=fleet.key, known_hosts=fleet.known_hosts, ssh_config="",
                       agent=False, jump=jump)
-
-
-def connections_to(host: str, port: int) -> int:
-    """TCP connections this process holds to ``host``:``port`` (logins made and not closed)."""
-    inodes = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink("/proc/self/fd/%s" % fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    wanted = "%08X:%04X" % (int.from_bytes(bytes(map(int, host.split("."))), "little"), port)
-    count = 0
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            fields = line.split()
-            if fields[2] == wanted and fields[3] == "01" and fields[9] in inodes:  # 01: ESTABLISHED
-                count += 1
-    return count
 
 
 def bastion_port(tunnel) -> int:

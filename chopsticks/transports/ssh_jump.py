@@ -122,6 +122,7 @@ class _Open:
     def __init__(self, dest: Destination):
         self.dest = dest
         self.result = gevent.event.AsyncResult()
+        self.abandoned = False  # its tunnel gave up waiting: the driver closes what comes
 
 
 class Bastion:
@@ -163,7 +164,7 @@ class Bastion:
         try:
             channel = request.result.get(timeout=max(0.0, deadline.remaining()))
         except gevent.Timeout:
-            request.dest = None  # type: ignore[assignment]  # the driver closes what comes
+            request.abandoned = True
             raise ConnectTimeout("[%s] %s did not finish within %ss" % (dest.name, step, deadline.seconds)) from None
         except SSH2Error as exc:
             raise failure(dest.name, step, exc) from exc
@@ -248,7 +249,7 @@ class Bastion:
             if channel == LIBSSH2_ERROR_EAGAIN or (channel is None and self.session.last_errno() == LIBSSH2_ERROR_EAGAIN):
                 return called
             self._opening.popleft()
-            if request.dest is None:  # its tunnel gave up waiting
+            if request.abandoned:
                 self.closing.append(channel)
             else:
                 request.result.set(channel)
