@@ -204,35 +204,44 @@ class Bastion:
             raise
 
     def _service(self) -> None:
-        """Make every call that can progress, until a pass makes no call that reads the socket."""
+        """Make every call that can progress, until a pass over the channels sees nothing new."""
         called = self._open_next()
         called = self._close_given_back() or called
-        if not self._pass(pump=True) and not called:
+        pumped, again = self._pass(pump=True)
+        if not pumped and not called:
             # nothing could read the socket (no channel, or every far session is full): stop
             # watching it until something else wakes us, or the hub would spin on it
             self._readable.stop()
+        for _ in range(MAX_PASSES):
+            if not again:
+                break
+            _, again = self._pass(pump=False)
         else:
-            for _ in range(MAX_PASSES):
-                if not self._pass(pump=False):
-                    break
-            else:
-                self._wake.set()
+            self._wake.set()
         if self.session.block_directions() & LIBSSH2_SESSION_BLOCK_OUTBOUND:
             self._writable.start(self._wake.set)
         else:
             self._writable.stop()
 
-    def _pass(self, pump: bool) -> bool:
-        called = False
+    def _pass(self, pump: bool) -> Tuple[bool, bool]:
+        """One look at every channel: (whether the socket was read, whether a channel looked at
+        before a call may have packets that call pulled off the socket: pass again).
+
+        With ``pump``, the first channel that can take data is read without asking libssh2
+        first, which pulls every packet waiting on the socket into libssh2's buffer; the
+        channels after it are only asked (``poll_channel_read``, no syscall) and read if they
+        have data. So a quiet wake-up costs one read and one question per channel."""
+        pumped = again = False
         for bridge in list(self.bridges):
             if bridge.pull(poll_first=not pump):
-                called = True
-                pump = False
-        outbound = self.session.block_directions() & LIBSSH2_SESSION_BLOCK_OUTBOUND
-        if not outbound:
+                if pump:
+                    pump, pumped = False, True
+                else:
+                    again = True
+        if not self.session.block_directions() & LIBSSH2_SESSION_BLOCK_OUTBOUND:
             for bridge in list(self.pushing):
-                called = bridge.push() or called
-        return called
+                again = bridge.push() or again
+        return pumped or again, again
 
     def _open_next(self) -> bool:
         called = False
