@@ -1,6 +1,7 @@
 """Jump hosts shared by every tunnel through them: one login, its lifetime, its death."""
 
 import dataclasses
+import gc
 
 import gevent
 import pytest
@@ -129,3 +130,16 @@ def test_unreachable_bastion_fails_every_waiting_tunnel_once(fleet, ssh_options)
     for result in results:
         assert isinstance(result.exception, ConnectError)
         assert "cannot connect to %s port 1" % fleet.hosts[1] in str(result.exception)
+
+
+def test_a_closed_bastion_leaves_nothing_to_write_into_the_next_connection(wide_fleet):
+    """Once its last tunnel closes, nothing of a bastion's session outlives its socket: the
+    connections that reuse its descriptor numbers (the next bastion's too) keep working
+    through a garbage collection."""
+    far = wide_fleet.hosts[1:61]
+    jumped = options_for(wide_fleet, "%s:%d" % (wide_fleet.hosts[0], wide_fleet.port))
+    for options in (jumped, options_for(wide_fleet, None), jumped):
+        with Group(far, options=options) as group:
+            group.call(rh.add, 1, 1).raise_failures()
+            gc.collect()
+            assert group.call(rh.add, 2, 2).raise_failures() == {host: 4 for host in far}

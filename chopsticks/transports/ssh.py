@@ -201,7 +201,7 @@ class SSHLink:
                 logs.event("ssh_close_failed", host=self.name, step="disconnect", error=describe(exc))
             del session  # the last reference: libssh2 frees it before the socket closes
             _close(self.wire, self.bridge)
-        self.pipe = None
+        self.pipe = self.bridge = None
         if self.parent is not None:
             self.parent.release()
             self.parent = None

@@ -28,7 +28,7 @@ import gevent.socket
 from gevent.hub import get_hub
 from ssh2 import exceptions as ssh2_errors
 from ssh2.error_codes import LIBSSH2_ERROR_EAGAIN
-from ssh2.session import LIBSSH2_SESSION_BLOCK_OUTBOUND
+from ssh2.session import LIBSSH2_SESSION_BLOCK_OUTBOUND, Session
 
 from chopsticks import logs
 from chopsticks.errors import ConnectError, ConnectTimeout
@@ -131,8 +131,7 @@ class Bastion:
     def __init__(self, key: Key, pool: Bastions, link: "SSHLink"):
         self.key = key
         self.pool = pool
-        self.link = link
-        self.session = link.session
+        self.link = link  # its session only through it: freed with the link, before its socket
         self.dest = link.dest
         self.users = 1
         self.lost: Optional[str] = None  # why the session died, once it has
@@ -147,6 +146,12 @@ class Bastion:
         self._writable = loop.io(link.sock.fileno(), WRITE)
         self._readable.start(self._wake.set)
         self._driver = gevent.spawn(self._drive)
+
+    @property
+    def session(self) -> Session:
+        session = self.link.session
+        assert session is not None, "a released bastion has no session"
+        return session
 
     def describe(self) -> str:
         return "jump host %s port %d" % (self.dest.hostname, self.dest.port)
@@ -418,6 +423,7 @@ class Bridge:
         self.end(None)
         self._far_readable.close()
         self._far_writable.close()
+        self.link = None
         channel, self.channel = self.channel, None
         if channel is not None and bastion.lost is None:
             bastion.closing.append(channel)
