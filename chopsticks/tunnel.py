@@ -384,8 +384,10 @@ class SSHTunnel(BaseTunnel):
     ``SSHTunnel('db-1', jump='bastion', sudo=True)``. SSH options (``user``, ``port``, ``key``,
     ``passphrase``, ``password``, ``agent``, ``jump``, ``known_hosts``, ``host_key_policy``,
     ``ssh_config``) may be given one by one or as one shared ``options=SSHOptions(...)``;
-    ``~/.ssh/config`` fills in what neither says. ``sudo=True`` (or a user name) runs the
-    agent under ``sudo -n``. ``python`` is the remote interpreter (default ``python3``). The
+    ``~/.ssh/config`` fills in what neither says. Tunnels through the same jump host (the same
+    resolved hops) share one login to it, which closes with the last of them. ``sudo=True``
+    (or a user name) runs the agent under ``sudo -n``. ``python`` is the remote interpreter
+    (default ``python3``). The
     tunnel options (``python``, ``sudo``, ``connect_timeout``, ``max_result``, ``serve``) may
     likewise come as one shared ``tunnel_options=TunnelOptions(...)``, as a ``Group`` gives them.
     """
