@@ -33,6 +33,7 @@ from chopsticks.transports import Pipe
 from chopsticks.transports.libssh2 import Deadline
 from chopsticks.transports.process import ProcessPipe
 from chopsticks.transports.ssh import HandshakeSlots, SSHLink, default_slots
+from chopsticks.transports.ssh_jump import default_bastions
 from chopsticks.transports.ssh_options import SSHOptions, resolve
 
 # Exit statuses of a shell that could not run the interpreter.
@@ -383,8 +384,10 @@ class SSHTunnel(BaseTunnel):
     ``SSHTunnel('db-1', jump='bastion', sudo=True)``. SSH options (``user``, ``port``, ``key``,
     ``passphrase``, ``password``, ``agent``, ``jump``, ``known_hosts``, ``host_key_policy``,
     ``ssh_config``) may be given one by one or as one shared ``options=SSHOptions(...)``;
-    ``~/.ssh/config`` fills in what neither says. ``sudo=True`` (or a user name) runs the
-    agent under ``sudo -n``. ``python`` is the remote interpreter (default ``python3``). The
+    ``~/.ssh/config`` fills in what neither says. Tunnels through the same jump host (the same
+    resolved hops) share one login to it, which closes with the last of them. ``sudo=True``
+    (or a user name) runs the agent under ``sudo -n``. ``python`` is the remote interpreter
+    (default ``python3``). The
     tunnel options (``python``, ``sudo``, ``connect_timeout``, ``max_result``, ``serve``) may
     likewise come as one shared ``tunnel_options=TunnelOptions(...)``, as a ``Group`` gives them.
     """
@@ -433,7 +436,7 @@ class SSHTunnel(BaseTunnel):
             if until is not None:
                 timeout = max(0.001, min(timeout, until - started))
             deadline = Deadline(timeout, "connecting over SSH")
-            link = SSHLink.open(self.destination, deadline)
+            link = SSHLink.open(self.destination, deadline, default_bastions())
             try:
                 return link.open_channel(self._command(), deadline), started
             except BaseException:

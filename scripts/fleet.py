@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional, Set, Union
 
 SSHD = "/usr/sbin/sshd"
 KEY_TYPES = ("ed25519", "ecdsa", "rsa")
@@ -209,24 +209,42 @@ def children_of(parent: int, *, zombies: bool = True) -> List[int]:
     return kids
 
 
-def _process_has_peer_port(pid: int, port: int) -> bool:
-    """Whether ``pid`` holds a TCP socket whose peer is on local ``port``."""
+def _socket_inodes(pid: Union[int, str]) -> Set[str]:
+    """The inodes of the sockets ``pid`` (or ``"self"``) holds."""
     inodes = set()
     try:
-        for fd in os.listdir("/proc/%d/fd" % pid):
-            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        for fd in os.listdir("/proc/%s/fd" % pid):
+            try:
+                target = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+            except OSError:  # closed meanwhile
+                continue
             if target.startswith("socket:["):
                 inodes.add(target[8:-1])
     except OSError:
-        return False
+        pass
+    return inodes
+
+
+def _tcp_sockets() -> Iterator[List[str]]:
+    """The fields of each line of /proc/net/tcp (IPv4)."""
     with open("/proc/net/tcp") as f:
         next(f)
         for line in f:
-            fields = line.split()
-            remote_port = int(fields[2].split(":")[1], 16)
-            if remote_port == port and fields[9] in inodes:
-                return True
-    return False
+            yield line.split()
+
+
+def _process_has_peer_port(pid: int, port: int) -> bool:
+    """Whether ``pid`` holds a TCP socket whose peer is on local ``port``."""
+    inodes = _socket_inodes(pid)
+    return any(int(fields[2].split(":")[1], 16) == port and fields[9] in inodes for fields in _tcp_sockets())
+
+
+def connections_to(host: str, port: int, pid: Union[int, str] = "self") -> int:
+    """Established TCP connections ``pid`` (default: this process) holds to ``host``:``port``:
+    the logins a client made to one fleet address and has not closed."""
+    inodes = _socket_inodes(pid)
+    wanted = "%08X:%04X" % (int.from_bytes(socket.inet_aton(host), "little"), port)
+    return sum(1 for fields in _tcp_sockets() if fields[2] == wanted and fields[3] == "01" and fields[9] in inodes)
 
 
 SSHD_CONFIG = """\

@@ -45,8 +45,13 @@ _FLEET = []
 
 
 def fleet_class():
-    """``Fleet`` of this repository's ``scripts/fleet.py``, loaded from its path once (no
-    ``sys.path`` change, no bytecode left in scripts/)."""
+    """``Fleet`` of this repository's ``scripts/fleet.py``."""
+    return fleet_module().Fleet
+
+
+def fleet_module():
+    """This repository's ``scripts/fleet.py``, loaded from its path once (no ``sys.path``
+    change, no bytecode left in scripts/)."""
     if not _FLEET:
         spec = importlib.util.spec_from_file_location('fleet', os.path.join(ROOT, 'scripts', 'fleet.py'))
         module = importlib.util.module_from_spec(spec)
@@ -56,7 +61,7 @@ def fleet_class():
             spec.loader.exec_module(module)
         finally:
             sys.dont_write_bytecode = dont_write
-        _FLEET.append(module.Fleet)
+        _FLEET.append(module)
     return _FLEET[0]
 
 

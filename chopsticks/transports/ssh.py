@@ -9,11 +9,12 @@ dropped that way is retried with backoff. Until authentication the session runs 
 (``ssh_relay.Wire``) that hands libssh2 the server's bytes in bounded slices, so a peer that
 floods cannot hold the hub; the connection is spliced under libssh2 at the first channel.
 
-An ``SSHLink`` is one authenticated session on one socket (through a chain of jump hosts if
-asked: each hop's ``direct-tcpip`` channel is bridged to a socketpair the next session runs
-on). ``SSHPipe`` is a command's channel on a link, with the byte-pipe interface that
-``connection.py`` drives. Lifetimes are tied: the channel is freed before its session, the
-session before its socket, inner hops before outer ones.
+An ``SSHLink`` is one authenticated session on one socket (through jump hosts if asked: the
+session runs on a socketpair bridged to a ``direct-tcpip`` channel of a ``ssh_jump.Bastion``,
+one login shared by every tunnel through the same hops). ``SSHPipe`` is a command's channel on
+a link, with the byte-pipe interface that ``connection.py`` drives. Lifetimes are tied: the
+channel is freed before its session, the session before its socket, a link before the bastion
+it runs through, which closes with its last user.
 """
 
 import os
@@ -24,21 +25,17 @@ from typing import Optional
 
 import gevent
 import gevent.lock
-import gevent.queue
-import gevent.select
 import gevent.socket
-from ssh2.error_codes import LIBSSH2_ERROR_EAGAIN
-from ssh2.session import (
-    LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC, LIBSSH2_SESSION_BLOCK_OUTBOUND, Session,
-)
+from ssh2.session import LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC, Session
 
 from chopsticks.errors import ConnectError, ConnectTimeout
 from chopsticks import logs
 from chopsticks.transports.libssh2 import (
-    CLOSE_ERRORS, DROPPED, READ_SIZE, SSH2Error, Deadline, describe, failure, retry, translated,
+    CLOSE_ERRORS, DROPPED, SSH2Error, Deadline, describe, failure, retry, translated,
 )
 from chopsticks.transports.ssh_auth import authenticate, verify_host_key
 from chopsticks.transports.ssh_options import Destination
+from chopsticks.transports.ssh_jump import Bastion, Bastions, Bridge
 from chopsticks.transports.ssh_pipe import SSHPipe
 from chopsticks.transports.ssh_relay import Wire
 
@@ -98,16 +95,19 @@ def raise_open_files_limit() -> int:
 
 
 class SSHLink:
-    """One authenticated SSH session on one socket (possibly through jump hosts)."""
+    """One authenticated SSH session on one socket (possibly through a shared jump host)."""
 
     def __init__(self, dest: Destination, session: Session, wire: Wire,
-                 parent: Optional["SSHLink"] = None, bridge: Optional["_Bridge"] = None):
+                 parent: Optional[Bastion] = None, bridge: Optional[Bridge] = None):
         self.dest = dest
         self.name = dest.name
         self.session = session
         self.wire = wire
         self.parent = parent
         self.bridge = bridge
+        self.pipe: Optional[SSHPipe] = None
+        if bridge is not None:
+            bridge.link = self
 
     @property
     def sock(self) -> socket.socket:
@@ -115,29 +115,34 @@ class SSHLink:
         return self.wire.sock
 
     @classmethod
-    def open(cls, dest: Destination, deadline: Deadline) -> "SSHLink":
-        """Connect, verify the host key and authenticate, hop by hop through ``dest.jumps``.
+    def open(cls, dest: Destination, deadline: Deadline, bastions: Bastions) -> "SSHLink":
+        """Connect, verify the host key and authenticate, through the bastion shared by every
+        tunnel over ``dest.jumps`` (logged in to first if none is open).
 
         The caller holds a handshake slot: from the TCP connect to the end of authentication
         sshd counts the connection against its MaxStartups."""
-        parent: Optional[SSHLink] = None
+        if not dest.jumps:
+            return cls.open_hop(dest, None, deadline)
+        bastion = bastions.acquire(dest.jumps, deadline)
         try:
-            for hop in list(dest.jumps) + [dest]:
-                parent = cls._open_hop(hop, parent, deadline)
+            return cls.open_hop(dest, bastion, deadline)
         except BaseException:
-            if parent is not None:
-                parent.close()
+            bastion.release()
             raise
-        assert parent is not None
-        return parent
 
     @classmethod
-    def _open_hop(cls, dest: Destination, parent: Optional["SSHLink"], deadline: Deadline) -> "SSHLink":
+    def open_hop(cls, dest: Destination, parent: Optional[Bastion], deadline: Deadline) -> "SSHLink":
+        """One login to ``dest``, directly or on a channel of ``parent`` (which the link then
+        holds: its ``close`` releases it; on failure the caller still does)."""
         attempt = 0
         while True:
             attempt += 1
-            sock, bridge = (_tcp_connect(dest, deadline) if parent is None
-                            else _Bridge.open(parent, dest, deadline))
+            bridge: Optional[Bridge] = None
+            if parent is None:
+                sock = _tcp_connect(dest, deadline)
+            else:
+                bridge = parent.connect(dest, deadline)
+                sock = bridge.near
             where = "%s port %d" % (dest.hostname, dest.port)
             wire = Wire(sock, dest.name, where)
             session = Session()
@@ -158,6 +163,8 @@ class SSHLink:
             except DROPPED as exc:
                 del session  # libssh2's session is freed before its socket closes
                 _close(wire, bridge)
+                if bridge is not None and bridge.lost is not None:
+                    raise ConnectError("[%s] %s" % (dest.name, bridge.lost)) from exc
                 pause = min(MAX_BACKOFF, 0.05 * 2 ** min(attempt, 8)) * (0.5 + random.random())
                 if deadline.remaining() <= pause:
                     raise ConnectError("[%s] the SSH handshake with %s:%d failed %d times, last: %s" % (
@@ -166,6 +173,8 @@ class SSHLink:
             except BaseException as exc:
                 del session
                 _close(wire, bridge)
+                if bridge is not None and bridge.lost is not None:
+                    raise ConnectError("[%s] %s" % (dest.name, bridge.lost)) from exc
                 if isinstance(exc, SSH2Error):  # the boundary: said as the step it ended
                     raise failure(dest.name, step, exc) from exc
                 raise
@@ -174,10 +183,16 @@ class SSHLink:
         with translated(self.name, "starting the agent's command on an SSH channel"):
             channel = retry(self.session, self.wire, deadline, self.name, self.session.open_session)
             retry(self.session, self.wire, deadline, self.name, channel.execute, command)
-        return SSHPipe(self, channel)
+        self.pipe = SSHPipe(self, channel)
+        return self.pipe
+
+    def lose(self, reason: str) -> None:
+        """The jump host under this link is gone: the pipe ends saying so, not as a bare EOF."""
+        if self.pipe is not None and self.pipe.end_reason is None:
+            self.pipe.end_reason = reason
 
     def close(self) -> None:
-        """Free the session, then its socket, then the hops it ran through."""
+        """Free the session, then its socket, then release the bastion it ran through."""
         session, self.session = self.session, None
         if session is not None:
             try:
@@ -186,12 +201,13 @@ class SSHLink:
                 logs.event("ssh_close_failed", host=self.name, step="disconnect", error=describe(exc))
             del session  # the last reference: libssh2 frees it before the socket closes
             _close(self.wire, self.bridge)
+        self.pipe = self.bridge = None
         if self.parent is not None:
-            self.parent.close()
+            self.parent.release()
             self.parent = None
 
 
-def _close(wire: Wire, bridge: Optional["_Bridge"]) -> None:
+def _close(wire: Wire, bridge: Optional[Bridge]) -> None:
     wire.close()
     if bridge is not None:
         bridge.close()
@@ -220,74 +236,8 @@ def _tcp_connect(dest: Destination, deadline: Deadline):
         # libssh2 does not set it; without it every small exchange waits ~40 ms (Nagle
         # against delayed ACK).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock, None
+        return sock
     reason = os.strerror(last.errno) if isinstance(last, OSError) and last.errno else str(last)
     if isinstance(last, ConnectionRefusedError):
         reason = "connection refused (is sshd listening on port %d?)" % dest.port
     raise ConnectError("[%s] cannot connect to %s port %d: %s" % (dest.name, dest.hostname, dest.port, reason)) from last
-
-
-class _Bridge:
-    """Carries a jump host's direct-tcpip channel over a socketpair, for the next session."""
-
-    def __init__(self, parent: SSHLink, channel, near: socket.socket, far: socket.socket):
-        self.parent = parent
-        self.channel = channel
-        self.near = near  # given to the next hop's libssh2 session
-        self.far = far  # pumped to and from the channel
-        self.pump = gevent.spawn(self._pump)
-
-    @classmethod
-    def open(cls, parent: SSHLink, dest: Destination, deadline: Deadline):
-        with translated(dest.name, "asking jump host %s to connect to %s port %d"
-                        % (parent.dest.hostname, dest.hostname, dest.port)):
-            channel = retry(parent.session, parent.wire, deadline, parent.name, parent.session.direct_tcpip_ex,
-                            dest.hostname, dest.port, "127.0.0.1", 0)
-        near, far = gevent.socket.socketpair()
-        bridge = cls(parent, channel, near, far)
-        return near, bridge
-
-    def _pump(self) -> None:
-        sock, far_fd = self.parent.sock, self.far.fileno()
-        pending = b""
-        try:
-            while True:
-                progressed = False
-                size, data = self.channel.read(READ_SIZE)
-                if size > 0:
-                    self.far.sendall(data)  # cooperative: waits while the next session is slow
-                    progressed = True
-                elif size != LIBSSH2_ERROR_EAGAIN and self.channel.eof():
-                    return
-                if not pending:
-                    try:
-                        # gevent keeps the fd non-blocking underneath; read it raw so that an
-                        # empty socket answers at once instead of waiting
-                        pending = os.read(far_fd, READ_SIZE)
-                        if not pending:
-                            return
-                    except BlockingIOError:
-                        pass
-                if pending:
-                    rc, written = self.channel.write(pending)
-                    if rc != LIBSSH2_ERROR_EAGAIN and written > 0:
-                        pending = pending[written:]
-                        progressed = True
-                if not progressed:
-                    outbound = self.parent.session.block_directions() & LIBSSH2_SESSION_BLOCK_OUTBOUND
-                    # libssh2 may also hold data it read while writing: the timeout bounds that.
-                    gevent.select.select([sock, self.far], [sock] if outbound else [], [], 0.2)
-        except (OSError, SSH2Error):  # either side ended: the next session sees its socket close
-            return
-        finally:
-            self.far.close()
-
-    def close(self) -> None:
-        self.pump.kill()
-        self.channel = None
-        try:
-            self.far.close()
-        except OSError:
-            pass
-
-

@@ -175,6 +175,15 @@ class Wire:
         """Whether libssh2 has read everything handed to it and everything it wrote was sent."""
         return not _pending(self.inner.fileno()) and not _pending(self.outer.fileno())
 
+    def end_relay(self) -> None:
+        """Splice now, for an authenticated session whose driver watches the connection itself
+        (a shared jump host): libssh2 has read all it was handed, and sent all it wrote."""
+        if self.relaying:
+            if not self.drained():
+                raise ConnectError("[%s] %s sent more than its login answer before the session "
+                                   "was used" % (self.name, self.where))
+            self._splice()
+
     def _splice(self) -> None:
         """Put the connection under libssh2's descriptor; from now on the relay costs nothing.
 
