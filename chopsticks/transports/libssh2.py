@@ -35,6 +35,10 @@ REFUSED = (ssh2_errors.AuthenticationError, ssh2_errors.PublicKeyError, ssh2_err
 UNREADABLE_KEY = ssh2_errors.FileError
 # The server refused a channel request: it answered all the same.
 DENIED = ssh2_errors.ChannelRequestDenied
+# A channel that ended on its own (the far host hung up): its session lives on.
+CHANNEL_ENDED = (ssh2_errors.ChannelClosedError, ssh2_errors.ChannelEOFSentError)
+# A channel the server would not open (a jump host's forward refused or failed): only that one.
+CHANNEL_REFUSED = CHANNEL_ENDED + (ssh2_errors.ChannelFailure, ssh2_errors.ChannelUnknownError)
 # What a close path may meet on a session or channel that is already failing: a libssh2
 # error, the socket's, or the deadline of the exchange (a ConnectTimeout); nothing else.
 CLOSE_ERRORS = (SSH2Error, OSError, EOFError, ConnectError)

@@ -26,22 +26,21 @@ import gevent
 import gevent.event
 import gevent.socket
 from gevent.hub import get_hub
-from ssh2 import exceptions as ssh2_errors
 from ssh2.error_codes import LIBSSH2_ERROR_EAGAIN
 from ssh2.session import LIBSSH2_SESSION_BLOCK_OUTBOUND, Session
 
 from chopsticks import logs
 from chopsticks.errors import ConnectError, ConnectTimeout
-from chopsticks.transports.libssh2 import READ_SIZE, SSH2Error, Deadline, describe, failure
+from chopsticks.transports.libssh2 import (CHANNEL_ENDED, CHANNEL_REFUSED, READ_SIZE, SSH2Error, Deadline, describe,
+                                           failure)
 from chopsticks.transports.ssh_options import Destination
 
 if TYPE_CHECKING:  # pragma: no cover
     from chopsticks.transports.ssh import SSHLink
 
 Key = Tuple[Destination, ...]
-# A channel that ended on its own (the far host hung up); any other libssh2 error on the
-# shared session means the session itself is gone.
-CHANNEL_ENDED = (ssh2_errors.ChannelClosedError, ssh2_errors.ChannelEOFSentError)
+# (libssh2.CHANNEL_ENDED: a channel that ended on its own; any other libssh2 error on the
+# shared session means the session itself is gone.)
 READ, WRITE = 1, 2  # libev's directions for an io watcher
 # Passes over the channels per wake-up before the driver yields to the hub: a bound, so that a
 # channel that keeps answering can never hold the hub.
@@ -256,7 +255,7 @@ class Bastion:
             called = True
             try:
                 channel = self.session.direct_tcpip_ex(dest.hostname, dest.port, "127.0.0.1", 0)
-            except CHANNEL_ENDED + (ssh2_errors.ChannelFailure, ssh2_errors.ChannelUnknownError) as exc:
+            except CHANNEL_REFUSED as exc:
                 self._opening.popleft()
                 request.result.set_exception(exc)
                 continue
