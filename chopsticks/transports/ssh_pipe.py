@@ -143,7 +143,8 @@ class SSHPipe:
         ``channel.read`` first pulls every packet waiting on the socket into libssh2's
         buffer, so afterwards ``poll_channel_read`` (no syscall) tells exactly which stream
         still has data: reading one stream can pull the other's packets off the socket, and
-        with the socket drained nothing would wake us for them.
+        with the socket drained nothing would wake us for them. For the same reason a read
+        that got data and left nothing buffered (and no EOF) ends the drain.
         """
         if self._draining or self._stdout_done or self.channel is None:
             return
@@ -158,6 +159,10 @@ class SSHPipe:
                     if self._callback is not None:
                         self._callback(data)
                     if self.channel is None:
+                        return
+                    # libssh2's read took the socket's every packet: with none of them left
+                    # for either stream, another read would only meet EAGAIN (a syscall)
+                    if not self._buffered() and not channel.eof():
                         return
                     continue
                 if size != LIBSSH2_ERROR_EAGAIN and channel.eof():
