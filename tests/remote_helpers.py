@@ -128,3 +128,16 @@ def file_sha256(path):
     import hashlib
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
+
+
+def running_alongside(directory, seconds):
+    """How many calls (across hosts sharing ``directory``) run at once with this one, itself
+    included, as seen at its start and after ``seconds``."""
+    mark = os.path.join(directory, "running-%d" % os.getpid())
+    open(mark, "w").close()
+    try:
+        seen = len(os.listdir(directory))
+        time.sleep(seconds)
+        return max(seen, len(os.listdir(directory)))
+    finally:
+        os.remove(mark)

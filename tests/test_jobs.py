@@ -285,3 +285,11 @@ def test_call_async_returns_while_the_agent_is_not_reading(local):
         os.kill(pid, signal.SIGCONT)
     assert future.result(timeout=30) == payload
     assert local.call(rh.echo, 1) == 1
+
+
+def test_a_warm_fan_out_keeps_its_concurrency_bound(pair, tmp_path):
+    """Calls begun on connected tunnels count against the bound: with a bound of 1 no call
+    ever runs alongside another."""
+    Group(pair).connect().raise_failures()
+    results = dict(fan_out(Call.of(rh.running_alongside, (str(tmp_path), 0.3)), pair, concurrency=1))
+    assert results == {"j0": 1, "j1": 1}
