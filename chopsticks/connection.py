@@ -5,7 +5,8 @@ transport runs in the hub whenever bytes arrive (``pipe.start_reading``): it fee
 decoder and resolves futures directly, which saves a greenlet switch and a loop round per
 call; frames that need to write (import and data requests) are handled in their own
 greenlet, since the hub must never block. The agent's stderr has its own greenlet (lines
-shown as remote output). Writers share one lock. When the stdout stream ends, for any
+shown as remote output). Writers share one lock; a call is sent without waiting: what the
+pipe does not take at once goes on from a greenlet of its own (``_send``). When the stdout stream ends, for any
 reason, every pending call fails at once with ``TunnelClosed`` and the pipe is released,
 in order: readers stop, then the process is reaped, then the fds close. File streams
 (``chopsticks.transfer``) ride on the same pipe: their data and credit frames are routed

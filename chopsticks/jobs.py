@@ -13,7 +13,9 @@ and another process can run it.
 ``fan_out(job, tunnels, concurrency, deadline)`` is the one bounded fan-out engine:
 ``Group`` and ``Queue`` run their work through it, and a process driving a share of a
 fleet can run the same engine on a job it was sent and stream the ``(host, result)`` pairs
-back (results pickle, ``ErrorResult`` included). A deadline is seconds; the engine turns it
+back (results pickle, ``ErrorResult`` included). A host whose part starts without waiting
+(``Run.begin``: a call on a connected tunnel) costs it no greenlet, only a future it
+collects; any other host's part runs in a greenlet of its own. A deadline is seconds; the engine turns it
 once into an instant of this machine's ``time.monotonic()`` clock (``ends_at``). Such an
 instant means nothing on another machine: what crosses is ``seconds_left(ends_at)`` at send,
 and the other side runs ``fan_out(..., deadline=stated, ends_at=deadline_end(left))``.
