@@ -7,7 +7,8 @@ call; frames that need to write (import and data requests) are handled in their 
 greenlet, since the hub must never block. The agent's stderr is read the same way, by a
 callback from the hub (lines shown as remote output): no greenlet is left waiting per tunnel,
 and a waiting greenlet costs ~15 KiB (its saved C stack and its Python data stack).
-Writers share one lock. When the stdout stream ends, for any
+Writers share one lock; a call is sent without waiting: what the pipe does not take at once
+goes on from a greenlet of its own (``_send``). When the stdout stream ends, for any
 reason, every pending call fails at once with ``TunnelClosed`` and the pipe is released,
 in order: readers stop, then the process is reaped, then the fds close. File streams
 (``chopsticks.transfer``) ride on the same pipe: their data and credit frames are routed
@@ -18,7 +19,7 @@ import collections
 import itertools
 import time
 import traceback
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, Type
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, Type
 
 import gevent
 import gevent.event
@@ -46,6 +47,8 @@ REQUEST_BACKLOG = 256
 
 # The stderr tail of every tunnel whose agent wrote none yet (most of them), never appended to.
 _NO_LINES: Deque[str] = collections.deque(maxlen=0)
+# Why a tunnel is closed after a write to it was stopped halfway through a frame.
+TORN_FRAME = "a write to the agent was interrupted mid-frame (the agent stopped reading?)"
 
 # A tunnel's account of an agent that ended before it started: (exception class, message).
 Explained = Tuple[Type[Exception], str]
@@ -164,20 +167,21 @@ class Connection:
         req_id = next(self._ids)
         future = CallFuture(self.name, req_id)
         self._pending[req_id] = future
-        try:
-            if module is not None and module not in self._sent_modules:
-                modules = self.modules.preload_message(module, self._sent_modules)
-                if modules is not None:
-                    self._write_frame(protocol.MODULES, 0, modules)
-            self._write_frame(protocol.CALL, req_id, payload)
-        except OSError:
-            pass  # the reader fails the future with the reason the pipe ended
+        messages: List[Tuple[int, int, bytes]] = []
+        if module is not None and module not in self._sent_modules:
+            modules = self.modules.preload_message(module, self._sent_modules)
+            if modules is not None:
+                messages.append((protocol.MODULES, 0, modules))
+        messages.append((protocol.CALL, req_id, payload))
+        future.sending = self._send(messages)
         return future
 
     def forget(self, future: CallFuture) -> None:
-        """Stop tracking a call whose caller gave up (timeout); a late result is dropped."""
+        """Stop tracking a call whose caller gave up (timeout); a late result is dropped. A
+        write of it still under way is stopped, which closes the tunnel if it tore a frame."""
         if self._pending.get(future.req_id) is future:
             del self._pending[future.req_id]
+        future.stop_sending()
 
     # -- file streams ----------------------------------------------------------------------
 
@@ -211,16 +215,63 @@ class Connection:
     def _write_frame(self, kind: int, req_id: int, payload=b"") -> None:
         for frame in protocol.frames(kind, req_id, payload):
             with self._write_lock:  # per frame: other messages interleave with a large one
-                try:
-                    for buf in frame:
-                        self.pipe.write(buf)
-                except OSError:
-                    raise
-                except BaseException:
-                    # Interrupted mid-frame (a call's timeout, a kill): the stream is corrupt
-                    # from here on, so this agent cannot be used any more.
-                    self._break("a write to the agent was interrupted mid-frame (the agent stopped reading?)")
-                    raise
+                self._write_held(frame)
+
+    def _write_held(self, frame: Sequence[Any]) -> None:
+        """Write one frame's buffers, the write lock held."""
+        try:
+            for buf in frame:
+                self.pipe.write(buf)
+        except OSError:
+            raise
+        except BaseException:
+            # Interrupted mid-frame (a call's timeout, a kill): the stream is corrupt
+            # from here on, so this agent cannot be used any more.
+            self._break(TORN_FRAME)
+            raise
+
+    def _send(self, messages: List[Tuple[int, int, bytes]]) -> Optional[gevent.Greenlet]:
+        """Write ``messages`` ((kind, request id, payload), in order) without waiting. A lone
+        one-frame message goes at once, as far as the pipe takes it; the rest of it, or all
+        of them when the lock is held or a message spans frames, go from a greenlet, which is
+        returned (None: all written, or the pipe ended: the reader fails the calls)."""
+        frames = protocol.frames(*messages[0]) if len(messages) == 1 else []
+        if len(frames) != 1 or not self._write_lock.acquire(blocking=False):
+            return gevent.spawn(self._write_messages, messages)
+        left = list(frames[0])
+        try:
+            while left:
+                rest = self.pipe.write_now(left[0])
+                if rest:
+                    left[0] = rest
+                    writer = gevent.spawn(self._finish_frame, left)
+                    writer.link(self._frame_finished)  # the lock goes with it
+                    return writer
+                left.pop(0)
+        except OSError:
+            pass
+        self._write_lock.release()
+        return None
+
+    def _write_messages(self, messages: List[Tuple[int, int, bytes]]) -> None:
+        try:
+            for message in messages:
+                self._write_frame(*message)
+        except OSError:
+            pass  # the reader fails the calls with the reason the pipe ended
+
+    def _finish_frame(self, rest: List[Any]) -> None:
+        """The rest of a frame begun by ``_send``, which handed us the write lock."""
+        try:
+            self._write_held(rest)
+        except OSError:
+            pass
+
+    def _frame_finished(self, writer: gevent.Greenlet) -> None:
+        """After ``_finish_frame``, however it ended (killed before it started included)."""
+        self._write_lock.release()
+        if not writer.successful() or isinstance(writer.value, gevent.GreenletExit):
+            self._break(TORN_FRAME)
 
     def _break(self, reason: str) -> None:
         if self._broken is None:

@@ -19,11 +19,13 @@ _PENDING = object()
 class CallFuture:
     """``result(timeout)``, ``done()``, ``exception()``, ``add_done_callback(fn)``, ``value``."""
 
-    __slots__ = ("host", "req_id", "_value", "_error", "_waiters", "_callbacks")
+    __slots__ = ("host", "req_id", "sending", "_value", "_error", "_waiters", "_callbacks")
 
     def __init__(self, host: str, req_id: int = 0):
         self.host = host
         self.req_id = req_id
+        # the greenlet still writing the call, when the pipe did not take it all at once
+        self.sending: Optional[gevent.Greenlet] = None
         self._value: Any = _PENDING
         self._error: Optional[BaseException] = None
         self._waiters: List[Waiter] = []
@@ -71,6 +73,12 @@ class CallFuture:
         if self._error is not None:
             raise self._error
         return self._value
+
+    def stop_sending(self) -> None:
+        """Stop a write of the call still under way (the caller gave up on it); returns once
+        the writer is gone."""
+        if self.sending is not None:
+            self.sending.kill()
 
     def exception(self) -> Optional[BaseException]:
         return self._error

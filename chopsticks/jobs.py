@@ -13,7 +13,9 @@ and another process can run it.
 ``fan_out(job, tunnels, concurrency, deadline)`` is the one bounded fan-out engine:
 ``Group`` and ``Queue`` run their work through it, and a process driving a share of a
 fleet can run the same engine on a job it was sent and stream the ``(host, result)`` pairs
-back (results pickle, ``ErrorResult`` included). A deadline is seconds; the engine turns it
+back (results pickle, ``ErrorResult`` included). A host whose part starts without waiting
+(``Run.begin``: a call on a connected tunnel) costs it no greenlet, only a future it
+collects; any other host's part runs in a greenlet of its own. A deadline is seconds; the engine turns it
 once into an instant of this machine's ``time.monotonic()`` clock (``ends_at``). Such an
 instant means nothing on another machine: what crosses is ``seconds_left(ends_at)`` at send,
 and the other side runs ``fan_out(..., deadline=stated, ends_at=deadline_end(left))``.
@@ -25,11 +27,13 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import gevent
+import gevent.lock
 import gevent.pool
 import gevent.queue
 
 from chopsticks import transfer
 from chopsticks.errors import CallTimeout, ChopsticksError, SerializationError
+from chopsticks.future import CallFuture
 from chopsticks.pickling import dumps_call
 from chopsticks.results import ErrorResult
 from chopsticks.sources import Source, Sources
@@ -47,6 +51,12 @@ class Run:
     def run(self, tunnel: "BaseTunnel") -> Any:
         """One host's part; its value is that host's result, an exception its ErrorResult."""
         raise NotImplementedError
+
+    def begin(self, tunnel: "BaseTunnel") -> Optional[CallFuture]:
+        """One host's part started without waiting, when it can be: its future, resolved (in
+        the hub) with the value ``run`` would return. None (the default): the engine gives the
+        host a greenlet of its own to ``run`` in."""
+        return None
 
     def close(self) -> None:
         """Release what the job's start opened (nothing, by default)."""
@@ -112,6 +122,11 @@ class Call(Stateless):
 
     def run(self, tunnel: "BaseTunnel") -> Any:
         return tunnel.run_call(self)
+
+    def begin(self, tunnel: "BaseTunnel") -> Optional[CallFuture]:
+        """Sent at once on a connected tunnel (a write that cannot finish goes on in a
+        greenlet); a call with a ``timeout``, or one that must connect first, runs in one."""
+        return tunnel.submit(self) if self.timeout is None and tunnel.connected else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,27 +251,55 @@ def fan_out(job: Job, tunnels: Sequence["BaseTunnel"], concurrency: int, deadlin
 def _stream(started: Run, tunnels: Sequence["BaseTunnel"], concurrency: int, deadline: Optional[float],
             ends_at: Optional[float]) -> Iterator[Tuple[str, Any]]:
     results: gevent.queue.Queue = gevent.queue.Queue()
-    pool = gevent.pool.Pool(concurrency)
+    slots = gevent.lock.Semaphore(concurrency)  # hosts under way, begun or in a greenlet
+    greenlets = gevent.pool.Group()
+    begun: Dict[str, CallFuture] = {}
     stated = "" if deadline is None else " of %ss" % deadline
 
     def past_deadline(host: str) -> ErrorResult:
         return ErrorResult.from_exception(CallTimeout("[%s] the fan-out deadline%s passed first" % (host, stated)))
+
+    def failed(host: str, exc: BaseException) -> ErrorResult:
+        if isinstance(exc, ChopsticksError):
+            late = ends_at is not None and isinstance(exc, TimeoutError) and seconds_left(ends_at) == 0
+            return past_deadline(host) if late else ErrorResult.from_exception(exc)
+        # a bug of ours or the transport's: still a per-host result
+        return ErrorResult("%s: %s" % (type(exc).__name__, exc), None, exc)
+
+    def finished(host: str, value: Any) -> None:
+        slots.release()
+        results.put((host, value))
 
     def run(tunnel: "BaseTunnel") -> None:
         try:
             if ends_at is not None:  # the start gets what is left; nothing starts after it
                 tunnel.connect(timeout=seconds_left(ends_at))
             value = started.run(tunnel)
-        except ChopsticksError as exc:
-            late = ends_at is not None and isinstance(exc, TimeoutError) and seconds_left(ends_at) == 0
-            value = past_deadline(tunnel.host) if late else ErrorResult.from_exception(exc)
         except gevent.GreenletExit:
             raise
-        except Exception as exc:  # a bug of ours or the transport's: still a per-host result
-            value = ErrorResult("%s: %s" % (type(exc).__name__, exc), None, exc)
-        results.put((tunnel.host, value))
+        except Exception as exc:
+            value = failed(tunnel.host, exc)
+        finished(tunnel.host, value)
 
-    feeder = gevent.spawn(lambda: [pool.spawn(run, t) for t in tunnels])
+    def landed(future: CallFuture) -> None:  # in the hub
+        error = future.exception()
+        finished(future.host, future.value if error is None else failed(future.host, error))
+
+    def feed() -> None:
+        for tunnel in tunnels:
+            slots.acquire()
+            try:
+                future = started.begin(tunnel)
+            except Exception as exc:
+                finished(tunnel.host, failed(tunnel.host, exc))
+                continue
+            if future is None:
+                greenlets.spawn(run, tunnel)
+            else:
+                begun[tunnel.host] = future
+                future.add_done_callback(landed)
+
+    feeder = gevent.spawn(feed)
     pending = {t.host for t in tunnels}
     try:
         while pending:
@@ -268,6 +311,9 @@ def _stream(started: Run, tunnels: Sequence["BaseTunnel"], concurrency: int, dea
             yield host, value
     finally:
         feeder.kill()
-        pool.kill()
+        greenlets.kill()
+        for host in pending:
+            if host in begun:
+                begun[host].stop_sending()
     for host in [t.host for t in tunnels if t.host in pending]:
         yield host, past_deadline(host)

@@ -134,3 +134,16 @@ def site_state():
     """Whether the agent started with -S, and whether site has run since (main() sets ENABLE_USER_SITE)."""
     site = sys.modules.get("site")
     return sys.flags.no_site, site is not None and site.ENABLE_USER_SITE is not None
+
+
+def running_alongside(directory, seconds):
+    """How many calls (across hosts sharing ``directory``) run at once with this one, itself
+    included, as seen at its start and after ``seconds``."""
+    mark = os.path.join(directory, "running-%d" % os.getpid())
+    open(mark, "w").close()
+    try:
+        seen = len(os.listdir(directory))
+        time.sleep(seconds)
+        return max(seen, len(os.listdir(directory)))
+    finally:
+        os.remove(mark)

@@ -250,3 +250,46 @@ def test_a_job_runs_in_another_process_and_its_results_come_back(no_leaks):
     failed = _in_another_process(Call.of(int, ("not a number",), timeout=30), ["s0"])["s0"]
     assert isinstance(failed, ErrorResult) and failed.msg.startswith("ValueError: invalid literal")
     assert isinstance(failed.exception, RemoteException) and "Traceback" in failed.tb
+
+
+def test_a_warm_host_that_stopped_reading_delays_only_itself(pair):
+    """A call its stopped agent cannot take whole costs the other host nothing; the deadline
+    fails it, closes its tunnel (the frame was torn) and the next call starts a new agent."""
+    import signal
+    Group(pair).connect().raise_failures()
+    pid = pair[1].remote_info["pid"]
+    payload = b"x" * (900 << 10)  # one frame, more than a pipe holds
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        results = dict(fan_out(Call.of(rh.echo, (payload,)), pair, concurrency=4, deadline=3))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert results["j0"] == payload
+    assert isinstance(results["j1"].exception, CallTimeout) and "deadline of 3s" in results["j1"].msg
+    assert pair[1].call(rh.echo, 7) == 7
+    assert pair[1].remote_info["pid"] != pid
+
+
+def test_call_async_returns_while_the_agent_is_not_reading(local):
+    """call_async returns before a call the pipe cannot take whole is written; it runs once
+    the agent reads again."""
+    import signal
+    local.connect()
+    pid = local.remote_info["pid"]
+    payload = b"y" * (900 << 10)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        future = local.call_async(rh.echo, payload)
+        assert not future.done()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert future.result(timeout=30) == payload
+    assert local.call(rh.echo, 1) == 1
+
+
+def test_a_warm_fan_out_keeps_its_concurrency_bound(pair, tmp_path):
+    """Calls begun on connected tunnels count against the bound: with a bound of 1 no call
+    ever runs alongside another."""
+    Group(pair).connect().raise_failures()
+    results = dict(fan_out(Call.of(rh.running_alongside, (str(tmp_path), 0.3)), pair, concurrency=1))
+    assert results == {"j0": 1, "j1": 1}

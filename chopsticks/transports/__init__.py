@@ -36,6 +36,10 @@ class Pipe(Protocol):
     def write(self, data: bytes) -> None:
         """Write all of ``data`` to stdin; ``BrokenPipeError`` once stdin is closed or the pipe ended."""
 
+    def write_now(self, data) -> memoryview:
+        """Write what stdin takes without waiting; return what is left (empty: all of it).
+        ``BrokenPipeError`` as for ``write``."""
+
     def close_stdin(self) -> None:
         """Send end-of-file to the agent, which then exits."""
 

@@ -76,6 +76,10 @@ class MemoryPipe:
             raise BrokenPipeError(errno.EPIPE, streams.end_reason or "the agent's stdin is closed")
         streams.stdin += data
 
+    def write_now(self, data) -> memoryview:
+        self.write(data)
+        return memoryview(b"")
+
     def close_stdin(self) -> None:
         """End-of-file to the agent, which exits then, as a real agent does."""
         streams = self.streams

@@ -112,19 +112,26 @@ class ProcessPipe:
             watcher.stop()
 
     def write(self, data) -> None:
-        view = memoryview(data)
+        view = self.write_now(data)
         while view:
             watcher = self._watchers.get("in")
             if watcher is None:
                 raise BrokenPipeError(errno.EPIPE, "the agent's stdin is closed")
+            self._writer = getcurrent()
             try:
-                view = view[os.write(self._fds["in"], view):]
-            except BlockingIOError:
-                self._writer = getcurrent()
-                try:
-                    get_hub().wait(watcher)
-                finally:
-                    self._writer = None
+                get_hub().wait(watcher)
+            finally:
+                self._writer = None
+            view = self.write_now(view)
+
+    def write_now(self, data) -> memoryview:
+        view = memoryview(data)
+        if "in" not in self._watchers:
+            raise BrokenPipeError(errno.EPIPE, "the agent's stdin is closed")
+        try:
+            return view[os.write(self._fds["in"], view):] if view else view
+        except BlockingIOError:
+            return view
 
     def close_stdin(self) -> None:
         """Send end-of-file to the agent, which then exits. A blocked writer gets EPIPE."""

@@ -10,7 +10,7 @@ wake us for data that already left the socket.
 import errno
 import signal
 import socket
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
 
 import gevent.socket
 from gevent.hub import get_hub
@@ -142,7 +142,8 @@ class SSHPipe:
         ``channel.read`` first pulls every packet waiting on the socket into libssh2's
         buffer, so afterwards ``poll_channel_read`` (no syscall) tells exactly which stream
         still has data: reading one stream can pull the other's packets off the socket, and
-        with the socket drained nothing would wake us for them.
+        with the socket drained nothing would wake us for them. For the same reason a read
+        that got data and left nothing buffered (and no EOF) ends the drain.
         """
         if self._draining or self._stdout_done or self.channel is None:
             return
@@ -157,6 +158,10 @@ class SSHPipe:
                     if self._callback is not None:
                         self._callback(data)
                     if self.channel is None:
+                        return
+                    # libssh2's read took the socket's every packet: with none of them left
+                    # for either stream, another read would only meet EAGAIN (a syscall)
+                    if not self._buffered() and not channel.eof():
                         return
                     continue
                 if size != LIBSSH2_ERROR_EAGAIN and channel.eof():
@@ -187,14 +192,34 @@ class SSHPipe:
     def write(self, data) -> None:
         self._writing = True
         try:
-            self._write(memoryview(data).cast("B"))
+            view = memoryview(data).cast("B")
+            while view:
+                view, directions = self._write_some(view)
+                if not view:
+                    break
+                # waiting to read while our own packet sits unsent would deadlock both ends
+                if directions & LIBSSH2_SESSION_BLOCK_OUTBOUND:
+                    gevent.socket.wait_write(self.link.sock.fileno())
+                else:
+                    gevent.socket.wait_read(self.link.sock.fileno())
         finally:
             self._writing = False
         if self._buffered():
             self._drain()
 
-    def _write(self, view: memoryview) -> None:
-        session, sock = self.link.session, self.link.sock
+    def write_now(self, data) -> memoryview:
+        self._writing = True
+        try:
+            view, _ = self._write_some(memoryview(data).cast("B"))
+        finally:
+            self._writing = False
+        if self._buffered():
+            self._drain()
+        return view
+
+    def _write_some(self, view: memoryview) -> Tuple[memoryview, int]:
+        """Write until done or libssh2 answers EAGAIN; what is left, and the directions
+        (``session.block_directions()``) to wait in before writing more."""
         while view:
             if self.channel is None or self._stdout_done:
                 raise BrokenPipeError(errno.EPIPE, self.end_reason or "the SSH channel is closed")
@@ -208,15 +233,12 @@ class SSHPipe:
                 self._heard = True  # past the first window, writes go out only as the server acks
             if rc == LIBSSH2_ERROR_EAGAIN:
                 # Ask which way libssh2 is blocked before anything else touches the session:
-                # a read in between (the drain) would overwrite the answer, and waiting to
-                # read while our own packet sits unsent deadlocks both ends.
-                directions = session.block_directions()
+                # a read in between (the drain) would overwrite the answer.
+                directions = self.link.session.block_directions()
                 if self._buffered():  # libssh2 reads the socket while writing: wake nobody else
                     self._drain()
-                if directions & LIBSSH2_SESSION_BLOCK_OUTBOUND:
-                    gevent.socket.wait_write(sock.fileno())
-                else:
-                    gevent.socket.wait_read(sock.fileno())
+                return view, directions
+        return view, 0
 
     def close_stdin(self) -> None:
         if self.channel is not None and not self._stdout_done:
