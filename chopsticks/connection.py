@@ -7,8 +7,8 @@ call; frames that need to write (import and data requests) are handled in their 
 greenlet, since the hub must never block. The agent's stderr is read the same way, by a
 callback from the hub (lines shown as remote output): no greenlet is left waiting per tunnel,
 and a waiting greenlet costs ~15 KiB (its saved C stack and its Python data stack).
-Writers share one lock; a call is sent without waiting: what the pipe does not take at once
-goes on from a greenlet of its own (``_send``). When the stdout stream ends, for any
+Writers share one lock (``writer.FrameWriter``); a call is sent without waiting: what the
+pipe does not take at once goes on from a greenlet of its own. When the stdout stream ends, for any
 reason, every pending call fails at once with ``TunnelClosed`` and the pipe is released,
 in order: readers stop, then the process is reaped, then the fds close. File streams
 (``chopsticks.transfer``) ride on the same pipe: their data and credit frames are routed
@@ -19,11 +19,10 @@ import collections
 import itertools
 import time
 import traceback
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, Type
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, Type
 
 import gevent
 import gevent.event
-import gevent.lock
 import msgpack
 
 from chopsticks import logs
@@ -36,6 +35,7 @@ from chopsticks.errors import (
 from chopsticks.future import CallFuture
 from chopsticks.modules import ModuleServer
 from chopsticks.transports import Pipe
+from chopsticks.writer import FrameWriter
 
 # Remote stderr lines kept for error messages about a tunnel that failed.
 STDERR_TAIL = 20
@@ -47,8 +47,6 @@ REQUEST_BACKLOG = 256
 
 # The stderr tail of every tunnel whose agent wrote none yet (most of them), never appended to.
 _NO_LINES: Deque[str] = collections.deque(maxlen=0)
-# Why a tunnel is closed after a write to it was stopped halfway through a frame.
-TORN_FRAME = "a write to the agent was interrupted mid-frame (the agent stopped reading?)"
 
 # A tunnel's account of an agent that ended before it started: (exception class, message).
 Explained = Tuple[Type[Exception], str]
@@ -99,7 +97,7 @@ class Connection:
         self._closing = False
         self._pending: Dict[int, CallFuture] = {}
         self._ids = itertools.count(1)
-        self._write_lock = gevent.lock.Semaphore()
+        self.writer = FrameWriter(pipe, self._break)
         self._hello = gevent.event.AsyncResult()
         self._sent_modules: Set[str] = set()
         self._stderr_tail: Deque[str] = _NO_LINES  # a deque of its own from the first line on
@@ -136,7 +134,7 @@ class Connection:
         timer.start()
         try:
             try:
-                with self._write_lock:
+                with self.writer.lock:
                     self.pipe.write(stdin_bytes)
             except OSError:
                 pass  # the pipe ended: _finish explains why through _hello
@@ -173,7 +171,7 @@ class Connection:
             if modules is not None:
                 messages.append((protocol.MODULES, 0, modules))
         messages.append((protocol.CALL, req_id, payload))
-        future.sending = self._send(messages)
+        future.sending = self.writer.send(messages)
         return future
 
     def forget(self, future: CallFuture) -> None:
@@ -199,79 +197,16 @@ class Connection:
     def stream_send(self, state: StreamState, data) -> None:
         """Send the next bytes of an outgoing stream, which the caller saw ``fits`` its window."""
         state.window.spend(len(data))
-        self._write_frame(protocol.STREAM, state.sid, data)
+        self.writer.write(protocol.STREAM, state.sid, data)
 
     def stream_credit(self, state: StreamState, size: int) -> None:
         """The caller consumed ``size`` bytes of an incoming stream: the agent may send more."""
         grant = state.window.consumed(size)
         if grant:
-            self._write_frame(protocol.CREDIT, state.sid, msgpack.packb(grant))
+            self.writer.write(protocol.CREDIT, state.sid, msgpack.packb(grant))
 
     def stream_end(self, state: StreamState, info: Dict[str, Any]) -> None:
-        self._write_frame(protocol.END, state.sid, msgpack.packb(info))
-
-    # -- writing -------------------------------------------------------------------------
-
-    def _write_frame(self, kind: int, req_id: int, payload=b"") -> None:
-        for frame in protocol.frames(kind, req_id, payload):
-            with self._write_lock:  # per frame: other messages interleave with a large one
-                self._write_held(frame)
-
-    def _write_held(self, frame: Sequence[Any]) -> None:
-        """Write one frame's buffers, the write lock held."""
-        try:
-            for buf in frame:
-                self.pipe.write(buf)
-        except OSError:
-            raise
-        except BaseException:
-            # Interrupted mid-frame (a call's timeout, a kill): the stream is corrupt
-            # from here on, so this agent cannot be used any more.
-            self._break(TORN_FRAME)
-            raise
-
-    def _send(self, messages: List[Tuple[int, int, bytes]]) -> Optional[gevent.Greenlet]:
-        """Write ``messages`` ((kind, request id, payload), in order) without waiting. A lone
-        one-frame message goes at once, as far as the pipe takes it; the rest of it, or all
-        of them when the lock is held or a message spans frames, go from a greenlet, which is
-        returned (None: all written, or the pipe ended: the reader fails the calls)."""
-        frames = protocol.frames(*messages[0]) if len(messages) == 1 else []
-        if len(frames) != 1 or not self._write_lock.acquire(blocking=False):
-            return gevent.spawn(self._write_messages, messages)
-        left = list(frames[0])
-        try:
-            while left:
-                rest = self.pipe.write_now(left[0])
-                if rest:
-                    left[0] = rest
-                    writer = gevent.spawn(self._finish_frame, left)
-                    writer.link(self._frame_finished)  # the lock goes with it
-                    return writer
-                left.pop(0)
-        except OSError:
-            pass
-        self._write_lock.release()
-        return None
-
-    def _write_messages(self, messages: List[Tuple[int, int, bytes]]) -> None:
-        try:
-            for message in messages:
-                self._write_frame(*message)
-        except OSError:
-            pass  # the reader fails the calls with the reason the pipe ended
-
-    def _finish_frame(self, rest: List[Any]) -> None:
-        """The rest of a frame begun by ``_send``, which handed us the write lock."""
-        try:
-            self._write_held(rest)
-        except OSError:
-            pass
-
-    def _frame_finished(self, writer: gevent.Greenlet) -> None:
-        """After ``_finish_frame``, however it ended (killed before it started included)."""
-        self._write_lock.release()
-        if not writer.successful() or isinstance(writer.value, gevent.GreenletExit):
-            self._break(TORN_FRAME)
+        self.writer.write(protocol.END, state.sid, msgpack.packb(info))
 
     def _break(self, reason: str) -> None:
         if self._broken is None:
@@ -455,40 +390,16 @@ class Connection:
         while requests:
             frame = requests.popleft()
             if frame.kind == protocol.IMPORT:
-                self._serve_import(frame)
+                kind, reply = self.modules.answer_import(frame.payload, self._sent_modules, self.name)
             else:
-                self._serve_data(frame)
+                kind, reply = protocol.DATA, self.modules.answer_data(frame.payload)
+            self._reply(kind, frame.req_id, reply)
         # no switch since the check: the next request finds neither and starts them anew
         self._requests = self._request_server = None
 
-    def _serve_import(self, frame: protocol.Frame) -> None:
-        name: Any = None
-        reply: List[Any] = []
-        try:
-            name = codec.decode(frame.payload)
-            reply = self.modules.serve(name, self._sent_modules)
-        except PermissionError as exc:  # it exists here, but is not served: say how to allow it
-            logs.warning("module_refused", host=self.name, module=repr(name)[:200])
-            self._reply(protocol.REFUSED, frame.req_id, msgpack.packb(str(exc)))
-            return
-        except Exception as exc:  # never leave the agent waiting: an empty reply is "not found"
-            logs.warning("module_lookup_failed", host=self.name, module=repr(name)[:200], error=str(exc))
-        logs.event("module_served", host=self.name, module=repr(name)[:200], sent=len(reply))
-        self._reply(protocol.MODULES, frame.req_id, msgpack.packb(reply))
-
-    def _serve_data(self, frame: protocol.Frame) -> None:
-        try:
-            package, resource = codec.decode(frame.payload)
-            answer = [True, self.modules.get_data(package, resource)]
-        except OSError as exc:
-            answer = [False, str(exc)]
-        except Exception as exc:
-            answer = [False, "invalid package data request: %s" % exc]
-        self._reply(protocol.DATA, frame.req_id, msgpack.packb(answer))
-
     def _reply(self, kind: int, req_id: int, payload: bytes) -> None:
         try:
-            self._write_frame(kind, req_id, payload)
+            self.writer.write(kind, req_id, payload)
         except OSError:
             pass  # the agent is gone; the stdout callback reports why
 

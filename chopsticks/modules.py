@@ -33,9 +33,12 @@ import sys
 from collections import OrderedDict
 from importlib.machinery import PathFinder
 from importlib.util import decode_source
-from typing import Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 import msgpack
+
+from chopsticks import logs
+from chopsticks.wire import codec, protocol
 
 
 RELATED_LIMIT = 64
@@ -232,6 +235,35 @@ class ModuleServer:
                 entries.extend(self._collect(part, sent))
                 sent.add(part)
         return entries
+
+    def answer_import(self, payload: bytes, sent: Set[str], host: str) -> Tuple[int, bytes]:
+        """The reply to an agent's import request (its raw, unchecked payload): ``(frame kind,
+        payload)``. Never raises: the agent must not be left waiting, and a request that
+        cannot be answered gets an empty reply, which it takes for "not found"."""
+        name: Any = None
+        reply: List[ModuleEntry] = []
+        try:
+            name = codec.decode(payload)
+            reply = self.serve(name, sent)
+        except PermissionError as exc:  # it exists here, but is not served: say how to allow it
+            logs.warning("module_refused", host=host, module=repr(name)[:200])
+            return protocol.REFUSED, msgpack.packb(str(exc))
+        except Exception as exc:  # the remote's bytes: whatever decoding or lookup makes of them
+            logs.warning("module_lookup_failed", host=host, module=repr(name)[:200], error=str(exc))
+        logs.event("module_served", host=host, module=repr(name)[:200], sent=len(reply))
+        return protocol.MODULES, msgpack.packb(reply)
+
+    def answer_data(self, payload: bytes) -> bytes:
+        """The reply to an agent's package data request (its raw, unchecked payload):
+        ``[True, data]`` or ``[False, why]``, packed. Never raises."""
+        try:
+            package, resource = codec.decode(payload)
+            answer = [True, self.get_data(package, resource)]
+        except OSError as exc:
+            answer = [False, str(exc)]
+        except Exception as exc:
+            answer = [False, "invalid package data request: %s" % exc]
+        return msgpack.packb(answer)
 
     def preload_message(self, name: str, sent: Set[str]) -> Optional[bytes]:
         """``preload``'s entries as one packed MODULES payload, or None when there are none.
