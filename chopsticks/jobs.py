@@ -282,6 +282,7 @@ def _stream(started: Run, tunnels: Sequence["BaseTunnel"], concurrency: int, dea
         finished(tunnel.host, value)
 
     def landed(future: CallFuture) -> None:  # in the hub
+        begun.pop(future.host, None)  # only calls still under way are kept, to stop at the end
         error = future.exception()
         finished(future.host, future.value if error is None else failed(future.host, error))
 

@@ -81,13 +81,17 @@ class Bastions:
         done = self._opening[key] = gevent.event.AsyncResult()
         try:
             parent = self.acquire(chain[:-1], deadline) if len(chain) > 1 else None
+            link = None
             try:
                 link = SSHLink.open_hop(chain[-1], parent, deadline)
+                bastion = Bastion(key, self, link)
             except BaseException:
-                if parent is not None:
+                if link is not None:
+                    link.close()  # logged in, not usable as a bastion: closing it releases the parent
+                elif parent is not None:
                     parent.release()
                 raise
-            bastion = self._open[key] = Bastion(key, self, link)
+            self._open[key] = bastion
         except BaseException as exc:
             done.set_exception(exc)
             raise
