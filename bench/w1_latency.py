@@ -155,9 +155,8 @@ def run_ours(run, n, warmup, sink, fleet=None, container=None):
             raise AssertionError('w1_target.two() did not return 2 on the remote')
         loader = t.call(eval, LOADER_PROBE)
         where = t.call(w1_target.origin)
-        sys.stderr.write('[w1_latency] run %d: remote pid %s python %s msgpack %s; w1_target '
-                         'loaded by %s from %s\n' % (run, info.get('pid'), python,
-                                                     info.get('msgpack', '?'), loader, where))
+        sys.stderr.write('[w1_latency] run %d: remote pid %s python %s; w1_target loaded by %s from %s\n'
+                         % (run, info.get('pid'), python, loader, where))
         if loader != 'Importer':
             sys.stderr.write('[w1_latency] WARNING: the remote did not get w1_target from the '
                              'controller\n')

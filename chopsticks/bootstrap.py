@@ -4,8 +4,8 @@ Stage 1 is ``python3 -S -c <STAGE1>``: a few hundred bytes that check the interp
 version, read a length-prefixed zlib blob from stdin with ``os.read`` (no buffered reader that
 might swallow the frames after it) and run the program in it. The blob (``Bundle``) also holds
 the modules the agent needs before it can import anything from the controller: the agent
-itself and, for remotes without msgpack, the pure-Python codec from the msgpack package
-installed here.
+itself, whose messages are msgpack written by its own plain-Python codec (``wire/mpack.py``):
+the remote's own msgpack, if any, is never used.
 
 ``-S``: the agent starts without ``site`` (its paths, .pth files and sitecustomize cost
 about a third of a bare interpreter's start); the agent's importer runs it the first time
@@ -39,10 +39,10 @@ AGENT_MODULES = (
     "chopsticks.agent.threads",
     "chopsticks.wire",
     "chopsticks.wire.codec",
+    "chopsticks.wire.mpack",
     "chopsticks.wire.protocol",
     "chopsticks.wire.window",
 )
-MSGPACK_MODULES = ("msgpack", "msgpack.exceptions", "msgpack.ext", "msgpack.fallback")
 
 
 def _stage1():
@@ -104,8 +104,7 @@ class Bundle:
     """
 
     def __init__(self, config: Dict[str, object], bytecode_tag: str = sys.implementation.cache_tag):
-        names = AGENT_MODULES + MSGPACK_MODULES
-        sources = {name: _module_entry(name) for name in names}
+        sources = {name: _module_entry(name) for name in AGENT_MODULES}
         codes = {name: marshal.dumps(compile(source, filename, "exec", dont_inherit=True))
                  for name, (_, filename, source) in sources.items()}
         boot = "%s\nboot(payload)\n" % _module_entry("chopsticks.agent.importer")[2]

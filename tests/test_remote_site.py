@@ -79,3 +79,14 @@ def test_a_stdlib_call_does_not_run_site(no_leaks):
     with Local("no-site", python="/usr/bin/python3") as tunnel:
         assert tunnel.call(os.getpid) == tunnel.remote_info["pid"]
         assert tunnel.call(eval, "'site' in __import__('sys').modules") is False
+
+
+def test_the_agent_never_imports_msgpack_or_datetime(no_leaks):
+    """The agent talks msgpack with its own codec: neither the msgpack package (a remote's or
+    ours) nor the datetime module it pulls in is imported, even for a datetime-free result."""
+    import os
+    with Local("no-msgpack", python="/usr/bin/python3") as tunnel:
+        assert tunnel.call(os.getpid) == tunnel.remote_info["pid"]
+        loaded = tunnel.call(eval, "sorted(m for m in __import__('sys').modules if m.partition('.')[0] in "
+                                   "('msgpack', 'datetime', 'pickle', 're'))")
+        assert loaded == []

@@ -1,5 +1,5 @@
 """The remote half of chopsticks: the agent built on the fly inside the remote ``python3``.
 
-Everything under this package is remote-safe: standard library only (plus msgpack, which
-the controller ships when the remote lacks it), Python 3.9 syntax, small.
+Everything under this package is remote-safe: standard library only, Python 3.9 syntax,
+small.
 """

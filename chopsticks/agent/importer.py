@@ -1,8 +1,8 @@
 """Remote import on demand: a meta-path finder and loader fed by the controller.
 
 Remote-safe. The bootstrap bundle executes this file's source directly (no import system
-is ready yet), then calls ``boot``. Modules the bundle carries (the agent itself, and
-msgpack's pure-Python codec) sit in the importer's cache from the start; any other module
+is ready yet), then calls ``boot``. Modules the bundle carries (the agent itself) sit in the
+importer's cache from the start; any other module
 the remote cannot find itself is requested from the controller by dotted name, with
 related modules sent along in the same reply so that a package costs few round trips.
 
@@ -15,8 +15,7 @@ asks a module's loader when the file is not on the remote's disk).
 The agent starts with ``python -S``: ``site`` runs the first time a top-level, non-stdlib
 import misses on the remote (``find_with_site``), so what is installed on the remote
 (dist-packages, the user's site, .pth files) is found as under a plain ``python3`` and still
-wins over the controller's copy. The remote's own msgpack is used only when it is found
-without ``site`` (e.g. through ``PYTHONPATH``); otherwise the shipped one.
+wins over the controller's copy.
 """
 
 import io
@@ -58,7 +57,7 @@ class Importer(object):
         self.front = set(["chopsticks"])
         self.stdlib = frozenset(getattr(sys, "stdlib_module_names", None) or stdlib_names)
         self.lock = allocate_lock()
-        self.site = SITE_DONE  # boot makes it SITE_PENDING once msgpack is loaded
+        self.site = SITE_PENDING if sys.flags.no_site else SITE_DONE
         self.site_lock = RLock()
         self.request = None  # set by the agent: asks the controller for a module, fills the cache;
         # returns why the controller refused it, or None
@@ -202,20 +201,8 @@ class _ResourceReader(object):
         return iter(())
 
 
-def _load_msgpack(importer):
-    """Use the remote's own msgpack if it is recent enough, else the shipped fallback."""
-    import msgpack  # the remote's own, or else the bundle's copy through the tail finder
-    if msgpack.version >= (1, 0):
-        return
-    for name in list(sys.modules):
-        if name == "msgpack" or name.startswith("msgpack."):
-            del sys.modules[name]
-    importer.front.add("msgpack")
-    import msgpack  # noqa: F811  (now the bundle's copy)
-
-
 def boot(payload):
-    """Entry point of the bundle: install the importer, load msgpack, run the agent."""
+    """Entry point of the bundle: install the importer, run the agent."""
     if sys.path and sys.path[0] in ("", "."):
         # ``python3 -c`` puts the login directory first; modules must come from the
         # remote's installed packages or from the controller, never from wherever we landed.
@@ -225,8 +212,5 @@ def boot(payload):
     importer = Importer(payload["modules"], config["stdlib"], payload["codes"] if same_bytecode else None,
                         payload["sources"])
     importer.install()
-    _load_msgpack(importer)
-    if sys.flags.no_site:
-        importer.site = SITE_PENDING
     from chopsticks.agent import main
     main.run(importer, config)

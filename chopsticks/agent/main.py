@@ -23,9 +23,8 @@ try:  # the C unpickler alone: pickle.py would also import re and friends at boo
 except ImportError:  # pragma: no cover
     from pickle import loads as _unpickle
 
-import msgpack
 
-from chopsticks.wire import codec, protocol
+from chopsticks.wire import codec, mpack, protocol
 from chopsticks.wire.window import Window
 from chopsticks.agent import threads
 from chopsticks.agent.children import ProcessGroups
@@ -115,11 +114,11 @@ class Agent(object):
 
     def import_request(self, fullname):
         """Ask for a module (on_modules caches the reply); the controller's refusal, or None."""
-        reply = self.request(protocol.IMPORT, msgpack.packb(fullname))
-        return msgpack.unpackb(reply.payload) if reply.kind == protocol.REFUSED else None
+        reply = self.request(protocol.IMPORT, mpack.packb(fullname))
+        return mpack.unpackb(reply.payload) if reply.kind == protocol.REFUSED else None
 
     def data_request(self, package, resource):
-        ok, value = msgpack.unpackb(self.request(protocol.GET_DATA, msgpack.packb([package, resource])).payload)
+        ok, value = mpack.unpackb(self.request(protocol.GET_DATA, mpack.packb([package, resource])).payload)
         if not ok:
             raise OSError(value)
         return value
@@ -228,7 +227,7 @@ class Agent(object):
 
     def on_modules(self, frame):
         """Modules from the controller: a reply to an import request, or sent unasked."""
-        self.importer.add(msgpack.unpackb(frame.payload))
+        self.importer.add(mpack.unpackb(frame.payload))
         self.on_reply(frame)
 
     def on_stream(self, frame):
@@ -299,9 +298,9 @@ class Stream(object):
                 if not self.closed:
                     self.chunks.append(frame.payload)
             elif frame.kind == protocol.CREDIT:
-                self.window.credited(msgpack.unpackb(frame.payload))
+                self.window.credited(mpack.unpackb(frame.payload))
             else:
-                self.end = msgpack.unpackb(frame.payload)
+                self.end = mpack.unpackb(frame.payload)
                 if self.closed:
                     self.forget()
             self.cond.notify()
@@ -318,7 +317,7 @@ class Stream(object):
                 grant = self.window.consumed(len(chunk))
             yield chunk
             if grant:
-                self.agent.send(protocol.CREDIT, self.sid, msgpack.packb(grant))
+                self.agent.send(protocol.CREDIT, self.sid, mpack.packb(grant))
 
     def send(self, data):
         """Send bytes of an outgoing stream; False if the controller ended the stream first."""
@@ -394,16 +393,12 @@ def run(importer, config):
     agent = AGENT = Agent(fd_in, fd_out, importer, config)
     importer.request = agent.import_request
     importer.request_data = agent.data_request
-    hello = msgpack.packb({
+    hello = mpack.packb({
         "pid": os.getpid(),
         "python": list(sys.version_info[:3]),
         "executable": sys.executable,
-        "msgpack": "c" if _msgpack_is_c() else "fallback",
     })
     os.write(fd_out, protocol.SYNC)
     agent.send(protocol.HELLO, 0, hello)
     agent.serve()
 
-
-def _msgpack_is_c():
-    return not msgpack.Packer.__module__.endswith("fallback")

@@ -1,5 +1,5 @@
 """The wire: what crosses the pipe between the controller and an agent, for both ends.
 
-Everything under this package is remote-safe (standard library and msgpack only, Python 3.9
+Everything under this package is remote-safe (standard library only, Python 3.9
 syntax): the agent runs it as it is, and the controller imports the same modules.
 """

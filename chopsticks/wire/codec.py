@@ -1,7 +1,8 @@
 """Result values: a closed set of types carried in msgpack, and never pickles.
 
-Remote-safe (standard library plus msgpack, Python 3.9 syntax). The agent encodes what a
-call returned; the controller decodes it. Decoding builds only the types listed below, so
+Remote-safe (standard library, Python 3.9 syntax). The agent encodes what a call returned,
+with the plain-Python msgpack of ``mpack``; the controller decodes it with the msgpack
+package's C codec, imported only when decoding. Decoding builds only the types listed below, so
 a compromised host can send data but never objects with behaviour.
 
 Supported, and what arrives on the controller:
@@ -19,10 +20,9 @@ as a dict. Anything else refuses to
 encode with ``TypeError`` naming its type.
 """
 
-import datetime
 import sys
 
-import msgpack
+from chopsticks.wire.mpack import UNICODE_ERRORS, ExtType, packb
 
 # Ext type codes. Append only: both ends of a tunnel must agree.
 TUPLE, SET, FROZENSET, BIGINT, COMPLEX, DATETIME, DATE, TIME, TIMEDELTA, DECIMAL, UUID = range(1, 12)
@@ -34,14 +34,10 @@ SUPPORTED = (
 )
 
 
-# Strings travel as UTF-8; a str holding surrogate escapes (a file name that is not UTF-8,
-# from os.listdir) survives the round trip instead of failing the call.
-UNICODE_ERRORS = "surrogateescape"
 
 
 def _pack_items(items):
-    return msgpack.packb(items, default=_default, strict_types=True, use_bin_type=True,
-                         unicode_errors=UNICODE_ERRORS)
+    return packb(items, _default)
 
 
 # A subclass of a native type travels as its base type's value. str.__str__, not str(): a
@@ -52,31 +48,29 @@ BASES = ((str, str.__str__), (bytes, bytes), (float, float), (dict, dict), (list
 def _default(obj):
     """Map the types msgpack cannot carry natively onto ext types (or onto a base type)."""
     if isinstance(obj, tuple):
-        return msgpack.ExtType(TUPLE, _pack_items(list(obj)))
+        return ExtType(TUPLE, _pack_items(list(obj)))
     if isinstance(obj, int):
         if type(obj) is not int:
             return int(obj)
-        return msgpack.ExtType(BIGINT, obj.to_bytes((obj.bit_length() + 8) // 8, "big", signed=True))
+        return ExtType(BIGINT, obj.to_bytes((obj.bit_length() + 8) // 8, "big", signed=True))
     if isinstance(obj, (set, frozenset)):
-        return msgpack.ExtType(FROZENSET if isinstance(obj, frozenset) else SET, _pack_items(list(obj)))
-    if isinstance(obj, datetime.datetime):
-        return msgpack.ExtType(DATETIME, obj.isoformat().encode())
-    if isinstance(obj, datetime.date):
-        return msgpack.ExtType(DATE, obj.isoformat().encode())
-    if isinstance(obj, datetime.time):
-        return msgpack.ExtType(TIME, obj.isoformat().encode())
-    if isinstance(obj, datetime.timedelta):
-        return msgpack.ExtType(TIMEDELTA, _pack_items([obj.days, obj.seconds, obj.microseconds]))
-    # decimal and uuid cost milliseconds to import on a fresh agent; a value of their types
-    # can only exist once they are imported.
+        return ExtType(FROZENSET if isinstance(obj, frozenset) else SET, _pack_items(list(obj)))
+    # datetime, decimal and uuid cost milliseconds to import on a fresh agent; a value of
+    # their types can only exist once they are imported.
+    datetime = sys.modules.get("datetime")
+    if datetime is not None and isinstance(obj, (datetime.date, datetime.time, datetime.timedelta)):
+        if isinstance(obj, datetime.timedelta):
+            return ExtType(TIMEDELTA, _pack_items([obj.days, obj.seconds, obj.microseconds]))
+        code = DATETIME if isinstance(obj, datetime.datetime) else DATE if isinstance(obj, datetime.date) else TIME
+        return ExtType(code, obj.isoformat().encode())
     decimal = sys.modules.get("decimal")
     if decimal is not None and isinstance(obj, decimal.Decimal):
-        return msgpack.ExtType(DECIMAL, str(obj).encode())
+        return ExtType(DECIMAL, str(obj).encode())
     uuid = sys.modules.get("uuid")
     if uuid is not None and isinstance(obj, uuid.UUID):
-        return msgpack.ExtType(UUID, obj.bytes)
+        return ExtType(UUID, obj.bytes)
     if isinstance(obj, complex):
-        return msgpack.ExtType(COMPLEX, _pack_items([obj.real, obj.imag]))
+        return ExtType(COMPLEX, _pack_items([obj.real, obj.imag]))
     if isinstance(obj, (bytearray, memoryview)):
         return bytes(obj)
     for base, convert in BASES:
@@ -90,8 +84,7 @@ def _default(obj):
 
 def encode(value):
     """Encode ``value`` to bytes; raise TypeError for a type outside the closed set."""
-    return msgpack.packb(value, default=_default, strict_types=True, use_bin_type=True,
-                         unicode_errors=UNICODE_ERRORS)
+    return packb(value, _default)
 
 
 class _Decoding:
@@ -128,6 +121,7 @@ class _Decoding:
         return decoder(self, data)
 
     def unpack(self, data):
+        import msgpack  # the controller's C codec; the agent never decodes a result
         return msgpack.unpackb(data, ext_hook=self.ext_hook, list_hook=self.list_hook,
                                object_pairs_hook=self.pairs_hook, strict_map_key=False, raw=False,
                                unicode_errors=UNICODE_ERRORS)
@@ -141,7 +135,7 @@ class _Decoding:
 
 def _timedelta(dec, data):
     days, seconds, micros = dec.items(data)
-    return datetime.timedelta(days, seconds, micros)
+    return __import__("datetime").timedelta(days, seconds, micros)
 
 
 def _complex(dec, data):
@@ -155,9 +149,9 @@ EXT_DECODERS = {
     FROZENSET: lambda dec, data: frozenset(dec.items(data)),
     BIGINT: lambda dec, data: int.from_bytes(data, "big", signed=True),
     COMPLEX: _complex,
-    DATETIME: lambda dec, data: datetime.datetime.fromisoformat(data.decode()),
-    DATE: lambda dec, data: datetime.date.fromisoformat(data.decode()),
-    TIME: lambda dec, data: datetime.time.fromisoformat(data.decode()),
+    DATETIME: lambda dec, data: __import__("datetime").datetime.fromisoformat(data.decode()),
+    DATE: lambda dec, data: __import__("datetime").date.fromisoformat(data.decode()),
+    TIME: lambda dec, data: __import__("datetime").time.fromisoformat(data.decode()),
     TIMEDELTA: _timedelta,
     DECIMAL: lambda dec, data: __import__("decimal").Decimal(data.decode()),
     UUID: lambda dec, data: __import__("uuid").UUID(bytes=data),

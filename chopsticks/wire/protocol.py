@@ -1,6 +1,6 @@
 """Wire frames: the sans-IO protocol layer shared by the controller and the remote agent.
 
-Remote-safe: standard library plus msgpack only, Python 3.9 syntax. Nothing here reads or
+Remote-safe: standard library only, Python 3.9 syntax. Nothing here reads or
 writes a file descriptor; bytes go in through ``Decoder.feed`` and out of ``encode``.
 
 A frame on the wire::
@@ -23,7 +23,7 @@ agent writes ``SYNC`` before its first frame; a decoder created with ``sync=True
 
 import struct
 
-import msgpack
+from chopsticks.wire import mpack
 
 # Message kinds. Controller -> agent:
 CALL = 1  # payload: pickle of (function, args, kwargs)
@@ -91,7 +91,7 @@ class Frame(tuple):
 
 def _header(kind, req_id, more=False):
     # The common header, a two-element msgpack array of small ints, is built by hand:
-    # the agent often runs msgpack's pure-Python fallback, and this is its hottest path.
+    # the agent packs in plain Python (mpack), and this is its hottest path.
     if not more and 0 <= kind < 128:
         if 0 <= req_id < 128:
             return bytes((0x92, kind, req_id))
@@ -99,11 +99,11 @@ def _header(kind, req_id, more=False):
             return bytes((0x92, kind, 0xCD)) + req_id.to_bytes(2, "big")
         if 0 <= req_id < 0x100000000:
             return bytes((0x92, kind, 0xCE)) + req_id.to_bytes(4, "big")
-    return msgpack.packb([kind, req_id, 1] if more else [kind, req_id])
+    return mpack.packb([kind, req_id, 1] if more else [kind, req_id])
 
 
 def _parse_header(header):
-    # Mirror of _header's fast path; anything else goes through msgpack.
+    # Mirror of _header's fast path; anything else goes through mpack.
     if header[0] == 0x92 and header[1] < 128:
         size = len(header)
         if size == 3 and header[2] < 128:
@@ -111,7 +111,7 @@ def _parse_header(header):
         if size == 5 and header[2] == 0xCD or size == 7 and header[2] == 0xCE:
             return header[1], int.from_bytes(header[3:], "big"), False
     try:
-        fields = msgpack.unpackb(header)
+        fields = mpack.unpackb(header)
     except Exception as exc:
         raise ProtocolError("undecodable frame header: %s" % exc)
     if (not isinstance(fields, list) or len(fields) not in (2, 3)
