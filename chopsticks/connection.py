@@ -155,8 +155,8 @@ class Connection:
 
     # -- calls -----------------------------------------------------------------------
 
-    def submit(self, payload: bytes, module: Optional[str] = None) -> CallFuture:
-        """Send one pickled call; return its future.
+    def submit(self, payload: bytes, module: Optional[str] = None, kind: int = protocol.CALL) -> CallFuture:
+        """Send one call (``kind``: ``CALL``, a pickle, or ``CALL_NAMED``); return its future.
 
         ``module`` names the module of the called function: its source (and its package's)
         goes first, unasked, so the remote does not spend round trips importing it."""
@@ -170,7 +170,7 @@ class Connection:
             modules = self.modules.preload_message(module, self._sent_modules)
             if modules is not None:
                 messages.append((protocol.MODULES, 0, modules))
-        messages.append((protocol.CALL, req_id, payload))
+        messages.append((kind, req_id, payload))
         future.sending = self.writer.send(messages)
         return future
 

@@ -34,7 +34,7 @@ import gevent.queue
 from chopsticks import transfer
 from chopsticks.errors import CallTimeout, ChopsticksError, SerializationError
 from chopsticks.future import CallFuture
-from chopsticks.pickling import dumps_call
+from chopsticks.pickling import dumps_call, named_call
 from chopsticks.results import ErrorResult
 from chopsticks.sources import Source, Sources
 from chopsticks.wire import protocol
@@ -84,21 +84,26 @@ class Call(Stateless):
     ``module`` names the function's module (its source goes along with the first call on a
     tunnel), ``timeout`` bounds each host's call as ``BaseTunnel.call``'s does, and
     ``refusal`` says why the call cannot be sent, when it cannot: each host then fails with
-    that SerializationError, as it would have alone (``check``)."""
+    that SerializationError, as it would have alone (``check``). ``kind`` is the message
+    that carries ``payload``: ``CALL_NAMED`` for a call that goes by name with plain
+    arguments (``pickling.named_call``), else ``CALL`` and a pickle."""
 
     payload: bytes = dataclasses.field(repr=False)
     module: Optional[str] = None
     timeout: Optional[float] = None
     refusal: Optional[str] = None
+    kind: int = protocol.CALL
 
     @classmethod
     def of(cls, fn: Any, args: Tuple[Any, ...] = (), kwargs: Optional[Dict[str, Any]] = None, *,
            timeout: Optional[float] = None) -> "Call":
         """The call pickled; SerializationError if it cannot be. (One too large for a message
         is refused by ``check``, which names the host.)"""
-        payload = dumps_call(fn, args, kwargs or {})
+        named = named_call(fn, args, kwargs or {})
+        payload = dumps_call(fn, args, kwargs or {}) if named is None else named
         module = getattr(fn, "__module__", None)
-        return cls(payload, module if isinstance(module, str) else None, timeout)
+        return cls(payload, module if isinstance(module, str) else None, timeout,
+                   kind=protocol.CALL if named is None else protocol.CALL_NAMED)
 
     @classmethod
     def for_hosts(cls, fn: Any, args: Tuple[Any, ...] = (), kwargs: Optional[Dict[str, Any]] = None, *,

@@ -23,6 +23,8 @@ import sys
 import types
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+import msgpack
+
 from chopsticks.errors import SerializationError
 
 PROTOCOL = 4  # every remote from Python 3.9 reads it
@@ -170,6 +172,26 @@ def _dumps(obj: Any, patched: Optional[Dict[int, Tuple[str, str]]] = None) -> by
     buf = io.BytesIO()
     CallPickler(buf, patched).dump(obj)
     return buf.getvalue()
+
+
+def named_call(fn: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[bytes]:
+    """The call as msgpack ``[module, qualified name, args, kwargs]``, when it can go so: a
+    plain function found by that name in its module (not ``__main__``, not something
+    ``gevent.monkey`` put there), and arguments of msgpack's own exact types (no tuple, no
+    subclass, ints of 64 bits). None otherwise: the call is pickled. A fresh agent runs such
+    a call without importing the unpickler (~5 ms of its start)."""
+    module_name = getattr(fn, "__module__", None)
+    if type(fn) not in _PLAIN_CALLABLES or module_name in (None, "__main__") or id(fn) in monkey_patched():
+        return None
+    found: Any = sys.modules.get(module_name)
+    for name in fn.__qualname__.split("."):
+        found = getattr(found, name, None)
+    if found is not fn:
+        return None
+    try:  # strict: a tuple, a subclass or a big int is refused, not turned into something else
+        return msgpack.packb([module_name, fn.__qualname__, list(args), kwargs], use_bin_type=True, strict_types=True)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def dumps_call(fn: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bytes:

@@ -234,7 +234,7 @@ class BaseTunnel:
         call.check(self.host)
         self.connect()
         assert self._conn is not None
-        return self._conn.submit(call.payload, call.module)
+        return self._conn.submit(call.payload, call.module, call.kind)
 
     def call_async(self, fn, /, *args, **kwargs) -> CallFuture:
         """Start ``fn(*args, **kwargs)`` on the remote; return a future for its result.

@@ -31,6 +31,6 @@ while True:
     if not data:
         break
     for frame in decoder.feed(data):
-        if frame.kind == protocol.CALL:
+        if frame.kind in protocol.CALLS:
             stdout.write(b"".join(protocol.encode(protocol.RESULT, frame.req_id, codec.encode(answer))))
             stdout.flush()

@@ -60,7 +60,7 @@ def next_frame():
 def next_call():
     while True:
         frame = next_frame()
-        if frame.kind == protocol.CALL:
+        if frame.kind in protocol.CALLS:
             return frame
 
 

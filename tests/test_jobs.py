@@ -68,16 +68,20 @@ def test_a_started_put_stays_a_value_and_its_run_holds_the_open_files(pair, tmp_
 
 
 def test_a_call_is_pickled_once_per_fan_out(pair, monkeypatch):
-    """Group.call and Queue.call on a Group pickle the function and arguments once, not per host."""
-    pickled = []
-    real = jobs.dumps_call
-    monkeypatch.setattr(jobs, "dumps_call", lambda *a: pickled.append(a) or real(*a))
+    """Group.call and Queue.call on a Group prepare the function and arguments once, not per
+    host: by name (plain arguments) or pickled (a tuple is not msgpack's own type)."""
+    prepared = []
+    for name in ("dumps_call", "named_call"):
+        real = getattr(jobs, name)
+        monkeypatch.setattr(jobs, name, lambda *a, real=real, name=name: prepared.append(name) or real(*a))
     assert dict(Group(pair).call(rh.echo, [1, 2, 3])) == {"j0": [1, 2, 3], "j1": [1, 2, 3]}
-    assert len(pickled) == 1
+    assert prepared == ["named_call"]
+    assert dict(Group(pair).call(rh.echo, (1, 2))) == {"j0": (1, 2), "j1": (1, 2)}
+    assert prepared == ["named_call"] * 2 + ["dumps_call"]
     queue = Queue()
     result = queue.call(Group(pair), rh.add, 1, 1)
     queue.run()
-    assert dict(result.value) == {"j0": 2, "j1": 2} and len(pickled) == 2
+    assert dict(result.value) == {"j0": 2, "j1": 2} and len(prepared) == 4
 
 
 def test_a_call_that_cannot_be_sent_fails_each_host_as_it_would_alone(pair):
@@ -150,10 +154,10 @@ def test_iter_fetch_refuses_a_shared_path_when_called_and_iter_put_a_bad_mode(pa
 
 def test_queue_pickles_each_call_when_run_starts(pair, monkeypatch):
     """An argument changed between queue.call() and run() is sent as it is at run(); each
-    queued call is still pickled once, for every tunnel of a Group target."""
+    queued call is still prepared (``Call.of``) once, for every tunnel of a Group target."""
     pickled = []
-    real = jobs.dumps_call
-    monkeypatch.setattr(jobs, "dumps_call", lambda *a: pickled.append(a) or real(*a))
+    real = jobs.Call.of.__func__
+    monkeypatch.setattr(jobs.Call, "of", classmethod(lambda cls, *a, **k: pickled.append(a) or real(cls, *a, **k)))
     value = [1]
     queue = Queue()
     alone = queue.call(pair[0], rh.echo, value)

@@ -81,12 +81,15 @@ def test_a_stdlib_call_does_not_run_site(no_leaks):
         assert tunnel.call(eval, "'site' in __import__('sys').modules") is False
 
 
-def test_the_agent_never_imports_msgpack_or_datetime(no_leaks):
-    """The agent talks msgpack with its own codec: neither the msgpack package (a remote's or
-    ours) nor the datetime module it pulls in is imported, even for a datetime-free result."""
+def test_a_call_by_name_imports_no_msgpack_datetime_or_unpickler(no_leaks):
+    """The agent talks msgpack with its own codec, so neither the msgpack package (a remote's
+    or ours) nor the datetime module it pulls in is imported; a call of a named function with
+    plain arguments goes by name, so no unpickler either. A tuple argument is pickled."""
     import os
+    probe = "sorted(m for m in __import__('sys').modules if m in %r)" % (
+        ("msgpack", "datetime", "pickle", "_pickle", "re", "collections"),)
     with Local("no-msgpack", python="/usr/bin/python3") as tunnel:
         assert tunnel.call(os.getpid) == tunnel.remote_info["pid"]
-        loaded = tunnel.call(eval, "sorted(m for m in __import__('sys').modules if m.partition('.')[0] in "
-                                   "('msgpack', 'datetime', 'pickle', 're'))")
-        assert loaded == []
+        assert tunnel.call(eval, probe) == []
+        assert tunnel.call(max, (1, 2)) == 2
+        assert tunnel.call(eval, probe) == ["_pickle", "collections"]

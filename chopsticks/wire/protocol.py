@@ -27,6 +27,8 @@ from chopsticks.wire import mpack
 
 # Message kinds. Controller -> agent:
 CALL = 1  # payload: pickle of (function, args, kwargs)
+CALL_NAMED = 5  # payload: msgpack [module, qualified name, args, kwargs]: a call with no pickle
+CALLS = (CALL, CALL_NAMED)
 MODULES = 2  # reply to IMPORT; payload: msgpack [[name, is_pkg, filename, source], ...]
 DATA = 3  # reply to GET_DATA; payload: msgpack [ok, bytes or error message]
 REFUSED = 4  # reply to IMPORT for a module the controller has but does not serve; payload: msgpack str, why
