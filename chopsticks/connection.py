@@ -29,7 +29,7 @@ from chopsticks import logs
 from chopsticks.wire import codec, protocol
 from chopsticks.wire.window import Window
 from chopsticks.errors import (
-    ConnectError, ConnectTimeout, InternalError, ProtocolViolation, RemoteException, ResultTooLarge,
+    CallTimeout, ConnectError, ConnectTimeout, InternalError, ProtocolViolation, RemoteException, ResultTooLarge,
     SerializationError, TunnelClosed,
 )
 from chopsticks.future import CallFuture
@@ -155,11 +155,15 @@ class Connection:
 
     # -- calls -----------------------------------------------------------------------
 
-    def submit(self, payload: bytes, module: Optional[str] = None, kind: int = protocol.CALL) -> CallFuture:
+    def submit(self, payload: bytes, module: Optional[str] = None, kind: int = protocol.CALL,
+               timeout: Optional[float] = None) -> CallFuture:
         """Send one call (``kind``: ``CALL``, a pickle, or ``CALL_NAMED``); return its future.
 
         ``module`` names the module of the called function: its source (and its package's)
-        goes first, unasked, so the remote does not spend round trips importing it."""
+        goes first, unasked, so the remote does not spend round trips importing it.
+        ``timeout`` (seconds from now) covers sending the call and its result: then the
+        future fails with CallTimeout and the call is forgotten (``forget``). A timer in the
+        hub keeps that time: no greenlet waits for it."""
         if self.closed:
             raise self.error or TunnelClosed("[%s] the agent is exiting" % self.name)
         req_id = next(self._ids)
@@ -172,14 +176,29 @@ class Connection:
                 messages.append((protocol.MODULES, 0, modules))
         messages.append((kind, req_id, payload))
         future.sending = self.writer.send(messages)
+        if timeout is not None:
+            self._expire(future, timeout)
         return future
 
-    def forget(self, future: CallFuture) -> None:
+    def _expire(self, future: CallFuture, timeout: float) -> None:
+        timer = gevent.get_hub().loop.timer(timeout)
+
+        def expired() -> None:  # in the hub
+            timer.close()
+            if not future.done():
+                self.forget(future, wait=False)
+                future._resolve(error=CallTimeout("[%s] call did not finish within %ss" % (self.name, timeout)))
+
+        timer.start(expired)
+        future.add_done_callback(lambda _: timer.close())
+
+    def forget(self, future: CallFuture, wait: bool = True) -> None:
         """Stop tracking a call whose caller gave up (timeout); a late result is dropped. A
-        write of it still under way is stopped, which closes the tunnel if it tore a frame."""
+        write of it still under way is stopped (``wait``: before this returns), which closes
+        the tunnel if it tore a frame."""
         if self._pending.get(future.req_id) is future:
             del self._pending[future.req_id]
-        future.stop_sending()
+        future.stop_sending(wait)
 
     # -- file streams ----------------------------------------------------------------------
 

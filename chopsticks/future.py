@@ -74,11 +74,11 @@ class CallFuture:
             raise self._error
         return self._value
 
-    def stop_sending(self) -> None:
+    def stop_sending(self, wait: bool = True) -> None:
         """Stop a write of the call still under way (the caller gave up on it); returns once
-        the writer is gone."""
+        the writer is gone (``wait=False``, as the hub must: at once)."""
         if self.sending is not None:
-            self.sending.kill()
+            self.sending.kill(block=wait)
 
     def exception(self) -> Optional[BaseException]:
         return self._error

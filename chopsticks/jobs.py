@@ -130,8 +130,9 @@ class Call(Stateless):
 
     def begin(self, tunnel: "BaseTunnel") -> Optional[CallFuture]:
         """Sent at once on a connected tunnel (a write that cannot finish goes on in a
-        greenlet); a call with a ``timeout``, or one that must connect first, runs in one."""
-        return tunnel.submit(self) if self.timeout is None and tunnel.connected else None
+        greenlet; a ``timeout`` is a timer in the hub); one that must connect first runs in
+        a greenlet."""
+        return tunnel.submit(self) if tunnel.connected else None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -234,7 +234,7 @@ class BaseTunnel:
         call.check(self.host)
         self.connect()
         assert self._conn is not None
-        return self._conn.submit(call.payload, call.module, call.kind)
+        return self._conn.submit(call.payload, call.module, call.kind, call.timeout)
 
     def call_async(self, fn, /, *args, **kwargs) -> CallFuture:
         """Start ``fn(*args, **kwargs)`` on the remote; return a future for its result.
@@ -283,24 +283,7 @@ class BaseTunnel:
 
     def run_call(self, call: Call) -> Any:
         """Run a prepared call (``Call.of``) and return its result, as ``call`` does."""
-        if call.timeout is None:
-            return self.submit(call).result()
-        call.check(self.host)  # as submit does, before the connect the timeout does not count
-        self.connect()
-        future: Optional[CallFuture] = None
-        timer = gevent.Timeout(call.timeout)
-        timer.start()
-        try:
-            future = self.submit(call)
-            return future.result()
-        except gevent.Timeout as exc:
-            if exc is not timer:
-                raise
-            if future is not None and self._conn is not None:
-                self._conn.forget(future)
-            raise CallTimeout("[%s] call did not finish within %ss" % (self.host, call.timeout)) from None
-        finally:
-            timer.close()
+        return self.submit(call).result()
 
 
 class SubprocessTunnel(BaseTunnel):

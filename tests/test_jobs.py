@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import gevent.pool
 import pytest
 
 import remote_helpers as rh
@@ -297,3 +298,20 @@ def test_a_warm_fan_out_keeps_its_concurrency_bound(pair, tmp_path):
     Group(pair).connect().raise_failures()
     results = dict(fan_out(Call.of(rh.running_alongside, (str(tmp_path), 0.3)), pair, concurrency=1))
     assert results == {"j0": 1, "j1": 1}
+
+
+def test_warm_calls_with_a_timeout_take_no_greenlet_per_host(pair, monkeypatch):
+    """On connected tunnels a fan-out's calls, timeout or not, begin at once: the engine spawns
+    nothing per host; a timeout that expires fails each host with CallTimeout from a hub timer,
+    and the tunnels stay usable."""
+    group = Group(pair)
+    group.connect().raise_failures()
+    spawned = []
+    real = gevent.pool.Group.spawn
+    monkeypatch.setattr(gevent.pool.Group, "spawn", lambda self, *a, **k: spawned.append(a) or real(self, *a, **k))
+    assert dict(group.call(rh.echo, 7, timeout=30)) == {"j0": 7, "j1": 7}
+    late = group.call(time.sleep, 30, timeout=0.5)
+    assert all(isinstance(late[h].exception, CallTimeout) for h in ("j0", "j1"))
+    assert "call did not finish within 0.5s" in late["j0"].msg
+    assert spawned == []
+    assert dict(group.call(rh.echo, 8)) == {"j0": 8, "j1": 8}
