@@ -321,16 +321,16 @@ def test_run_over_ssh_from_a_hosts_file_with_a_range(fleet, tmp_path):
     assert {r["value"]["stdout"] for r in got.values()} == {"42\n"}
 
 
-def test_the_readme_demo_runs_a_real_fan_out_and_cleans_up():
-    """scripts/demo (the README's first command, after installing) starts its own fleet."""
+def test_the_readme_demo_runs_a_real_fan_out_and_cleans_up(tmp_path):
+    """scripts/demo (the README's first command, after installing) starts its own fleet, and
+    leaves nothing in the temporary directory (its own, so other runs' fleets do not count)."""
     require(os.path.exists("/usr/sbin/sshd"), "OpenSSH's sshd is not installed (scripts/install installs it)")
-    before = set(os.listdir("/tmp"))
     result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "demo.py"), "--hosts", "3"],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, env=dict(os.environ, TMPDIR=str(tmp_path)))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 hosts in" in result.stdout and "3 ok, 0 failed, 0 timed out" in result.stdout
     assert result.stdout.count("ok  exit 0\n    agent ") == 2
-    assert not [d for d in set(os.listdir("/tmp")) - before if d.startswith("chopsticks-fleet-")]
+    assert os.listdir(tmp_path) == []
 
 
 def test_put_and_fetch_from_the_shell(tmp_path):
