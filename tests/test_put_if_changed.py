@@ -2,11 +2,15 @@
 only given the put's mode and mtime; the result says it was skipped. Against real agents
 (Local tunnels) writing real files."""
 
+import dataclasses
 import io
 import os
+import pwd
+import shutil
 import stat
+import tempfile
 
-from chopsticks import Group, transfer
+from chopsticks import Group, SSHTunnel, transfer
 from chopsticks.tunnel import Local
 from test_files import digests, leftovers, make_file
 
@@ -101,3 +105,34 @@ def test_a_group_hashes_the_file_once_and_skips_only_the_hosts_that_have_it(tmp_
     assert put.ok and {host: r["skipped"] for host, r in put.items()} == {"a": False, "b": True, "c": False}
     assert sorted(reads) == [i * transfer.CHUNK for i in range(6)], "each piece read once for three hosts"
     assert all(digests(tmp_path / ("copy-" + h)) == digests(src) for h in "abc")
+
+
+def test_a_fleet_skips_on_the_second_put(fleet, ssh_options, tmp_path, no_leaks):
+    """Over SSH, three hosts: the first put sends to each, the second sends nothing and says so."""
+    src = make_file(tmp_path / "src", 2 * transfer.CHUNK + 9)
+    with Group(fleet.hosts[:3], options=ssh_options) as group:
+        first = group.put(str(src), str(tmp_path / "{host}.copy"), if_changed=True)
+        again = group.put(str(src), str(tmp_path / "{host}.copy"), if_changed=True)
+    assert first.ok and again.ok, (first, again)
+    assert [r["skipped"] for r in first.values()] == [False] * 3 and [r["skipped"] for r in again.values()] == [True] * 3
+
+
+def test_a_file_this_user_may_not_chmod_is_replaced_not_skipped(fleet, ssh_options, tmp_path, test_user, no_leaks):
+    """Same bytes in another user's file whose mode differs: the put cannot fix it in place, so it sends and replaces it."""
+    user, _ = test_user
+    home = pwd.getpwnam(user).pw_dir
+    shared = tempfile.mkdtemp(dir=home)
+    try:
+        os.chmod(shared, 0o777)
+        theirs = os.path.join(shared, "f")
+        with open(theirs, "w") as f:
+            f.write("same bytes")
+        os.chmod(theirs, 0o644)
+        (tmp_path / "src").write_text("same bytes")
+        with SSHTunnel(fleet.hosts[0], options=dataclasses.replace(ssh_options, user=user)) as tunnel:
+            result = tunnel.put(str(tmp_path / "src"), theirs, 0o664, if_changed=True)
+        st = os.stat(theirs)
+        assert result["skipped"] is False and (st.st_uid, stat.S_IMODE(st.st_mode)) == (pwd.getpwnam(user).pw_uid,
+                                                                                        0o664)
+    finally:
+        shutil.rmtree(shared)
