@@ -250,10 +250,7 @@ def same_file(path, size, sha256, mode, mtime_ns):
         if st.st_size != size:
             return None
         tally = Tally()
-        while True:
-            chunk = f.read(protocol.STREAM_CHUNK)
-            if not chunk:
-                break
+        for chunk in _chunks(f):
             tally.update(chunk)
         if not tally.matches(size, sha256):
             return None
@@ -276,10 +273,7 @@ def send(sid, path):
         with open(fd, "rb", buffering=0) as f:
             before = os.fstat(fd)
             tally = Tally()
-            while True:
-                chunk = f.read(protocol.STREAM_CHUNK)
-                if not chunk:
-                    break
+            for chunk in _chunks(f):
                 tally.update(chunk)
                 if not stream.send(chunk):
                     raise TransferAborted("the controller cancelled the transfer of %s" % path)
@@ -290,6 +284,11 @@ def send(sid, path):
                 "mode": stat.S_IMODE(before.st_mode), "mtime_ns": before.st_mtime_ns}
     finally:
         stream.close()
+
+
+def _chunks(f):
+    """A file's bytes from where it is, one ``STREAM_CHUNK`` read at a time."""
+    return iter(lambda: f.read(protocol.STREAM_CHUNK), b"")
 
 
 def _identity(st):
