@@ -166,23 +166,26 @@ class Group:
     def put(self, local_path, remote_path: Optional[str] = None, mode: Optional[int] = None, *,
             make_dirs: bool = False, timeout: Optional[float] = None, deadline: Optional[float] = None,
             callback: Optional[Callable[[str, Any], None]] = None,
-            progress: Optional[Callable[[int], None]] = None) -> GroupResult:
+            progress: Optional[Callable[[int], None]] = None, if_changed: bool = False) -> GroupResult:
         """Copy a file (a path or a file object) or a directory tree to every host.
 
         ``{host}`` in ``remote_path`` becomes each host's name (``'/srv/conf/{host}.ini'``).
         The file is read once for all hosts, and a slow host delays only itself. Each host's
         result is ``BaseTunnel.put``'s dict or an ErrorResult; ``timeout`` bounds each host's
         transfer, ``deadline`` the whole; ``progress(nbytes)`` counts bytes sent to any host.
-        A local file that cannot be read raises at once, before any host is contacted."""
+        A local file that cannot be read raises at once, before any host is contacted.
+        ``if_changed`` skips the hosts whose file is already the same (its SHA-256 is
+        computed once for all of them)."""
         return self._gather(self.iter_put(local_path, remote_path, mode, make_dirs=make_dirs, timeout=timeout,
-                                          deadline=deadline, progress=progress), callback)
+                                          deadline=deadline, progress=progress, if_changed=if_changed), callback)
 
     def iter_put(self, local_path, remote_path: Optional[str] = None, mode: Optional[int] = None, *,
                  make_dirs: bool = False, timeout: Optional[float] = None, deadline: Optional[float] = None,
-                 progress: Optional[Callable[[int], None]] = None) -> Iterator[Tuple[str, Any]]:
+                 progress: Optional[Callable[[int], None]] = None,
+                 if_changed: bool = False) -> Iterator[Tuple[str, Any]]:
         """``put``, yielding ``(host, result)`` as each host finishes. A bad ``mode`` raises
         here; a local file that cannot be read on the first ``next()``."""
-        return self.iter_job(Put(local_path, remote_path, mode, make_dirs, timeout, progress), deadline)
+        return self.iter_job(Put(local_path, remote_path, mode, make_dirs, timeout, progress, if_changed), deadline)
 
     def fetch(self, remote_path: str, local_path=None, *, make_dirs: bool = False, timeout: Optional[float] = None,
               deadline: Optional[float] = None, callback: Optional[Callable[[str, Any], None]] = None,

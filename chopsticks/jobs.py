@@ -141,6 +141,7 @@ class Put(Job):
 
     ``local_path`` is a path (a file or a directory tree) or a file object (spooled once by
     ``start``; such a Put does not pickle). ``progress(nbytes)`` counts bytes sent to any host.
+    ``if_changed`` sends nothing to a host whose file already has the same size and SHA-256.
     A bad ``mode`` is refused here, before any host is contacted."""
 
     local_path: Any
@@ -149,6 +150,7 @@ class Put(Job):
     make_dirs: bool = False
     timeout: Optional[float] = None
     progress: Progress = None
+    if_changed: bool = False
 
     def __post_init__(self) -> None:
         transfer.check_mode(self.mode)  # refused before any host is contacted, as the CLI does
@@ -181,9 +183,10 @@ class _PutRun(Run):
         put, opened = self.put, self.opened
         target = None if put.remote_path is None else put.remote_path.replace("{host}", tunnel.host)
         if isinstance(opened, Source):
-            return transfer.put_source(tunnel, opened, target, put.mode, put.make_dirs, put.timeout, put.progress)
+            return transfer.put_source(tunnel, opened, target, put.mode, put.make_dirs, put.timeout, put.progress,
+                                       put.if_changed)
         return transfer.put(tunnel, put.local_path, target, put.mode, make_dirs=put.make_dirs, timeout=put.timeout,
-                            progress=put.progress, sources=opened)
+                            progress=put.progress, if_changed=put.if_changed, sources=opened)
 
     def close(self) -> None:
         self.opened.close()

@@ -13,7 +13,9 @@ import os
 import shutil
 import stat
 import tempfile
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
+
+import gevent
 
 from chopsticks.agent.files import Tally, open_regular
 from chopsticks.wire import protocol
@@ -62,6 +64,15 @@ class Source:
         data = self._cache.get(index)
         if data is not None:
             return data
+        data = self._read(index)
+        if self.shared:
+            self._cache[index] = data
+            while len(self._cache) > CACHE_PIECES:
+                self._cache.popitem(last=False)
+        return data
+
+    def _read(self, index: int) -> bytes:
+        """Piece ``index`` from the file, hashed if it is the next one not yet hashed."""
         want = min(CHUNK, self.size - index * CHUNK)
         data = os.pread(self.fd, want, index * CHUNK)
         if len(data) != want:
@@ -70,11 +81,21 @@ class Source:
         if index == self._hashed:
             self._tally.update(data)
             self._hashed += 1
-        if self.shared:
-            self._cache[index] = data
-            while len(self._cache) > CACHE_PIECES:
-                self._cache.popitem(last=False)
         return data
+
+    def digest(self) -> Tuple[int, str]:
+        """The size and SHA-256 of the whole file before it is sent (put's ``if_changed``): the
+        pieces not hashed yet are read and hashed now, once for every tunnel asking; a shared
+        file keeps its first window for the tunnels that will send it (a file up to 16 MiB is
+        read once in all). It yields to the hub between pieces; a tunnel sending meanwhile
+        hashes in turn, as it would."""
+        while self._hashed < self.pieces:
+            index = self._hashed
+            data = self._read(index)
+            if self.shared and index < CACHE_PIECES:
+                self._cache[index] = data
+            gevent.sleep(0)
+        return self.size, self.sha256
 
     def change(self) -> Optional[str]:
         """Why the file cannot be trusted as sent (it changed since it was opened), or None."""

@@ -10,7 +10,9 @@ What is sent comes from a ``Source`` (``chopsticks.sources``): one local file re
 once for every tunnel sending it. Both ends write through the one ``AtomicFile``
 (``agent.files``): a temporary file beside the destination, size and SHA-256 checked (one
 ``Tally``), fsynced, renamed, the directory fsynced; a failed or interrupted transfer leaves
-the destination as it was.
+the destination as it was. With ``if_changed``, a file the remote already has (same size
+and SHA-256, ``agent.files.same_file``) is not sent: its digest is the Source's, computed
+once before any tunnel sends, and the remote's answer is checked like any account.
 """
 
 import os
@@ -129,12 +131,48 @@ def send_source(tunnel, source: Source, remote_path: Optional[str], mode: Option
     return result
 
 
+def already_there(tunnel, source: Source, remote_path: str, mode: int) -> Optional[Dict[str, Any]]:
+    """put's ``if_changed``: the account of a skipped put if the remote file at ``remote_path``
+    already has the Source's size and SHA-256 (the remote then gives it ``mode`` and the
+    mtime, where they differ: ``agent.files.same_file``); None if it must be sent. The
+    digest is the Source's, computed once for every tunnel. The host's answer is not trusted:
+    it must be None or an account of exactly that size and digest, else TransferError, so a
+    lying host can at most make this put skip or send."""
+    size, sha256 = source.digest()
+    changed = source.change()
+    if changed is not None:
+        raise TransferError("[%s] %s; the remote file was left as it was" % (tunnel.host, changed))
+    answer = tunnel.call(remote_files.same_file, remote_path, size, sha256, mode, source.mtime_ns)
+    if answer is None:
+        return None
+    account = _account(tunnel, answer, {"remote_path": str, "size": int, "sha256": str})
+    if (account["size"], account["sha256"]) != (size, sha256):
+        raise TransferError("[%s] the host's account of the file already there is malformed: %s"
+                            % (tunnel.host, repr(answer)[:200]))
+    return {"remote_path": account["remote_path"], "size": size, "sha256": sha256, "sha1sum": source.sha1,
+            "local_path": source.name, "skipped": True}
+
+
+def send_if_changed(tunnel, source: Source, remote_path: Optional[str], mode: Optional[int], make_dirs: bool,
+                    progress: Progress = None, made: Optional[List[Tuple[str, bool]]] = None) -> Dict[str, Any]:
+    """``send_source`` unless the remote file is already the same (``already_there``); the
+    account says ``skipped``. A new temporary file (``remote_path`` None) is always sent."""
+    if remote_path is not None:
+        skipped = already_there(tunnel, source, remote_path, source.mode if mode is None else mode)
+        if skipped is not None:
+            return skipped
+    result = send_source(tunnel, source, remote_path, mode, make_dirs, progress, made)
+    result["skipped"] = False
+    return result
+
+
 def put_source(tunnel, source: Source, remote_path: Optional[str], mode: Optional[int], make_dirs: bool,
-               timeout: Optional[float] = None, progress: Progress = None) -> Dict[str, Any]:
-    """``send_source`` within ``timeout`` seconds (CallTimeout past them): one opened or
-    spooled Source to one tunnel, as ``BaseTunnel.put`` sends a file."""
-    return _with_timeout(tunnel, timeout, lambda: send_source(tunnel, source, remote_path, mode, make_dirs,
-                                                              progress))
+               timeout: Optional[float] = None, progress: Progress = None, if_changed: bool = False) -> Dict[str, Any]:
+    """``send_source`` (``send_if_changed`` with ``if_changed``) within ``timeout`` seconds
+    (CallTimeout past them): one opened or spooled Source to one tunnel, as ``BaseTunnel.put``
+    sends a file."""
+    send = send_if_changed if if_changed else send_source
+    return _with_timeout(tunnel, timeout, lambda: send(tunnel, source, remote_path, mode, make_dirs, progress))
 
 
 def check_mode(mode: Any) -> None:
@@ -148,11 +186,12 @@ def check_mode(mode: Any) -> None:
 
 
 def _put_entries(tunnel, sources: Sources, root: str, entries: List[list], target: str, make_dirs: bool,
-                 progress: Progress, made: List[Tuple[str, bool]]) -> Dict[str, Any]:
+                 progress: Progress, made: List[Tuple[str, bool]], if_changed: bool) -> Dict[str, Any]:
     """Create the tree on the remote, noting in ``made`` each path it creates (``[path, is_dir]``)."""
     remote_root, created = tunnel.call(remote_files.make_dir, target, 0o700, make_dirs)
     made.extend((path, True) for path in created)
-    size = files = links = 0
+    send = send_if_changed if if_changed else send_source
+    size = files = links = skipped = 0
     dirs = []
     for rel, kind, mode, mtime_ns, link in entries:
         path = os.path.normpath(os.path.join(remote_root, rel))
@@ -167,20 +206,26 @@ def _put_entries(tunnel, sources: Sources, root: str, entries: List[list], targe
         else:
             source = sources.acquire(os.path.join(root, rel))
             try:
-                size += send_source(tunnel, source, path, None, False, progress, made)["size"]
+                result = send(tunnel, source, path, None, False, progress, made)
             finally:
                 source.release()
+            size += result["size"]
+            skipped += result.get("skipped") is True
             files += 1
     tunnel.call(remote_files.set_dir_attributes, dirs[::-1])  # deepest first, after their contents
-    return {"local_path": root, "remote_path": remote_root, "size": size, "files": files, "dirs": len(dirs),
-            "links": links}
+    account = {"local_path": root, "remote_path": remote_root, "size": size, "files": files, "dirs": len(dirs),
+               "links": links}
+    if if_changed:
+        account["skipped"] = skipped
+    return account
 
 
 def put_tree(tunnel, sources: Sources, local_dir: str, remote_dir: Optional[str], make_dirs: bool,
-             timeout: Optional[float] = None, progress: Progress = None) -> Dict[str, Any]:
-    """Copy a directory tree: directories with their modes, files (each atomic), symlinks as links.
-    A FIFO, device or socket in it is refused before anything is sent; a put that fails removes
-    what it created on the remote (never what was there before)."""
+             timeout: Optional[float] = None, progress: Progress = None, if_changed: bool = False) -> Dict[str, Any]:
+    """Copy a directory tree: directories with their modes, files (each atomic; with
+    ``if_changed``, each skipped if already the same), symlinks as links. A FIFO, device or
+    socket in it is refused before anything is sent; a put that fails removes what it created
+    on the remote (never what was there before)."""
     root = os.path.abspath(local_dir)
     entries = remote_files.list_tree(root)  # the same walk the remote does for fetch
     for rel, kind, *_ in entries:
@@ -190,7 +235,7 @@ def put_tree(tunnel, sources: Sources, local_dir: str, remote_dir: Optional[str]
     made: List[Tuple[str, bool]] = []
     try:
         return _with_timeout(tunnel, timeout, lambda: _put_entries(tunnel, sources, root, entries, target, make_dirs,
-                                                                   progress, made))
+                                                                   progress, made, if_changed))
     except Exception:
         _remove_made(tunnel, made[::-1], timeout)
         raise
@@ -209,7 +254,7 @@ def _remove_made(tunnel, made: List[Tuple[str, bool]], timeout: Optional[float])
 
 
 def put(tunnel, src, remote_path: Optional[str] = None, mode: Optional[int] = None, *, make_dirs: bool = False,
-        timeout: Optional[float] = None, progress: Progress = None,
+        timeout: Optional[float] = None, progress: Progress = None, if_changed: bool = False,
         sources: Optional[Sources] = None) -> Dict[str, Any]:
     """``BaseTunnel.put``; ``sources`` shares open files between the tunnels of a Group."""
     check_mode(mode)
@@ -217,10 +262,10 @@ def put(tunnel, src, remote_path: Optional[str] = None, mode: Optional[int] = No
     sources = sources or Sources()
     try:
         if isinstance(src, (str, os.PathLike)) and os.path.isdir(src):
-            return put_tree(tunnel, sources, os.fspath(src), remote_path, make_dirs, timeout, progress)
+            return put_tree(tunnel, sources, os.fspath(src), remote_path, make_dirs, timeout, progress, if_changed)
         source = sources.acquire(os.fspath(src)) if isinstance(src, (str, os.PathLike)) else Source(src)
         try:
-            return put_source(tunnel, source, remote_path, mode, make_dirs, timeout, progress)
+            return put_source(tunnel, source, remote_path, mode, make_dirs, timeout, progress, if_changed)
         finally:
             source.release()
             if not isinstance(src, (str, os.PathLike)):

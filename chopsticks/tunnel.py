@@ -246,7 +246,8 @@ class BaseTunnel:
     # -- files -----------------------------------------------------------------------------
 
     def put(self, local_path, remote_path: Optional[str] = None, mode: Optional[int] = None, *,
-            make_dirs: bool = False, timeout: Optional[float] = None, progress=None) -> Dict[str, Any]:
+            make_dirs: bool = False, timeout: Optional[float] = None, progress=None,
+            if_changed: bool = False) -> Dict[str, Any]:
         """Copy a file (a path or a file object) or a directory tree to the remote.
 
         ``remote_path`` None: a new temporary file on the remote (for a directory: its name
@@ -255,10 +256,14 @@ class BaseTunnel:
         directories. Returns ``{'local_path', 'remote_path', 'size', 'sha1sum', 'sha256'}``
         (for a directory: ``size``, ``files``, ``dirs``, ``links``). The remote file appears
         whole or not at all. ``progress(nbytes)`` is called as bytes go out.
+
+        ``if_changed``: a remote file that already has the same size and SHA-256 is not sent,
+        only given the mode and mtime where they differ; the result then has ``skipped``:
+        True or False (for a directory: how many of its files were skipped).
         """
         from chopsticks import transfer
         return transfer.put(self, local_path, remote_path, mode, make_dirs=make_dirs, timeout=timeout,
-                            progress=progress)
+                            progress=progress, if_changed=if_changed)
 
     def fetch(self, remote_path: str, local_path=None, *, make_dirs: bool = False,
               timeout: Optional[float] = None, progress=None) -> Dict[str, Any]:

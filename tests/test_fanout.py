@@ -349,6 +349,21 @@ def test_put_and_fetch_from_the_shell(tmp_path):
     assert result.returncode == 1 and records(result)["a"]["error"].startswith("FileNotFoundError")
 
 
+def test_put_if_changed_from_the_shell_says_what_it_skipped(tmp_path):
+    """--if-changed: a host that already has the file is skipped (shown in JSON and in the table), exit status 0."""
+    src = tmp_path / "src.txt"
+    src.write_text("payload\n")
+    (tmp_path / "b.copy").write_text("payload\n")
+    put = ["put", str(src), str(tmp_path / "{host}.copy"), "--if-changed"]
+    result = local("-H", "a,b", "--format", "jsonl", *put)
+    assert result.returncode == 0, result.stderr
+    assert {host: r["value"]["skipped"] for host, r in records(result).items()} == {"a": False, "b": True}
+    result = local("-H", "a,b", "--format", "table", *put)
+    assert result.returncode == 0, result.stderr
+    heading, *rows = result.stdout.splitlines()[:3]
+    assert heading.split()[-1] == "skipped" and [row.split()[-1] for row in rows] == ["true", "true"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["put", "/nonexistent/file", "/tmp/x"], "cannot read /nonexistent/file: No such file or directory"),
     (["put", "/etc/hostname", "/tmp/x", "--mode", "rw"], "--mode must be octal permission bits"),

@@ -195,3 +195,46 @@ def test_a_file_account_with_a_bad_mode_is_refused(evil, world):
     with pytest.raises(TransferError, match="mode"):
         evil(send_mode=0o100000).fetch(str(world.remote / "payload"), str(world.dest / "f"), timeout=60)
     assert os.listdir(world.dest) == []
+
+
+# -- put's if_changed: the host's answer about the file already there ------------------------
+
+def _account_of(path, **changes):
+    data = path.read_bytes()
+    return dict({"remote_path": str(path), "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}, **changes)
+
+
+MALFORMED_ANSWERS = {
+    "a string": lambda src: "yes",
+    "True": lambda src: True,
+    "a list": lambda src: [1, 2],
+    "an empty dict": lambda src: {},
+    "a string size": lambda src: _account_of(src, size="25"),
+    "a bool size": lambda src: _account_of(src, size=True),
+    "another size": lambda src: _account_of(src, size=1),
+    "other bytes": lambda src: _account_of(src, sha256="0" * 64),
+    "no path": lambda src: {"size": 25, "sha256": _account_of(src)["sha256"]},
+}
+
+
+@pytest.mark.parametrize("answer", sorted(MALFORMED_ANSWERS))
+def test_a_malformed_answer_to_if_changed_is_one_clear_error(evil, world, answer):
+    """An answer that is not None nor an account of exactly the file's size and digest: TransferError, nothing sent."""
+    src = world.remote / "payload"
+    before = world.snapshot()
+    with pytest.raises(TransferError, match=r"\[evil-0\] the host's account .* is malformed"):
+        evil(same_file=MALFORMED_ANSWERS[answer](src)).put(str(src), str(world.dest / "f"), if_changed=True,
+                                                           timeout=60)
+    assert world.snapshot() == before and os.listdir(world.dest) == []
+
+
+def test_a_lying_answer_to_if_changed_can_only_skip_or_send(evil, world):
+    """A false "it is there" (naming a victim) skips, touching nothing; a false "it is not" sends the file."""
+    src = world.remote / "payload"
+    before = world.snapshot()
+    lie = _account_of(src, remote_path=str(world.outside / "victim"))
+    result = evil(same_file=lie).put(str(src), str(world.dest / "f"), if_changed=True, timeout=60)
+    assert result["skipped"] is True and world.snapshot() == before and os.listdir(world.dest) == []
+    result = evil(same_file=None).put(str(src), str(world.dest / "f"), if_changed=True, timeout=60)
+    assert result["skipped"] is False and (world.dest / "f").read_bytes() == src.read_bytes()
+    assert world.snapshot() == before

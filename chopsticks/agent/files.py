@@ -54,12 +54,13 @@ def destination(path, make_dirs, label="the destination"):
     return dest
 
 
-def open_regular(path, special=OSError):
+def open_regular(path, special=OSError, follow=True):
     """A read-only fd of the regular file at ``path``, for either end's sending side. Opened
     with O_NONBLOCK, so that a FIFO never waits for a writer: a directory is refused as
-    IsADirectoryError, a FIFO, device or socket as ``special`` before a byte is read."""
+    IsADirectoryError, a FIFO, device or socket as ``special`` before a byte is read. With
+    ``follow`` False, a symlink at ``path`` is refused (ELOOP)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
     except OSError as exc:
         if exc.errno != errno.ENXIO:  # what opening a socket gives
             raise
@@ -231,6 +232,38 @@ def receive(sid, path=None, mode=0o644, mtime_ns=None, make_dirs=False):
         stream.close()
 
 
+def same_file(path, size, sha256, mode, mtime_ns):
+    """put's ``if_changed``: is the regular file at ``path`` (not a symlink) already ``size``
+    bytes with SHA-256 ``sha256``? The size is compared first; the file is hashed only if it
+    matches, once, in ``STREAM_CHUNK`` reads. If the content matches, the open file (the one
+    that was hashed, not whatever the path names by then) is given ``mode`` and ``mtime_ns``
+    where they differ, and its size and SHA-256 are returned; None where a put must send
+    (nothing there, a symlink, a directory or special file, other bytes, or attributes this
+    user may not set: a put replaces such a file with its own)."""
+    path = os.path.abspath(os.path.expanduser(path))
+    try:
+        fd = open_regular(path, follow=False)
+    except OSError:
+        return None
+    with open(fd, "rb", buffering=0) as f:
+        st = os.fstat(fd)
+        if st.st_size != size:
+            return None
+        tally = Tally()
+        for chunk in _chunks(f):
+            tally.update(chunk)
+        if not tally.matches(size, sha256):
+            return None
+        try:
+            if stat.S_IMODE(st.st_mode) != mode:
+                os.fchmod(fd, mode)
+            if mtime_ns is not None and st.st_mtime_ns != mtime_ns:
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+        except PermissionError:
+            return None
+    return {"remote_path": path, "size": tally.size, "sha256": tally.sha256}
+
+
 def send(sid, path):
     """Send the file at ``path`` on stream ``sid``; return its size, SHA-256, mode and mtime."""
     stream = _agent().open_stream(sid)
@@ -240,10 +273,7 @@ def send(sid, path):
         with open(fd, "rb", buffering=0) as f:
             before = os.fstat(fd)
             tally = Tally()
-            while True:
-                chunk = f.read(protocol.STREAM_CHUNK)
-                if not chunk:
-                    break
+            for chunk in _chunks(f):
                 tally.update(chunk)
                 if not stream.send(chunk):
                     raise TransferAborted("the controller cancelled the transfer of %s" % path)
@@ -254,6 +284,11 @@ def send(sid, path):
                 "mode": stat.S_IMODE(before.st_mode), "mtime_ns": before.st_mtime_ns}
     finally:
         stream.close()
+
+
+def _chunks(f):
+    """A file's bytes from where it is, one ``STREAM_CHUNK`` read at a time."""
+    return iter(lambda: f.read(protocol.STREAM_CHUNK), b"")
 
 
 def _identity(st):

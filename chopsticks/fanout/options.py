@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("dst", metavar="DST", help="remote path")
     sub.add_argument("--mode", default=None, help="permission bits, octal (default: the local file's)")
     sub.add_argument("--make-dirs", action="store_true", default=False, help="create missing remote directories")
+    sub.add_argument("--if-changed", action="store_true", default=False,
+                     help="send nothing where the remote file already has the same size and SHA-256 (its mode "
+                          "and mtime are still set)")
     _add_common(sub)
 
     sub = add_command("fetch", "copy a file or directory from each host",
