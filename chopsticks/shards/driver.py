@@ -125,7 +125,9 @@ class Driver:
         self.backend = backend
         self.workers = workers
         self.handshakes = split(handshakes, workers)
-        self.concurrency: List[Optional[int]] = split(concurrency, workers) if concurrency else [None] * workers
+        self.concurrency: List[Optional[int]] = [None] * workers
+        if concurrency:
+            self.concurrency = list(split(concurrency, workers))
         self.specs: Dict[str, HostSpec] = {}
         self.placed: Dict[str, int] = {}
         self.shards: List[Optional[Tuple[Handle, _ShardSink]]] = [None] * workers
@@ -197,7 +199,8 @@ class Driver:
                     self.shards[index] = None
                     queue.put((index, ("lost", "shard %d could not start: %s" % (index + 1, exc))))
             while pending:
-                wait = None if ends_at is None else seconds_left(ends_at) + DEADLINE_GRACE
+                left = seconds_left(ends_at)
+                wait = None if left is None else left + DEADLINE_GRACE
                 try:
                     index, event = queue.get(timeout=wait)
                 except gevent.queue.Empty:
