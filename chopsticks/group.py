@@ -50,7 +50,8 @@ class Group:
 
     ``workers``: spread the hosts over this many shard processes (``'auto'``: one per core,
     at most one per host; None or 1: none, everything runs in this process). Shards take SSH
-    hosts only (a ``Local`` or ``Docker`` tunnel is refused: it cannot leave this process);
+    hosts only (with workers given, not 1, a ``Local`` or ``Docker`` tunnel is refused: it
+    cannot leave this process);
     the handshake bound and ``concurrency`` are split over them.
     """
 
@@ -82,8 +83,8 @@ class Group:
         if workers is not None:
             from chopsticks.shards import driver
             count = driver.count_workers(workers, len(self.tunnels))
+            specs = [driver.spec_of(tunnel) for tunnel in self.tunnels] if workers != 1 else []
             if count > 1:
-                specs = [driver.spec_of(tunnel) for tunnel in self.tunnels]
                 self._driver = driver.for_group(count, default_slots().limit, concurrency)
                 self._driver.place(specs)
 

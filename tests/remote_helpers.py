@@ -147,3 +147,12 @@ def running_alongside(directory, seconds):
         return max(seen, len(os.listdir(directory)))
     finally:
         os.remove(mark)
+
+
+def wait_for_file(path, seconds=60):
+    """Return ``os.getpid()`` once ``path`` exists (checked every 10 ms, for at most ``seconds``)."""
+    for _ in range(int(seconds * 100)):
+        if os.path.exists(path):
+            return os.getpid()
+        time.sleep(0.01)
+    raise TimeoutError(path)
