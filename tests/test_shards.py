@@ -295,3 +295,28 @@ def test_cli_with_workers_two_on_the_fleet(fleet):
                             "--workers", "2", "run", "true"], cwd=HERE, env=env, capture_output=True, text=True,
                            timeout=60)
     assert local.returncode == 2 and "--workers is not for --transport local" in local.stderr
+
+
+def test_cli_ctrl_c_on_the_terminal_with_workers_exits_130_and_stops_the_shards(fleet, tmp_path):
+    """SIGINT to the whole process group (a terminal's Ctrl-C): the CLI prints what finished,
+    exits 130 without a traceback, and its shards are gone."""
+    argv = [sys.executable, "-m", "chopsticks.fanout", "-p", str(fleet.port), "-i", fleet.key, "--known-hosts",
+            fleet.known_hosts, "-F", "", "--no-agent", "-H", ",".join(fleet.hosts), "--workers", "2",
+            "call", "remote_helpers:first_ones_fast", "--json-args", '["%s", 2]' % tmp_path]
+    proc = subprocess.Popen(argv, cwd=HERE, env=dict(os.environ, PYTHONPATH=ROOT), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        finished = [proc.stdout.readline(), proc.stdout.readline()]
+        assert all('"value": "fast"' in line for line in finished), finished
+        shards = shard_pids(proc.pid)
+        assert len(shards) == 2
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, errors = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert "2 ok, 0 failed, 0 timed out, 4 unfinished (interrupted)" in errors
+    assert "Traceback" not in errors
+    assert wait_gone(shards) == 0

@@ -205,7 +205,7 @@ class ShardCore:
                     event = events.get(timeout=PROGRESS_INTERVAL if order.progress else None)
                 except gevent.queue.Empty:
                     event = None
-                if moved[0] and (event is None or event[0] == "done"):
+                if moved[0]:  # before a host's result: the driver may stop reading after the last one
                     yield ("progress", moved[0])
                     moved[0] = 0
                 if event is not None:

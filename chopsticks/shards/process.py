@@ -173,6 +173,9 @@ def _portable(event: Any) -> Any:
 
 def main() -> None:
     """A shard: read the spec, then run orders until stdin ends."""
+    # Ctrl-C on a terminal reaches the whole process group: the driver decides what it stops
+    # (it cancels the runs and closes the shards); a shard that died of it would fail its hosts.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     frames = Frames(0, os.dup(1))
     os.dup2(2, 1)  # what the shard prints must not land among the frames
     asks: Dict[int, gevent.event.AsyncResult] = {}
