@@ -127,7 +127,7 @@ def test_deadline_and_timeout_cross_to_the_shards(sharded, tmp_path):
     assert sharded.call(rh.add, 1, 2).ok
 
 
-def test_put_fetch_and_progress_summed_over_shards(sharded, fleet, ssh_options, tmp_path):
+def test_put_fetch_and_progress_summed_over_shards(sharded, fleet, ssh_options, tmp_path, monkeypatch):
     """put and fetch work per host across shards; progress counts what the unsharded group counts."""
     source = tmp_path / "payload.bin"
     source.write_bytes(os.urandom(300_000))
@@ -142,7 +142,8 @@ def test_put_fetch_and_progress_summed_over_shards(sharded, fleet, ssh_options, 
     assert sum(counted) == sum(plain) > 0
     with open(source, "rb") as f:  # a file object crosses as its bytes
         assert sharded.put(f, str(tmp_path / "fobj-{host}.bin")).ok
-    fetched = sharded.fetch(str(source), str(tmp_path / "back" / "{host}.bin"), make_dirs=True)
+    monkeypatch.chdir(tmp_path)  # after the shards started: relative paths are the driver's
+    fetched = sharded.fetch(str(source), os.path.join("back", "{host}.bin"), make_dirs=True)
     assert fetched.ok
     assert all((tmp_path / "back" / ("%s.bin" % h)).read_bytes() == source.read_bytes() for h in fleet.hosts)
 

@@ -35,7 +35,7 @@ import gevent
 import gevent.queue
 
 from chopsticks.errors import CallTimeout, ShardLost
-from chopsticks.jobs import Job, Put, deadline_end, seconds_left
+from chopsticks.jobs import Fetch, Job, Put, deadline_end, seconds_left
 from chopsticks.modules import ModuleServer, shared_server
 from chopsticks.results import ErrorResult
 from chopsticks.shards.core import Event, HostSpec, RunOrder, ShardSpec, preloads_for
@@ -85,9 +85,16 @@ def split(total: int, parts: int) -> List[int]:
 
 def portable(job: Job) -> Job:
     """``job`` as it can cross to a shard: a Put from a file object carries the file's bytes
-    (read once, here) and any ``progress`` callable stays in the driver."""
-    if isinstance(job, Put) and not isinstance(job.local_path, (str, os.PathLike)):
-        job = dataclasses.replace(job, local_path=io.BytesIO(job.local_path.read()))
+    (read once, here), local paths are made absolute here (a shard's working directory is the
+    driver's when it started) and any ``progress`` callable stays in the driver."""
+    if isinstance(job, Put):
+        local = job.local_path
+        local = os.path.abspath(local) if isinstance(local, (str, os.PathLike)) else io.BytesIO(local.read())
+        job = dataclasses.replace(job, local_path=local)
+    if isinstance(job, Fetch):
+        job = dataclasses.replace(job, local_paths={
+            host: os.path.abspath(path) if isinstance(path, (str, os.PathLike)) else path
+            for host, path in job.local_paths.items()})
     if getattr(job, "progress", None) is not None:
         job = dataclasses.replace(job, progress=None)  # type: ignore[type-var]
     return job

@@ -1,6 +1,7 @@
 """Shards as local processes: the driver's backend, and the shard's main loop. Controller-side.
 
-A shard is ``python -m chopsticks.shards`` started with ``subprocess`` (not multiprocessing's
+A shard is ``python -c BOOT`` (``main`` below; ``python -m chopsticks.shards`` runs it too)
+started with ``subprocess`` (not multiprocessing's
 spawn, which imports the user's ``__main__`` again and runs an unguarded script twice; not a
 fork, which would share libssh2's state). Driver and shard talk over the shard's stdin and
 stdout in frames: a 4-byte big-endian length, then a pickle. Both ends are our own processes
@@ -78,13 +79,12 @@ class Frames:
 
 # -- the driver's side ------------------------------------------------------------------------
 
-def _shard_env() -> Dict[str, str]:
-    """The driver's environment, with this chopsticks importable first (the driver's own
-    sys.path is not passed on: a shard needs no user code, the driver serves it)."""
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    return env
+# The shard's command: this chopsticks first on its path, and not the driver's working directory
+# (``-m`` or ``-c`` would put it first: a ``gevent.py`` or ``chopsticks/`` there would shadow
+# ours). The driver's own sys.path is not passed on: a shard needs no user code, the driver
+# serves it.
+BOOT = "import sys; sys.path[0] = sys.argv[1]; from chopsticks.shards.process import main; main()"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _why(status: Optional[int]) -> str:
@@ -101,8 +101,8 @@ class ProcessShard:
     def __init__(self, spec: ShardSpec, sink: Any):
         self.sink = sink
         self.closing = False
-        self.proc = gevent.subprocess.Popen([sys.executable, "-m", "chopsticks.shards"], stdin=gevent.subprocess.PIPE,
-                                            stdout=gevent.subprocess.PIPE, env=_shard_env())
+        self.proc = gevent.subprocess.Popen([sys.executable, "-c", BOOT, ROOT], stdin=gevent.subprocess.PIPE,
+                                            stdout=gevent.subprocess.PIPE)
         self.pid = self.proc.pid
         self.label = "%s (pid %d on this machine)" % (spec.label, self.pid)
         assert self.proc.stdin is not None and self.proc.stdout is not None
