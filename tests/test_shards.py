@@ -108,6 +108,9 @@ def test_callback_filter_connect_and_set_operations(sharded, fleet):
     assert [t.host for t in back] == fleet.hosts[1:] + fleet.hosts[:1]
     assert dict(back.call(rh.getpid)) == dict(pids)
     assert list((sharded & fewer).call(rh.getpid)) == fleet.hosts[1:]
+    assert dict((sharded ^ fewer).call(rh.getpid)) == {fleet.hosts[0]: pids[fleet.hosts[0]]}
+    with pytest.raises(ValueError, match="cannot move to a shard"):
+        sharded | Local("here")
 
 
 def test_tunnels_of_a_sharded_group_are_not_connected_stand_ins(sharded, fleet):
