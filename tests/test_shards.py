@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import gevent
 import pytest
 
 import remote_helpers as rh
@@ -224,22 +225,31 @@ def test_a_driver_killed_with_sigkill_leaves_no_shard_behind(tmp_path, fleet):
         proc.stdin.close()
 
 
+def until(condition, seconds=60):
+    """Let the hub run until ``condition()`` holds (at most ``seconds``); its last value."""
+    for _ in range(int(seconds * 100)):
+        if condition():
+            break
+        gevent.sleep(0.01)
+    return condition()
+
+
 def test_a_shard_killed_mid_fan_out_fails_only_its_hosts_with_shard_lost(sharded, fleet, tmp_path):
-    """Killing one shard by its PID: its hosts get ShardLost naming it, the other shard's
-    hosts finish, and the next fan-out starts a new shard."""
+    """Killing one shard by its PID while every host's call runs: its hosts get ShardLost
+    naming it, the other shard's hosts finish, and the next fan-out starts a new shard."""
     sharded.call(rh.getpid)
     victim = shard_pids()[0]
-    release = tmp_path / "release"
-    results = sharded.iter_call(rh.wait_for_file, str(release))
+    release, started = tmp_path / "release", tmp_path / "started"
+    started.mkdir()
+    got = []
+    consumer = gevent.spawn(got.extend, sharded.iter_call(rh.wait_for_file, str(release), started=str(started)))
+    assert until(lambda: len(os.listdir(started)) == 6)
     os.kill(victim, signal.SIGKILL)
-    lost = []
-    for host, value in results:
-        if isinstance(value, ErrorResult):
-            lost.append((host, value))
-            if len(lost) == 3:
-                release.touch()
+    assert until(lambda: len(got) == 3)
     release.touch()
-    assert len(lost) == 3
+    consumer.get(timeout=60)
+    lost = [(host, value) for host, value in got if isinstance(value, ErrorResult)]
+    assert len(lost) == 3 and len(got) == 6
     for host, value in lost:
         assert isinstance(value.exception, ShardLost)
         assert "(pid %d on this machine) was lost" % victim in value.msg and "SIGKILL" in value.msg

@@ -199,12 +199,15 @@ class Driver:
             for index, names in parts.items():
                 try:
                     handle, added = self._shard(index)
+                except OSError as exc:  # the shard could not be started
+                    queue.put((index, ("lost", "shard %d could not start: %s" % (index + 1, exc))))
+                    continue
+                running[index] = handle
+                try:
                     handle.run(run_id, RunOrder(job, tuple(names), deadline, seconds_left(ends_at),
                                                 progress is not None, preloads, tuple(added)))
-                    running[index] = handle
-                except OSError as exc:  # the shard could not be started or reached
-                    self.shards[index] = None
-                    queue.put((index, ("lost", "shard %d could not start: %s" % (index + 1, exc))))
+                except OSError:
+                    pass  # it is going away: its backend reports it lost (to this run too) and why
             while pending:
                 left = seconds_left(ends_at)
                 wait = None if left is None else left + DEADLINE_GRACE
