@@ -8,13 +8,13 @@ One loopback sshd fleet (``scripts/fleet.py``) of ``--hosts`` addresses. Two mea
 - ``hop``: a warm ``os.getpid`` call to one host, in this process (``Group([host])``) and
   through one shard process (a ``shards.driver.Driver`` of one local shard, which is what a
   sharded group's fan-out runs through), ``--rounds`` calls each after one cold call.
-- ``w2_warm``: ``Group(hosts, workers=W).call(os.getpid)`` warm, W = 1 and 2, ``--rounds``
-  calls each after the cold one.
+- ``w2``: ``Group(hosts, workers=W).call(os.getpid)`` cold once (shards started, tunnels
+  connected), then warm ``--rounds`` times, W = 1 and 2.
 
 Each line gives wall seconds per call (median) and controller CPU seconds per call: this
 process's plus its shard processes' (``/proc/<pid>/task/*/schedstat``), measured around the
-warm calls only. The machine also runs the fleet's sshd and agents: read ratios within one
-run, and the load it reports.
+warm calls (and, for ``cold_*``, around the cold one: shard start included). The machine
+also runs the fleet's sshd and agents: read ratios within one run, and the load it reports.
 """
 
 import argparse
@@ -53,7 +53,9 @@ def controller_cpu() -> float:
 
 
 def measure(run_once, rounds: int) -> dict:
+    cpu0, started = controller_cpu(), time.perf_counter()
     run_once()  # cold: connects
+    cold = {"cold_wall_s": time.perf_counter() - started, "cold_controller_cpu_s": controller_cpu() - cpu0}
     walls = []
     cpu0 = controller_cpu()
     for _ in range(rounds):
@@ -61,7 +63,7 @@ def measure(run_once, rounds: int) -> dict:
         run_once()
         walls.append(time.perf_counter() - started)
     cpu = controller_cpu() - cpu0
-    return {"wall_s_median": statistics.median(walls), "controller_cpu_s_per_call": cpu / rounds}
+    return dict(cold, wall_s_median=statistics.median(walls), controller_cpu_s_per_call=cpu / rounds)
 
 
 def main() -> None:
@@ -89,7 +91,7 @@ def main() -> None:
         for workers in (1, 2):
             group = Group(fleet.hosts, options=opts, workers=workers)
             line = measure(lambda: group.call(os.getpid).raise_failures(), args.rounds)
-            print(json.dumps(dict(bench="w2_warm", workers=workers, hosts=len(fleet.hosts), load=os.getloadavg(),
+            print(json.dumps(dict(bench="w2", workers=workers, hosts=len(fleet.hosts), load=os.getloadavg(),
                                   **line)), flush=True)
             group.close()
 
