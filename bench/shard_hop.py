@@ -29,8 +29,10 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "scripts"))
 
 from fleet import Fleet, children_of  # noqa: E402
+from harness import runner  # noqa: E402
 from harness.procfs import threads_cpu_s  # noqa: E402
 
+import chopsticks  # noqa: E402
 from chopsticks import Group  # noqa: E402
 from chopsticks.jobs import Call  # noqa: E402
 from chopsticks.shards.driver import for_group, spec_of  # noqa: E402
@@ -71,6 +73,7 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
+    runner.check_checkout(chopsticks)
     with Fleet(args.hosts) as fleet:
         opts = SSHOptions(port=fleet.port, key=fleet.key, known_hosts=fleet.known_hosts, ssh_config="", agent=False)
         host = fleet.hosts[0]
