@@ -1,5 +1,6 @@
 """Shards: Group(workers=N) over real shard processes and the loopback sshd fleet."""
 
+import json
 import os
 import select
 import signal
@@ -334,3 +335,16 @@ def test_cli_ctrl_c_on_the_terminal_with_workers_exits_130_and_stops_the_shards(
     assert "2 ok, 0 failed, 0 timed out, 4 unfinished (interrupted)" in errors
     assert "Traceback" not in errors
     assert wait_gone(shards) == 0
+
+
+def test_cli_remote_output_with_workers_is_the_same_json_log_event(fleet):
+    """Remote output from a shard reaches the CLI's log (JSON lines) as a remote_output event."""
+    argv = [sys.executable, "-m", "chopsticks.fanout", "-p", str(fleet.port), "-i", fleet.key, "--known-hosts",
+            fleet.known_hosts, "-F", "", "--no-agent", "-H", ",".join(fleet.hosts[:2]), "--workers", "2",
+            "--log-format", "json", "call", "remote_helpers:print_lines", "hello from afar"]
+    result = subprocess.run(argv, cwd=HERE, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    said = {(e["host"], e["line"]) for e in events if e.get("event") == "remote_output"}
+    assert said == {(host, "hello from afar") for host in fleet.hosts[:2]}

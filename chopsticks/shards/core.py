@@ -54,12 +54,15 @@ class HostSpec:
 @dataclasses.dataclass(frozen=True)
 class ShardSpec:
     """What a shard is made from. ``handshakes``: its share of the handshake bound;
-    ``concurrency``: its share of the group's (None: from its own open-files limit)."""
+    ``concurrency``: its share of the group's (None: from its own open-files limit); ``logs``:
+    whether the driver wants the shard's log events (else remote output goes to the shard's
+    stderr, which is the driver's)."""
 
     label: str
     hosts: Tuple[HostSpec, ...]
     handshakes: int
     concurrency: Optional[int] = None
+    logs: bool = False  # the driver configured structlog: send it the shard's events (``logs.forward``)
 
 
 @dataclasses.dataclass(frozen=True)

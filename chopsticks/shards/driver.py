@@ -20,6 +20,7 @@ and the backend reports, in the driver's hub, through the ``sink`` it was given:
 
     sink.event(run_id, event)                 each of ``ShardCore.events``' events
     sink.answer(kind, key) -> value           a shard's question for the import service (``ASKS``)
+    sink.log(method, fields)                  a log event of the shard's (``logs.forward``/``replay``)
     sink.lost(why)                            the shard went away (not after ``close``)
 
 ``process.ProcessBackend`` runs shards as local processes; ``ray.py`` as Ray actors.
@@ -33,7 +34,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequ
 
 import gevent
 import gevent.queue
+import structlog
 
+from chopsticks import logs
 from chopsticks.errors import CallTimeout, ShardLost
 from chopsticks.jobs import Fetch, Job, Put, deadline_end, seconds_left
 from chopsticks.modules import ModuleServer, shared_server
@@ -48,6 +51,7 @@ DEADLINE_GRACE = 5.0
 class Sink(Protocol):
     def event(self, run_id: int, event: Event) -> None: ...
     def answer(self, kind: str, key: Any) -> Any: ...
+    def log(self, method: str, fields: Dict[str, Any]) -> None: ...
     def lost(self, why: str) -> None: ...
 
 
@@ -118,6 +122,9 @@ class _ShardSink:
         serve, what = key
         return ASKS[kind](shared_server(serve), what)
 
+    def log(self, method: str, fields: Dict[str, Any]) -> None:
+        logs.replay(method, fields)
+
     def lost(self, why: str) -> None:
         label = self.handle.label if self.handle is not None else "shard %d" % self.index
         self.driver.lost(self.index, self, "%s was lost: %s" % (label, why))
@@ -160,7 +167,8 @@ class Driver:
         entry = self.shards[index]
         if entry is None:
             sink = _ShardSink(self, index)
-            spec = ShardSpec("shard %d" % (index + 1), tuple(mine), self.handshakes[index], self.concurrency[index])
+            spec = ShardSpec("shard %d" % (index + 1), tuple(mine), self.handshakes[index], self.concurrency[index],
+                             structlog.is_configured())
             handle = self.backend.start(spec, sink)
             sink.handle = handle
             self.shards[index] = entry = (handle, sink)

@@ -13,6 +13,7 @@ stdout in frames: a 4-byte big-endian length, then a pickle. Both ends are our o
                       ("answer", ask_id, value)
     shard -> driver:  ("event", run_id, event)  ShardCore.events' events
                       ("ask", ask_id, kind, key)
+                      ("log", method, fields)   with ``ShardSpec.logs`` (``logs.forward``)
 
 The shard exits when its stdin ends: a driver that exits or is killed leaves no shard
 behind. The shard's own stdout is kept for frames; anything printed goes to its stderr.
@@ -30,8 +31,10 @@ import gevent
 import gevent.event
 import gevent.lock
 import gevent.os
+import gevent.queue
 import gevent.subprocess
 
+from chopsticks import logs
 from chopsticks.errors import SerializationError
 from chopsticks.results import ErrorResult
 from chopsticks.shards.core import RunOrder, ShardCore, ShardSpec
@@ -118,6 +121,8 @@ class ProcessShard:
                     break
                 if message[0] == "event":
                     self.sink.event(message[1], message[2])
+                elif message[0] == "log":
+                    self.sink.log(message[1], message[2])
                 else:  # ("ask", ask_id, kind, key)
                     self._send(("answer", message[1], self.sink.answer(message[2], message[3])))
         except (OSError, EOFError, pickle.UnpicklingError):
@@ -171,6 +176,11 @@ def _portable(event: Any) -> Any:
         return ("result", event[1], ErrorResult.from_exception(error))
 
 
+def _drain(outbox: gevent.queue.Queue, frames: Frames) -> None:
+    for message in outbox:
+        frames.write(message)
+
+
 def main() -> None:
     """A shard: read the spec, then run orders until stdin ends."""
     # Ctrl-C on a terminal reaches the whole process group: the driver decides what it stops
@@ -191,7 +201,12 @@ def main() -> None:
     first = frames.read()
     if first is None:
         return
-    core = ShardCore(first[1], ask)
+    spec: ShardSpec = first[1]
+    if spec.logs:  # events may be logged in the hub's callbacks, which cannot wait: a queue
+        outbox: gevent.queue.Queue = gevent.queue.Queue()
+        logs.forward(lambda method, fields: outbox.put(("log", method, fields)))
+        gevent.spawn(_drain, outbox, frames)
+    core = ShardCore(spec, ask)
 
     def run(run_id: int, order: RunOrder) -> None:
         try:
