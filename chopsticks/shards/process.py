@@ -43,6 +43,7 @@ LENGTH = struct.Struct("!I")
 # How long a shard has to close its tunnels and exit once its stdin ended, before the
 # driver kills it.
 CLOSE_GRACE = 10.0
+READ_SIZE = 1 << 16
 
 
 class Frames:
@@ -53,26 +54,31 @@ class Frames:
         gevent.os.make_nonblocking(read_fd)
         gevent.os.make_nonblocking(write_fd)
         self._lock = gevent.lock.Semaphore()
+        self._buffer = bytearray()
 
-    def _read_exact(self, size: int) -> Optional[bytes]:
-        chunks, left = [], size
-        while left:
-            chunk = gevent.os.nb_read(self.read_fd, min(left, 1 << 20))
+    def _fill(self, size: int) -> bool:
+        """At least ``size`` bytes in the buffer (read in large chunks: results that land
+        together arrive in one read); False at the end of the stream."""
+        while len(self._buffer) < size:
+            chunk = gevent.os.nb_read(self.read_fd, max(READ_SIZE, size - len(self._buffer)))
             if not chunk:
-                return None
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+                return False
+            self._buffer += chunk
+        return True
 
     def read(self) -> Any:
         """The next message; None at the end of the stream."""
-        head = self._read_exact(LENGTH.size)
-        if head is None:
+        if not self._fill(LENGTH.size):
             return None
-        body = self._read_exact(LENGTH.unpack(head)[0])
-        return None if body is None else pickle.loads(body)
+        size = LENGTH.size + LENGTH.unpack_from(self._buffer)[0]
+        if not self._fill(size):
+            return None
+        body = bytes(self._buffer[LENGTH.size:size])
+        del self._buffer[:size]
+        return pickle.loads(body)
 
     def write(self, message: Any) -> None:
+        """Send ``message``; whatever pickling raises, it raises before anything is sent."""
         data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
         view = memoryview(LENGTH.pack(len(data)) + data)
         with self._lock:
@@ -166,14 +172,10 @@ class ProcessBackend:
 
 # -- the shard's side -------------------------------------------------------------------------
 
-def _portable(event: Any) -> Any:
-    """``event``, or, if a result's value cannot be pickled, that host's SerializationError."""
-    try:
-        pickle.dumps(event, pickle.HIGHEST_PROTOCOL)
-        return event
-    except Exception as exc:  # whatever an arbitrary value's pickling raises
-        error = SerializationError("[%s] the result cannot be sent from its shard: %s" % (event[1], exc))
-        return ("result", event[1], ErrorResult.from_exception(error))
+def _unsendable(event: Any, exc: Exception) -> Any:
+    """A result whose value does not pickle, as that host's SerializationError."""
+    error = SerializationError("[%s] the result cannot be sent from its shard: %s" % (event[1], exc))
+    return ("result", event[1], ErrorResult.from_exception(error))
 
 
 def _drain(outbox: gevent.queue.Queue, frames: Frames) -> None:
@@ -211,7 +213,12 @@ def main() -> None:
     def run(run_id: int, order: RunOrder) -> None:
         try:
             for event in core.events(order):
-                frames.write(("event", run_id, _portable(event) if event[0] == "result" else event))
+                try:
+                    frames.write(("event", run_id, event))
+                except OSError:
+                    raise  # the driver is gone
+                except Exception as exc:  # whatever an arbitrary value's pickling raises; nothing was sent
+                    frames.write(("event", run_id, _unsendable(event, exc)))
         finally:
             runs.pop(run_id, None)
 
