@@ -25,11 +25,13 @@ import gevent
 import gevent.queue
 import msgpack
 
+from chopsticks.group import default_concurrency
 from chopsticks.jobs import Call, Job, deadline_end, fan_out
 from chopsticks.options import TunnelOptions
 from chopsticks.results import ErrorResult
 from chopsticks.transports.ssh import HandshakeSlots
 from chopsticks.transports.ssh_options import SSHOptions
+from chopsticks.tunnel import SSHTunnel
 from chopsticks.wire import protocol
 
 Event = Tuple[Any, ...]
@@ -147,14 +149,11 @@ class ShardCore:
     """A shard's tunnels (kept open between fan-outs) and the runs of jobs on them."""
 
     def __init__(self, spec: ShardSpec, ask: Ask) -> None:
-        from chopsticks.tunnel import SSHTunnel  # the tunnels are made in the shard's process
-
-        self._tunnel_class = SSHTunnel
         self.spec = spec
         self._ask = ask
         self._slots = HandshakeSlots(spec.handshakes)
         self._modules: Dict[Tuple[str, ...], ShardModules] = {}
-        self.tunnels: Dict[str, Any] = {}
+        self.tunnels: Dict[str, SSHTunnel] = {}
         self.add(spec.hosts)
 
     def add(self, hosts: Sequence[HostSpec]) -> None:
@@ -166,7 +165,7 @@ class ShardCore:
             modules = self._modules.get(serve)
             if modules is None:
                 modules = self._modules[serve] = ShardModules(serve, self._ask)
-            self.tunnels[host.name] = self._tunnel_class(
+            self.tunnels[host.name] = SSHTunnel(
                 host.name, options=host.options, tunnel_options=dataclasses.replace(host.tunnel_options, serve=()),
                 modules=modules, handshake_slots=self._slots)
 
@@ -188,7 +187,7 @@ class ShardCore:
         tunnels = [self.tunnels[name] for name in order.hosts]
 
         def drive() -> None:
-            stream = fan_out(job, tunnels, self.spec.concurrency or _default_concurrency(), order.deadline,
+            stream = fan_out(job, tunnels, self.spec.concurrency or default_concurrency(), order.deadline,
                              deadline_end(order.left) if order.left is not None else None)
             try:
                 for host, value in stream:
@@ -223,19 +222,16 @@ class ShardCore:
         gevent.joinall([gevent.spawn(tunnel.close) for tunnel in self.tunnels.values()])
 
 
-def _default_concurrency() -> int:
-    from chopsticks.group import default_concurrency
-    return default_concurrency()
-
-
 def preloads_for(job: Job, servers: Dict[Tuple[str, ...], Any]) -> Dict[Tuple[str, ...], Dict[str, Preload]]:
     """What a Call's module preloads, per ``serve`` list, from the driver's import services
     (``{serve: ModuleServer}``): shipped with the job so no shard asks for it."""
     if not isinstance(job, Call) or job.module is None:
         return {}
-    shipped: Dict[Tuple[str, ...], Dict[str, Preload]] = {}
-    for serve, server in servers.items():
-        sent: Set[str] = set()
-        packed = server.preload_message(job.module, sent)
-        shipped[serve] = {job.module: (frozenset(sent), packed)}
-    return shipped
+    return {serve: {job.module: preload_of(server, job.module)} for serve, server in servers.items()}
+
+
+def preload_of(server: Any, module: str) -> Preload:
+    """A ``ModuleServer``'s preload for ``module``, for a tunnel that has been sent nothing."""
+    sent: Set[str] = set()
+    packed = server.preload_message(module, sent)
+    return frozenset(sent), packed

@@ -41,7 +41,7 @@ from chopsticks.errors import CallTimeout, ShardLost
 from chopsticks.jobs import Fetch, Job, Put, deadline_end, seconds_left
 from chopsticks.modules import ModuleServer, shared_server
 from chopsticks.results import ErrorResult
-from chopsticks.shards.core import Event, HostSpec, RunOrder, ShardSpec, preloads_for
+from chopsticks.shards.core import Event, HostSpec, RunOrder, ShardSpec, preload_of, preloads_for
 
 # How long past its deadline the driver waits for a shard's own deadline results (the
 # shard ends its run at the same instant; this covers the hop back, and a shard that hangs).
@@ -67,16 +67,10 @@ class Backend(Protocol):
     def start(self, spec: ShardSpec, sink: Sink) -> Handle: ...
 
 
-def _preload(server: ModuleServer, name: str) -> Tuple[frozenset, Optional[bytes]]:
-    sent: set = set()
-    packed = server.preload_message(name, sent)
-    return frozenset(sent), packed
-
-
 # A shard's questions, answered by the driver's import service for the hosts' ``serve`` list:
 # the driver alone decides what is served, as for its own tunnels.
 ASKS: Dict[str, Callable[[ModuleServer, Any], Any]] = {
-    "preload": _preload,
+    "preload": preload_of,
     "import": lambda server, payload: server.answer_import(payload, set(), "a shard"),
     "data": lambda server, payload: server.answer_data(payload),
 }
