@@ -348,3 +348,28 @@ def test_cli_remote_output_with_workers_is_the_same_json_log_event(fleet):
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     said = {(e["host"], e["line"]) for e in events if e.get("event") == "remote_output"}
     assert said == {(host, "hello from afar") for host in fleet.hosts[:2]}
+
+
+def test_shard_core_runs_a_job_as_events_and_asks_the_driver_for_modules(fleet, ssh_options, no_leaks):
+    """ShardCore, what every backend runs, in this process: each host's result, then done; the
+    module of the call comes through ask() (answered here by the driver's ASKS)."""
+    from chopsticks.jobs import Call
+    from chopsticks.modules import shared_server
+    from chopsticks.options import TunnelOptions
+    from chopsticks.shards.core import HostSpec, RunOrder, ShardCore, ShardSpec
+    from chopsticks.shards.driver import ASKS
+
+    asked = []
+
+    def ask(kind, key):
+        asked.append(kind)
+        return ASKS[kind](shared_server(key[0]), key[1])
+
+    hosts = tuple(fleet.hosts[:2])
+    core = ShardCore(ShardSpec("test", tuple(HostSpec(h, ssh_options, TunnelOptions()) for h in hosts), 4), ask)
+    try:
+        events = list(core.events(RunOrder(Call.of(rh.add, (1, 2)), hosts)))
+    finally:
+        core.close()
+    assert events[-1] == ("done",) and sorted(events[:-1]) == [("result", host, 3) for host in hosts]
+    assert "preload" in asked
