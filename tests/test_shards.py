@@ -373,3 +373,23 @@ def test_shard_core_runs_a_job_as_events_and_asks_the_driver_for_modules(fleet, 
         core.close()
     assert events[-1] == ("done",) and sorted(events[:-1]) == [("result", host, 3) for host in hosts]
     assert "preload" in asked
+
+
+def test_a_sharded_group_used_from_another_thread_is_refused_not_hung(sharded):
+    """Its shards' readers live in this thread's hub: another OS thread gets WrongThread at once."""
+    import threading
+    from chopsticks import WrongThread
+
+    sharded.call(rh.getpid)
+    raised = []
+
+    def elsewhere():
+        try:
+            sharded.call(rh.getpid)
+        except WrongThread as exc:
+            raised.append(exc)
+
+    worker = threading.Thread(target=elsewhere)
+    worker.start()
+    worker.join(60)
+    assert len(raised) == 1 and "cannot be used from thread" in str(raised[0])

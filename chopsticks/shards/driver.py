@@ -30,6 +30,7 @@ import dataclasses
 import io
 import itertools
 import os
+import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 import gevent
@@ -37,7 +38,7 @@ import gevent.queue
 import structlog
 
 from chopsticks import logs
-from chopsticks.errors import CallTimeout, ShardLost
+from chopsticks.errors import CallTimeout, ShardLost, WrongThread
 from chopsticks.jobs import Fetch, Job, Put, deadline_end, seconds_left
 from chopsticks.modules import ModuleServer, shared_server
 from chopsticks.results import ErrorResult
@@ -142,6 +143,7 @@ class Driver:
         self.known: List[set] = [set() for _ in range(workers)]  # hosts each live shard was given
         self.runs: Dict[int, gevent.queue.Queue] = {}
         self._ids = itertools.count(1)
+        self._thread = threading.current_thread()
 
     def place(self, hosts: Sequence[HostSpec]) -> None:
         """Give each new host a shard (the one with the fewest); a host placed stays there."""
@@ -171,6 +173,16 @@ class Driver:
         self.known[index].update(host.name for host in added)
         return entry[0], added
 
+    def _check_thread(self) -> None:
+        """Refuse a fan-out from an OS thread other than the one whose hub runs the shards'
+        readers: nothing would wake it there (as ``BaseTunnel``'s own check)."""
+        if not any(self.shards):
+            self._thread = threading.current_thread()
+        elif self._thread is not threading.current_thread():
+            raise WrongThread("this sharded group's shards run in the gevent hub of thread %r and cannot be used "
+                              "from thread %r: use it from that thread, or close() it first"
+                              % (self._thread.name, threading.current_thread().name))
+
     def lost(self, index: int, sink: _ShardSink, why: str) -> None:
         """Shard ``index`` went away: its runs hear it; the next fan-out starts a new one."""
         entry = self.shards[index]
@@ -183,6 +195,7 @@ class Driver:
                  ends_at: Optional[float] = None) -> Iterator[Tuple[str, Any]]:
         """``jobs.fan_out``'s stream for ``job`` on ``hosts`` (placed already), across the
         shards: ``(host, value or ErrorResult)`` as each finishes, every host once."""
+        self._check_thread()
         ends_at = deadline_end(deadline) if ends_at is None else ends_at
         progress = getattr(job, "progress", None)
         job = portable(job)
