@@ -12,7 +12,7 @@ One loopback sshd fleet (``scripts/fleet.py``) of ``--hosts`` addresses. Two mea
   connected), then warm ``--rounds`` times, W = 1 and 2.
 
 Each line gives wall seconds per call (median) and controller CPU seconds per call: this
-process's plus its shard processes' (``/proc/<pid>/task/*/schedstat``), measured around the
+process's plus its shard processes' (``/proc/<pid>/task/*/schedstat``; also each apart), measured around the
 warm calls (and, for ``cold_*``, around the cold one: shard start included). The machine
 also runs the fleet's sshd and agents: read ratios within one run, and the load it reports.
 """
@@ -23,6 +23,7 @@ import os
 import statistics
 import sys
 import time
+from typing import Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -40,9 +41,9 @@ from chopsticks.transports.ssh_options import SSHOptions  # noqa: E402
 from chopsticks.tunnel import SSHTunnel  # noqa: E402
 
 
-def controller_cpu() -> float:
-    """CPU seconds of this process and its shard processes so far."""
-    total = threads_cpu_s(os.getpid()) or 0.0
+def controller_cpu() -> Tuple[float, float]:
+    """CPU seconds so far of this process, and of its shard processes."""
+    shards = 0.0
     for pid in children_of(os.getpid()):
         try:
             with open("/proc/%d/cmdline" % pid, "rb") as f:
@@ -50,22 +51,24 @@ def controller_cpu() -> float:
                     continue
         except OSError:
             continue
-        total += threads_cpu_s(pid) or 0.0
-    return total
+        shards += threads_cpu_s(pid) or 0.0
+    return threads_cpu_s(os.getpid()) or 0.0, shards
 
 
 def measure(run_once, rounds: int) -> dict:
-    cpu0, started = controller_cpu(), time.perf_counter()
+    (driver0, shards0), started = controller_cpu(), time.perf_counter()
     run_once()  # cold: connects
-    cold = {"cold_wall_s": time.perf_counter() - started, "cold_controller_cpu_s": controller_cpu() - cpu0}
+    (driver1, shards1), cold_wall = controller_cpu(), time.perf_counter() - started
     walls = []
-    cpu0 = controller_cpu()
     for _ in range(rounds):
         started = time.perf_counter()
         run_once()
         walls.append(time.perf_counter() - started)
-    cpu = controller_cpu() - cpu0
-    return dict(cold, wall_s_median=statistics.median(walls), controller_cpu_s_per_call=cpu / rounds)
+    driver2, shards2 = controller_cpu()
+    return {"cold_wall_s": cold_wall, "cold_controller_cpu_s": driver1 - driver0 + shards1 - shards0,
+            "wall_s_median": statistics.median(walls),
+            "controller_cpu_s_per_call": (driver2 - driver1 + shards2 - shards1) / rounds,
+            "driver_cpu_s_per_call": (driver2 - driver1) / rounds, "shards_cpu_s_per_call": (shards2 - shards1) / rounds}
 
 
 def main() -> None:
