@@ -393,3 +393,11 @@ def test_a_sharded_group_used_from_another_thread_is_refused_not_hung(sharded):
     worker.start()
     worker.join(60)
     assert len(raised) == 1 and "cannot be used from thread" in str(raised[0])
+
+
+def test_concurrency_is_split_so_the_shards_together_keep_the_groups(fleet, ssh_options, tmp_path, no_leaks):
+    """concurrency=2 over two shards: never more than two hosts' calls run at once."""
+    with Group(fleet.hosts, options=ssh_options, workers=2, concurrency=2) as group:
+        group.connect()
+        result = group.call(rh.running_alongside, str(tmp_path), 0.2)
+    assert result.ok and max(result.values()) <= 2
