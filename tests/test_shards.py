@@ -190,6 +190,13 @@ DRIVER_SCRIPT = textwrap.dedent("""\
     """)
 
 
+def reap(proc):
+    """Kill ``proc`` if it still runs, and wait for it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def run_driver(tmp_path, fleet, **popen):
     script = tmp_path / "driver_script.py"
     script.write_text(DRIVER_SCRIPT)
@@ -218,9 +225,7 @@ def test_a_driver_killed_with_sigkill_leaves_no_shard_behind(tmp_path, fleet):
         proc.wait()
         assert wait_gone(shards) == 0, "shard processes outlived their driver"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
         proc.stdout.close()
         proc.stderr.close()
         proc.stdin.close()
@@ -328,9 +333,7 @@ def test_cli_ctrl_c_on_the_terminal_with_workers_exits_130_and_stops_the_shards(
         os.killpg(proc.pid, signal.SIGINT)
         rest, errors = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     assert proc.returncode == 130
     assert "2 ok, 0 failed, 0 timed out, 4 unfinished (interrupted)" in errors
     assert "Traceback" not in errors
