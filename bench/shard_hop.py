@@ -13,7 +13,9 @@ One loopback sshd fleet (``scripts/fleet.py``) of ``--hosts`` addresses. Two mea
 
 Each line gives wall seconds per call (median) and controller CPU seconds per call: this
 process's plus its shard processes' (``/proc/<pid>/task/*/schedstat``; also each apart), measured around the
-warm calls (and, for ``cold_*``, around the cold one: shard start included). The machine
+warm calls (and, for ``cold_*``, around the cold one: shard start included); ``w2`` lines
+also give this process's RSS (workers 1 runs first: it stays as high) and each shard's PSS
+with its tunnels open. The machine
 also runs the fleet's sshd and agents: read ratios within one run, and the load it reports.
 """
 
@@ -23,7 +25,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Tuple
+from typing import List, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -31,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "scripts"))
 
 from fleet import Fleet, children_of  # noqa: E402
 from harness import runner  # noqa: E402
-from harness.procfs import threads_cpu_s  # noqa: E402
+from harness.procfs import pss, self_rss, threads_cpu_s  # noqa: E402
 
 import chopsticks  # noqa: E402
 from chopsticks import Group  # noqa: E402
@@ -41,18 +43,28 @@ from chopsticks.transports.ssh_options import SSHOptions  # noqa: E402
 from chopsticks.tunnel import SSHTunnel  # noqa: E402
 
 
-def controller_cpu() -> Tuple[float, float]:
-    """CPU seconds so far of this process, and of its shard processes."""
-    shards = 0.0
+def shard_pids() -> List[int]:
+    """This process's shard processes."""
+    found = []
     for pid in children_of(os.getpid()):
         try:
             with open("/proc/%d/cmdline" % pid, "rb") as f:
-                if b"chopsticks.shards" not in f.read():
-                    continue
+                if b"chopsticks.shards" in f.read():
+                    found.append(pid)
         except OSError:
             continue
-        shards += threads_cpu_s(pid) or 0.0
-    return threads_cpu_s(os.getpid()) or 0.0, shards
+    return found
+
+
+def controller_cpu() -> Tuple[float, float]:
+    """CPU seconds so far of this process, and of its shard processes."""
+    return threads_cpu_s(os.getpid()) or 0.0, sum(threads_cpu_s(pid) or 0.0 for pid in shard_pids())
+
+
+def memory() -> dict:
+    """This process's RSS and each shard's PSS, in MiB, with the tunnels open."""
+    return {"driver_rss_mib": round(self_rss() / 2**20, 1),
+            "shard_pss_mib": [round(pss(pid) / 2**20, 1) for pid in shard_pids()]}
 
 
 def measure(run_once, rounds: int) -> dict:
@@ -98,7 +110,7 @@ def main() -> None:
             group = Group(fleet.hosts, options=opts, workers=workers)
             line = measure(lambda: group.call(os.getpid).raise_failures(), args.rounds)
             print(json.dumps(dict(bench="w2", workers=workers, hosts=len(fleet.hosts), load=os.getloadavg(),
-                                  **line)), flush=True)
+                                  **line, **memory())), flush=True)
             group.close()
 
 
