@@ -404,3 +404,16 @@ def test_concurrency_is_split_so_the_shards_together_keep_the_groups(fleet, ssh_
         group.connect()
         result = group.call(rh.running_alongside, str(tmp_path), 0.2)
     assert result.ok and max(result.values()) <= 2
+
+
+def test_closing_the_group_mid_fan_out_ends_the_fan_out_and_the_group_works_after(sharded, fleet, tmp_path):
+    """Group.close() while a fan-out waits on its hosts: they end as ShardLost (nothing hangs),
+    and the next call starts new shards."""
+    results = sharded.iter_call(rh.first_ones_fast, str(tmp_path), 1, seconds=60)
+    first = next(results)
+    sharded.close()
+    rest = dict(results)
+    assert first[1] == "fast" and len(rest) == 5
+    assert all(isinstance(value.exception, ShardLost) and "was lost: it was closed" in value.msg
+               for value in rest.values())
+    assert sharded.call(rh.add, 1, 2).ok

@@ -149,10 +149,11 @@ class ProcessShard:
         except (OSError, EOFError, pickle.UnpicklingError):
             pass
         status = self.proc.wait()
-        if not self.closing:
-            self.sink.lost(_why(status))
+        self.sink.lost("it was closed" if self.closing else _why(status))
 
     def _send(self, message: Any) -> None:
+        if self.closing:  # its stdin is closed: the fd number may already be another file's
+            raise BrokenPipeError("%s is closed" % self.label)
         self.frames.write(message)
 
     def run(self, run_id: int, order: RunOrder) -> None:
