@@ -147,3 +147,15 @@ def running_alongside(directory, seconds):
         return max(seen, len(os.listdir(directory)))
     finally:
         os.remove(mark)
+
+
+def wait_for_file(path, seconds=60, started=None):
+    """Return ``os.getpid()`` once ``path`` exists (checked every 10 ms, for at most ``seconds``);
+    first, with ``started`` (a directory), leave a file there saying this call began."""
+    if started is not None:
+        open(os.path.join(started, "started-%d" % os.getpid()), "w").close()
+    for _ in range(int(seconds * 100)):
+        if os.path.exists(path):
+            return os.getpid()
+        time.sleep(0.01)
+    raise TimeoutError(path)

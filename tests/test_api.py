@@ -12,7 +12,7 @@ def test_exported_names_are_pinned():
         "AsyncResult", "AuthenticationFailed", "CallTimeout", "ChopsticksError", "ConnectError", "ConnectTimeout",
         "ContainerError", "Docker", "ErrorResult", "Group", "GroupError", "GroupResult", "HandshakeSlots",
         "HostKeyChanged", "HostKeyError", "InternalError", "Local", "ProtocolViolation", "PythonNotFound", "Queue",
-        "RemoteException", "ResultTooLarge", "SSHOptions", "SSHTunnel", "SerializationError", "SpecialFileError", "SubprocessTunnel",
+        "RemoteException", "ResultTooLarge", "SSHOptions", "SSHTunnel", "SerializationError", "ShardLost", "SpecialFileError", "SubprocessTunnel",
         "Sudo", "TransferError", "Tunnel", "TunnelClosed", "TunnelError", "TunnelOptions", "UnknownHostKey", "WrongThread",
     ]
     for name in chopsticks.__all__:

@@ -1,0 +1,275 @@
+"""Shards as local processes: the driver's backend, and the shard's main loop. Controller-side.
+
+A shard is ``python -c BOOT`` (``main`` below; ``python -m chopsticks.shards`` runs it too)
+started with ``subprocess`` (not multiprocessing's
+spawn, which imports the user's ``__main__`` again and runs an unguarded script twice; not a
+fork, which would share libssh2's state). Driver and shard talk over the shard's stdin and
+stdout in frames: a 4-byte big-endian length, then a pickle. Both ends are our own processes
+(the driver started the shard), so pickles are fine here; remote bytes never cross unread.
+
+    driver -> shard:  ("spec", ShardSpec)       first, once
+                      ("run", run_id, RunOrder)
+                      ("cancel", run_id)
+                      ("answer", ask_id, value)
+    shard -> driver:  ("event", run_id, event)  ShardCore.events' events
+                      ("ask", ask_id, kind, key)
+                      ("log", method, fields)   with ``ShardSpec.logs`` (``logs.forward``)
+
+The shard exits when its stdin ends: a driver that exits or is killed leaves no shard
+behind. The shard's own stdout is kept for frames; anything printed goes to its stderr.
+"""
+
+import itertools
+import os
+import pickle
+import signal
+import struct
+import sys
+from typing import Any, Callable, Dict, List, Optional
+
+import gevent
+import gevent.event
+import gevent.lock
+import gevent.os
+import gevent.queue
+import gevent.subprocess
+
+from chopsticks import logs
+from chopsticks.errors import SerializationError
+from chopsticks.results import ErrorResult
+from chopsticks.shards.core import RunOrder, ShardCore, ShardSpec
+
+LENGTH = struct.Struct("!I")
+# How long a shard has to close its tunnels and exit once its stdin ended, before the
+# driver kills it.
+CLOSE_GRACE = 10.0
+READ_SIZE = 1 << 16
+
+
+class Frames:
+    """Length-prefixed pickles over two non-blocking fds, cooperatively (one writer at a time)."""
+
+    def __init__(self, read_fd: int, write_fd: int):
+        self.read_fd, self.write_fd = read_fd, write_fd
+        gevent.os.make_nonblocking(read_fd)
+        gevent.os.make_nonblocking(write_fd)
+        self._lock = gevent.lock.Semaphore()
+        self._buffer = bytearray()
+
+    def _fill(self, size: int) -> bool:
+        """At least ``size`` bytes in the buffer (read in large chunks: results that land
+        together arrive in one read); False at the end of the stream."""
+        while len(self._buffer) < size:
+            chunk = gevent.os.nb_read(self.read_fd, max(READ_SIZE, size - len(self._buffer)))
+            if not chunk:
+                return False
+            self._buffer += chunk
+        return True
+
+    def read(self) -> Any:
+        """The next message; None at the end of the stream."""
+        if not self._fill(LENGTH.size):
+            return None
+        size = LENGTH.size + LENGTH.unpack_from(self._buffer)[0]
+        if not self._fill(size):
+            return None
+        body = bytes(self._buffer[LENGTH.size:size])
+        del self._buffer[:size]
+        return pickle.loads(body)
+
+    def write(self, message: Any) -> None:
+        """Send ``message``; whatever pickling raises, it raises before anything is sent."""
+        self.write_many([message])
+
+    def write_many(self, messages: List[Any],
+                   unsendable: Callable[[Any, Exception], Any] = lambda message, exc: None) -> None:
+        """Send ``messages`` in one write; one that does not pickle is sent as
+        ``unsendable(message, exc)`` instead (None: raise, before anything is sent)."""
+        chunks = []
+        for message in messages:
+            try:
+                data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # whatever an arbitrary value's pickling raises
+                replacement = unsendable(message, exc)
+                if replacement is None:
+                    raise
+                data = pickle.dumps(replacement, pickle.HIGHEST_PROTOCOL)
+            chunks += [LENGTH.pack(len(data)), data]
+        view = memoryview(b"".join(chunks))
+        with self._lock:
+            while view:
+                view = view[gevent.os.nb_write(self.write_fd, view):]
+
+
+# -- the driver's side ------------------------------------------------------------------------
+
+# The shard's command: this chopsticks first on its path, and not the driver's working directory
+# (``-m`` or ``-c`` would put it first: a ``gevent.py`` or ``chopsticks/`` there would shadow
+# ours). The driver's own sys.path is not passed on: a shard needs no user code, the driver
+# serves it.
+BOOT = "import sys; sys.path[0] = sys.argv[1]; from chopsticks.shards.process import main; main()"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _why(status: Optional[int]) -> str:
+    if status is None:
+        return "its pipe broke"
+    if status < 0:
+        return "it was killed by signal %d (%s)" % (-status, signal.Signals(-status).name)
+    return "it exited with status %d" % status
+
+
+class ProcessShard:
+    """The driver's handle on one shard process (see ``driver.py`` for the seam)."""
+
+    def __init__(self, spec: ShardSpec, sink: Any):
+        self.sink = sink
+        self.closing = False
+        self.proc = gevent.subprocess.Popen([sys.executable, "-c", BOOT, ROOT], stdin=gevent.subprocess.PIPE,
+                                            stdout=gevent.subprocess.PIPE)
+        self.pid = self.proc.pid
+        self.label = "%s (pid %d on this machine)" % (spec.label, self.pid)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.frames = Frames(self.proc.stdout.fileno(), self.proc.stdin.fileno())
+        self.frames.write(("spec", spec))
+        self.reader = gevent.spawn(self._read)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message = self.frames.read()
+                if message is None:
+                    break
+                if message[0] == "event":
+                    self.sink.event(message[1], message[2])
+                elif message[0] == "log":
+                    self.sink.log(message[1], message[2])
+                else:  # ("ask", ask_id, kind, key)
+                    self._send(("answer", message[1], self.sink.answer(message[2], message[3])))
+        except (OSError, EOFError, pickle.UnpicklingError):
+            pass
+        status = self.proc.wait()
+        self.sink.lost("it was closed" if self.closing else _why(status))
+
+    def _send(self, message: Any) -> None:
+        if self.closing:  # its stdin is closed: the fd number may already be another file's
+            raise BrokenPipeError("%s is closed" % self.label)
+        self.frames.write(message)
+
+    def run(self, run_id: int, order: RunOrder) -> None:
+        self._send(("run", run_id, order))
+
+    def cancel(self, run_id: int) -> None:
+        try:
+            self._send(("cancel", run_id))
+        except OSError:
+            pass  # gone: its reader reports it
+
+    def close(self) -> None:
+        self.closing = True
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()  # end of stdin: the shard closes its tunnels and exits
+        try:
+            self.proc.wait(timeout=CLOSE_GRACE)
+        except gevent.subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+
+
+class ProcessBackend:
+    """Shards as local processes."""
+
+    def start(self, spec: ShardSpec, sink: Any) -> ProcessShard:
+        return ProcessShard(spec, sink)
+
+
+# -- the shard's side -------------------------------------------------------------------------
+
+def _unsendable(message: Any, exc: Exception) -> Any:
+    """A result whose value does not pickle, as that host's SerializationError."""
+    run_id, event = message[1], message[2]
+    if message[0] != "event" or event[0] != "result":
+        return None
+    error = SerializationError("[%s] the result cannot be sent from its shard: %s" % (event[1], exc))
+    return ("event", run_id, ("result", event[1], ErrorResult.from_exception(error)))
+
+
+def _drain(outbox: gevent.queue.Queue, frames: Frames) -> None:
+    """Send what is queued, everything queued by then in one write (results that land in one
+    turn of the hub cost one syscall here and one read in the driver)."""
+    for message in outbox:
+        batch = [message]
+        while not outbox.empty():
+            batch.append(outbox.get_nowait())
+        try:
+            frames.write_many(batch, _unsendable)
+        except OSError:
+            return  # the driver is gone: the shard's stdin ends too, and main() closes the rest
+
+
+def main() -> None:
+    """A shard: read the spec, then run orders until stdin ends."""
+    # Ctrl-C on a terminal reaches the whole process group: the driver decides what it stops
+    # (it cancels the runs and closes the shards); a shard that died of it would fail its hosts.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    frames = Frames(0, os.dup(1))
+    os.dup2(2, 1)  # what the shard prints must not land among the frames
+    asks: Dict[int, gevent.event.AsyncResult] = {}
+    ask_ids = itertools.count(1)
+    runs: Dict[int, gevent.Greenlet] = {}
+    # Everything for the driver goes through one queue (a put never waits, so a log event from
+    # one of the hub's callbacks can be sent too) and one writer.
+    outbox: gevent.queue.Queue = gevent.queue.Queue()
+
+    def ask(kind: str, key: Any) -> Any:
+        ask_id = next(ask_ids)
+        answer = asks[ask_id] = gevent.event.AsyncResult()
+        outbox.put(("ask", ask_id, kind, key))
+        return answer.get()
+
+    first = frames.read()
+    if first is None:
+        return
+    spec: ShardSpec = first[1]
+    if spec.logs:
+        logs.forward(lambda method, fields: outbox.put(("log", method, fields)))
+    writer = gevent.spawn(_drain, outbox, frames)
+    core = ShardCore(spec, ask)
+
+    def run(run_id: int, order: RunOrder) -> None:
+        try:
+            for event in core.events(order):
+                outbox.put(("event", run_id, event))
+        finally:
+            runs.pop(run_id, None)
+
+    def on_run(message: Any) -> None:
+        runs[message[1]] = gevent.spawn(run, message[1], message[2])
+
+    def on_cancel(message: Any) -> None:
+        greenlet = runs.pop(message[1], None)
+        if greenlet is not None:
+            greenlet.kill(block=False)
+
+    def on_answer(message: Any) -> None:
+        answer = asks.pop(message[1], None)
+        if answer is not None:
+            answer.set(message[2])
+
+    handlers: Dict[str, Callable[[Any], None]] = {"run": on_run, "cancel": on_cancel, "answer": on_answer}
+    try:
+        while True:
+            message = frames.read()
+            if message is None:
+                break
+            handlers[message[0]](message)
+    finally:
+        for answer in asks.values():
+            answer.set_exception(EOFError("the driver went away"))
+        gevent.killall(list(runs.values()))
+        with gevent.Timeout(CLOSE_GRACE, False):
+            core.close()
+        writer.kill()
