@@ -188,7 +188,7 @@ class ChildFailed(Exception):
 class Run:
     """One implementation against one fleet: the child process and the watching."""
 
-    def __init__(self, impl, fleet, hosts_file, args, logdir, run_no):
+    def __init__(self, impl, fleet, hosts_file, args, logdir, run_no, workers=1):
         self.impl = impl
         self.fleet = fleet
         self.args = args
@@ -200,8 +200,10 @@ class Run:
                 '--ssh-config', fleet.ssh_config, '--timeout', str(args.timeout)]
         if impl == 'chopsticks' and args.ours_connect_timeout:
             argv += ['--connect-timeout', str(args.ours_connect_timeout)]
+        if workers != 1:
+            argv += ['--workers', str(workers)]
         env = peers_env() if peer else None
-        self.log_path = os.path.join(logdir, '%s-%d-run%d.stderr' % (impl, self.n, run_no))
+        self.log_path = os.path.join(logdir, '%s-%d-run%d-w%d.stderr' % (impl, self.n, run_no, workers))
         self._log = open(self.log_path, 'wb')
         self.proc = subprocess.Popen(argv, cwd=PEERS if peer else ROOT, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -389,11 +391,13 @@ class Run:
         self._log.close()
 
 
-def run_impl(impl, fleet, hosts_file, args, logdir, run_no):
+def run_impl(impl, fleet, hosts_file, args, logdir, run_no, workers=1):
     n = len(fleet.hosts)
     base = {'workload': 'W2', 'impl': impl, 'transport': 'ssh', 'n': n}
     if run_no > 1:
         base['run'] = run_no
+    if workers != 1:
+        base['workers'] = workers
     if IMPLS[impl][1] and not os.path.exists(PEERS_PY):
         return dict(base, error='the peers venv is missing: run bench/peers/setup_env.sh')
     if n >= 1000:
@@ -402,10 +406,10 @@ def run_impl(impl, fleet, hosts_file, args, logdir, run_no):
             return dict(base, error='skipped: MemAvailable %.1f GiB < %.0f GiB before starting'
                         % (avail / GIB, args.min_avail_gib))
     log('%s N=%d: starting (MemAvailable %.1f GiB)' % (impl, n, mem_available() / GIB))
-    run = Run(impl, fleet, hosts_file, args, logdir, run_no)
+    run = Run(impl, fleet, hosts_file, args, logdir, run_no, workers)
     try:
         rec = run.execute()
-        rec.update({k: v for k, v in base.items() if k == 'run'})
+        rec.update({k: v for k, v in base.items() if k in ('run', 'workers')})
     except ChildFailed as exc:
         rec = dict(base, error='%s%s' % (exc, ('; stderr: ' + run.stderr_tail()) if run.stderr_tail() else ''))
         rec['log'] = run.log_path
@@ -426,12 +430,17 @@ def fmt(x, spec='%.2f'):
     return spec % x if isinstance(x, (int, float)) else '-'
 
 
+def label(r):
+    """An implementation's name in the tables: ours says its workers when it had shards."""
+    return r['impl'] + (' workers=%d' % r['workers'] if r.get('workers') else '')
+
+
 def table(records):
     rows = ['| impl | N | ok | cold s | warm s | warm ctl CPU us/host | CPU ms/host (ctl / ssh-cli / sshd / '
             'remote / other) | mem MiB/host | ctl peak RSS MiB | ctl CPU cold s |',
             '| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |']
     for r in records:
-        name = r['impl'] + (' (run %d)' % r['run'] if r.get('run') else '')
+        name = label(r) + (' (run %d)' % r['run'] if r.get('run') else '')
         if r.get('connect_timeout') not in (None, 'default'):
             name += ' (connect_timeout=%g)' % r['connect_timeout']
         if 'error' in r:
@@ -449,8 +458,8 @@ def table(records):
     sizes = sorted({r['n'] for r in records})
     impls = []
     for r in records:
-        if r['impl'] not in impls:
-            impls.append(r['impl'])
+        if label(r) not in impls:
+            impls.append(label(r))
     rows += ['', '| impl | cold %s hosts, s | warm at largest N, s | CPU ms/host, cold, largest N '
              '| mem MiB/host, largest N |' % ' / '.join(map(str, sizes)),
              '| --- | --- | --- | --- | --- |']
@@ -458,7 +467,7 @@ def table(records):
         cells = []
         last = None
         for n in sizes:
-            hits = [r for r in records if r['impl'] == impl and r['n'] == n]
+            hits = [r for r in records if label(r) == impl and r['n'] == n]
             good = [r for r in hits if 'error' not in r]
             if good:
                 cells.append('/'.join(fmt(r['cold_s']) for r in good)
@@ -498,6 +507,8 @@ def main():
                     help='kill an implementation when MemAvailable falls below this')
     ap.add_argument('--timeline', type=float, default=0.0, metavar='S',
                     help='sample the machine every S seconds during each cold phase')
+    ap.add_argument('--workers', default='1', metavar='LIST',
+                    help="ours with each of these shard counts, comma-separated (default 1: no shards)")
     ap.add_argument('--json-out', metavar='FILE',
                     help='append the JSON lines to FILE (relative: under bench/results/)')
     args = ap.parse_args()
@@ -507,6 +518,12 @@ def main():
         ap.error('--sizes takes integers, e.g. 10,100,300')
     if not sizes or min(sizes) < 1:
         ap.error('--sizes needs positive integers')
+    try:
+        workers = [int(x) for x in args.workers.split(',') if x.strip()]
+    except ValueError:
+        ap.error('--workers takes integers, e.g. 1,2')
+    if not workers or min(workers) < 1:
+        ap.error('--workers needs positive integers')
     for impl in args.only or []:
         if impl not in IMPLS:
             ap.error('unknown implementation %r; choose from %s' % (impl, ', '.join(IMPLS)))
@@ -523,11 +540,11 @@ def main():
         records.append(rec)
 
     for n in sizes:
-        plan = [('chopsticks', 1)]
+        plan = [('chopsticks', 1, w) for w in workers]
         if args.peers and n <= args.peers_max:
-            plan += [(p, 1) for p in PEER_ORDER] + [('chopsticks', 2)]
+            plan += [(p, 1, 1) for p in PEER_ORDER] + [('chopsticks', 2, w) for w in workers]
         if args.only:
-            plan = [(impl, run) for impl, run in plan if impl in args.only]
+            plan = [(impl, run, w) for impl, run, w in plan if impl in args.only]
         if not plan:
             continue
         log('N=%d: starting a fleet of %d hosts' % (n, n))
@@ -536,8 +553,8 @@ def main():
             hosts_file = os.path.join(logdir, 'hosts-%d.txt' % n)
             with open(hosts_file, 'w') as f:
                 f.write('\n'.join(fleet.hosts) + '\n')
-            for impl, run_no in plan:
-                rec = run_impl(impl, fleet, hosts_file, args, logdir, run_no)
+            for impl, run_no, w in plan:
+                rec = run_impl(impl, fleet, hosts_file, args, logdir, run_no, w)
                 emit(rec)
                 if 'error' in rec:
                     log('%s N=%d: ERROR %s' % (impl, n, rec['error'][:400]))
