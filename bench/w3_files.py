@@ -82,11 +82,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peers", action="store_true", help="also run chopsticks 1.0, parallel-ssh and execnet")
     parser.add_argument("--only", action="append", help="run only these cases (256MiB-1host, 16MiB-50hosts)")
+    parser.add_argument("--workers", default="1", metavar="LIST",
+                        help="ours with each of these shard counts, comma-separated (default 1: no shards)")
     parser.add_argument("--json-out", default="w3.jsonl", help="results file (under bench/results/)")
     args = parser.parse_args()
     ours = (ROOT, None)  # cwd, env (None: ours)
     peer = (PEERS, peers_env())
-    impls = [("chopsticks", [sys.executable, os.path.join(BENCH, "w3_ours.py")], ours)]
+    impls = [("chopsticks" + ("" if w == "1" else " workers=" + w),
+              [sys.executable, os.path.join(BENCH, "w3_ours.py"), "--workers", w], ours)
+             for w in args.workers.split(",")]
     if args.peers:
         if not os.path.exists(PEERS_PY):
             raise SystemExit("no peers venv: run bench/peers/setup_env.sh")

@@ -2,7 +2,8 @@
 """W3 child for this project: ``Group(hosts).connect()``, then time ``group.put(src, dest)``.
 
 ``dest`` holds ``{host}`` so that every loopback host writes its own file. Prints one JSON
-line: ``{"seconds": push time, "ok": hosts that succeeded}``. Started by bench/w3_files.py.
+line: ``{"seconds": push time, "ok": hosts that succeeded}``. Started by bench/w3_files.py;
+``--workers N`` spreads the hosts over N shard processes.
 """
 
 import json
@@ -20,7 +21,7 @@ def main() -> int:
     args = parse_args(__doc__.splitlines()[0])
     hosts = args.hosts
     options = SSHOptions(port=int(args.port), key=args.key, known_hosts=args.known_hosts, ssh_config="", agent=False)
-    with Group(hosts, options=options) as group:
+    with Group(hosts, options=options, workers=args.workers) as group:
         group.connect().raise_failures()
         started = time.monotonic()
         result = group.put(args.src, args.dest)

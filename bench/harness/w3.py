@@ -7,6 +7,7 @@ def parse_args(description):
     for flag in ('--hosts-file', '--port', '--key', '--known-hosts', '--ssh-config', '--src', '--dest'):
         ap.add_argument(flag, required=True)
     ap.add_argument('--scp', action='store_true', help='parallel-ssh: SCP instead of SFTP')
+    ap.add_argument('--workers', type=int, default=1, help='ours: shard processes (default 1: none)')
     args = ap.parse_args()
     with open(args.hosts_file) as f:
         args.hosts = f.read().split()
