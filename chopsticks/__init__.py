@@ -35,6 +35,7 @@ _EXPORTS = {
     "SSHOptions": "chopsticks.transports.ssh_options",
     "SSHTunnel": "chopsticks.tunnel",
     "SerializationError": "chopsticks.errors",
+    "ShardLost": "chopsticks.errors",
     "SpecialFileError": "chopsticks.errors",
     "SubprocessTunnel": "chopsticks.tunnel",
     "Sudo": "chopsticks.tunnel",

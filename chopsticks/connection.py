@@ -33,7 +33,7 @@ from chopsticks.errors import (
     SerializationError, TunnelClosed,
 )
 from chopsticks.future import CallFuture
-from chopsticks.modules import ModuleServer
+from chopsticks.modules import ImportService
 from chopsticks.transports import Pipe
 from chopsticks.writer import FrameWriter
 
@@ -80,7 +80,7 @@ class StreamState:
 class Connection:
     """A started agent: send calls, get results, serve its imports."""
 
-    def __init__(self, name: str, pipe: Pipe, modules: ModuleServer, max_result: int,
+    def __init__(self, name: str, pipe: Pipe, modules: ImportService, max_result: int,
                  on_output: Callable[[str, str], None] = logs.remote_output,
                  explain: Optional[Callable[[Optional[int], List[str]], Optional[Explained]]] = None):
         self.name = name

@@ -25,6 +25,7 @@ Each class also subclasses the builtin it means, so ``except TimeoutError`` or
     │   │   │   └── HostKeyChanged      known_hosts has a different key for this host
     │   │   └── PythonNotFound          the remote has no usable ``python3`` (missing, or older than 3.9)
     │   ├── TunnelClosed                the agent went away: it exited, was killed, or the pipe broke
+    │   ├── ShardLost                   the shard (process or Ray actor) running this host's part went away
     │   └── ProtocolViolation           the remote sent bytes that break the protocol; tunnel closed
 """
 
@@ -162,6 +163,12 @@ class PythonNotFound(ConnectError):
 
 class TunnelClosed(TunnelError):
     """The agent went away (exited, was killed, or its pipe broke) or the tunnel was closed."""
+
+
+class ShardLost(TunnelError):
+    """The shard that ran this host's part of a fan-out (a shard process, or a Ray actor) went
+    away before the host finished; the message names the shard and its node. The next
+    fan-out starts a new shard for the host."""
 
 
 class ProtocolViolation(TunnelError):

@@ -7,19 +7,27 @@ own ``timeout``, and ``deadline`` bounds the whole fan-out. Results also stream,
 arrive, through ``iter_call`` or a ``callback``. Each fan-out's work is a job
 (``chopsticks.jobs``: a call pickled once for every host, a put, a fetch) that the one
 fan-out engine, ``jobs.fan_out``, maps over the tunnels.
+
+``workers=N`` (or ``'auto'``: one per core) spreads the hosts over N shard processes
+(``chopsticks.shards``), each with its own hub and its share of the tunnels, kept open there
+between fan-outs; every method below works the same. The group's ``tunnels`` are then
+stand-ins: the ``SSHTunnel``s made from the names, not connected in this process.
 """
 
 import resource
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import gevent
 
 from chopsticks.jobs import Call, Connect, Fetch, Job, Put, fan_out
 from chopsticks.options import TunnelOptions, replace
 from chopsticks.results import GroupResult
-from chopsticks.transports.ssh import raise_open_files_limit
+from chopsticks.transports.ssh import default_slots, raise_open_files_limit
 from chopsticks.transports.ssh_options import SSHOptions
 from chopsticks.tunnel import BaseTunnel, SSHTunnel
+
+if TYPE_CHECKING:
+    from chopsticks.shards.driver import Driver
 
 Host = Union[str, BaseTunnel]
 
@@ -39,11 +47,16 @@ class Group:
     ``sudo``, ``connect_timeout``, ``max_result``, ``serve``; one by one or as
     ``tunnel_options=``), one object of each shared by all; tunnels passed in are used as
     they are.
+
+    ``workers``: spread the hosts over this many shard processes (``'auto'``: one per core,
+    at most one per host; None or 1: none, everything runs in this process). Shards take SSH
+    hosts only (a ``Local`` or ``Docker`` tunnel is refused: it cannot leave this process);
+    the handshake bound and ``concurrency`` are split over them.
     """
 
     def __init__(self, hosts: Iterable[Host], *, concurrency: Optional[int] = None,
                  options: Optional[SSHOptions] = None, tunnel_options: Optional[TunnelOptions] = None,
-                 **ssh_options):
+                 workers: Union[int, str, None] = None, **ssh_options):
         tunnel_options = (tunnel_options or TunnelOptions()).given(**TunnelOptions.take(ssh_options))
         if concurrency is not None and concurrency < 1:
             raise ValueError("concurrency must be at least 1, got %r" % (concurrency,))
@@ -65,13 +78,26 @@ class Group:
                 raise ValueError("two tunnels are named %r: results are keyed by name" % tunnel.host)
             names.add(tunnel.host)
             self.tunnels.append(tunnel)
+        self._driver: Optional["Driver"] = None
+        if workers is not None:
+            from chopsticks.shards import driver
+            count = driver.count_workers(workers, len(self.tunnels))
+            if count > 1:
+                specs = [driver.spec_of(tunnel) for tunnel in self.tunnels]
+                self._driver = driver.for_group(count, default_slots().limit, concurrency)
+                self._driver.place(specs)
 
     # -- a set of tunnels, by name ----------------------------------------------------------
 
-    @classmethod
-    def _of(cls, tunnels: List[BaseTunnel], concurrency: Optional[int]) -> "Group":
-        group = cls([], concurrency=concurrency)
+    def _of(self, tunnels: List[BaseTunnel], concurrency: Optional[int]) -> "Group":
+        """A group of ``tunnels``; a sharded group's shares its shards (and their open
+        tunnels), new hosts placed in them."""
+        group = type(self)([], concurrency=concurrency)
         group.tunnels = tunnels
+        if self._driver is not None:
+            from chopsticks.shards.driver import spec_of
+            self._driver.place([spec_of(tunnel) for tunnel in tunnels])
+            group._driver = self._driver
         return group
 
     def _names(self, other: Union["Group", BaseTunnel]) -> set:
@@ -94,8 +120,8 @@ class Group:
         return self._of([t for t in self.tunnels if t.host not in theirs], self.concurrency)
 
     def __xor__(self, other: Union["Group", BaseTunnel]) -> "Group":
-        return (self - other) | (Group._of(other.tunnels if isinstance(other, Group) else [other],
-                                           self.concurrency) - self)
+        return (self - other) | (Group([], concurrency=self.concurrency)._of(
+            other.tunnels if isinstance(other, Group) else [other], self.concurrency) - self)
 
     def select(self, predicate: Callable[[BaseTunnel], bool]) -> "Group":
         """The tunnels for which ``predicate(tunnel)`` is true (decided here), as a new Group."""
@@ -142,6 +168,8 @@ class Group:
         """Run a job (``chopsticks.jobs``: ``Call``, ``Put``, ``Fetch``, ``Connect``) on every
         host; yield ``(host, result)`` as each finishes. ``deadline`` as for ``iter_call``;
         ``ends_at``, a ``time.monotonic()`` instant, ends it instead (``jobs.fan_out``)."""
+        if self._driver is not None:
+            return self._driver.iter_job(job, [t.host for t in self.tunnels], deadline, ends_at)
         return fan_out(job, self.tunnels, self.concurrency or default_concurrency(), deadline, ends_at)
 
     def call(self, fn, /, *args, timeout: Optional[float] = None, deadline: Optional[float] = None,
@@ -207,7 +235,10 @@ class Group:
         return self._gather(self.iter_job(Connect(), deadline), None)
 
     def close(self) -> None:
-        """Close every tunnel (they reconnect on next use)."""
+        """Close every tunnel (they reconnect on next use). A sharded group stops its shards
+        (which groups made from it by set operations share); the next fan-out starts new ones."""
+        if self._driver is not None:
+            self._driver.close()
         gevent.joinall([gevent.spawn(t.close) for t in self.tunnels])
 
     def __enter__(self) -> "Group":

@@ -24,7 +24,7 @@ and the other side runs ``fan_out(..., deadline=stated, ends_at=deadline_end(lef
 import dataclasses
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, Iterator, Optional, Sequence, Tuple, Union
 
 import gevent
 import gevent.lock
@@ -230,7 +230,7 @@ def seconds_left(ends_at: Optional[float]) -> Optional[float]:
 
 
 def fan_out(job: Job, tunnels: Sequence["BaseTunnel"], concurrency: int, deadline: Optional[float] = None,
-            ends_at: Optional[float] = None) -> Iterator[Tuple[str, Any]]:
+            ends_at: Optional[float] = None) -> Generator[Tuple[str, Any], None, None]:
     """Run ``job`` on every tunnel, ``concurrency`` at a time; yield ``(host, value or
     ErrorResult)`` as each finishes, every host once.
 

@@ -33,7 +33,7 @@ import sys
 from collections import OrderedDict
 from importlib.machinery import PathFinder
 from importlib.util import decode_source
-from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Protocol, Set, Tuple
 
 import msgpack
 
@@ -112,6 +112,17 @@ def _imported(top: str) -> bool:
     module = sys.modules.get(top)
     return top != "__main__" and module is not None and bool(
         getattr(module, "__file__", None) or getattr(module, "__path__", None))
+
+
+class ImportService(Protocol):
+    """What a connection asks its import service: ``ModuleServer`` here, and in a shard
+    (``chopsticks.shards.core.ShardModules``) one that asks the driver's ``ModuleServer``."""
+
+    def preload_message(self, name: str, sent: Set[str]) -> Optional[bytes]: ...
+
+    def answer_import(self, payload: bytes, sent: Set[str], host: str) -> Tuple[int, bytes]: ...
+
+    def answer_data(self, payload: bytes) -> bytes: ...
 
 
 class ModuleServer:

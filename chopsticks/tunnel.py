@@ -26,7 +26,7 @@ from chopsticks.errors import (CallTimeout, ChopsticksError, ConnectError, Conne
                                WrongThread)
 from chopsticks.future import CallFuture
 from chopsticks.jobs import Call
-from chopsticks.modules import ModuleServer, shared_server
+from chopsticks.modules import ImportService, shared_server
 # the defaults stay importable from here (tests and bench/ do)
 from chopsticks.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESULT, TunnelOptions, replace  # noqa: F401
 from chopsticks.transports import Pipe
@@ -74,7 +74,7 @@ class BaseTunnel:
     takes_sudo = False
 
     def __init__(self, host: str, *, python: Optional[str] = None, connect_timeout: Optional[float] = None,
-                 max_result: Optional[int] = None, modules: Optional[ModuleServer] = None,
+                 max_result: Optional[int] = None, modules: Optional[ImportService] = None,
                  serve: Optional[Iterable[str]] = None, tunnel_options: Optional[TunnelOptions] = None):
         if not isinstance(host, str) or not host:
             raise ValueError("a tunnel needs a non-empty name, got %r" % (host,))
@@ -398,7 +398,7 @@ class SSHTunnel(BaseTunnel):
     def __init__(self, host: str, *, options: Optional[SSHOptions] = None,
                  tunnel_options: Optional[TunnelOptions] = None, python: Optional[str] = None,
                  sudo: Union[bool, str, None] = None, connect_timeout: Optional[float] = None,
-                 max_result: Optional[int] = None, modules: Optional[ModuleServer] = None,
+                 max_result: Optional[int] = None, modules: Optional[ImportService] = None,
                  serve: Optional[Iterable[str]] = None, handshake_slots: Optional[HandshakeSlots] = None,
                  **ssh_options):
         super().__init__(host, python=python, connect_timeout=connect_timeout, max_result=max_result,

@@ -11,8 +11,9 @@ def test_exported_names_are_pinned():
     assert chopsticks.__all__ == [
         "AsyncResult", "AuthenticationFailed", "CallTimeout", "ChopsticksError", "ClusterError", "ConnectError", "ConnectTimeout",
         "ContainerError", "Docker", "ErrorResult", "Group", "GroupError", "GroupResult", "HandshakeSlots",
-        "HostKeyChanged", "HostKeyError", "InternalError", "Local", "MissingExtra", "ProtocolViolation", "PythonNotFound", "Queue",
-        "RemoteException", "ResultTooLarge", "SSHOptions", "SSHTunnel", "SerializationError", "SpecialFileError", "SubprocessTunnel",
+        "HostKeyChanged", "HostKeyError", "InternalError", "Local", "MissingExtra", "ProtocolViolation", "PythonNotFound",
+        "Queue", "RemoteException", "ResultTooLarge", "SSHOptions", "SSHTunnel", "SerializationError", "ShardLost",
+        "SpecialFileError", "SubprocessTunnel",
         "Sudo", "TransferError", "Tunnel", "TunnelClosed", "TunnelError", "TunnelOptions", "UnknownHostKey", "WrongThread",
     ]
     for name in chopsticks.__all__:

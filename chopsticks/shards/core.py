@@ -1,0 +1,238 @@
+"""ShardCore: what runs inside one shard, in its own gevent hub. Controller-side (a shard's half).
+
+A shard owns a share of a group's hosts. It is made from a ``ShardSpec`` (plain, picklable
+data: each host's name with its group's ``SSHOptions`` and ``TunnelOptions``, its share of the
+handshake bound and of the concurrency) and keeps its tunnels open between fan-outs.
+``ShardCore.events(order)`` runs one job (``RunOrder``) through the one engine,
+``jobs.fan_out``, on its tunnels and yields *events*, plain data that pickles:
+
+    ("result", host, value)     a host finished (``value``: its value or ErrorResult)
+    ("progress", nbytes)        bytes moved by a Put or Fetch since the last such event
+    ("done",)                   every host of the order has its result
+
+Closing the generator cancels the run (the engine stops the hosts still running).
+
+The shard serves its remotes' imports by asking the driver, which alone decides what is
+served (``ShardModules``: the interface ``connection.py`` uses, answers cached per fan-out, so
+an edited file is served anew on the next one). ``ask(kind, key)`` is the backend's way to
+reach the driver; ``ASKS`` in ``driver.py`` answers it with the driver's ``ModuleServer``.
+"""
+
+import dataclasses
+from typing import Any, Callable, Dict, FrozenSet, Iterator, Optional, Sequence, Set, Tuple
+
+import gevent
+import gevent.queue
+import msgpack
+
+from chopsticks.jobs import Call, Job, deadline_end, fan_out
+from chopsticks.options import TunnelOptions
+from chopsticks.results import ErrorResult
+from chopsticks.transports.ssh import HandshakeSlots
+from chopsticks.transports.ssh_options import SSHOptions
+from chopsticks.wire import protocol
+
+Event = Tuple[Any, ...]
+Preload = Tuple[FrozenSet[str], Optional[bytes]]  # the modules' names, their packed MODULES payload
+Ask = Callable[[str, Any], Any]  # ask(kind, key) -> the driver's answer, waiting for it
+
+# How often a running Put or Fetch reports its bytes to the driver: one event per interval,
+# not one per chunk (a chunk is 32 KiB; at 200 MiB/s that would be 6,400 events a second).
+PROGRESS_INTERVAL = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class HostSpec:
+    """One host as a shard starts it: its name and its group's options (shared objects, so
+    a shard's spec pickles each options object once)."""
+
+    name: str
+    options: SSHOptions
+    tunnel_options: TunnelOptions
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardSpec:
+    """What a shard is made from. ``handshakes``: its share of the handshake bound;
+    ``concurrency``: its share of the group's (None: from its own open-files limit)."""
+
+    label: str
+    hosts: Tuple[HostSpec, ...]
+    handshakes: int
+    concurrency: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOrder:
+    """One fan-out's part for one shard: the job (a ``Put``/``Fetch``'s ``progress`` replaced
+    by ``progress=True``), the shard's hosts in the group's order, the deadline as stated and
+    the seconds left of it when sent (``jobs.seconds_left``), preloads for a Call's module
+    (``{serve: (names, packed MODULES payload)}``) and hosts new to the shard."""
+
+    job: Job
+    hosts: Tuple[str, ...]
+    deadline: Optional[float] = None
+    left: Optional[float] = None
+    progress: bool = False
+    preloads: Dict[Tuple[str, ...], Dict[str, Preload]] = dataclasses.field(default_factory=dict)
+    added: Tuple[HostSpec, ...] = ()
+
+
+def _repack(packed: bytes, keep_first: bool, sent: Set[str]) -> Optional[bytes]:
+    """A MODULES payload without the modules in ``sent`` (the first kept if ``keep_first``),
+    and ``sent`` updated; None when nothing is left."""
+    entries = msgpack.unpackb(packed)
+    fresh = [entry for index, entry in enumerate(entries) if (keep_first and index == 0) or entry[0] not in sent]
+    sent.update(entry[0] for entry in fresh)
+    return msgpack.packb(fresh) if fresh else None
+
+
+class ShardModules:
+    """The import service of a shard's tunnels (``ModuleServer``'s interface for
+    ``connection.py``), answered by the driver's ``ModuleServer`` for ``serve``.
+
+    The driver answers as if the tunnel had been sent nothing yet; each tunnel's ``sent`` set
+    then trims the answer here, as the driver would have."""
+
+    def __init__(self, serve: Tuple[str, ...], ask: Ask) -> None:
+        self.serve = serve
+        self._ask = ask
+        self._answers: Dict[Tuple[str, Any], Any] = {}
+
+    def forget(self) -> None:
+        """Drop the cached answers (each fan-out asks again: a file may have changed)."""
+        self._answers.clear()
+
+    def know(self, module: str, preload: Preload) -> None:
+        """A preload the driver shipped with the job."""
+        self._answers[("preload", module)] = preload
+
+    def _cached(self, kind: str, key: Any) -> Any:
+        if (kind, key) not in self._answers:
+            self._answers[(kind, key)] = self._ask(kind, (self.serve, key))
+        return self._answers[(kind, key)]
+
+    def preload_message(self, name: str, sent: Set[str]) -> Optional[bytes]:
+        try:
+            names, packed = self._cached("preload", name)
+        except Exception:  # the driver went away: the remote asks for the module when it needs it
+            return None
+        if packed is None:
+            return None
+        if sent.isdisjoint(names):
+            sent.update(names)
+            return packed
+        return _repack(packed, False, sent)
+
+    def answer_import(self, payload: bytes, sent: Set[str], host: str) -> Tuple[int, bytes]:
+        try:
+            kind, reply = self._cached("import", payload)
+        except Exception:  # never raises (connection.py's contract): "not found"
+            return protocol.MODULES, msgpack.packb([])
+        if kind != protocol.MODULES:
+            return kind, reply
+        return kind, _repack(reply, True, sent) or msgpack.packb([])
+
+    def answer_data(self, payload: bytes) -> bytes:
+        try:
+            return self._ask("data", (self.serve, payload))  # not cached: up to 64 MiB each
+        except Exception as exc:  # never raises (connection.py's contract)
+            return msgpack.packb([False, "the driver did not answer: %s" % exc])
+
+
+class ShardCore:
+    """A shard's tunnels (kept open between fan-outs) and the runs of jobs on them."""
+
+    def __init__(self, spec: ShardSpec, ask: Ask) -> None:
+        from chopsticks.tunnel import SSHTunnel  # the tunnels are made in the shard's process
+
+        self._tunnel_class = SSHTunnel
+        self.spec = spec
+        self._ask = ask
+        self._slots = HandshakeSlots(spec.handshakes)
+        self._modules: Dict[Tuple[str, ...], ShardModules] = {}
+        self.tunnels: Dict[str, Any] = {}
+        self.add(spec.hosts)
+
+    def add(self, hosts: Sequence[HostSpec]) -> None:
+        """Hosts new to this shard (a group grown by ``|``); one already here is kept."""
+        for host in hosts:
+            if host.name in self.tunnels:
+                continue
+            serve = tuple(host.tunnel_options.serve)
+            modules = self._modules.get(serve)
+            if modules is None:
+                modules = self._modules[serve] = ShardModules(serve, self._ask)
+            self.tunnels[host.name] = self._tunnel_class(
+                host.name, options=host.options, tunnel_options=dataclasses.replace(host.tunnel_options, serve=()),
+                modules=modules, handshake_slots=self._slots)
+
+    def events(self, order: RunOrder) -> Iterator[Event]:
+        """Run ``order`` on this shard's tunnels; yield its events, ``("done",)`` last.
+        Closing the generator stops the run."""
+        self.add(order.added)
+        for modules in self._modules.values():
+            modules.forget()
+            for module, preload in order.preloads.get(modules.serve, {}).items():
+                modules.know(module, preload)
+        events: gevent.queue.Queue = gevent.queue.Queue()
+        moved = [0]
+
+        def progress(nbytes: int) -> None:
+            moved[0] += nbytes
+
+        job = dataclasses.replace(order.job, progress=progress) if order.progress else order.job  # type: ignore
+        tunnels = [self.tunnels[name] for name in order.hosts]
+
+        def drive() -> None:
+            stream = fan_out(job, tunnels, self.spec.concurrency or _default_concurrency(), order.deadline,
+                             deadline_end(order.left) if order.left is not None else None)
+            try:
+                for host, value in stream:
+                    events.put(("result", host, value))
+            except Exception as exc:  # the job's start failed (a Put's file went away): every host's error
+                error = ErrorResult.from_exception(exc)
+                for tunnel in tunnels:
+                    events.put(("result", tunnel.host, error))
+            finally:
+                stream.close()
+            events.put(("done",))
+
+        worker = gevent.spawn(drive)
+        try:
+            while True:
+                try:
+                    event = events.get(timeout=PROGRESS_INTERVAL if order.progress else None)
+                except gevent.queue.Empty:
+                    event = None
+                if moved[0] and (event is None or event[0] == "done"):
+                    yield ("progress", moved[0])
+                    moved[0] = 0
+                if event is not None:
+                    yield event
+                    if event[0] == "done":
+                        return
+        finally:
+            worker.kill()
+
+    def close(self) -> None:
+        """Close every tunnel (they would reconnect on next use)."""
+        gevent.joinall([gevent.spawn(tunnel.close) for tunnel in self.tunnels.values()])
+
+
+def _default_concurrency() -> int:
+    from chopsticks.group import default_concurrency
+    return default_concurrency()
+
+
+def preloads_for(job: Job, servers: Dict[Tuple[str, ...], Any]) -> Dict[Tuple[str, ...], Dict[str, Preload]]:
+    """What a Call's module preloads, per ``serve`` list, from the driver's import services
+    (``{serve: ModuleServer}``): shipped with the job so no shard asks for it."""
+    if not isinstance(job, Call) or job.module is None:
+        return {}
+    shipped: Dict[Tuple[str, ...], Dict[str, Preload]] = {}
+    for serve, server in servers.items():
+        sent: Set[str] = set()
+        packed = server.preload_message(job.module, sent)
+        shipped[serve] = {job.module: (frozenset(sent), packed)}
+    return shipped

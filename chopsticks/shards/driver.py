@@ -1,0 +1,268 @@
+"""The driver: a group's hosts spread over shards, their event streams merged into one. API layer.
+
+``Driver`` places each host in one shard and keeps it there (its tunnel stays open in that
+shard between fan-outs), hands each shard its part of a job (``core.RunOrder``) and merges
+what the shards send back into the engine's ``(host, value)`` stream, as each host finishes,
+whichever shard it is in. Progress is summed and given to the user's callable here; a
+deadline crosses as seconds left (``jobs.seconds_left``); closing the stream (Ctrl-C, a
+``break``) cancels every shard's run. A shard that dies fails its unfinished hosts with
+``ShardLost`` naming it; the next fan-out starts a new shard for them.
+
+How a shard runs is a backend's business (the seam):
+
+    backend.start(spec, sink) -> handle       start a shard from a ``core.ShardSpec``
+    handle.label                              "shard 2 (pid 4242 on this machine)": for ShardLost
+    handle.run(run_id, order)                 send it a ``RunOrder`` (returns at once)
+    handle.cancel(run_id)                     stop that run (late events are dropped here)
+    handle.close()                            stop the shard, its tunnels closed; wait for it
+
+and the backend reports, in the driver's hub, through the ``sink`` it was given:
+
+    sink.event(run_id, event)                 each of ``ShardCore.events``' events
+    sink.answer(kind, key) -> value           a shard's question for the import service (``ASKS``)
+    sink.lost(why)                            the shard went away (not after ``close``)
+
+``process.ProcessBackend`` runs shards as local processes; ``ray.py`` as Ray actors.
+"""
+
+import dataclasses
+import io
+import itertools
+import os
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
+
+import gevent
+import gevent.queue
+
+from chopsticks.errors import CallTimeout, ShardLost
+from chopsticks.jobs import Job, Put, deadline_end, seconds_left
+from chopsticks.modules import ModuleServer, shared_server
+from chopsticks.results import ErrorResult
+from chopsticks.shards.core import Event, HostSpec, RunOrder, ShardSpec, preloads_for
+
+# How long past its deadline the driver waits for a shard's own deadline results (the
+# shard ends its run at the same instant; this covers the hop back, and a shard that hangs).
+DEADLINE_GRACE = 5.0
+
+
+class Sink(Protocol):
+    def event(self, run_id: int, event: Event) -> None: ...
+    def answer(self, kind: str, key: Any) -> Any: ...
+    def lost(self, why: str) -> None: ...
+
+
+class Handle(Protocol):
+    label: str
+
+    def run(self, run_id: int, order: RunOrder) -> None: ...
+    def cancel(self, run_id: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    def start(self, spec: ShardSpec, sink: Sink) -> Handle: ...
+
+
+def _preload(server: ModuleServer, name: str) -> Tuple[frozenset, Optional[bytes]]:
+    sent: set = set()
+    packed = server.preload_message(name, sent)
+    return frozenset(sent), packed
+
+
+# A shard's questions, answered by the driver's import service for the hosts' ``serve`` list:
+# the driver alone decides what is served, as for its own tunnels.
+ASKS: Dict[str, Callable[[ModuleServer, Any], Any]] = {
+    "preload": _preload,
+    "import": lambda server, payload: server.answer_import(payload, set(), "a shard"),
+    "data": lambda server, payload: server.answer_data(payload),
+}
+
+
+def split(total: int, parts: int) -> List[int]:
+    """``total`` in ``parts`` shares as equal as whole numbers allow, each at least 1."""
+    return [max(1, total // parts + (1 if index < total % parts else 0)) for index in range(parts)]
+
+
+def portable(job: Job) -> Job:
+    """``job`` as it can cross to a shard: a Put from a file object carries the file's bytes
+    (read once, here) and any ``progress`` callable stays in the driver."""
+    if isinstance(job, Put) and not isinstance(job.local_path, (str, os.PathLike)):
+        job = dataclasses.replace(job, local_path=io.BytesIO(job.local_path.read()))
+    if getattr(job, "progress", None) is not None:
+        job = dataclasses.replace(job, progress=None)  # type: ignore[type-var]
+    return job
+
+
+class _ShardSink:
+    """What one shard's backend reports to: events into the runs' queues, its questions to the
+    import service, its loss to every run it had hosts in."""
+
+    def __init__(self, driver: "Driver", index: int):
+        self.driver = driver
+        self.index = index
+        self.handle: Optional[Handle] = None
+
+    def event(self, run_id: int, event: Event) -> None:
+        queue = self.driver.runs.get(run_id)
+        if queue is not None:  # else a run that was closed: its late events go nowhere
+            queue.put((self.index, event))
+
+    def answer(self, kind: str, key: Any) -> Any:
+        serve, what = key
+        return ASKS[kind](shared_server(serve), what)
+
+    def lost(self, why: str) -> None:
+        label = self.handle.label if self.handle is not None else "shard %d" % self.index
+        self.driver.lost(self.index, self, "%s was lost: %s" % (label, why))
+
+
+class Driver:
+    """Hosts placed over ``workers`` shards that ``backend`` starts; ``handshakes`` (the
+    group's bound on SSH handshakes) and ``concurrency`` (None: each shard's own default) are
+    split over them, so the whole fan-out keeps the group's bounds."""
+
+    def __init__(self, backend: Backend, workers: int, handshakes: int, concurrency: Optional[int] = None):
+        self.backend = backend
+        self.workers = workers
+        self.handshakes = split(handshakes, workers)
+        self.concurrency: List[Optional[int]] = [None] * workers
+        if concurrency:
+            self.concurrency = list(split(concurrency, workers))
+        self.specs: Dict[str, HostSpec] = {}
+        self.placed: Dict[str, int] = {}
+        self.shards: List[Optional[Tuple[Handle, _ShardSink]]] = [None] * workers
+        self.known: List[set] = [set() for _ in range(workers)]  # hosts each live shard was given
+        self.runs: Dict[int, gevent.queue.Queue] = {}
+        self._ids = itertools.count(1)
+
+    def place(self, hosts: Sequence[HostSpec]) -> None:
+        """Give each new host a shard (the one with the fewest); a host placed stays there."""
+        counts = [0] * self.workers
+        for index in self.placed.values():
+            counts[index] += 1
+        for host in hosts:
+            if host.name not in self.placed:
+                index = counts.index(min(counts))
+                self.placed[host.name] = index
+                self.specs[host.name] = host
+                counts[index] += 1
+
+    def _shard(self, index: int) -> Tuple[Handle, List[HostSpec]]:
+        """Shard ``index``, started if it is not running; and the hosts it is new to."""
+        mine = [spec for name, spec in self.specs.items() if self.placed[name] == index]
+        entry = self.shards[index]
+        if entry is None:
+            sink = _ShardSink(self, index)
+            spec = ShardSpec("shard %d" % (index + 1), tuple(mine), self.handshakes[index], self.concurrency[index])
+            handle = self.backend.start(spec, sink)
+            sink.handle = handle
+            self.shards[index] = entry = (handle, sink)
+            self.known[index] = {host.name for host in mine}
+        added = [host for host in mine if host.name not in self.known[index]]
+        self.known[index].update(host.name for host in added)
+        return entry[0], added
+
+    def lost(self, index: int, sink: _ShardSink, why: str) -> None:
+        """Shard ``index`` went away: its runs hear it; the next fan-out starts a new one."""
+        entry = self.shards[index]
+        if entry is not None and entry[1] is sink:
+            self.shards[index] = None
+        for queue in self.runs.values():
+            queue.put((index, ("lost", why)))
+
+    def iter_job(self, job: Job, hosts: Sequence[str], deadline: Optional[float] = None,
+                 ends_at: Optional[float] = None) -> Iterator[Tuple[str, Any]]:
+        """``jobs.fan_out``'s stream for ``job`` on ``hosts`` (placed already), across the
+        shards: ``(host, value or ErrorResult)`` as each finishes, every host once."""
+        ends_at = deadline_end(deadline) if ends_at is None else ends_at
+        progress = getattr(job, "progress", None)
+        job = portable(job)
+        preloads = preloads_for(job, {tuple(spec.tunnel_options.serve): shared_server(spec.tunnel_options.serve)
+                                      for spec in (self.specs[name] for name in hosts)})
+        parts: Dict[int, List[str]] = {}
+        for name in hosts:
+            parts.setdefault(self.placed[name], []).append(name)
+        run_id = next(self._ids)
+        queue: gevent.queue.Queue = gevent.queue.Queue()
+        self.runs[run_id] = queue
+        pending = {name: self.placed[name] for name in hosts}
+        running: Dict[int, Handle] = {}
+        stated = "" if deadline is None else " of %ss" % deadline
+        try:
+            for index, names in parts.items():
+                try:
+                    handle, added = self._shard(index)
+                    handle.run(run_id, RunOrder(job, tuple(names), deadline, seconds_left(ends_at),
+                                                progress is not None, preloads, tuple(added)))
+                    running[index] = handle
+                except OSError as exc:  # the shard could not be started or reached
+                    self.shards[index] = None
+                    queue.put((index, ("lost", "shard %d could not start: %s" % (index + 1, exc))))
+            while pending:
+                left = seconds_left(ends_at)
+                wait = None if left is None else left + DEADLINE_GRACE
+                try:
+                    index, event = queue.get(timeout=wait)
+                except gevent.queue.Empty:
+                    break
+                kind = event[0]
+                if kind == "result" and event[1] in pending:
+                    del pending[event[1]]
+                    yield event[1], event[2]
+                elif kind == "progress" and progress is not None:
+                    progress(event[1])
+                elif kind in ("lost", "done"):
+                    running.pop(index, None)
+                    why = event[1] if kind == "lost" else "shard %d ended its run early" % (index + 1)
+                    for name in [name for name, where in pending.items() if where == index]:
+                        del pending[name]
+                        yield name, ErrorResult.from_exception(ShardLost("[%s] %s" % (name, why)))
+        finally:
+            del self.runs[run_id]
+            for handle in running.values():
+                if pending:
+                    handle.cancel(run_id)
+        for name in list(pending):
+            yield name, ErrorResult.from_exception(CallTimeout("[%s] the fan-out deadline%s passed first"
+                                                               % (name, stated)))
+
+    def close(self) -> None:
+        """Stop every shard (their tunnels close); the next fan-out starts new ones."""
+        entries = [entry for entry in self.shards if entry is not None]
+        self.shards = [None] * self.workers
+        gevent.joinall([gevent.spawn(handle.close) for handle, _ in entries])
+
+
+def count_workers(workers: Any, hosts: int) -> int:
+    """How many shards ``workers`` means for ``hosts`` hosts: a whole number (capped by the
+    hosts), ``'auto'`` (this machine's cores, capped by the hosts) or None (1: no shards).
+    ValueError names the parameter for anything else."""
+    if workers is None:
+        return 1
+    if workers == "auto":
+        return max(1, min(os.cpu_count() or 1, hosts))
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError("workers must be a whole number of at least 1 or 'auto', got %r" % (workers,))
+    return max(1, min(workers, hosts))
+
+
+def spec_of(tunnel: Any) -> HostSpec:
+    """A tunnel as a shard can make it again: an ``SSHTunnel`` with its name and options and
+    the shared import service. Any other tunnel (a ``Local``, a ``Docker``, one with its own
+    ``modules=``) lives in this process and cannot move: ValueError, saying so."""
+    from chopsticks.tunnel import SSHTunnel
+
+    if type(tunnel) is not SSHTunnel or tunnel.modules is not shared_server(tunnel.tunnel_options.serve):
+        raise ValueError("workers= spreads SSH hosts over shard processes, which make their own tunnels from "
+                         "the host names and options; %r lives in this process and cannot move to a shard: "
+                         "put it in a Group without workers= (or workers=1)" % (tunnel,))
+    return HostSpec(tunnel.host, tunnel.options, tunnel.tunnel_options)
+
+
+def for_group(workers: int, handshakes: int, concurrency: Optional[int]) -> Driver:
+    """A driver of ``workers`` local shard processes, the group's bounds split over them
+    (no more shards than the bounds have units)."""
+    from chopsticks.shards.process import ProcessBackend
+
+    workers = min(workers, handshakes, concurrency or workers)
+    return Driver(ProcessBackend(), workers, handshakes, concurrency)

@@ -1,0 +1,225 @@
+"""Shards as local processes: the driver's backend, and the shard's main loop. Controller-side.
+
+A shard is ``python -m chopsticks.shards`` started with ``subprocess`` (not multiprocessing's
+spawn, which imports the user's ``__main__`` again and runs an unguarded script twice; not a
+fork, which would share libssh2's state). Driver and shard talk over the shard's stdin and
+stdout in frames: a 4-byte big-endian length, then a pickle. Both ends are our own processes
+(the driver started the shard), so pickles are fine here; remote bytes never cross unread.
+
+    driver -> shard:  ("spec", ShardSpec)       first, once
+                      ("run", run_id, RunOrder)
+                      ("cancel", run_id)
+                      ("answer", ask_id, value)
+    shard -> driver:  ("event", run_id, event)  ShardCore.events' events
+                      ("ask", ask_id, kind, key)
+
+The shard exits when its stdin ends: a driver that exits or is killed leaves no shard
+behind. The shard's own stdout is kept for frames; anything printed goes to its stderr.
+"""
+
+import itertools
+import os
+import pickle
+import signal
+import struct
+import sys
+from typing import Any, Callable, Dict, Optional
+
+import gevent
+import gevent.event
+import gevent.lock
+import gevent.os
+import gevent.subprocess
+
+from chopsticks.errors import SerializationError
+from chopsticks.results import ErrorResult
+from chopsticks.shards.core import RunOrder, ShardCore, ShardSpec
+
+LENGTH = struct.Struct("!I")
+# How long a shard has to close its tunnels and exit once its stdin ended, before the
+# driver kills it.
+CLOSE_GRACE = 10.0
+
+
+class Frames:
+    """Length-prefixed pickles over two non-blocking fds, cooperatively (one writer at a time)."""
+
+    def __init__(self, read_fd: int, write_fd: int):
+        self.read_fd, self.write_fd = read_fd, write_fd
+        gevent.os.make_nonblocking(read_fd)
+        gevent.os.make_nonblocking(write_fd)
+        self._lock = gevent.lock.Semaphore()
+
+    def _read_exact(self, size: int) -> Optional[bytes]:
+        chunks, left = [], size
+        while left:
+            chunk = gevent.os.nb_read(self.read_fd, min(left, 1 << 20))
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def read(self) -> Any:
+        """The next message; None at the end of the stream."""
+        head = self._read_exact(LENGTH.size)
+        if head is None:
+            return None
+        body = self._read_exact(LENGTH.unpack(head)[0])
+        return None if body is None else pickle.loads(body)
+
+    def write(self, message: Any) -> None:
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        view = memoryview(LENGTH.pack(len(data)) + data)
+        with self._lock:
+            while view:
+                view = view[gevent.os.nb_write(self.write_fd, view):]
+
+
+# -- the driver's side ------------------------------------------------------------------------
+
+def _shard_env() -> Dict[str, str]:
+    """The driver's environment, with this chopsticks importable first (the driver's own
+    sys.path is not passed on: a shard needs no user code, the driver serves it)."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return env
+
+
+def _why(status: Optional[int]) -> str:
+    if status is None:
+        return "its pipe broke"
+    if status < 0:
+        return "it was killed by signal %d (%s)" % (-status, signal.Signals(-status).name)
+    return "it exited with status %d" % status
+
+
+class ProcessShard:
+    """The driver's handle on one shard process (see ``driver.py`` for the seam)."""
+
+    def __init__(self, spec: ShardSpec, sink: Any):
+        self.sink = sink
+        self.closing = False
+        self.proc = gevent.subprocess.Popen([sys.executable, "-m", "chopsticks.shards"], stdin=gevent.subprocess.PIPE,
+                                            stdout=gevent.subprocess.PIPE, env=_shard_env())
+        self.pid = self.proc.pid
+        self.label = "%s (pid %d on this machine)" % (spec.label, self.pid)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.frames = Frames(self.proc.stdout.fileno(), self.proc.stdin.fileno())
+        self.frames.write(("spec", spec))
+        self.reader = gevent.spawn(self._read)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message = self.frames.read()
+                if message is None:
+                    break
+                if message[0] == "event":
+                    self.sink.event(message[1], message[2])
+                else:  # ("ask", ask_id, kind, key)
+                    self._send(("answer", message[1], self.sink.answer(message[2], message[3])))
+        except (OSError, EOFError, pickle.UnpicklingError):
+            pass
+        status = self.proc.wait()
+        if not self.closing:
+            self.sink.lost(_why(status))
+
+    def _send(self, message: Any) -> None:
+        self.frames.write(message)
+
+    def run(self, run_id: int, order: RunOrder) -> None:
+        self._send(("run", run_id, order))
+
+    def cancel(self, run_id: int) -> None:
+        try:
+            self._send(("cancel", run_id))
+        except OSError:
+            pass  # gone: its reader reports it
+
+    def close(self) -> None:
+        self.closing = True
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()  # end of stdin: the shard closes its tunnels and exits
+        try:
+            self.proc.wait(timeout=CLOSE_GRACE)
+        except gevent.subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+
+
+class ProcessBackend:
+    """Shards as local processes."""
+
+    def start(self, spec: ShardSpec, sink: Any) -> ProcessShard:
+        return ProcessShard(spec, sink)
+
+
+# -- the shard's side -------------------------------------------------------------------------
+
+def _portable(event: Any) -> Any:
+    """``event``, or, if a result's value cannot be pickled, that host's SerializationError."""
+    try:
+        pickle.dumps(event, pickle.HIGHEST_PROTOCOL)
+        return event
+    except Exception as exc:  # whatever an arbitrary value's pickling raises
+        error = SerializationError("[%s] the result cannot be sent from its shard: %s" % (event[1], exc))
+        return ("result", event[1], ErrorResult.from_exception(error))
+
+
+def main() -> None:
+    """A shard: read the spec, then run orders until stdin ends."""
+    frames = Frames(0, os.dup(1))
+    os.dup2(2, 1)  # what the shard prints must not land among the frames
+    asks: Dict[int, gevent.event.AsyncResult] = {}
+    ask_ids = itertools.count(1)
+    runs: Dict[int, gevent.Greenlet] = {}
+
+    def ask(kind: str, key: Any) -> Any:
+        ask_id = next(ask_ids)
+        answer = asks[ask_id] = gevent.event.AsyncResult()
+        frames.write(("ask", ask_id, kind, key))
+        return answer.get()
+
+    first = frames.read()
+    if first is None:
+        return
+    core = ShardCore(first[1], ask)
+
+    def run(run_id: int, order: RunOrder) -> None:
+        try:
+            for event in core.events(order):
+                frames.write(("event", run_id, _portable(event) if event[0] == "result" else event))
+        finally:
+            runs.pop(run_id, None)
+
+    def on_run(message: Any) -> None:
+        runs[message[1]] = gevent.spawn(run, message[1], message[2])
+
+    def on_cancel(message: Any) -> None:
+        greenlet = runs.pop(message[1], None)
+        if greenlet is not None:
+            greenlet.kill(block=False)
+
+    def on_answer(message: Any) -> None:
+        answer = asks.pop(message[1], None)
+        if answer is not None:
+            answer.set(message[2])
+
+    handlers: Dict[str, Callable[[Any], None]] = {"run": on_run, "cancel": on_cancel, "answer": on_answer}
+    try:
+        while True:
+            message = frames.read()
+            if message is None:
+                break
+            handlers[message[0]](message)
+    finally:
+        for answer in asks.values():
+            answer.set_exception(EOFError("the driver went away"))
+        gevent.killall(list(runs.values()))
+        with gevent.Timeout(CLOSE_GRACE, False):
+            core.close()
