@@ -52,11 +52,16 @@ class Group:
     at most one per host; None or 1: none, everything runs in this process). Shards take SSH
     hosts only (a ``Local`` or ``Docker`` tunnel is refused: it cannot leave this process);
     the handshake bound and ``concurrency`` are split over them.
+
+    ``cluster``: run the shards as actors of a Ray cluster instead, spread over its nodes
+    (an address such as ``'10.0.0.1:6379'``, or True for ``RAY_ADDRESS``; a process that
+    already called ``ray.init`` uses that connection). ``workers`` then defaults to one shard
+    per CPU the cluster offers, at most one per host. Needs ``pip install chopsticks[ray]``.
     """
 
     def __init__(self, hosts: Iterable[Host], *, concurrency: Optional[int] = None,
                  options: Optional[SSHOptions] = None, tunnel_options: Optional[TunnelOptions] = None,
-                 workers: Union[int, str, None] = None, **ssh_options):
+                 workers: Union[int, str, None] = None, cluster: Any = None, **ssh_options):
         tunnel_options = (tunnel_options or TunnelOptions()).given(**TunnelOptions.take(ssh_options))
         if concurrency is not None and concurrency < 1:
             raise ValueError("concurrency must be at least 1, got %r" % (concurrency,))
@@ -79,12 +84,14 @@ class Group:
             names.add(tunnel.host)
             self.tunnels.append(tunnel)
         self._driver: Optional["Driver"] = None
-        if workers is not None:
+        if workers is not None or cluster is not None:
             from chopsticks.shards import driver
-            count = driver.count_workers(workers, len(self.tunnels))
-            if count > 1:
+            backend = driver.backend_for(cluster)
+            count = driver.count_workers("auto" if workers is None else workers, len(self.tunnels),
+                                         backend.cores())
+            if count > 1 or cluster is not None:
                 specs = [driver.spec_of(tunnel) for tunnel in self.tunnels]
-                self._driver = driver.for_group(count, default_slots().limit, concurrency)
+                self._driver = driver.for_group(count, default_slots().limit, concurrency, backend)
                 self._driver.place(specs)
 
     # -- a set of tunnels, by name ----------------------------------------------------------

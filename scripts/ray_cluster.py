@@ -43,6 +43,16 @@ def ray_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     return env
 
 
+def descendants(pid: int) -> List[int]:
+    """PIDs of ``pid``'s children, their children, and so on."""
+    found, todo = [], [pid]
+    while todo:
+        kids = children_of(todo.pop())
+        found.extend(kids)
+        todo.extend(kids)
+    return found
+
+
 class Node:
     """One ``ray start --block``: its process, directory, address and log."""
 
@@ -69,19 +79,22 @@ class Node:
         return found
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
-        """Stop the node: ``ray start --block`` stops its raylet and workers on SIGTERM."""
+        """Stop the node: ``ray start --block`` stops its raylet and workers on SIGTERM;
+        whatever of them is left after ``timeout`` (workers run in process groups of their
+        own) is killed by PID."""
         if self.proc.poll() is None:
+            below = descendants(self.proc.pid)
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                for pid in children_of(self.proc.pid):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                 self.proc.kill()
                 self.proc.wait()
+            for pid in below:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 class RayCluster:
@@ -104,8 +117,7 @@ class RayCluster:
 
     def _start_node(self, index: int, args: List[str], timeout: float) -> Node:
         ip = "127.0.100.%d" % (index + 1)
-        workdir = os.path.join(self.dir, "n%d" % index)
-        os.makedirs(workdir)
+        workdir = tempfile.mkdtemp(prefix="n%d-" % index, dir=self.dir)
         log = os.path.join(workdir, "start.log")
         with open(log, "wb") as out:
             proc = subprocess.Popen(
@@ -114,7 +126,10 @@ class RayCluster:
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=self.env(),
                 preexec_fn=_die_with_parent)
         node = Node(ip, workdir, proc, log)
-        self.nodes.append(node)
+        if index < len(self.nodes):
+            self.nodes[index] = node
+        else:
+            self.nodes.append(node)
         ends = time.monotonic() + timeout
         while True:
             with open(log, errors="replace") as text:
@@ -136,6 +151,11 @@ class RayCluster:
             raise
         self.start_seconds = time.monotonic() - began
         return self
+
+    def restart_node(self, index: int, timeout: float = 60.0) -> Node:
+        """Node ``index`` (not the head) started again, after a test stopped it."""
+        self.nodes[index].stop()
+        return self._start_node(index, ["--address=" + self.address], timeout)
 
     def stop(self) -> None:
         for node in reversed(self.nodes):

@@ -147,3 +147,13 @@ def running_alongside(directory, seconds):
         return max(seen, len(os.listdir(directory)))
     finally:
         os.remove(mark)
+
+
+def start_then_wait(started, release, seconds=120):
+    """Mark this call as started (a file in ``started``), then wait for ``release`` to exist
+    (at most ``seconds``); this agent's pid."""
+    open(os.path.join(started, str(os.getpid())), "w").close()
+    ends = time.monotonic() + seconds
+    while not os.path.exists(release) and time.monotonic() < ends:
+        time.sleep(0.02)
+    return os.getpid()

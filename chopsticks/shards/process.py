@@ -158,6 +158,9 @@ class ProcessBackend:
     def start(self, spec: ShardSpec, sink: Any) -> ProcessShard:
         return ProcessShard(spec, sink)
 
+    def cores(self) -> Optional[int]:
+        return None  # this machine's
+
 
 # -- the shard's side -------------------------------------------------------------------------
 

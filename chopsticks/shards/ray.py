@@ -32,6 +32,7 @@ import gevent.event
 from chopsticks.errors import ClusterError, MissingExtra
 from chopsticks.shards.core import Event, RunOrder, ShardCore, ShardSpec
 from chopsticks.shards.hub_thread import HubThread
+from chopsticks.shards.process import _portable
 
 if TYPE_CHECKING:
     from chopsticks.shards.driver import Sink
@@ -66,6 +67,17 @@ def connect(cluster: Any) -> Any:
         address = (os.environ.get("RAY_ADDRESS") or "auto") if cluster is True or cluster == "auto" else cluster
         ray.init(address=address, log_to_driver=False)
     return ray
+
+
+def node_slots(ray: Any) -> List[Optional[str]]:
+    """The alive nodes' IDs, each once per CPU it offers, interleaved node by node (shard i
+    goes to slot i modulo their number, so shards fill the nodes evenly); [None] if none
+    offers a CPU."""
+    per_node = [[node["NodeID"]] * int(node.get("Resources", {}).get("CPU", 0))
+                for node in ray.nodes() if node["Alive"]]
+    slots: List[Optional[str]] = [ids[i] for i in range(max(map(len, per_node), default=0))
+                                  for ids in per_node if i < len(ids)]
+    return slots or [None]
 
 
 def cluster_cpus(ray: Any) -> int:
@@ -147,7 +159,7 @@ class ShardActor:
         events = self.core.events(order)
         try:
             for event in events:
-                self.outbox.put(("event", run_id, event))
+                self.outbox.put(("event", run_id, _portable(event) if event[0] == "result" else event))
         finally:
             events.close()
             if self.runs.get(run_id) is gevent.getcurrent():
@@ -204,7 +216,7 @@ def check_nodes(ray: Any, spec: ShardSpec) -> None:
     nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
     refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(paths)
             for node in nodes]
-    found = gevent.get_hub().threadpool.apply(ray.get, (refs,))
+    found = gevent.get_hub().threadpool.apply(ray.get, (refs,))  # a wait that leaves the hub running
     lines = ["node %s cannot read %s" % (address, ", ".join(problems)) for address, problems in found if problems]
     if lines:
         raise ClusterError("the Ray cluster cannot run these hosts' shards: every node must read the SSH files "
@@ -227,6 +239,12 @@ class RayShard:
         self._ended = gevent.event.Event()
         self.pid: Optional[int] = None
         self.node: Optional[str] = None
+        # the reader thread hands what it reads to the hub through an async watcher: it wakes
+        # the hub from another thread, and, while started, keeps the hub's loop from ending
+        # (a hub waiting only on callbacks from threads would see nothing to wait for)
+        self._inbox: "queue.SimpleQueue[Tuple[str, Any]]" = queue.SimpleQueue()
+        self._wake = self._hub.loop.async_()
+        self._wake.start(self._drain)
         self._reader = threading.Thread(target=self._read, name="chopsticks-%s" % spec.label, daemon=True)
         self._reader.start()
 
@@ -237,12 +255,27 @@ class RayShard:
             self.node, self.pid = ray.get(self.actor.where.remote())
             self.label = "%s (Ray actor pid %d on node %s)" % (self._name, self.pid, self.node)
             for ref in self.actor.messages.options(num_returns="streaming").remote():
-                self._hub.loop.run_callback_threadsafe(self._deliver, ray.get(ref))
+                self._inbox.put(("batch", ray.get(ref)))
+                self._wake.send()
         except Exception as exc:  # a Ray error: the actor, its node or the cluster went away
-            why = "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-        self._hub.loop.run_callback_threadsafe(self._end, why)
+            text = str(exc).strip()
+            why = "%s: %s" % (type(exc).__name__, text.splitlines()[0] if text else "")
+        self._inbox.put(("end", why))
+        self._wake.send()
+
+    def _drain(self) -> None:  # in the driver's hub
+        while True:
+            try:
+                kind, what = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "batch":
+                self._deliver(what)
+            else:
+                self._end(what)
 
     def _end(self, why: str) -> None:  # in the driver's hub
+        self._wake.stop()
         self._ended.set()
         if not self._closing:
             self._sink.lost(why)
@@ -282,17 +315,27 @@ class RayBackend:
         self.ray = connect(cluster)
         self._actor_class = self.ray.remote(ShardActor)
         self._checked = False
+        self._started = 0
 
-    def default_workers(self, hosts: int) -> int:
-        """One shard per CPU the cluster offers, capped by the fleet size."""
-        return max(1, min(hosts, cluster_cpus(self.ray)))
+    def cores(self) -> int:
+        """The CPUs the cluster offers: ``workers='auto'`` (the default with a cluster) is one
+        shard per CPU, capped by the fleet size."""
+        return cluster_cpus(self.ray)
 
     def start(self, spec: ShardSpec, sink: "Sink") -> RayShard:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         if not self._checked:
             check_nodes(self.ray, spec)
             self._checked = True
+        slots = node_slots(self.ray)
+        place = slots[self._started % len(slots)]
+        self._started += 1
         # num_cpus=0: a shard asked for beyond the cluster's CPUs starts anyway, where one
-        # reserving a CPU would wait for it forever; SPREAD still places shards node by node
-        actor = self._actor_class.options(scheduling_strategy="SPREAD", max_concurrency=ACTOR_THREADS, num_cpus=0,
+        # reserving a CPU would wait for it forever. Ray's SPREAD strategy put two such actors
+        # on one node of two here, so each shard is placed on a node of its own choosing
+        # (soft: a node gone since is replaced by any other).
+        strategy = NodeAffinitySchedulingStrategy(place, soft=True) if place else "SPREAD"
+        actor = self._actor_class.options(scheduling_strategy=strategy, max_concurrency=ACTOR_THREADS, num_cpus=0,
                                           max_restarts=0).remote(spec)
         return RayShard(actor, spec, sink, self.ray)
