@@ -50,7 +50,8 @@ class Group:
 
     ``workers``: spread the hosts over this many shard processes (``'auto'``: one per core,
     at most one per host; None or 1: none, everything runs in this process). Shards take SSH
-    hosts only (a ``Local`` or ``Docker`` tunnel is refused: it cannot leave this process);
+    hosts only (with workers given, not 1, a ``Local`` or ``Docker`` tunnel is refused: it
+    cannot leave this process);
     the handshake bound and ``concurrency`` are split over them.
 
     ``cluster``: run the shards as actors of a Ray cluster instead, spread over its nodes
@@ -89,8 +90,8 @@ class Group:
             backend = driver.backend_for(cluster)
             count = driver.count_workers("auto" if workers is None else workers, len(self.tunnels),
                                          backend.cores())
+            specs = [driver.spec_of(tunnel) for tunnel in self.tunnels] if workers != 1 or cluster else []
             if count > 1 or cluster is not None:
-                specs = [driver.spec_of(tunnel) for tunnel in self.tunnels]
                 self._driver = driver.for_group(count, default_slots().limit, concurrency, backend)
                 self._driver.place(specs)
 

@@ -12,7 +12,7 @@ renderer of the application's own structlog set-up.
 """
 
 import sys
-from typing import Any, Dict
+from typing import Any, Callable, Dict, MutableMapping
 
 import structlog
 
@@ -65,3 +65,25 @@ def remote_output(host: str, line: str) -> None:
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
+
+
+def forward(send: Callable[[str, Dict[str, Any]], None]) -> None:
+    """In a shard process (ours, so it may configure structlog): every event goes to
+    ``send(method, fields)``, for its driver to ``replay``; nothing is printed here."""
+    def processor(logger: Any, method: str, fields: MutableMapping[str, Any]) -> Dict[str, Any]:
+        send(method, {key: value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+                      for key, value in fields.items()})
+        raise structlog.DropEvent
+
+    structlog.configure(processors=[processor], logger_factory=structlog.ReturnLoggerFactory(),
+                        cache_logger_on_first_use=True)
+
+
+def replay(method: str, fields: Dict[str, Any]) -> None:
+    """An event a shard ``forward``ed, emitted here as if it happened here."""
+    fields = dict(fields)
+    name = fields.pop("event", "")
+    if structlog.is_configured():
+        getattr(structlog.get_logger("chopsticks"), method, structlog.get_logger("chopsticks").info)(name, **fields)
+    elif name == "remote_output":
+        remote_output(str(fields.get("host")), str(fields.get("line")))

@@ -149,11 +149,13 @@ def running_alongside(directory, seconds):
         os.remove(mark)
 
 
-def start_then_wait(started, release, seconds=120):
-    """Mark this call as started (a file in ``started``), then wait for ``release`` to exist
-    (at most ``seconds``); this agent's pid."""
-    open(os.path.join(started, str(os.getpid())), "w").close()
-    ends = time.monotonic() + seconds
-    while not os.path.exists(release) and time.monotonic() < ends:
-        time.sleep(0.02)
-    return os.getpid()
+def wait_for_file(path, seconds=60, started=None):
+    """Return ``os.getpid()`` once ``path`` exists (checked every 10 ms, for at most ``seconds``);
+    first, with ``started`` (a directory), leave a file there saying this call began."""
+    if started is not None:
+        open(os.path.join(started, "started-%d" % os.getpid()), "w").close()
+    for _ in range(int(seconds * 100)):
+        if os.path.exists(path):
+            return os.getpid()
+        time.sleep(0.01)
+    raise TimeoutError(path)

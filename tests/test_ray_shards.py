@@ -164,7 +164,7 @@ def test_a_stopped_node_fails_only_its_hosts(ray_cluster, fleet, ssh_options, tm
     try:
         group.call(os.getpid).raise_failures()
         where = nodes_of(group)
-        running = gevent.spawn(lambda: dict(group.iter_call(remote_helpers.start_then_wait, str(started), release)))
+        running = gevent.spawn(lambda: dict(group.iter_call(remote_helpers.wait_for_file, release, 120, str(started))))
         wait_until(lambda: len(os.listdir(started)) == len(fleet.hosts), "every host to start")
         ray_cluster.nodes[1].stop()
         open(release, "w").close()

@@ -70,6 +70,8 @@ def make_group(args, names: List[str]):
                                              ("--jump", args.jump)) if value]
         if args.sudo and args.transport == "docker":
             ssh_only.append("--sudo")
+        if args.workers not in (None, 1):
+            ssh_only.append("--workers")
         if ssh_only:
             raise UsageError("%s is not for --transport %s" % (ssh_only[0], args.transport))
         try:
@@ -91,7 +93,7 @@ def make_group(args, names: List[str]):
         ssh["passphrase"] = getpass.getpass("Key passphrase: ")
     try:
         return Group(names, concurrency=args.concurrency, tunnel_options=tunnel_options.given(sudo=args.sudo or None),
-                     **ssh)
+                     workers=args.workers, **ssh)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

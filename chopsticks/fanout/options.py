@@ -53,6 +53,10 @@ def _positive(kind: Callable[[str], Any], most: float = math.inf) -> Callable[[s
     return parse
 
 
+def _workers(text: str) -> Any:
+    return text if text == "auto" else _positive(int)(text)
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     """The options every subcommand takes; accepted before or after the subcommand."""
     group = parser.add_argument_group("hosts")
@@ -69,6 +73,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                             "fresh one of --image or else a running one, entered with exec")
     group.add_argument("-c", "--concurrency", type=_positive(int), metavar="N",
                        help="hosts worked on at once (default: from the open-files limit)")
+    group.add_argument("--workers", type=_workers, metavar="N|auto",
+                       help="spread the hosts over N shard processes, each with its own core's worth of "
+                            "SSH work ('auto': one per core, at most one per host); ssh only (default: 1, none)")
     group.add_argument("-t", "--timeout", type=_positive(float, MAX_SECONDS), metavar="SECONDS",
                        help="per-host limit on the call (for run: on the command)")
     group.add_argument("--deadline", type=_positive(float, MAX_SECONDS), metavar="SECONDS",

@@ -25,11 +25,13 @@ import gevent
 import gevent.queue
 import msgpack
 
+from chopsticks.group import default_concurrency
 from chopsticks.jobs import Call, Job, deadline_end, fan_out
 from chopsticks.options import TunnelOptions
 from chopsticks.results import ErrorResult
 from chopsticks.transports.ssh import HandshakeSlots
 from chopsticks.transports.ssh_options import SSHOptions
+from chopsticks.tunnel import SSHTunnel
 from chopsticks.wire import protocol
 
 Event = Tuple[Any, ...]
@@ -54,12 +56,15 @@ class HostSpec:
 @dataclasses.dataclass(frozen=True)
 class ShardSpec:
     """What a shard is made from. ``handshakes``: its share of the handshake bound;
-    ``concurrency``: its share of the group's (None: from its own open-files limit)."""
+    ``concurrency``: its share of the group's (None: from its own open-files limit); ``logs``:
+    whether the driver wants the shard's log events (else remote output goes to the shard's
+    stderr, which is the driver's)."""
 
     label: str
     hosts: Tuple[HostSpec, ...]
     handshakes: int
     concurrency: Optional[int] = None
+    logs: bool = False  # the driver configured structlog: send it the shard's events (``logs.forward``)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,14 +149,11 @@ class ShardCore:
     """A shard's tunnels (kept open between fan-outs) and the runs of jobs on them."""
 
     def __init__(self, spec: ShardSpec, ask: Ask) -> None:
-        from chopsticks.tunnel import SSHTunnel  # the tunnels are made in the shard's process
-
-        self._tunnel_class = SSHTunnel
         self.spec = spec
         self._ask = ask
         self._slots = HandshakeSlots(spec.handshakes)
         self._modules: Dict[Tuple[str, ...], ShardModules] = {}
-        self.tunnels: Dict[str, Any] = {}
+        self.tunnels: Dict[str, SSHTunnel] = {}
         self.add(spec.hosts)
 
     def add(self, hosts: Sequence[HostSpec]) -> None:
@@ -163,7 +165,7 @@ class ShardCore:
             modules = self._modules.get(serve)
             if modules is None:
                 modules = self._modules[serve] = ShardModules(serve, self._ask)
-            self.tunnels[host.name] = self._tunnel_class(
+            self.tunnels[host.name] = SSHTunnel(
                 host.name, options=host.options, tunnel_options=dataclasses.replace(host.tunnel_options, serve=()),
                 modules=modules, handshake_slots=self._slots)
 
@@ -185,7 +187,7 @@ class ShardCore:
         tunnels = [self.tunnels[name] for name in order.hosts]
 
         def drive() -> None:
-            stream = fan_out(job, tunnels, self.spec.concurrency or _default_concurrency(), order.deadline,
+            stream = fan_out(job, tunnels, self.spec.concurrency or default_concurrency(), order.deadline,
                              deadline_end(order.left) if order.left is not None else None)
             try:
                 for host, value in stream:
@@ -205,7 +207,7 @@ class ShardCore:
                     event = events.get(timeout=PROGRESS_INTERVAL if order.progress else None)
                 except gevent.queue.Empty:
                     event = None
-                if moved[0] and (event is None or event[0] == "done"):
+                if moved[0]:  # before a host's result: the driver may stop reading after the last one
                     yield ("progress", moved[0])
                     moved[0] = 0
                 if event is not None:
@@ -220,19 +222,16 @@ class ShardCore:
         gevent.joinall([gevent.spawn(tunnel.close) for tunnel in self.tunnels.values()])
 
 
-def _default_concurrency() -> int:
-    from chopsticks.group import default_concurrency
-    return default_concurrency()
-
-
 def preloads_for(job: Job, servers: Dict[Tuple[str, ...], Any]) -> Dict[Tuple[str, ...], Dict[str, Preload]]:
     """What a Call's module preloads, per ``serve`` list, from the driver's import services
     (``{serve: ModuleServer}``): shipped with the job so no shard asks for it."""
     if not isinstance(job, Call) or job.module is None:
         return {}
-    shipped: Dict[Tuple[str, ...], Dict[str, Preload]] = {}
-    for serve, server in servers.items():
-        sent: Set[str] = set()
-        packed = server.preload_message(job.module, sent)
-        shipped[serve] = {job.module: (frozenset(sent), packed)}
-    return shipped
+    return {serve: {job.module: preload_of(server, job.module)} for serve, server in servers.items()}
+
+
+def preload_of(server: Any, module: str) -> Preload:
+    """A ``ModuleServer``'s preload for ``module``, for a tunnel that has been sent nothing."""
+    sent: Set[str] = set()
+    packed = server.preload_message(module, sent)
+    return frozenset(sent), packed

@@ -20,6 +20,7 @@ and the backend reports, in the driver's hub, through the ``sink`` it was given:
 
     sink.event(run_id, event)                 each of ``ShardCore.events``' events
     sink.answer(kind, key) -> value           a shard's question for the import service (``ASKS``)
+    sink.log(method, fields)                  a log event of the shard's (``logs.forward``/``replay``)
     sink.lost(why)                            the shard went away (not after ``close``)
 
 ``process.ProcessBackend`` runs shards as local processes; ``ray.py`` as Ray actors.
@@ -29,16 +30,19 @@ import dataclasses
 import io
 import itertools
 import os
+import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 import gevent
 import gevent.queue
+import structlog
 
-from chopsticks.errors import CallTimeout, ShardLost
-from chopsticks.jobs import Job, Put, deadline_end, seconds_left
+from chopsticks import logs
+from chopsticks.errors import CallTimeout, ShardLost, WrongThread
+from chopsticks.jobs import Fetch, Job, Put, deadline_end, seconds_left
 from chopsticks.modules import ModuleServer, shared_server
 from chopsticks.results import ErrorResult
-from chopsticks.shards.core import Event, HostSpec, RunOrder, ShardSpec, preloads_for
+from chopsticks.shards.core import Event, HostSpec, RunOrder, ShardSpec, preload_of, preloads_for
 
 # How long past its deadline the driver waits for a shard's own deadline results (the
 # shard ends its run at the same instant; this covers the hop back, and a shard that hangs).
@@ -48,6 +52,7 @@ DEADLINE_GRACE = 5.0
 class Sink(Protocol):
     def event(self, run_id: int, event: Event) -> None: ...
     def answer(self, kind: str, key: Any) -> Any: ...
+    def log(self, method: str, fields: Dict[str, Any]) -> None: ...
     def lost(self, why: str) -> None: ...
 
 
@@ -64,16 +69,10 @@ class Backend(Protocol):
     def cores(self) -> Optional[int]: ...  # the CPUs its shards can use ('auto'); None: this machine's
 
 
-def _preload(server: ModuleServer, name: str) -> Tuple[frozenset, Optional[bytes]]:
-    sent: set = set()
-    packed = server.preload_message(name, sent)
-    return frozenset(sent), packed
-
-
 # A shard's questions, answered by the driver's import service for the hosts' ``serve`` list:
 # the driver alone decides what is served, as for its own tunnels.
 ASKS: Dict[str, Callable[[ModuleServer, Any], Any]] = {
-    "preload": _preload,
+    "preload": preload_of,
     "import": lambda server, payload: server.answer_import(payload, set(), "a shard"),
     "data": lambda server, payload: server.answer_data(payload),
 }
@@ -86,9 +85,16 @@ def split(total: int, parts: int) -> List[int]:
 
 def portable(job: Job) -> Job:
     """``job`` as it can cross to a shard: a Put from a file object carries the file's bytes
-    (read once, here) and any ``progress`` callable stays in the driver."""
-    if isinstance(job, Put) and not isinstance(job.local_path, (str, os.PathLike)):
-        job = dataclasses.replace(job, local_path=io.BytesIO(job.local_path.read()))
+    (read once, here), local paths are made absolute here (a shard's working directory is the
+    driver's when it started) and any ``progress`` callable stays in the driver."""
+    if isinstance(job, Put):
+        local = job.local_path
+        local = os.path.abspath(local) if isinstance(local, (str, os.PathLike)) else io.BytesIO(local.read())
+        job = dataclasses.replace(job, local_path=local)
+    if isinstance(job, Fetch):
+        job = dataclasses.replace(job, local_paths={
+            host: os.path.abspath(path) if isinstance(path, (str, os.PathLike)) else path
+            for host, path in job.local_paths.items()})
     if getattr(job, "progress", None) is not None:
         job = dataclasses.replace(job, progress=None)  # type: ignore[type-var]
     return job
@@ -111,6 +117,9 @@ class _ShardSink:
     def answer(self, kind: str, key: Any) -> Any:
         serve, what = key
         return ASKS[kind](shared_server(serve), what)
+
+    def log(self, method: str, fields: Dict[str, Any]) -> None:
+        logs.replay(method, fields)
 
     def lost(self, why: str) -> None:
         label = self.handle.label if self.handle is not None else "shard %d" % self.index
@@ -135,6 +144,7 @@ class Driver:
         self.known: List[set] = [set() for _ in range(workers)]  # hosts each live shard was given
         self.runs: Dict[int, gevent.queue.Queue] = {}
         self._ids = itertools.count(1)
+        self._thread = threading.current_thread()
 
     def place(self, hosts: Sequence[HostSpec]) -> None:
         """Give each new host a shard (the one with the fewest); a host placed stays there."""
@@ -154,7 +164,8 @@ class Driver:
         entry = self.shards[index]
         if entry is None:
             sink = _ShardSink(self, index)
-            spec = ShardSpec("shard %d" % (index + 1), tuple(mine), self.handshakes[index], self.concurrency[index])
+            spec = ShardSpec("shard %d" % (index + 1), tuple(mine), self.handshakes[index], self.concurrency[index],
+                             structlog.is_configured())
             handle = self.backend.start(spec, sink)
             sink.handle = handle
             self.shards[index] = entry = (handle, sink)
@@ -162,6 +173,16 @@ class Driver:
         added = [host for host in mine if host.name not in self.known[index]]
         self.known[index].update(host.name for host in added)
         return entry[0], added
+
+    def _check_thread(self) -> None:
+        """Refuse a fan-out from an OS thread other than the one whose hub runs the shards'
+        readers: nothing would wake it there (as ``BaseTunnel``'s own check)."""
+        if not any(self.shards):
+            self._thread = threading.current_thread()
+        elif self._thread is not threading.current_thread():
+            raise WrongThread("this sharded group's shards run in the gevent hub of thread %r and cannot be used "
+                              "from thread %r: use it from that thread, or close() it first"
+                              % (self._thread.name, threading.current_thread().name))
 
     def lost(self, index: int, sink: _ShardSink, why: str) -> None:
         """Shard ``index`` went away: its runs hear it; the next fan-out starts a new one."""
@@ -175,6 +196,7 @@ class Driver:
                  ends_at: Optional[float] = None) -> Iterator[Tuple[str, Any]]:
         """``jobs.fan_out``'s stream for ``job`` on ``hosts`` (placed already), across the
         shards: ``(host, value or ErrorResult)`` as each finishes, every host once."""
+        self._check_thread()
         ends_at = deadline_end(deadline) if ends_at is None else ends_at
         progress = getattr(job, "progress", None)
         job = portable(job)
@@ -193,12 +215,15 @@ class Driver:
             for index, names in parts.items():
                 try:
                     handle, added = self._shard(index)
+                except OSError as exc:  # the shard could not be started
+                    queue.put((index, ("lost", "shard %d could not start: %s" % (index + 1, exc))))
+                    continue
+                running[index] = handle
+                try:
                     handle.run(run_id, RunOrder(job, tuple(names), deadline, seconds_left(ends_at),
                                                 progress is not None, preloads, tuple(added)))
-                    running[index] = handle
-                except OSError as exc:  # the shard could not be started or reached
-                    self.shards[index] = None
-                    queue.put((index, ("lost", "shard %d could not start: %s" % (index + 1, exc))))
+                except OSError:
+                    pass  # it is going away: its backend reports it lost (to this run too) and why
             while pending:
                 left = seconds_left(ends_at)
                 wait = None if left is None else left + DEADLINE_GRACE

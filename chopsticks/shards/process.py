@@ -1,6 +1,7 @@
 """Shards as local processes: the driver's backend, and the shard's main loop. Controller-side.
 
-A shard is ``python -m chopsticks.shards`` started with ``subprocess`` (not multiprocessing's
+A shard is ``python -c BOOT`` (``main`` below; ``python -m chopsticks.shards`` runs it too)
+started with ``subprocess`` (not multiprocessing's
 spawn, which imports the user's ``__main__`` again and runs an unguarded script twice; not a
 fork, which would share libssh2's state). Driver and shard talk over the shard's stdin and
 stdout in frames: a 4-byte big-endian length, then a pickle. Both ends are our own processes
@@ -12,6 +13,7 @@ stdout in frames: a 4-byte big-endian length, then a pickle. Both ends are our o
                       ("answer", ask_id, value)
     shard -> driver:  ("event", run_id, event)  ShardCore.events' events
                       ("ask", ask_id, kind, key)
+                      ("log", method, fields)   with ``ShardSpec.logs`` (``logs.forward``)
 
 The shard exits when its stdin ends: a driver that exits or is killed leaves no shard
 behind. The shard's own stdout is kept for frames; anything printed goes to its stderr.
@@ -29,8 +31,10 @@ import gevent
 import gevent.event
 import gevent.lock
 import gevent.os
+import gevent.queue
 import gevent.subprocess
 
+from chopsticks import logs
 from chopsticks.errors import SerializationError
 from chopsticks.results import ErrorResult
 from chopsticks.shards.core import RunOrder, ShardCore, ShardSpec
@@ -39,6 +43,7 @@ LENGTH = struct.Struct("!I")
 # How long a shard has to close its tunnels and exit once its stdin ended, before the
 # driver kills it.
 CLOSE_GRACE = 10.0
+READ_SIZE = 1 << 16
 
 
 class Frames:
@@ -49,26 +54,31 @@ class Frames:
         gevent.os.make_nonblocking(read_fd)
         gevent.os.make_nonblocking(write_fd)
         self._lock = gevent.lock.Semaphore()
+        self._buffer = bytearray()
 
-    def _read_exact(self, size: int) -> Optional[bytes]:
-        chunks, left = [], size
-        while left:
-            chunk = gevent.os.nb_read(self.read_fd, min(left, 1 << 20))
+    def _fill(self, size: int) -> bool:
+        """At least ``size`` bytes in the buffer (read in large chunks: results that land
+        together arrive in one read); False at the end of the stream."""
+        while len(self._buffer) < size:
+            chunk = gevent.os.nb_read(self.read_fd, max(READ_SIZE, size - len(self._buffer)))
             if not chunk:
-                return None
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+                return False
+            self._buffer += chunk
+        return True
 
     def read(self) -> Any:
         """The next message; None at the end of the stream."""
-        head = self._read_exact(LENGTH.size)
-        if head is None:
+        if not self._fill(LENGTH.size):
             return None
-        body = self._read_exact(LENGTH.unpack(head)[0])
-        return None if body is None else pickle.loads(body)
+        size = LENGTH.size + LENGTH.unpack_from(self._buffer)[0]
+        if not self._fill(size):
+            return None
+        body = bytes(self._buffer[LENGTH.size:size])
+        del self._buffer[:size]
+        return pickle.loads(body)
 
     def write(self, message: Any) -> None:
+        """Send ``message``; whatever pickling raises, it raises before anything is sent."""
         data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
         view = memoryview(LENGTH.pack(len(data)) + data)
         with self._lock:
@@ -78,13 +88,12 @@ class Frames:
 
 # -- the driver's side ------------------------------------------------------------------------
 
-def _shard_env() -> Dict[str, str]:
-    """The driver's environment, with this chopsticks importable first (the driver's own
-    sys.path is not passed on: a shard needs no user code, the driver serves it)."""
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    return env
+# The shard's command: this chopsticks first on its path, and not the driver's working directory
+# (``-m`` or ``-c`` would put it first: a ``gevent.py`` or ``chopsticks/`` there would shadow
+# ours). The driver's own sys.path is not passed on: a shard needs no user code, the driver
+# serves it.
+BOOT = "import sys; sys.path[0] = sys.argv[1]; from chopsticks.shards.process import main; main()"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _why(status: Optional[int]) -> str:
@@ -101,8 +110,8 @@ class ProcessShard:
     def __init__(self, spec: ShardSpec, sink: Any):
         self.sink = sink
         self.closing = False
-        self.proc = gevent.subprocess.Popen([sys.executable, "-m", "chopsticks.shards"], stdin=gevent.subprocess.PIPE,
-                                            stdout=gevent.subprocess.PIPE, env=_shard_env())
+        self.proc = gevent.subprocess.Popen([sys.executable, "-c", BOOT, ROOT], stdin=gevent.subprocess.PIPE,
+                                            stdout=gevent.subprocess.PIPE)
         self.pid = self.proc.pid
         self.label = "%s (pid %d on this machine)" % (spec.label, self.pid)
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -118,6 +127,8 @@ class ProcessShard:
                     break
                 if message[0] == "event":
                     self.sink.event(message[1], message[2])
+                elif message[0] == "log":
+                    self.sink.log(message[1], message[2])
                 else:  # ("ask", ask_id, kind, key)
                     self._send(("answer", message[1], self.sink.answer(message[2], message[3])))
         except (OSError, EOFError, pickle.UnpicklingError):
@@ -164,18 +175,22 @@ class ProcessBackend:
 
 # -- the shard's side -------------------------------------------------------------------------
 
-def _portable(event: Any) -> Any:
-    """``event``, or, if a result's value cannot be pickled, that host's SerializationError."""
-    try:
-        pickle.dumps(event, pickle.HIGHEST_PROTOCOL)
-        return event
-    except Exception as exc:  # whatever an arbitrary value's pickling raises
-        error = SerializationError("[%s] the result cannot be sent from its shard: %s" % (event[1], exc))
-        return ("result", event[1], ErrorResult.from_exception(error))
+def _unsendable(event: Any, exc: Exception) -> Any:
+    """A result whose value does not pickle, as that host's SerializationError."""
+    error = SerializationError("[%s] the result cannot be sent from its shard: %s" % (event[1], exc))
+    return ("result", event[1], ErrorResult.from_exception(error))
+
+
+def _drain(outbox: gevent.queue.Queue, frames: Frames) -> None:
+    for message in outbox:
+        frames.write(message)
 
 
 def main() -> None:
     """A shard: read the spec, then run orders until stdin ends."""
+    # Ctrl-C on a terminal reaches the whole process group: the driver decides what it stops
+    # (it cancels the runs and closes the shards); a shard that died of it would fail its hosts.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     frames = Frames(0, os.dup(1))
     os.dup2(2, 1)  # what the shard prints must not land among the frames
     asks: Dict[int, gevent.event.AsyncResult] = {}
@@ -191,12 +206,22 @@ def main() -> None:
     first = frames.read()
     if first is None:
         return
-    core = ShardCore(first[1], ask)
+    spec: ShardSpec = first[1]
+    if spec.logs:  # events may be logged in the hub's callbacks, which cannot wait: a queue
+        outbox: gevent.queue.Queue = gevent.queue.Queue()
+        logs.forward(lambda method, fields: outbox.put(("log", method, fields)))
+        gevent.spawn(_drain, outbox, frames)
+    core = ShardCore(spec, ask)
 
     def run(run_id: int, order: RunOrder) -> None:
         try:
             for event in core.events(order):
-                frames.write(("event", run_id, _portable(event) if event[0] == "result" else event))
+                try:
+                    frames.write(("event", run_id, event))
+                except OSError:
+                    raise  # the driver is gone
+                except Exception as exc:  # whatever an arbitrary value's pickling raises; nothing was sent
+                    frames.write(("event", run_id, _unsendable(event, exc)))
         finally:
             runs.pop(run_id, None)
 

@@ -22,17 +22,19 @@ node at once and raises one ``ClusterError`` with one line per node that cannot.
 
 import itertools
 import os
+import pickle
 import queue
 import threading
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import gevent
 import gevent.event
 
+from chopsticks import logs
 from chopsticks.errors import ClusterError, MissingExtra
 from chopsticks.shards.core import Event, RunOrder, ShardCore, ShardSpec
 from chopsticks.shards.hub_thread import HubThread
-from chopsticks.shards.process import _portable
+from chopsticks.shards.process import _unsendable
 
 if TYPE_CHECKING:
     from chopsticks.shards.driver import Sink
@@ -127,16 +129,29 @@ class ShardActor:
         self.runs: Dict[int, gevent.Greenlet] = {}
         self.asks: Dict[int, gevent.event.AsyncResult] = {}
         self.ids = itertools.count(1)
+        if spec.logs:  # this worker process is the actor's own: configuring structlog here is ours to do
+            logs.forward(lambda method, fields: self.send(("log", method, fields)))
         self.core: ShardCore = self.hub.call(ShardCore, spec, self.ask)
 
     def where(self) -> Tuple[str, int]:
         return where()
 
+    def send(self, message: Tuple[Any, ...]) -> None:
+        """Queue ``message`` for ``messages``, pickled once, now: a result whose value does not
+        pickle is that host's SerializationError, and nothing else of the batch is lost."""
+        try:
+            data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # whatever an arbitrary value's pickling raises
+            if message[0] != "event" or message[2][0] != "result":
+                raise
+            data = pickle.dumps(("event", message[1], _unsendable(message[2], exc)), pickle.HIGHEST_PROTOCOL)
+        self.outbox.put(data)
+
     def ask(self, kind: str, key: Any) -> Any:
         """In the hub: the driver's answer to one question of the import service."""
         ask_id = next(self.ids)
         answer = self.asks[ask_id] = gevent.event.AsyncResult()
-        self.outbox.put(("ask", ask_id, kind, key))
+        self.send(("ask", ask_id, kind, key))
         try:
             return answer.get(timeout=ASK_TIMEOUT)
         finally:
@@ -159,7 +174,7 @@ class ShardActor:
         events = self.core.events(order)
         try:
             for event in events:
-                self.outbox.put(("event", run_id, _portable(event) if event[0] == "result" else event))
+                self.send(("event", run_id, event))
         finally:
             events.close()
             if self.runs.get(run_id) is gevent.getcurrent():
@@ -280,12 +295,10 @@ class RayShard:
         if not self._closing:
             self._sink.lost(why)
 
-    def _deliver(self, batch: List[Any]) -> None:  # in the driver's hub
-        for message in batch:
-            if message[0] == "event":
-                self._sink.event(message[1], message[2])
-            else:
-                gevent.spawn(self._answer, message[1], message[2], message[3])
+    def _deliver(self, batch: List[bytes]) -> None:  # in the driver's hub
+        for data in batch:
+            message = pickle.loads(data)  # from our own actor: the driver started it
+            DELIVER[message[0]](self, *message[1:])
 
     def _answer(self, ask_id: int, kind: str, key: Any) -> None:
         try:
@@ -293,6 +306,15 @@ class RayShard:
         except Exception as exc:  # the shard's remote gets "not found", as without shards
             value, ok = "%s: %s" % (type(exc).__name__, exc), False
         self.actor.answer.remote(ask_id, ok, value)
+
+    def _log(self, method: str, fields: Dict[str, Any]) -> None:
+        self._sink.log(method, fields)
+
+    def _event(self, run_id: int, event: Event) -> None:
+        self._sink.event(run_id, event)
+
+    def _ask(self, ask_id: int, kind: str, key: Any) -> None:
+        gevent.spawn(self._answer, ask_id, kind, key)  # the import service may read files: a greenlet
 
     def run(self, run_id: int, order: RunOrder) -> None:
         self.actor.run.remote(run_id, order)
@@ -306,6 +328,14 @@ class RayShard:
         self.actor.close.remote()
         self._ended.wait(CLOSE_TIMEOUT)
         self._ray.kill(self.actor)
+
+
+# What a shard's ``messages`` carry, by kind (``ShardActor.send``'s tuples, pickled)
+DELIVER: Dict[str, Callable[..., None]] = {
+    "event": RayShard._event,  # ("event", run_id, event)
+    "ask": RayShard._ask,  # ("ask", ask_id, kind, key)
+    "log": RayShard._log,  # ("log", method, fields)
+}
 
 
 class RayBackend:
