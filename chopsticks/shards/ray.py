@@ -171,12 +171,10 @@ class ShardActor:
         self.runs[run_id] = gevent.spawn(self._run, run_id, order)
 
     def _run(self, run_id: int, order: RunOrder) -> None:
-        events = self.core.events(order)
-        try:
-            for event in events:
+        try:  # a cancel kills this greenlet inside ``events``, whose own finally stops the run
+            for event in self.core.events(order):
                 self.send(("event", run_id, event))
         finally:
-            events.close()
             if self.runs.get(run_id) is gevent.getcurrent():
                 del self.runs[run_id]
 
