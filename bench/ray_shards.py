@@ -9,7 +9,8 @@ start`` in its own directory). ``Group(hosts).call(os.getpid)`` is run cold once
 connected; for the cluster, actors started too), then warm ``--rounds`` times, three ways:
 ``workers=1`` in this process, then ``cluster=`` (two shards, one actor on each node).
 
-Each line gives wall seconds (cold, and the warm median) and CPU seconds per call, split
+Each line gives wall seconds (cold, and the warm median), resident memory after the warm
+calls (this process, and each shard actor) and CPU seconds per call, split
 where it is spent: ``driver`` (this process), ``shards`` (the actor processes, by the pids
 they report) and ``ray`` (every other process of the cluster: raylets, GCS, agents). The
 machine also runs the fleet's sshd and agents (2 cores here): read ratios within one run,
@@ -59,6 +60,18 @@ class Meter:
         return {"driver": threads_cpu_s(os.getpid()) or 0.0, "shards": cpu_of(actors), "ray": cpu_of(rest)}
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` in MiB (0 if it is gone)."""
+    try:
+        with open("/proc/%d/status" % pid) as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def measure(meter: Meter, run_once, rounds: int) -> dict:
     before, started = meter.read(), time.perf_counter()
     run_once()  # cold: connects (and starts the actors)
@@ -74,6 +87,8 @@ def measure(meter: Meter, run_once, rounds: int) -> dict:
         walls.append(time.perf_counter() - started)
     after = meter.read()
     line["warm_wall_s_median"] = statistics.median(walls)
+    line["rss_mb_driver"] = rss_mb(os.getpid())
+    line["rss_mb_shards"] = [rss_mb(pid) for pid in meter.actors()]
     line.update({"warm_cpu_s_per_call_%s" % k: (after[k] - before[k]) / rounds for k in after})
     return line
 

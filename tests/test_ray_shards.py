@@ -124,6 +124,22 @@ def test_without_ray_a_cluster_names_the_extra():
     assert "pip install chopsticks[ray]" in out.stdout
 
 
+def test_the_cli_runs_on_the_cluster_ray_address_names(ray_cluster, fleet):
+    """``--cluster auto`` joins the cluster ``RAY_ADDRESS`` names; every host's command runs,
+    in the usual output, with exit status 0 and nothing of Ray's on stderr."""
+    import json
+    env = dict(os.environ, PYTHONPATH=ROOT, RAY_ADDRESS=ray_cluster.address)
+    out = subprocess.run([sys.executable, "-m", "chopsticks.fanout", "--cluster", "auto", "-H", ",".join(fleet.hosts),
+                          "-p", str(fleet.port), "-i", fleet.key, "--known-hosts", fleet.known_hosts, "-F", "",
+                          "--no-agent", "--format", "jsonl", "--no-progress", "run", "echo", "hi"],
+                         env=env, capture_output=True, text=True, timeout=WITHIN)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert sorted(line["host"] for line in lines) == sorted(fleet.hosts)
+    assert all(line["value"]["stdout"] == "hi\n" for line in lines)
+    assert "Ray" not in out.stderr, out.stderr
+
+
 DRIVER = """\
 import os, sys
 import ray

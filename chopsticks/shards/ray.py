@@ -21,6 +21,7 @@ node at once and raises one ``ClusterError`` with one line per node that cannot.
 """
 
 import itertools
+import logging
 import os
 import pickle
 import queue
@@ -67,7 +68,8 @@ def connect(cluster: Any) -> Any:
     ray = import_ray()
     if not ray.is_initialized():
         address = (os.environ.get("RAY_ADDRESS") or "auto") if cluster is True or cluster == "auto" else cluster
-        ray.init(address=address, log_to_driver=False)
+        # the shards' output and Ray's own INFO lines would land among the caller's
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     return ray
 
 
