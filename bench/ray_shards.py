@@ -38,6 +38,9 @@ from chopsticks import Group  # noqa: E402
 from chopsticks.transports.ssh_options import SSHOptions  # noqa: E402
 
 
+IDLE_SECONDS = 3.0
+
+
 def cpu_of(pids) -> float:
     return sum(threads_cpu_s(pid) or 0.0 for pid in pids)
 
@@ -106,6 +109,12 @@ def main() -> None:
         print(json.dumps(dict(bench="ray_cluster_start", nodes=2, start_s=cluster.start_seconds,
                               load=os.getloadavg())), flush=True)
         ray.init(address=cluster.address, _node_ip_address=HEAD_IP, log_to_driver=False)
+        # what a driver joined to Ray spends doing nothing (its core worker's threads): the
+        # share of the per-call driver CPU below that is not the fan-out's
+        cpu0 = threads_cpu_s(os.getpid()) or 0.0
+        time.sleep(IDLE_SECONDS)
+        print(json.dumps(dict(bench="ray_driver_idle", seconds=IDLE_SECONDS,
+                              cpu_s_per_s=((threads_cpu_s(os.getpid()) or 0.0) - cpu0) / IDLE_SECONDS)), flush=True)
         opts = SSHOptions(port=fleet.port, key=fleet.key, known_hosts=fleet.known_hosts, ssh_config="", agent=False)
         for path, kwargs in (("workers=1", {}), ("cluster", {"cluster": cluster.address})):
             group = Group(fleet.hosts, options=opts, **kwargs)

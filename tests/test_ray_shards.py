@@ -171,9 +171,19 @@ def test_a_dead_driver_leaves_no_actors(ray_cluster, fleet, tmp_path):
     wait_until(lambda: not any(os.path.exists("/proc/%d" % pid) for pid in pids), "the actors to end")
 
 
-def test_a_stopped_node_fails_only_its_hosts(ray_cluster, fleet, ssh_options, tmp_path):
-    """A node stopped mid-fan-out: its hosts get ShardLost naming the node, the other node's
-    hosts finish, nothing hangs; the next fan-out starts a new shard for them."""
+def stop_node(node):
+    node.stop()  # ray stop, for that node alone: its ray start --block stops raylet and workers
+
+
+def kill_raylet(node):
+    for pid in node.pids("raylet"):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("fault", [stop_node, kill_raylet], ids=["node_stopped", "raylet_killed"])
+def test_a_lost_node_fails_only_its_hosts(ray_cluster, fleet, ssh_options, tmp_path, fault):
+    """A node stopped, or its raylet killed, mid-fan-out: its hosts get ShardLost naming the
+    node, the other node's hosts finish, nothing hangs; the next fan-out starts a new shard."""
     group = Group(fleet.hosts, cluster=ray_cluster.address, options=ssh_options)
     release, started = str(tmp_path / "release"), tmp_path / "started"
     started.mkdir()
@@ -182,7 +192,7 @@ def test_a_stopped_node_fails_only_its_hosts(ray_cluster, fleet, ssh_options, tm
         where = nodes_of(group)
         running = gevent.spawn(lambda: dict(group.iter_call(remote_helpers.wait_for_file, release, 120, str(started))))
         wait_until(lambda: len(os.listdir(started)) == len(fleet.hosts), "every host to start")
-        ray_cluster.nodes[1].stop()
+        fault(ray_cluster.nodes[1])
         open(release, "w").close()
         results = running.get(timeout=WITHIN)
         for host, value in results.items():
