@@ -26,6 +26,7 @@ import os
 import pickle
 import queue
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import gevent
@@ -45,6 +46,13 @@ EXTRA = "pip install chopsticks[ray]"
 # thread of the actor's pool for its whole life; ``run``, ``cancel``, ``answer`` and ``close``
 # each return at once, so a few more threads keep them from queueing behind each other.
 ACTOR_THREADS = 8
+# What one item of a shard's ``messages`` stream gathers: what the shard says within
+# BATCH_WINDOW seconds of the first message, at most BATCH_MOST messages. Each item is a Ray
+# object for the driver to receive; hosts that finish together then cost one, at the price of
+# up to 5 ms of latency, small beside a call's. (Not tuned: at 200 hosts, under a load of 10+
+# on 2 cores, the driver's CPU per call did not move beyond the noise either way.)
+BATCH_WINDOW = 0.005
+BATCH_MOST = 1000
 # How long a shard waits for the driver to answer a question of its import service; the
 # remote that asked gets "not found" after that (the driver is gone or wedged).
 ASK_TIMEOUT = 60.0
@@ -191,9 +199,10 @@ class ShardActor:
     def messages(self):  # a Ray generator method: the shard's one stream to the driver
         while True:
             batch = [self.outbox.get()]
-            while True:
+            ends = time.monotonic() + BATCH_WINDOW
+            while batch[-1] is not None and len(batch) < BATCH_MOST:
                 try:
-                    batch.append(self.outbox.get_nowait())
+                    batch.append(self.outbox.get(timeout=max(0.0, ends - time.monotonic())))
                 except queue.Empty:
                     break
             closed = batch[-1] is None
