@@ -1,7 +1,8 @@
 """Shards as Ray actors: a fan-out's shards spread over the nodes of a Ray cluster. Shard layer.
 
 The driver's backend seam (``driver.py``) with Ray underneath. Each shard is one actor
-(``ShardActor``), placed with SPREAD scheduling so a group's shards land on every node. The
+(``ShardActor``), placed node by node, one per CPU each node offers (``node_slots``), so a
+group's shards land on every node. The
 actor runs a ``core.ShardCore`` in a gevent hub of its own (``hub_thread.HubThread``: a hub in
 a method's thread would run only while that method runs, and the tunnels kept open between
 fan-outs need it running), so libssh2 sessions are opened only inside the actor's process.
@@ -15,7 +16,8 @@ through actor methods: ``run`` (a ``RunOrder``), ``cancel``, ``answer`` (to a qu
 the shard is lost: the sink hears it once, with the shard's pid and node.
 
 Ray is an optional extra (``pip install chopsticks[ray]``): it is imported only here, only when
-a group asks for a cluster. Every node must reach the hosts and read the SSH key,
+a group asks for a cluster. Every node runs the actors from its own installed chopsticks (the
+same Python, Ray and chopsticks as the driver's), must reach the hosts and read the SSH key,
 known_hosts and ssh_config the driver names: the first shard's start checks that on every
 node at once and raises one ``ClusterError`` with one line per node that cannot.
 """
