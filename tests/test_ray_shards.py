@@ -22,7 +22,7 @@ WITHIN = 90.0
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
+def started_cluster():
     """A head node and a second node, one CPU each, joined by this process as its driver."""
     try:
         import ray
@@ -38,6 +38,16 @@ def ray_cluster():
             ray.shutdown()
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture
+def ray_cluster(started_cluster):
+    """The cluster, once the driver sees both nodes alive with their CPUs (a node's ``ray
+    start`` says it started before the head has its resources; a test may restart a node)."""
+    import ray
+    wait_until(lambda: sum(node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]) == 2,
+               "both nodes to join")
+    return started_cluster
 
 
 def nodes_of(group):
