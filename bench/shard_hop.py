@@ -12,8 +12,10 @@ One loopback sshd fleet (``scripts/fleet.py``) of ``--hosts`` addresses. Two mea
   connected), then warm ``--rounds`` times, W = 1 and 2.
 
 Each line gives wall seconds per call (median) and controller CPU seconds per call: this
-process's plus its shard processes' (``/proc/<pid>/task/*/schedstat``), measured around the
-warm calls (and, for ``cold_*``, around the cold one: shard start included). The machine
+process's plus its shard processes' (``/proc/<pid>/task/*/schedstat``; also each apart), measured around the
+warm calls (and, for ``cold_*``, around the cold one: shard start included); ``w2`` lines
+also give this process's RSS (workers 1 runs first: it stays as high) and each shard's PSS
+with its tunnels open. The machine
 also runs the fleet's sshd and agents: read ratios within one run, and the load it reports.
 """
 
@@ -23,6 +25,7 @@ import os
 import statistics
 import sys
 import time
+from typing import List, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -30,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "scripts"))
 
 from fleet import Fleet, children_of  # noqa: E402
 from harness import runner  # noqa: E402
-from harness.procfs import threads_cpu_s  # noqa: E402
+from harness.procfs import pss, self_rss, threads_cpu_s  # noqa: E402
 
 import chopsticks  # noqa: E402
 from chopsticks import Group  # noqa: E402
@@ -40,32 +43,44 @@ from chopsticks.transports.ssh_options import SSHOptions  # noqa: E402
 from chopsticks.tunnel import SSHTunnel  # noqa: E402
 
 
-def controller_cpu() -> float:
-    """CPU seconds of this process and its shard processes so far."""
-    total = threads_cpu_s(os.getpid()) or 0.0
+def shard_pids() -> List[int]:
+    """This process's shard processes."""
+    found = []
     for pid in children_of(os.getpid()):
         try:
             with open("/proc/%d/cmdline" % pid, "rb") as f:
-                if b"chopsticks.shards" not in f.read():
-                    continue
+                if b"chopsticks.shards" in f.read():
+                    found.append(pid)
         except OSError:
             continue
-        total += threads_cpu_s(pid) or 0.0
-    return total
+    return found
+
+
+def controller_cpu() -> Tuple[float, float]:
+    """CPU seconds so far of this process, and of its shard processes."""
+    return threads_cpu_s(os.getpid()) or 0.0, sum(threads_cpu_s(pid) or 0.0 for pid in shard_pids())
+
+
+def memory() -> dict:
+    """This process's RSS and each shard's PSS, in MiB, with the tunnels open."""
+    return {"driver_rss_mib": round(self_rss() / 2**20, 1),
+            "shard_pss_mib": [round(pss(pid) / 2**20, 1) for pid in shard_pids()]}
 
 
 def measure(run_once, rounds: int) -> dict:
-    cpu0, started = controller_cpu(), time.perf_counter()
+    (driver0, shards0), started = controller_cpu(), time.perf_counter()
     run_once()  # cold: connects
-    cold = {"cold_wall_s": time.perf_counter() - started, "cold_controller_cpu_s": controller_cpu() - cpu0}
+    (driver1, shards1), cold_wall = controller_cpu(), time.perf_counter() - started
     walls = []
-    cpu0 = controller_cpu()
     for _ in range(rounds):
         started = time.perf_counter()
         run_once()
         walls.append(time.perf_counter() - started)
-    cpu = controller_cpu() - cpu0
-    return dict(cold, wall_s_median=statistics.median(walls), controller_cpu_s_per_call=cpu / rounds)
+    driver2, shards2 = controller_cpu()
+    return {"cold_wall_s": cold_wall, "cold_controller_cpu_s": driver1 - driver0 + shards1 - shards0,
+            "wall_s_median": statistics.median(walls),
+            "controller_cpu_s_per_call": (driver2 - driver1 + shards2 - shards1) / rounds,
+            "driver_cpu_s_per_call": (driver2 - driver1) / rounds, "shards_cpu_s_per_call": (shards2 - shards1) / rounds}
 
 
 def main() -> None:
@@ -95,7 +110,7 @@ def main() -> None:
             group = Group(fleet.hosts, options=opts, workers=workers)
             line = measure(lambda: group.call(os.getpid).raise_failures(), args.rounds)
             print(json.dumps(dict(bench="w2", workers=workers, hosts=len(fleet.hosts), load=os.getloadavg(),
-                                  **line)), flush=True)
+                                  **line, **memory())), flush=True)
             group.close()
 
 

@@ -49,10 +49,11 @@ class Group:
     they are.
 
     ``workers``: spread the hosts over this many shard processes (``'auto'``: one per core,
-    at most one per host; None or 1: none, everything runs in this process). Shards take SSH
-    hosts only (with workers given, not 1, a ``Local`` or ``Docker`` tunnel is refused: it
-    cannot leave this process);
-    the handshake bound and ``concurrency`` are split over them.
+    at most one per host; None or 1: none, everything runs in this process), the handshake
+    bound and ``concurrency`` split over them. Shards take SSH hosts only: with ``workers``
+    given (and not 1), a ``Local``, a ``Docker`` or a tunnel with its own ``modules=`` is
+    refused, as it cannot leave this process. Groups made from a sharded one (set
+    operations, ``filter``, ``select``) share its shards and their open tunnels.
 
     ``cluster``: run the shards as actors of a Ray cluster instead, spread over its nodes
     (an address such as ``'10.0.0.1:6379'``, or True for ``RAY_ADDRESS``; a process that

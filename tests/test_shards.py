@@ -190,6 +190,13 @@ DRIVER_SCRIPT = textwrap.dedent("""\
     """)
 
 
+def reap(proc):
+    """Kill ``proc`` if it still runs, and wait for it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def run_driver(tmp_path, fleet, **popen):
     script = tmp_path / "driver_script.py"
     script.write_text(DRIVER_SCRIPT)
@@ -218,9 +225,7 @@ def test_a_driver_killed_with_sigkill_leaves_no_shard_behind(tmp_path, fleet):
         proc.wait()
         assert wait_gone(shards) == 0, "shard processes outlived their driver"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
         proc.stdout.close()
         proc.stderr.close()
         proc.stdin.close()
@@ -328,9 +333,7 @@ def test_cli_ctrl_c_on_the_terminal_with_workers_exits_130_and_stops_the_shards(
         os.killpg(proc.pid, signal.SIGINT)
         rest, errors = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
     assert proc.returncode == 130
     assert "2 ok, 0 failed, 0 timed out, 4 unfinished (interrupted)" in errors
     assert "Traceback" not in errors
@@ -393,3 +396,24 @@ def test_a_sharded_group_used_from_another_thread_is_refused_not_hung(sharded):
     worker.start()
     worker.join(60)
     assert len(raised) == 1 and "cannot be used from thread" in str(raised[0])
+
+
+def test_concurrency_is_split_so_the_shards_together_keep_the_groups(fleet, ssh_options, tmp_path, no_leaks):
+    """concurrency=2 over two shards: never more than two hosts' calls run at once."""
+    with Group(fleet.hosts, options=ssh_options, workers=2, concurrency=2) as group:
+        group.connect()
+        result = group.call(rh.running_alongside, str(tmp_path), 0.2)
+    assert result.ok and max(result.values()) <= 2
+
+
+def test_closing_the_group_mid_fan_out_ends_the_fan_out_and_the_group_works_after(sharded, fleet, tmp_path):
+    """Group.close() while a fan-out waits on its hosts: they end as ShardLost (nothing hangs),
+    and the next call starts new shards."""
+    results = sharded.iter_call(rh.first_ones_fast, str(tmp_path), 1, seconds=60)
+    first = next(results)
+    sharded.close()
+    rest = dict(results)
+    assert first[1] == "fast" and len(rest) == 5
+    assert all(isinstance(value.exception, ShardLost) and "was lost: it was closed" in value.msg
+               for value in rest.values())
+    assert sharded.call(rh.add, 1, 2).ok

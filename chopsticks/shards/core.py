@@ -19,7 +19,7 @@ reach the driver; ``ASKS`` in ``driver.py`` answers it with the driver's ``Modul
 """
 
 import dataclasses
-from typing import Any, Callable, Dict, FrozenSet, Iterator, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Sequence, Set, Tuple
 
 import gevent
 import gevent.queue
@@ -177,43 +177,56 @@ class ShardCore:
             modules.forget()
             for module, preload in order.preloads.get(modules.serve, {}).items():
                 modules.know(module, preload)
+        tunnels = [self.tunnels[name] for name in order.hosts]
+        if order.progress:
+            yield from self._with_progress(order, tunnels)
+        else:  # the engine's own stream, with no greenlet or queue between: the common case, and the cheap one
+            yield from self._results(order.job, order, tunnels)
+        yield ("done",)
+
+    def _results(self, job: Job, order: RunOrder, tunnels: List[SSHTunnel]) -> Iterator[Event]:
+        stream = fan_out(job, tunnels, self.spec.concurrency or default_concurrency(), order.deadline,
+                         deadline_end(order.left) if order.left is not None else None)
+        try:
+            for host, value in stream:
+                yield ("result", host, value)
+        except Exception as exc:  # the job's start failed (a Put's file went away): every host's error
+            error = ErrorResult.from_exception(exc)
+            for tunnel in tunnels:
+                yield ("result", tunnel.host, error)
+        finally:
+            stream.close()
+
+    def _with_progress(self, order: RunOrder, tunnels: List[SSHTunnel]) -> Iterator[Event]:
+        """``_results`` for a Put or Fetch whose bytes the driver counts: the run goes on in a
+        greenlet, and the bytes moved are reported every ``PROGRESS_INTERVAL`` and before each
+        host's result (the driver may stop reading after the last one)."""
         events: gevent.queue.Queue = gevent.queue.Queue()
         moved = [0]
 
         def progress(nbytes: int) -> None:
             moved[0] += nbytes
 
-        job = dataclasses.replace(order.job, progress=progress) if order.progress else order.job  # type: ignore
-        tunnels = [self.tunnels[name] for name in order.hosts]
-
         def drive() -> None:
-            stream = fan_out(job, tunnels, self.spec.concurrency or default_concurrency(), order.deadline,
-                             deadline_end(order.left) if order.left is not None else None)
-            try:
-                for host, value in stream:
-                    events.put(("result", host, value))
-            except Exception as exc:  # the job's start failed (a Put's file went away): every host's error
-                error = ErrorResult.from_exception(exc)
-                for tunnel in tunnels:
-                    events.put(("result", tunnel.host, error))
-            finally:
-                stream.close()
-            events.put(("done",))
+            for event in self._results(dataclasses.replace(order.job, progress=progress),  # type: ignore
+                                       order, tunnels):
+                events.put(event)
+            events.put(None)
 
         worker = gevent.spawn(drive)
         try:
             while True:
                 try:
-                    event = events.get(timeout=PROGRESS_INTERVAL if order.progress else None)
+                    event = events.get(timeout=PROGRESS_INTERVAL)
                 except gevent.queue.Empty:
-                    event = None
-                if moved[0]:  # before a host's result: the driver may stop reading after the last one
+                    event = ()
+                if moved[0]:
                     yield ("progress", moved[0])
                     moved[0] = 0
-                if event is not None:
+                if event is None:
+                    return
+                if event:
                     yield event
-                    if event[0] == "done":
-                        return
         finally:
             worker.kill()
 

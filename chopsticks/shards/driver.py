@@ -21,7 +21,8 @@ and the backend reports, in the driver's hub, through the ``sink`` it was given:
     sink.event(run_id, event)                 each of ``ShardCore.events``' events
     sink.answer(kind, key) -> value           a shard's question for the import service (``ASKS``)
     sink.log(method, fields)                  a log event of the shard's (``logs.forward``/``replay``)
-    sink.lost(why)                            the shard went away (not after ``close``)
+    sink.lost(why)                            the shard went away (after ``close`` too: a run still
+                                              waiting on it ends, its hosts ShardLost)
 
 ``process.ProcessBackend`` runs shards as local processes; ``ray.py`` as Ray actors.
 """
@@ -123,7 +124,7 @@ class _ShardSink:
 
     def lost(self, why: str) -> None:
         label = self.handle.label if self.handle is not None else "shard %d" % self.index
-        self.driver.lost(self.index, self, "%s was lost: %s" % (label, why))
+        self.driver.lost(self.index, self, "%s was lost: %s" % (label, why), self.handle)
 
 
 class Driver:
@@ -184,13 +185,14 @@ class Driver:
                               "from thread %r: use it from that thread, or close() it first"
                               % (self._thread.name, threading.current_thread().name))
 
-    def lost(self, index: int, sink: _ShardSink, why: str) -> None:
-        """Shard ``index`` went away: its runs hear it; the next fan-out starts a new one."""
+    def lost(self, index: int, sink: _ShardSink, why: str, handle: Optional[Handle] = None) -> None:
+        """Shard ``index`` (``handle``) went away: the runs it had hear it; the next fan-out
+        starts a new one."""
         entry = self.shards[index]
         if entry is not None and entry[1] is sink:
             self.shards[index] = None
         for queue in self.runs.values():
-            queue.put((index, ("lost", why)))
+            queue.put((index, ("lost", why, handle)))
 
     def iter_job(self, job: Job, hosts: Sequence[str], deadline: Optional[float] = None,
                  ends_at: Optional[float] = None) -> Iterator[Tuple[str, Any]]:
@@ -216,7 +218,7 @@ class Driver:
                 try:
                     handle, added = self._shard(index)
                 except OSError as exc:  # the shard could not be started
-                    queue.put((index, ("lost", "shard %d could not start: %s" % (index + 1, exc))))
+                    queue.put((index, ("lost", "shard %d could not start: %s" % (index + 1, exc), None)))
                     continue
                 running[index] = handle
                 try:
@@ -237,6 +239,8 @@ class Driver:
                     yield event[1], event[2]
                 elif kind == "progress" and progress is not None:
                     progress(event[1])
+                elif kind == "lost" and event[2] is not running.get(index):
+                    continue  # a shard this run did not use (one closed before it, at the same place)
                 elif kind in ("lost", "done"):
                     running.pop(index, None)
                     why = event[1] if kind == "lost" else "shard %d ended its run early" % (index + 1)

@@ -25,7 +25,7 @@ import pickle
 import signal
 import struct
 import sys
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import gevent
 import gevent.event
@@ -79,8 +79,23 @@ class Frames:
 
     def write(self, message: Any) -> None:
         """Send ``message``; whatever pickling raises, it raises before anything is sent."""
-        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-        view = memoryview(LENGTH.pack(len(data)) + data)
+        self.write_many([message])
+
+    def write_many(self, messages: List[Any],
+                   unsendable: Callable[[Any, Exception], Any] = lambda message, exc: None) -> None:
+        """Send ``messages`` in one write; one that does not pickle is sent as
+        ``unsendable(message, exc)`` instead (None: raise, before anything is sent)."""
+        chunks = []
+        for message in messages:
+            try:
+                data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # whatever an arbitrary value's pickling raises
+                replacement = unsendable(message, exc)
+                if replacement is None:
+                    raise
+                data = pickle.dumps(replacement, pickle.HIGHEST_PROTOCOL)
+            chunks += [LENGTH.pack(len(data)), data]
+        view = memoryview(b"".join(chunks))
         with self._lock:
             while view:
                 view = view[gevent.os.nb_write(self.write_fd, view):]
@@ -134,10 +149,11 @@ class ProcessShard:
         except (OSError, EOFError, pickle.UnpicklingError):
             pass
         status = self.proc.wait()
-        if not self.closing:
-            self.sink.lost(_why(status))
+        self.sink.lost("it was closed" if self.closing else _why(status))
 
     def _send(self, message: Any) -> None:
+        if self.closing:  # its stdin is closed: the fd number may already be another file's
+            raise BrokenPipeError("%s is closed" % self.label)
         self.frames.write(message)
 
     def run(self, run_id: int, order: RunOrder) -> None:
@@ -175,15 +191,26 @@ class ProcessBackend:
 
 # -- the shard's side -------------------------------------------------------------------------
 
-def _unsendable(event: Any, exc: Exception) -> Any:
+def _unsendable(message: Any, exc: Exception) -> Any:
     """A result whose value does not pickle, as that host's SerializationError."""
+    run_id, event = message[1], message[2]
+    if message[0] != "event" or event[0] != "result":
+        return None
     error = SerializationError("[%s] the result cannot be sent from its shard: %s" % (event[1], exc))
-    return ("result", event[1], ErrorResult.from_exception(error))
+    return ("event", run_id, ("result", event[1], ErrorResult.from_exception(error)))
 
 
 def _drain(outbox: gevent.queue.Queue, frames: Frames) -> None:
+    """Send what is queued, everything queued by then in one write (results that land in one
+    turn of the hub cost one syscall here and one read in the driver)."""
     for message in outbox:
-        frames.write(message)
+        batch = [message]
+        while not outbox.empty():
+            batch.append(outbox.get_nowait())
+        try:
+            frames.write_many(batch, _unsendable)
+        except OSError:
+            return  # the driver is gone: the shard's stdin ends too, and main() closes the rest
 
 
 def main() -> None:
@@ -196,32 +223,29 @@ def main() -> None:
     asks: Dict[int, gevent.event.AsyncResult] = {}
     ask_ids = itertools.count(1)
     runs: Dict[int, gevent.Greenlet] = {}
+    # Everything for the driver goes through one queue (a put never waits, so a log event from
+    # one of the hub's callbacks can be sent too) and one writer.
+    outbox: gevent.queue.Queue = gevent.queue.Queue()
 
     def ask(kind: str, key: Any) -> Any:
         ask_id = next(ask_ids)
         answer = asks[ask_id] = gevent.event.AsyncResult()
-        frames.write(("ask", ask_id, kind, key))
+        outbox.put(("ask", ask_id, kind, key))
         return answer.get()
 
     first = frames.read()
     if first is None:
         return
     spec: ShardSpec = first[1]
-    if spec.logs:  # events may be logged in the hub's callbacks, which cannot wait: a queue
-        outbox: gevent.queue.Queue = gevent.queue.Queue()
+    if spec.logs:
         logs.forward(lambda method, fields: outbox.put(("log", method, fields)))
-        gevent.spawn(_drain, outbox, frames)
+    writer = gevent.spawn(_drain, outbox, frames)
     core = ShardCore(spec, ask)
 
     def run(run_id: int, order: RunOrder) -> None:
         try:
             for event in core.events(order):
-                try:
-                    frames.write(("event", run_id, event))
-                except OSError:
-                    raise  # the driver is gone
-                except Exception as exc:  # whatever an arbitrary value's pickling raises; nothing was sent
-                    frames.write(("event", run_id, _unsendable(event, exc)))
+                outbox.put(("event", run_id, event))
         finally:
             runs.pop(run_id, None)
 
@@ -251,3 +275,4 @@ def main() -> None:
         gevent.killall(list(runs.values()))
         with gevent.Timeout(CLOSE_GRACE, False):
             core.close()
+        writer.kill()

@@ -154,9 +154,10 @@ class ShardActor:
         try:
             data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # whatever an arbitrary value's pickling raises
-            if message[0] != "event" or message[2][0] != "result":
+            instead = _unsendable(message, exc)
+            if instead is None:
                 raise
-            data = pickle.dumps(("event", message[1], _unsendable(message[2], exc)), pickle.HIGHEST_PROTOCOL)
+            data = pickle.dumps(instead, pickle.HIGHEST_PROTOCOL)
         self.outbox.put(data)
 
     def ask(self, kind: str, key: Any) -> Any:
@@ -303,8 +304,7 @@ class RayShard:
     def _end(self, why: str) -> None:  # in the driver's hub
         self._wake.stop()
         self._ended.set()
-        if not self._closing:
-            self._sink.lost(why)
+        self._sink.lost("it was closed" if self._closing else why)  # a run still waiting on it ends
 
     def _deliver(self, batch: List[bytes]) -> None:  # in the driver's hub
         for data in batch:
@@ -328,6 +328,8 @@ class RayShard:
         gevent.spawn(self._answer, ask_id, kind, key)  # the import service may read files: a greenlet
 
     def run(self, run_id: int, order: RunOrder) -> None:
+        if self._closing:  # as a closed shard process's pipe would
+            raise BrokenPipeError("%s is closed" % self.label)
         self.actor.run.remote(run_id, order)
 
     def cancel(self, run_id: int) -> None:
