@@ -109,7 +109,8 @@ def main() -> None:
         print(json.dumps(dict(bench="ray_cluster_start", nodes=2, start_s=cluster.start_seconds,
                               load=os.getloadavg())), flush=True)
         ray.init(address=cluster.address, _node_ip_address=HEAD_IP, log_to_driver=False)
-        while sum(node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]) < 2:
+        while ray.cluster_resources().get("CPU", 0) < 2 or \
+                sum(node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]) < 2:
             time.sleep(0.1)  # the second node's start is logged before the head has its CPU
         # what a driver joined to Ray spends doing nothing (its core worker's threads): the
         # share of the per-call driver CPU below that is not the fan-out's

@@ -45,7 +45,8 @@ def ray_cluster(started_cluster):
     """The cluster, once the driver sees both nodes alive with their CPUs (a node's ``ray
     start`` says it started before the head has its resources; a test may restart a node)."""
     import ray
-    wait_until(lambda: sum(node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]) == 2,
+    wait_until(lambda: ray.cluster_resources().get("CPU") == 2 and
+               sum(node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]) == 2,
                "both nodes to join")
     return started_cluster
 
@@ -72,7 +73,8 @@ def test_results_come_from_actors_on_both_nodes(ray_cluster, fleet, ssh_options)
         result = group.call(os.getpid)
         assert result.ok and len(result) == len(fleet.hosts)
         where = nodes_of(group)
-        assert set(where.values()) == {"127.0.100.1", "127.0.100.2"}
+        assert set(where.values()) == {"127.0.100.1", "127.0.100.2"}, (where, group._driver.workers, [
+            (entry[0].label if entry else None) for entry in group._driver.shards])
         assert len({group._driver.shards[i][0].pid for i in range(group._driver.workers)}) == 2
     finally:
         group.close()
@@ -215,3 +217,23 @@ def test_a_lost_node_fails_only_its_hosts(ray_cluster, fleet, ssh_options, tmp_p
     finally:
         group.close()
         ray_cluster.restart_node(1)
+
+
+def test_closing_the_group_mid_fan_out_ends_it(ray_cluster, fleet, ssh_options, tmp_path):
+    """Group.close() while every host still runs ends the fan-out at once: each host a
+    ShardLost saying its shard was closed; nothing hangs."""
+    group = Group(fleet.hosts, cluster=ray_cluster.address, options=ssh_options)
+    release, started = str(tmp_path / "release"), tmp_path / "started"
+    started.mkdir()
+    try:
+        running = gevent.spawn(lambda: dict(group.iter_call(remote_helpers.wait_for_file, release, 120, str(started))))
+        wait_until(lambda: len(os.listdir(started)) == len(fleet.hosts), "every host to start")
+        group.close()
+        results = running.get(timeout=WITHIN)
+        assert sorted(results) == sorted(fleet.hosts)
+        for value in results.values():
+            assert isinstance(value, ErrorResult) and isinstance(value.exception, ShardLost), value
+            assert "closed" in str(value.exception)
+    finally:
+        open(release, "w").close()
+        group.close()

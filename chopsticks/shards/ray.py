@@ -86,9 +86,10 @@ def connect(cluster: Any) -> Any:
 def node_slots(ray: Any) -> List[Optional[str]]:
     """The alive nodes' IDs, each once per CPU it offers, interleaved node by node (shard i
     goes to slot i modulo their number, so shards fill the nodes evenly); [None] if none
-    offers a CPU."""
-    per_node = [[node["NodeID"]] * int(node.get("Resources", {}).get("CPU", 0))
-                for node in ray.nodes() if node["Alive"]]
+    offers a CPU. In a stable order: ``ray.nodes()`` lists them in any order, call to call
+    (two shards once landed on one node of two that way)."""
+    alive = sorted((node for node in ray.nodes() if node["Alive"]), key=lambda node: node["NodeID"])
+    per_node = [[node["NodeID"]] * int(node.get("Resources", {}).get("CPU", 0)) for node in alive]
     slots: List[Optional[str]] = [ids[i] for i in range(max(map(len, per_node), default=0))
                                   for ids in per_node if i < len(ids)]
     return slots or [None]
