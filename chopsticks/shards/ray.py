@@ -38,7 +38,7 @@ from chopsticks import logs
 from chopsticks.errors import ClusterError, MissingExtra
 from chopsticks.shards.core import Event, RunOrder, ShardCore, ShardSpec
 from chopsticks.shards.hub_thread import HubThread
-from chopsticks.shards.process import _unsendable
+from chopsticks.shards.process import pickled, unsendable_result
 
 if TYPE_CHECKING:
     from chopsticks.shards.driver import Sink
@@ -152,14 +152,7 @@ class ShardActor:
     def send(self, message: Tuple[Any, ...]) -> None:
         """Queue ``message`` for ``messages``, pickled once, now: a result whose value does not
         pickle is that host's SerializationError, and nothing else of the batch is lost."""
-        try:
-            data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # whatever an arbitrary value's pickling raises
-            instead = _unsendable(message, exc)
-            if instead is None:
-                raise
-            data = pickle.dumps(instead, pickle.HIGHEST_PROTOCOL)
-        self.outbox.put(data)
+        self.outbox.put(pickled(message, unsendable_result))
 
     def ask(self, kind: str, key: Any) -> Any:
         """In the hub: the driver's answer to one question of the import service."""
@@ -376,10 +369,11 @@ class RayBackend:
         place = slots[self._started % len(slots)]
         self._started += 1
         # num_cpus=0: a shard asked for beyond the cluster's CPUs starts anyway, where one
-        # reserving a CPU would wait for it forever. Ray's SPREAD strategy put two such actors
-        # on one node of two here, so each shard is placed on a node of its own choosing
-        # (soft: a node gone since is replaced by any other).
-        strategy = NodeAffinitySchedulingStrategy(place, soft=True) if place else "SPREAD"
+        # reserving a CPU would wait for it forever. Ray's SPREAD strategy, and soft node
+        # affinity too, put two such actors on one node of two here (a node just started is
+        # passed over), so each shard goes to its node, hard: a node gone since fails that
+        # shard's start, its hosts ShardLost, and the next fan-out places it again.
+        strategy = NodeAffinitySchedulingStrategy(place, soft=False) if place else "SPREAD"
         actor = self._actor_class.options(scheduling_strategy=strategy, max_concurrency=ACTOR_THREADS, num_cpus=0,
                                           max_restarts=0).remote(spec)
         return RayShard(actor, spec, sink, self.ray)
