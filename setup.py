@@ -15,7 +15,8 @@ setup(
         "structlog>=23.1",
         "tqdm>=4.60",
     ],
-    extras_require={"test": ["pytest>=7.4"]},
+    # ray: Group(hosts, cluster=...) runs its shards as Ray actors (requirements-ray.txt)
+    extras_require={"test": ["pytest>=7.4"], "ray": ["ray>=2.9"]},
     license="Apache-2.0",
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -10,6 +10,8 @@ Each class also subclasses the builtin it means, so ``except TimeoutError`` or
     ├── ResultTooLarge(ValueError)      a result exceeds the tunnel's ``max_result`` bytes
     ├── CallTimeout(TimeoutError)       ``call(..., timeout=)`` expired; the tunnel stays usable
     ├── WrongThread(RuntimeError)       a tunnel used from an OS thread its gevent hub does not run in
+    ├── ClusterError(RuntimeError)      the Ray cluster cannot run shards: a node cannot read the SSH files named
+    ├── MissingExtra(ImportError)       a feature needs an optional extra that is not installed (``chopsticks[ray]``)
     ├── InternalError(RuntimeError)     a bug in chopsticks itself (its cause says where); tunnel closed
     ├── TransferError(OSError)          a put or fetch failed its checks (changed while sent, digest, a bad listing)
     │   └── SpecialFileError            a FIFO, device or socket where a file, directory or symlink must be
@@ -95,6 +97,16 @@ class WrongThread(ChopsticksError, RuntimeError):
     """A tunnel was used from an OS thread that its gevent hub does not run in (it would
     wait forever, or gevent would fail): use it from the thread that runs it, or open
     another tunnel in this one (pipe tunnels start only from the main thread's hub)."""
+
+
+class ClusterError(ChopsticksError, RuntimeError):
+    """The Ray cluster cannot run a group's shards: one line per node that cannot (say, one
+    that cannot read the SSH key, known_hosts or ssh_config the driver names)."""
+
+
+class MissingExtra(ChopsticksError, ImportError):
+    """A feature needs an optional extra that is not installed; the message names the
+    ``pip install`` that adds it."""
 
 
 class InternalError(ChopsticksError, RuntimeError):

@@ -54,11 +54,16 @@ class Group:
     given (and not 1), a ``Local``, a ``Docker`` or a tunnel with its own ``modules=`` is
     refused, as it cannot leave this process. Groups made from a sharded one (set
     operations, ``filter``, ``select``) share its shards and their open tunnels.
+
+    ``cluster``: run the shards as actors of a Ray cluster instead, spread over its nodes
+    (an address such as ``'10.0.0.1:6379'``, or True for ``RAY_ADDRESS``; a process that
+    already called ``ray.init`` uses that connection). ``workers`` then defaults to one shard
+    per CPU the cluster offers, at most one per host. Needs ``pip install chopsticks[ray]``.
     """
 
     def __init__(self, hosts: Iterable[Host], *, concurrency: Optional[int] = None,
                  options: Optional[SSHOptions] = None, tunnel_options: Optional[TunnelOptions] = None,
-                 workers: Union[int, str, None] = None, **ssh_options):
+                 workers: Union[int, str, None] = None, cluster: Any = None, **ssh_options):
         tunnel_options = (tunnel_options or TunnelOptions()).given(**TunnelOptions.take(ssh_options))
         if concurrency is not None and concurrency < 1:
             raise ValueError("concurrency must be at least 1, got %r" % (concurrency,))
@@ -81,12 +86,14 @@ class Group:
             names.add(tunnel.host)
             self.tunnels.append(tunnel)
         self._driver: Optional["Driver"] = None
-        if workers is not None:
+        if workers is not None or cluster is not None:
             from chopsticks.shards import driver
-            count = driver.count_workers(workers, len(self.tunnels))
-            specs = [driver.spec_of(tunnel) for tunnel in self.tunnels] if workers != 1 else []
-            if count > 1:
-                self._driver = driver.for_group(count, default_slots().limit, concurrency)
+            backend = driver.backend_for(cluster)
+            count = driver.count_workers("auto" if workers is None else workers, len(self.tunnels),
+                                         backend.cores())
+            specs = [driver.spec_of(tunnel) for tunnel in self.tunnels] if workers != 1 or cluster else []
+            if count > 1 or cluster is not None:
+                self._driver = driver.for_group(count, default_slots().limit, concurrency, backend)
                 self._driver.place(specs)
 
     # -- a set of tunnels, by name ----------------------------------------------------------

@@ -9,10 +9,11 @@ import chopsticks
 def test_exported_names_are_pinned():
     """The package exports exactly these names (adding one is a decision, not an accident)."""
     assert chopsticks.__all__ == [
-        "AsyncResult", "AuthenticationFailed", "CallTimeout", "ChopsticksError", "ConnectError", "ConnectTimeout",
+        "AsyncResult", "AuthenticationFailed", "CallTimeout", "ChopsticksError", "ClusterError", "ConnectError", "ConnectTimeout",
         "ContainerError", "Docker", "ErrorResult", "Group", "GroupError", "GroupResult", "HandshakeSlots",
-        "HostKeyChanged", "HostKeyError", "InternalError", "Local", "ProtocolViolation", "PythonNotFound", "Queue",
-        "RemoteException", "ResultTooLarge", "SSHOptions", "SSHTunnel", "SerializationError", "ShardLost", "SpecialFileError", "SubprocessTunnel",
+        "HostKeyChanged", "HostKeyError", "InternalError", "Local", "MissingExtra", "ProtocolViolation", "PythonNotFound",
+        "Queue", "RemoteException", "ResultTooLarge", "SSHOptions", "SSHTunnel", "SerializationError", "ShardLost",
+        "SpecialFileError", "SubprocessTunnel",
         "Sudo", "TransferError", "Tunnel", "TunnelClosed", "TunnelError", "TunnelOptions", "UnknownHostKey", "WrongThread",
     ]
     for name in chopsticks.__all__:

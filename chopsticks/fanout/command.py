@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from chopsticks.errors import ChopsticksError
+from chopsticks.errors import ChopsticksError, MissingExtra
 from chopsticks.fanout import hosts
 from chopsticks.fanout.subcommands import SUBCOMMANDS, Subcommand
 from chopsticks.fanout.options import PROG, UsageError, build_parser
@@ -72,6 +72,8 @@ def make_group(args, names: List[str]):
             ssh_only.append("--sudo")
         if args.workers not in (None, 1):
             ssh_only.append("--workers")
+        if args.cluster:
+            ssh_only.append("--cluster")
         if ssh_only:
             raise UsageError("%s is not for --transport %s" % (ssh_only[0], args.transport))
         try:
@@ -93,8 +95,8 @@ def make_group(args, names: List[str]):
         ssh["passphrase"] = getpass.getpass("Key passphrase: ")
     try:
         return Group(names, concurrency=args.concurrency, tunnel_options=tunnel_options.given(sudo=args.sudo or None),
-                     workers=args.workers, **ssh)
-    except ValueError as exc:
+                     workers=args.workers, cluster=args.cluster or None, **ssh)
+    except (ValueError, MissingExtra) as exc:
         raise UsageError(str(exc)) from None
 
 

@@ -76,6 +76,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--workers", type=_workers, metavar="N|auto",
                        help="spread the hosts over N shard processes, each with its own core's worth of "
                             "SSH work ('auto': one per core, at most one per host); ssh only (default: 1, none)")
+    group.add_argument("--cluster", metavar="ADDRESS|auto",
+                       help="run the shards as actors of the Ray cluster at ADDRESS ('auto': $RAY_ADDRESS, else "
+                            "the cluster running here), one per CPU it offers unless --workers says; ssh only; "
+                            "needs pip install chopsticks[ray]")
     group.add_argument("-t", "--timeout", type=_positive(float, MAX_SECONDS), metavar="SECONDS",
                        help="per-host limit on the call (for run: on the command)")
     group.add_argument("--deadline", type=_positive(float, MAX_SECONDS), metavar="SECONDS",

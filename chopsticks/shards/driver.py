@@ -67,6 +67,7 @@ class Handle(Protocol):
 
 class Backend(Protocol):
     def start(self, spec: ShardSpec, sink: Sink) -> Handle: ...
+    def cores(self) -> Optional[int]: ...  # the CPUs its shards can use ('auto'); None: this machine's
 
 
 # A shard's questions, answered by the driver's import service for the hosts' ``serve`` list:
@@ -262,14 +263,14 @@ class Driver:
         gevent.joinall([gevent.spawn(handle.close) for handle, _ in entries])
 
 
-def count_workers(workers: Any, hosts: int) -> int:
+def count_workers(workers: Any, hosts: int, cores: Optional[int] = None) -> int:
     """How many shards ``workers`` means for ``hosts`` hosts: a whole number (capped by the
-    hosts), ``'auto'`` (this machine's cores, capped by the hosts) or None (1: no shards).
-    ValueError names the parameter for anything else."""
+    hosts), ``'auto'`` (``cores``, by default this machine's, capped by the hosts) or None
+    (1: no shards). ValueError names the parameter for anything else."""
     if workers is None:
         return 1
     if workers == "auto":
-        return max(1, min(os.cpu_count() or 1, hosts))
+        return max(1, min(cores or os.cpu_count() or 1, hosts))
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError("workers must be a whole number of at least 1 or 'auto', got %r" % (workers,))
     return max(1, min(workers, hosts))
@@ -288,10 +289,19 @@ def spec_of(tunnel: Any) -> HostSpec:
     return HostSpec(tunnel.host, tunnel.options, tunnel.tunnel_options)
 
 
-def for_group(workers: int, handshakes: int, concurrency: Optional[int]) -> Driver:
-    """A driver of ``workers`` local shard processes, the group's bounds split over them
-    (no more shards than the bounds have units)."""
-    from chopsticks.shards.process import ProcessBackend
+def backend_for(cluster: Any) -> Backend:
+    """Where shards run: local processes (``cluster`` None), or actors on the Ray cluster
+    ``cluster`` names (``ray.RayBackend``: an address, or True for ``RAY_ADDRESS``)."""
+    if cluster is None:
+        from chopsticks.shards.process import ProcessBackend
+        return ProcessBackend()
+    from chopsticks.shards.ray import RayBackend
+    return RayBackend(cluster)
 
+
+def for_group(workers: int, handshakes: int, concurrency: Optional[int], backend: Optional[Backend] = None
+              ) -> Driver:
+    """A driver of ``workers`` shards (local processes unless ``backend`` says otherwise),
+    the group's bounds split over them (no more shards than the bounds have units)."""
     workers = min(workers, handshakes, concurrency or workers)
-    return Driver(ProcessBackend(), workers, handshakes, concurrency)
+    return Driver(backend or backend_for(None), workers, handshakes, concurrency)

@@ -46,6 +46,18 @@ CLOSE_GRACE = 10.0
 READ_SIZE = 1 << 16
 
 
+def pickled(message: Any, unsendable: Callable[[Any, Exception], Any] = lambda message, exc: None) -> bytes:
+    """``message`` pickled; one that does not pickle as ``unsendable(message, exc)`` instead
+    (None: raise). What a shard sends its driver, whatever carries it (``unsendable_result``)."""
+    try:
+        return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # whatever an arbitrary value's pickling raises
+        replacement = unsendable(message, exc)
+        if replacement is None:
+            raise
+        return pickle.dumps(replacement, pickle.HIGHEST_PROTOCOL)
+
+
 class Frames:
     """Length-prefixed pickles over two non-blocking fds, cooperatively (one writer at a time)."""
 
@@ -87,13 +99,7 @@ class Frames:
         ``unsendable(message, exc)`` instead (None: raise, before anything is sent)."""
         chunks = []
         for message in messages:
-            try:
-                data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-            except Exception as exc:  # whatever an arbitrary value's pickling raises
-                replacement = unsendable(message, exc)
-                if replacement is None:
-                    raise
-                data = pickle.dumps(replacement, pickle.HIGHEST_PROTOCOL)
+            data = pickled(message, unsendable)
             chunks += [LENGTH.pack(len(data)), data]
         view = memoryview(b"".join(chunks))
         with self._lock:
@@ -185,10 +191,13 @@ class ProcessBackend:
     def start(self, spec: ShardSpec, sink: Any) -> ProcessShard:
         return ProcessShard(spec, sink)
 
+    def cores(self) -> Optional[int]:
+        return None  # this machine's
+
 
 # -- the shard's side -------------------------------------------------------------------------
 
-def _unsendable(message: Any, exc: Exception) -> Any:
+def unsendable_result(message: Any, exc: Exception) -> Any:
     """A result whose value does not pickle, as that host's SerializationError."""
     run_id, event = message[1], message[2]
     if message[0] != "event" or event[0] != "result":
@@ -205,7 +214,7 @@ def _drain(outbox: gevent.queue.Queue, frames: Frames) -> None:
         while not outbox.empty():
             batch.append(outbox.get_nowait())
         try:
-            frames.write_many(batch, _unsendable)
+            frames.write_many(batch, unsendable_result)
         except OSError:
             return  # the driver is gone: the shard's stdin ends too, and main() closes the rest
 

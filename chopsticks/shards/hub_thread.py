@@ -1,0 +1,84 @@
+"""A gevent hub in an OS thread of its own, for callers that are not greenlets. Shard layer.
+
+A Ray actor's methods run in threads of Ray's pool, one method at a time per thread: a hub
+living in a method's thread would run its greenlets only while that method runs, so tunnels
+kept open between fan-outs would miss their keepalives and reads. ``HubThread`` keeps one hub
+running for the actor's life; work is handed to it through a thread-safe queue and an async
+watcher that wakes the hub (the watcher also keeps the hub's loop alive while it waits for
+work: a loop with no watcher would end at once) and answered through a
+``concurrent.futures.Future`` (``submit``); a greenlet there may feed a thread-safe
+``queue.Queue`` that the caller's thread reads (``spawn``).
+"""
+
+import concurrent.futures
+import queue
+import threading
+from typing import Any, Callable, Optional
+
+import gevent
+import gevent.event
+
+
+class HubThread:
+    """One daemon thread running a gevent hub until ``stop()``."""
+
+    def __init__(self, name: str = "chopsticks-hub"):
+        self._ready = threading.Event()
+        self._hub: Any = None
+        self._wake: Any = None
+        self._work: "queue.SimpleQueue[Callable[[], Any]]" = queue.SimpleQueue()
+        self._stopped: Optional[gevent.event.Event] = None
+        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self.thread.start()
+        self._ready.wait()
+
+    def _main(self) -> None:
+        self._hub = gevent.get_hub()
+        self._stopped = gevent.event.Event()
+        self._wake = self._hub.loop.async_()
+        self._wake.start(self._drain)
+        self._ready.set()
+        self._stopped.wait()
+        self._wake.stop()
+
+    def _drain(self) -> None:  # in the hub
+        while True:
+            try:
+                work = self._work.get_nowait()
+            except queue.Empty:
+                return
+            work()
+
+    def _handoff(self, work: Callable[[], Any]) -> None:
+        self._work.put(work)
+        self._wake.send()
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> "concurrent.futures.Future[gevent.Greenlet]":
+        """Start ``fn(*args)`` in a greenlet of this hub; the future gives that greenlet."""
+        spawned: "concurrent.futures.Future[gevent.Greenlet]" = concurrent.futures.Future()
+        self._handoff(lambda: spawned.set_result(gevent.spawn(fn, *args)))
+        return spawned
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> "concurrent.futures.Future[Any]":
+        """``fn(*args)`` run in a greenlet of this hub; its value or exception, as a future."""
+        answer: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
+
+        def body() -> None:
+            try:
+                answer.set_result(fn(*args))
+            except BaseException as exc:  # noqa: B902 - handed to the caller's thread, as raised
+                answer.set_exception(exc)
+
+        self.spawn(body)
+        return answer
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``submit(fn, *args).result()``: run it in the hub, wait here."""
+        return self.submit(fn, *args).result()
+
+    def stop(self) -> None:
+        """Let the thread end (its greenlets are left to die with it)."""
+        stopped = self._stopped
+        if stopped is not None:
+            self._handoff(stopped.set)
+            self.thread.join()
