@@ -16,15 +16,30 @@ The shard serves its remotes' imports by asking the driver, which alone decides 
 served (``ShardModules``: the interface ``connection.py`` uses, answers cached per fan-out, so
 an edited file is served anew on the next one). ``ask(kind, key)`` is the backend's way to
 reach the driver; ``ASKS`` in ``driver.py`` answers it with the driver's ``ModuleServer``.
+
+``ShardSide`` is a shard's half of the conversation with its driver, whatever carries it (a
+process's pipe, a Ray actor's methods): the core, its runs by id, its questions by id, and
+what it sends:
+
+    ("event", run_id, event)      each of ``ShardCore.events``' events
+    ("ask", ask_id, kind, key)    a question for the driver's import service
+    ("log", method, fields)       with ``ShardSpec.logs`` (``logs.forward``)
+
+while the driver's ``run``, ``cancel`` and ``answer`` (``answer_for``: ``(ok, value)``) come in
+as calls of its methods, in the shard's hub.
 """
 
 import dataclasses
 from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Sequence, Set, Tuple
 
+import itertools
+
 import gevent
+import gevent.event
 import gevent.queue
 import msgpack
 
+from chopsticks import logs
 from chopsticks.group import default_concurrency
 from chopsticks.jobs import Call, Job, deadline_end, fan_out
 from chopsticks.options import TunnelOptions
@@ -233,6 +248,75 @@ class ShardCore:
     def close(self) -> None:
         """Close every tunnel (they would reconnect on next use)."""
         gevent.joinall([gevent.spawn(tunnel.close) for tunnel in self.tunnels.values()])
+
+
+class ShardSide:
+    """A shard's side of its driver's conversation (see the module's text), in the shard's hub.
+    ``send(message)`` carries a message to the driver and never waits; ``ask_timeout`` bounds
+    the wait for an answer (None: until ``close``)."""
+
+    def __init__(self, spec: ShardSpec, send: Callable[[Tuple[Any, ...]], None],
+                 ask_timeout: Optional[float] = None) -> None:
+        self.send = send
+        self.ask_timeout = ask_timeout
+        self.runs: Dict[int, gevent.Greenlet] = {}
+        self.asks: Dict[int, gevent.event.AsyncResult] = {}
+        self.ids = itertools.count(1)
+        if spec.logs:
+            logs.forward(lambda method, fields: send(("log", method, fields)))
+        self.core = ShardCore(spec, self.ask)
+
+    def ask(self, kind: str, key: Any) -> Any:
+        """The driver's answer to one question of the import service (LookupError: it could
+        not answer; the remote that asked is told the module is not found)."""
+        ask_id = next(self.ids)
+        answer = self.asks[ask_id] = gevent.event.AsyncResult()
+        self.send(("ask", ask_id, kind, key))
+        try:
+            return answer.get(timeout=self.ask_timeout)
+        finally:
+            self.asks.pop(ask_id, None)
+
+    def answer(self, ask_id: int, ok: bool, value: Any) -> None:
+        """The driver's ``answer_for`` a question: ``(True, value)`` or ``(False, why)``."""
+        asked = self.asks.get(ask_id)
+        if asked is not None:
+            asked.set(value) if ok else asked.set_exception(LookupError(value))
+
+    def run(self, run_id: int, order: RunOrder) -> None:
+        """Start ``order``; its events are sent as they come."""
+        self.runs[run_id] = gevent.spawn(self._run, run_id, order)
+
+    def _run(self, run_id: int, order: RunOrder) -> None:
+        try:  # a cancel kills this greenlet inside ``events``, whose own finally stops the run
+            for event in self.core.events(order):
+                self.send(("event", run_id, event))
+        finally:
+            if self.runs.get(run_id) is gevent.getcurrent():
+                del self.runs[run_id]
+
+    def cancel(self, run_id: int) -> None:
+        running = self.runs.pop(run_id, None)
+        if running is not None:
+            running.kill(block=False)
+
+    def close(self, grace: Optional[float] = None) -> None:
+        """Fail the questions still waiting, stop the runs, close the tunnels (within
+        ``grace`` seconds)."""
+        for answer in list(self.asks.values()):
+            answer.set_exception(EOFError("the driver went away"))
+        gevent.killall(list(self.runs.values()))
+        with gevent.Timeout(grace, False):
+            self.core.close()
+
+
+def answer_for(answer: Callable[[str, Any], Any], kind: str, key: Any) -> Tuple[bool, Any]:
+    """The driver's side of a shard's question: ``(True, answer(kind, key))``, or ``(False,
+    why)`` when answering raised (the shard's remote then gets "not found", as without shards)."""
+    try:
+        return True, answer(kind, key)
+    except Exception as exc:  # whatever the import service raised, said to the shard
+        return False, "%s: %s" % (type(exc).__name__, exc)
 
 
 def preloads_for(job: Job, servers: Dict[Tuple[str, ...], Any]) -> Dict[Tuple[str, ...], Dict[str, Preload]]:

@@ -10,16 +10,13 @@ stdout in frames: a 4-byte big-endian length, then a pickle. Both ends are our o
     driver -> shard:  ("spec", ShardSpec)       first, once
                       ("run", run_id, RunOrder)
                       ("cancel", run_id)
-                      ("answer", ask_id, value)
-    shard -> driver:  ("event", run_id, event)  ShardCore.events' events
-                      ("ask", ask_id, kind, key)
-                      ("log", method, fields)   with ``ShardSpec.logs`` (``logs.forward``)
+                      ("answer", ask_id, ok, value)
+    shard -> driver:  what ``core.ShardSide`` sends (events, questions, log events)
 
 The shard exits when its stdin ends: a driver that exits or is killed leaves no shard
 behind. The shard's own stdout is kept for frames; anything printed goes to its stderr.
 """
 
-import itertools
 import os
 import pickle
 import signal
@@ -28,16 +25,14 @@ import sys
 from typing import Any, Callable, Dict, List, Optional
 
 import gevent
-import gevent.event
 import gevent.lock
 import gevent.os
 import gevent.queue
 import gevent.subprocess
 
-from chopsticks import logs
 from chopsticks.errors import SerializationError
 from chopsticks.results import ErrorResult
-from chopsticks.shards.core import RunOrder, ShardCore, ShardSpec
+from chopsticks.shards.core import RunOrder, ShardSide, ShardSpec, answer_for
 
 LENGTH = struct.Struct("!I")
 # How long a shard has to close its tunnels and exit once its stdin ended, before the
@@ -151,7 +146,7 @@ class ProcessShard:
                 elif message[0] == "log":
                     self.sink.log(message[1], message[2])
                 else:  # ("ask", ask_id, kind, key)
-                    self._send(("answer", message[1], self.sink.answer(message[2], message[3])))
+                    self._send(("answer", message[1]) + answer_for(self.sink.answer, message[2], message[3]))
         except (OSError, EOFError, pickle.UnpicklingError):
             pass
         status = self.proc.wait()
@@ -226,59 +221,21 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     frames = Frames(0, os.dup(1))
     os.dup2(2, 1)  # what the shard prints must not land among the frames
-    asks: Dict[int, gevent.event.AsyncResult] = {}
-    ask_ids = itertools.count(1)
-    runs: Dict[int, gevent.Greenlet] = {}
-    # Everything for the driver goes through one queue (a put never waits, so a log event from
-    # one of the hub's callbacks can be sent too) and one writer.
-    outbox: gevent.queue.Queue = gevent.queue.Queue()
-
-    def ask(kind: str, key: Any) -> Any:
-        ask_id = next(ask_ids)
-        answer = asks[ask_id] = gevent.event.AsyncResult()
-        outbox.put(("ask", ask_id, kind, key))
-        return answer.get()
-
     first = frames.read()
     if first is None:
         return
-    spec: ShardSpec = first[1]
-    if spec.logs:
-        logs.forward(lambda method, fields: outbox.put(("log", method, fields)))
+    # Everything for the driver goes through one queue (a put never waits, so a log event from
+    # one of the hub's callbacks can be sent too) and one writer.
+    outbox: gevent.queue.Queue = gevent.queue.Queue()
+    side = ShardSide(first[1], outbox.put)
     writer = gevent.spawn(_drain, outbox, frames)
-    core = ShardCore(spec, ask)
-
-    def run(run_id: int, order: RunOrder) -> None:
-        try:
-            for event in core.events(order):
-                outbox.put(("event", run_id, event))
-        finally:
-            runs.pop(run_id, None)
-
-    def on_run(message: Any) -> None:
-        runs[message[1]] = gevent.spawn(run, message[1], message[2])
-
-    def on_cancel(message: Any) -> None:
-        greenlet = runs.pop(message[1], None)
-        if greenlet is not None:
-            greenlet.kill(block=False)
-
-    def on_answer(message: Any) -> None:
-        answer = asks.pop(message[1], None)
-        if answer is not None:
-            answer.set(message[2])
-
-    handlers: Dict[str, Callable[[Any], None]] = {"run": on_run, "cancel": on_cancel, "answer": on_answer}
+    handlers: Dict[str, Callable[..., None]] = {"run": side.run, "cancel": side.cancel, "answer": side.answer}
     try:
         while True:
             message = frames.read()
             if message is None:
                 break
-            handlers[message[0]](message)
+            handlers[message[0]](*message[1:])
     finally:
-        for answer in asks.values():
-            answer.set_exception(EOFError("the driver went away"))
-        gevent.killall(list(runs.values()))
-        with gevent.Timeout(CLOSE_GRACE, False):
-            core.close()
+        side.close(CLOSE_GRACE)
         writer.kill()

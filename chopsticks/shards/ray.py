@@ -22,7 +22,6 @@ known_hosts and ssh_config the driver names: the first shard's start checks that
 node at once and raises one ``ClusterError`` with one line per node that cannot.
 """
 
-import itertools
 import logging
 import os
 import pickle
@@ -34,9 +33,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 import gevent
 import gevent.event
 
-from chopsticks import logs
 from chopsticks.errors import ClusterError, MissingExtra
-from chopsticks.shards.core import Event, RunOrder, ShardCore, ShardSpec
+from chopsticks.shards.core import Event, RunOrder, ShardSide, ShardSpec, answer_for
 from chopsticks.shards.hub_thread import HubThread
 from chopsticks.shards.process import pickled, unsendable_result
 
@@ -134,17 +132,12 @@ def where() -> Tuple[str, int]:
 
 
 class ShardActor:
-    """One shard in a Ray actor: a ``ShardCore`` in a hub thread of its own."""
+    """One shard in a Ray actor: a ``core.ShardSide`` in a hub thread of its own."""
 
     def __init__(self, spec: ShardSpec):
         self.hub = HubThread("chopsticks-shard")
         self.outbox: "queue.Queue[Any]" = queue.Queue()
-        self.runs: Dict[int, gevent.Greenlet] = {}
-        self.asks: Dict[int, gevent.event.AsyncResult] = {}
-        self.ids = itertools.count(1)
-        if spec.logs:  # this worker process is the actor's own: configuring structlog here is ours to do
-            logs.forward(lambda method, fields: self.send(("log", method, fields)))
-        self.core: ShardCore = self.hub.call(ShardCore, spec, self.ask)
+        self.side: ShardSide = self.hub.call(ShardSide, spec, self.send, ASK_TIMEOUT)
 
     def where(self) -> Tuple[str, int]:
         return where()
@@ -154,44 +147,15 @@ class ShardActor:
         pickle is that host's SerializationError, and nothing else of the batch is lost."""
         self.outbox.put(pickled(message, unsendable_result))
 
-    def ask(self, kind: str, key: Any) -> Any:
-        """In the hub: the driver's answer to one question of the import service."""
-        ask_id = next(self.ids)
-        answer = self.asks[ask_id] = gevent.event.AsyncResult()
-        self.send(("ask", ask_id, kind, key))
-        try:
-            return answer.get(timeout=ASK_TIMEOUT)
-        finally:
-            self.asks.pop(ask_id, None)
-
     def answer(self, ask_id: int, ok: bool, value: Any) -> None:
-        asked = self.asks.get(ask_id)
-        if asked is not None:
-            settle = asked.set if ok else (lambda why: asked.set_exception(LookupError(why)))
-            self.hub.call(settle, value)
+        self.hub.call(self.side.answer, ask_id, ok, value)
 
     def run(self, run_id: int, order: RunOrder) -> None:
         """Start ``order``; its events go out through ``messages``."""
-        self.hub.call(self._start, run_id, order)
-
-    def _start(self, run_id: int, order: RunOrder) -> None:  # in the hub, as are _run and _cancel
-        self.runs[run_id] = gevent.spawn(self._run, run_id, order)
-
-    def _run(self, run_id: int, order: RunOrder) -> None:
-        try:  # a cancel kills this greenlet inside ``events``, whose own finally stops the run
-            for event in self.core.events(order):
-                self.send(("event", run_id, event))
-        finally:
-            if self.runs.get(run_id) is gevent.getcurrent():
-                del self.runs[run_id]
+        self.hub.call(self.side.run, run_id, order)
 
     def cancel(self, run_id: int) -> None:
-        self.hub.call(self._cancel, run_id)
-
-    def _cancel(self, run_id: int) -> None:
-        running = self.runs.pop(run_id, None)
-        if running is not None:
-            running.kill()
+        self.hub.call(self.side.cancel, run_id)
 
     def messages(self):  # a Ray generator method: the shard's one stream to the driver
         while True:
@@ -212,13 +176,8 @@ class ShardActor:
 
     def close(self) -> None:
         """Stop the runs, close the tunnels, end ``messages``."""
-        self.hub.call(self._close)
+        self.hub.call(self.side.close)
         self.outbox.put(None)
-
-    def _close(self) -> None:
-        for run_id in list(self.runs):
-            self._cancel(run_id)
-        self.core.close()
 
 
 def _probe(paths: List[str]) -> Tuple[str, List[str]]:
@@ -306,11 +265,7 @@ class RayShard:
             DELIVER[message[0]](self, *message[1:])
 
     def _answer(self, ask_id: int, kind: str, key: Any) -> None:
-        try:
-            value, ok = self._sink.answer(kind, key), True
-        except Exception as exc:  # the shard's remote gets "not found", as without shards
-            value, ok = "%s: %s" % (type(exc).__name__, exc), False
-        self.actor.answer.remote(ask_id, ok, value)
+        self.actor.answer.remote(ask_id, *answer_for(self._sink.answer, kind, key))
 
     def _log(self, method: str, fields: Dict[str, Any]) -> None:
         self._sink.log(method, fields)
