@@ -488,6 +488,17 @@ def machine_line():
                                                 os.sysconf('SC_PHYS_PAGES') * PAGE / GIB, platform.release())
 
 
+def positive_ints(ap, flag, text):
+    """``text``'s comma-separated positive integers; a usage error naming ``flag`` otherwise."""
+    try:
+        values = [int(x) for x in text.split(',') if x.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        ap.error('%s takes positive integers, comma-separated, e.g. 1,2' % flag)
+    return values
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--sizes', default='10,100,300,1000',
@@ -512,18 +523,8 @@ def main():
     ap.add_argument('--json-out', metavar='FILE',
                     help='append the JSON lines to FILE (relative: under bench/results/)')
     args = ap.parse_args()
-    try:
-        sizes = [int(x) for x in args.sizes.split(',') if x.strip()]
-    except ValueError:
-        ap.error('--sizes takes integers, e.g. 10,100,300')
-    if not sizes or min(sizes) < 1:
-        ap.error('--sizes needs positive integers')
-    try:
-        workers = [int(x) for x in args.workers.split(',') if x.strip()]
-    except ValueError:
-        ap.error('--workers takes integers, e.g. 1,2')
-    if not workers or min(workers) < 1:
-        ap.error('--workers needs positive integers')
+    sizes = positive_ints(ap, '--sizes', args.sizes)
+    workers = positive_ints(ap, '--workers', args.workers)
     for impl in args.only or []:
         if impl not in IMPLS:
             ap.error('unknown implementation %r; choose from %s' % (impl, ', '.join(IMPLS)))
