@@ -140,9 +140,9 @@ def child_libssh2(a):
     off, end = a.offset, a.offset + a.length
     while off < end:
         data = os.pread(fd, min(MIB, end - off), off)
-        view, sent = memoryview(data), 0
+        sent = 0
         while sent < len(data):
-            rc, n = ch.write(view[sent:])
+            rc, n = ch.write(data[sent:] if sent else data)
             sent += n
         off += len(data)
     got = b""
@@ -183,15 +183,16 @@ def child_libssh(a):
     while not got.endswith(b"r\n"):
         got += ch.read()[1]
     cipher = s.get_cipher_out()
+    cipher = cipher.decode() if isinstance(cipher, bytes) else cipher
     fd = os.open(a.src, os.O_RDONLY)
     _say("ready", cipher=cipher)
     _wait("go")
     off, end = a.offset, a.offset + a.length
     while off < end:
         data = os.pread(fd, min(MIB, end - off), off)
-        view, sent = memoryview(data), 0
+        sent = 0
         while sent < len(data):
-            n = ch.write(view[sent:].tobytes() if sent else data)
+            n = ch.write(data[sent:] if sent else data)
             if isinstance(n, tuple):
                 n = n[-1]
             if n <= 0:
