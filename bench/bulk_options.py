@@ -118,100 +118,119 @@ def _wait(word):
         raise SystemExit("expected %r from the orchestrator, got %r" % (word, line))
 
 
-def child_libssh2(a):
-    import socket
-    from ssh2.session import LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC, Session
-    sock = socket.create_connection((a.host, a.port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    s = Session()
-    for method in (LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC):
-        s.method_pref(method, LIBSSH2_CIPHERS)
-    s.handshake(sock)
-    s.userauth_publickey_fromfile(a.user, a.key)
-    ch = s.open_session()
-    ch.execute(writer_command(a.dest, a.offset, a.length))
-    got = b""
-    while not got.endswith(b"r\n"):
-        got += ch.read()[1]
-    cipher = s.methods(LIBSSH2_METHOD_CRYPT_CS)
-    fd = os.open(a.src, os.O_RDONLY)
-    _say("ready", cipher=cipher)
-    _wait("go")
-    off, end = a.offset, a.offset + a.length
-    while off < end:
-        data = os.pread(fd, min(MIB, end - off), off)
+class Libssh2Session:
+    """One blocking ssh2-python (libssh2) session running the writer for one range."""
+
+    def __init__(self, a, offset, length):
+        import socket
+        from ssh2.session import LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC, Session
+        self.sock = socket.create_connection((a.host, a.port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.s = s = Session()
+        for method in (LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC):
+            s.method_pref(method, LIBSSH2_CIPHERS)
+        s.handshake(self.sock)
+        s.userauth_publickey_fromfile(a.user, a.key)
+        self.ch = s.open_session()
+        self.ch.execute(writer_command(a.dest, offset, length))
+        self.read_until(b"r\n")
+        self.cipher = s.methods(LIBSSH2_METHOD_CRYPT_CS)
+
+    def read_until(self, word):
+        got = b""
+        while not got.endswith(word):
+            size, data = self.ch.read()
+            if size <= 0:
+                raise SystemExit("libssh2: channel closed before the writer said %r (%d)" % (word, size))
+            got += data
+
+    def write(self, data):
         sent = 0
         while sent < len(data):
-            rc, n = ch.write(data[sent:] if sent else data)
+            rc, n = self.ch.write(data[sent:] if sent else data)
             sent += n
-        off += len(data)
-    got = b""
-    while not got.endswith(b"d\n"):
-        size, data = ch.read()
-        if size <= 0:
-            raise SystemExit("libssh2: channel closed before the writer finished (%d)" % size)
-        got += data
-    _say("done")
-    _wait("close")
-    ch.send_eof()
-    ch.close()
-    s.disconnect()
-    del ch, s
-    sock.close()
+
+    def close(self):
+        self.ch.send_eof()
+        self.ch.close()
+        self.s.disconnect()
+        del self.ch, self.s
+        self.sock.close()
 
 
-def child_libssh(a):
-    import socket
-    from ssh import options
-    from ssh.key import import_privkey_file
-    from ssh.session import Session
-    sock = socket.create_connection((a.host, a.port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    s = Session()
-    s.options_set(options.HOST, a.host)
-    s.options_set(options.USER, a.user)
-    s.options_set_port(a.port)
-    s.options_set(options.CIPHERS_C_S, LIBSSH_CIPHERS)
-    s.options_set(options.CIPHERS_S_C, LIBSSH_CIPHERS)
-    s.set_socket(sock)
-    s.connect()
-    s.userauth_publickey(import_privkey_file(a.key))
-    ch = s.channel_new()
-    ch.open_session()
-    ch.request_exec(writer_command(a.dest, a.offset, a.length))
-    got = b""
-    while not got.endswith(b"r\n"):
-        got += ch.read()[1]
-    cipher = s.get_cipher_out()
-    cipher = cipher.decode() if isinstance(cipher, bytes) else cipher
-    fd = os.open(a.src, os.O_RDONLY)
-    _say("ready", cipher=cipher)
-    _wait("go")
-    off, end = a.offset, a.offset + a.length
-    while off < end:
-        data = os.pread(fd, min(MIB, end - off), off)
+class LibsshSession(Libssh2Session):
+    """The same with ssh-python (libssh)."""
+
+    def __init__(self, a, offset, length):
+        import socket
+        from ssh import options
+        from ssh.key import import_privkey_file
+        from ssh.session import Session
+        self.sock = socket.create_connection((a.host, a.port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.s = s = Session()
+        s.options_set(options.HOST, a.host)
+        s.options_set(options.USER, a.user)
+        s.options_set_port(a.port)
+        s.options_set(options.CIPHERS_C_S, LIBSSH_CIPHERS)
+        s.options_set(options.CIPHERS_S_C, LIBSSH_CIPHERS)
+        s.set_socket(self.sock)
+        s.connect()
+        s.userauth_publickey(import_privkey_file(a.key))
+        self.ch = s.channel_new()
+        self.ch.open_session()
+        self.ch.request_exec(writer_command(a.dest, offset, length))
+        self.read_until(b"r\n")
+        cipher = s.get_cipher_out()
+        self.cipher = cipher.decode() if isinstance(cipher, bytes) else cipher
+
+    def read_until(self, word):
+        got = b""
+        while not got.endswith(word):
+            size, data = self.ch.read()
+            if size < 0:
+                raise SystemExit("libssh: channel closed before the writer said %r (%d)" % (word, size))
+            got += data
+
+    def write(self, data):
         sent = 0
         while sent < len(data):
-            n = ch.write(data[sent:] if sent else data)
+            n = self.ch.write(data[sent:] if sent else data)
             if isinstance(n, tuple):
                 n = n[-1]
             if n <= 0:
                 raise SystemExit("libssh: write returned %r" % (n,))
             sent += n
-        off += len(data)
-    got = b""
-    while not got.endswith(b"d\n"):
-        size, data = ch.read()
-        if size < 0:
-            raise SystemExit("libssh: channel closed before the writer finished (%d)" % size)
-        got += data
+
+
+def child_raw(a, kind):
+    """``a.threads`` sessions in this one process (a thread each), or one."""
+    cls = Libssh2Session if kind == "libssh2" else LibsshSession
+    parts = ranges(a.length, a.threads) if a.threads > 1 else [(0, a.length)]
+    sessions = [(cls(a, a.offset + off, n), a.offset + off, n) for off, n in parts]
+    fd = os.open(a.src, os.O_RDONLY)
+    _say("ready", cipher=sessions[0][0].cipher)
+    _wait("go")
+
+    def send(session, off, n):
+        end = off + n
+        while off < end:
+            data = os.pread(fd, min(MIB, end - off), off)
+            session.write(data)
+            off += len(data)
+        session.read_until(b"d\n")
+    if len(sessions) == 1:
+        send(*sessions[0])
+    else:
+        threads = [threading.Thread(target=send, args=item) for item in sessions]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     _say("done")
     _wait("close")
-    ch.send_eof()
-    ch.close()
-    s.disconnect()
-    del ch, s
-    sock.close()
+    for session, _, _ in sessions:
+        session.close()
 
 
 def child_ours(a):
@@ -250,8 +269,12 @@ def child_main(argv):
     ap.add_argument("--port", type=int)
     ap.add_argument("--offset", type=int, default=0)
     ap.add_argument("--length", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
-    {"libssh2": child_libssh2, "libssh": child_libssh, "ours": child_ours}[a.kind](a)
+    if a.kind == "ours":
+        child_ours(a)
+    else:
+        child_raw(a, a.kind)
     return 0
 
 
@@ -366,7 +389,8 @@ def diff(before, after):
 
 def run_option(opt, fleet, src, mib, dest_dir, py):
     size = mib * MIB
-    name, kind, parts = opt
+    name, kind, parts = opt[:3]
+    threads = opt[3] if len(opt) > 3 else 1
     dest = os.path.join(dest_dir, "%s.bin" % name)
     for path in (dest, dest + ".warm"):
         if os.path.exists(path):
@@ -377,7 +401,7 @@ def run_option(opt, fleet, src, mib, dest_dir, py):
         time.sleep(0.02)
     senders = []
     try:
-        for off, length in ranges(size, parts):
+        for off, length in (ranges(size, parts) if threads == 1 else [(0, size)]):
             if kind.startswith("openssh"):
                 cipher = "chacha20-poly1305@openssh.com" if kind == "openssh-chacha20" else "aes128-gcm@openssh.com"
                 argv = ["ssh", "-F", fleet.ssh_config, "-o", "BatchMode=yes", "-c", cipher, host,
@@ -387,7 +411,8 @@ def run_option(opt, fleet, src, mib, dest_dir, py):
             else:
                 argv = [py, HERE, "--child", kind, "--host", host, "--port", str(fleet.port), "--user",
                         fleet.user, "--key", fleet.key, "--known-hosts", fleet.known_hosts, "--src", src,
-                        "--dest", dest, "--offset", str(off), "--length", str(length)]
+                        "--dest", dest, "--offset", str(off), "--length", str(length),
+                        "--threads", str(threads)]
                 env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), ROOT]))
                 senders.append(Sender(argv, env=env))
         for s in senders:
@@ -444,6 +469,8 @@ OPTIONS = [
     ("libssh2-x2", "libssh2", 2),
     ("libssh-x1", "libssh", 1),
     ("libssh-x2", "libssh", 2),
+    ("libssh2-2threads", "libssh2", 2, 2),
+    ("libssh-2threads", "libssh", 2, 2),
     ("openssh-aes128gcm-x2", "openssh-aes128gcm", 2),
     ("openssh-chacha20", "openssh-chacha20", 1),
 ]
