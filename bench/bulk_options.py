@@ -68,8 +68,9 @@ LIBSSH2_CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,aes128-ctr,aes
 LIBSSH_CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,aes128-ctr,aes256-ctr,chacha20-poly1305@openssh.com"
 
 WRITER = r"""
-import os, sys
+import os, sys, hashlib
 path, off, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+tally = hashlib.sha256() if sys.argv[4:] == ['sha'] else None
 fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
 out = sys.stdout
 out.write('r\n'); out.flush()
@@ -81,6 +82,8 @@ while n:
     done = 0
     while done < k:
         done += os.pwrite(fd, view[done:k], off + done)
+    if tally is not None:
+        tally.update(view[:k])
     off += k; n -= k
 os.close(fd)
 out.write('d\n'); out.flush()
@@ -89,8 +92,8 @@ while src.read(65536):
 """
 
 
-def writer_command(path, off, length):
-    return "python3 -c %s %s %d %d" % (shlex.quote(WRITER), shlex.quote(path), off, length)
+def writer_command(path, off, length, sha=False):
+    return "python3 -c %s %s %d %d%s" % (shlex.quote(WRITER), shlex.quote(path), off, length, " sha" if sha else "")
 
 
 def ranges(size, parts):
@@ -132,7 +135,7 @@ class Libssh2Session:
         s.handshake(self.sock)
         s.userauth_publickey_fromfile(a.user, a.key)
         self.ch = s.open_session()
-        self.ch.execute(writer_command(a.dest, offset, length))
+        self.ch.execute(writer_command(a.dest, offset, length, a.sha))
         self.read_until(b"r\n")
         self.cipher = s.methods(LIBSSH2_METHOD_CRYPT_CS)
 
@@ -179,7 +182,7 @@ class LibsshSession(Libssh2Session):
         s.userauth_publickey(import_privkey_file(a.key))
         self.ch = s.channel_new()
         self.ch.open_session()
-        self.ch.request_exec(writer_command(a.dest, offset, length))
+        self.ch.request_exec(writer_command(a.dest, offset, length, a.sha))
         self.read_until(b"r\n")
         cipher = s.get_cipher_out()
         self.cipher = cipher.decode() if isinstance(cipher, bytes) else cipher
@@ -213,9 +216,13 @@ def child_raw(a, kind):
     _wait("go")
 
     def send(session, off, n):
+        import hashlib
+        tally = hashlib.sha256() if a.sha else None
         end = off + n
         while off < end:
             data = os.pread(fd, min(MIB, end - off), off)
+            if tally is not None:
+                tally.update(data)
             session.write(data)
             off += len(data)
         session.read_until(b"d\n")
@@ -270,6 +277,7 @@ def child_main(argv):
     ap.add_argument("--offset", type=int, default=0)
     ap.add_argument("--length", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--sha", action="store_true", help="SHA-256 on both ends, as put does")
     a = ap.parse_args(argv)
     if a.kind == "ours":
         child_ours(a)
@@ -391,6 +399,7 @@ def run_option(opt, fleet, src, mib, dest_dir, py):
     size = mib * MIB
     name, kind, parts = opt[:3]
     threads = opt[3] if len(opt) > 3 else 1
+    sha = name.endswith("-sha")
     dest = os.path.join(dest_dir, "%s.bin" % name)
     for path in (dest, dest + ".warm"):
         if os.path.exists(path):
@@ -412,7 +421,7 @@ def run_option(opt, fleet, src, mib, dest_dir, py):
                 argv = [py, HERE, "--child", kind, "--host", host, "--port", str(fleet.port), "--user",
                         fleet.user, "--key", fleet.key, "--known-hosts", fleet.known_hosts, "--src", src,
                         "--dest", dest, "--offset", str(off), "--length", str(length),
-                        "--threads", str(threads)]
+                        "--threads", str(threads)] + (["--sha"] if sha else [])
                 env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), ROOT]))
                 senders.append(Sender(argv, env=env))
         for s in senders:
@@ -471,6 +480,9 @@ OPTIONS = [
     ("libssh-x2", "libssh", 2),
     ("libssh2-2threads", "libssh2", 2, 2),
     ("libssh-2threads", "libssh", 2, 2),
+    ("libssh2-x2-sha", "libssh2", 2),
+    ("libssh-x1-sha", "libssh", 1),
+    ("libssh-x2-sha", "libssh", 2),
     ("openssh-aes128gcm-x2", "openssh-aes128gcm", 2),
     ("openssh-chacha20", "openssh-chacha20", 1),
 ]
