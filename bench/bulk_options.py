@@ -38,6 +38,7 @@ Plus ``openssh-literal`` (wall time only): exactly ``ssh -c aes128-gcm@openssh.c
 floor.
 
     PYTHONPATH=$PWD .venv/bin/python bench/bulk_options.py [--sizes 256,64] [--rounds 3] [--only ...]
+    .venv/bin/python bench/bulk_options.py --table run1.jsonl run2.jsonl   # medians over saved runs
 
 One JSON line per (option, size, round) on stdout, the median table on stderr; the lines go
 to bench/results/bulk_options.jsonl too.
@@ -499,6 +500,8 @@ def sha256_of(path):
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return child_main(sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "--table":
+        return table_from_files(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="256,64", help="MiB, comma-separated")
     ap.add_argument("--rounds", type=int, default=3)
@@ -513,6 +516,7 @@ def main():
     os.chmod(work, 0o755)
     fleet = start_fleet(1)
     records = []
+    run = "%s-%d" % (time.strftime("%Y%m%dT%H%M%S"), os.getpid())
     print("uptime at start: %s" % subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
           file=sys.stderr)
     try:
@@ -532,12 +536,12 @@ def main():
                     except Exception as exc:
                         rec = {"bench": "bulk_options", "option": opt[0], "mib": mib,
                                "error": "%s: %s" % (type(exc).__name__, str(exc)[:300])}
-                    rec["round"] = rnd
+                    rec["round"], rec["run"] = rnd, run
                     print(json.dumps(rec), flush=True)
                     records.append(rec)
                 if literal:
                     rec = literal_floor(fleet, src, mib, work)
-                    rec["round"] = rnd
+                    rec["round"], rec["run"] = rnd, run
                     print(json.dumps(rec), flush=True)
                     records.append(rec)
             os.unlink(src)
@@ -552,30 +556,49 @@ def main():
 
 
 def table(records):
+    """Medians per (size, option) over every round of every run given, plus ``x literal``:
+    the median of each round's MiB/s over the same round's ``openssh-literal`` (a paired
+    ratio, so the machine's drift between rounds cancels), and its range."""
     keys = ("wall_s", "mib_per_s", "controller_cpu_s_per_gib", "sshd_cpu_s_per_gib", "remote_cpu_s_per_gib",
             "feeder_cpu_s_per_gib", "total_cpu_s_per_gib", "load1")
-    groups = {}
+    groups, literal = {}, {}
     for r in records:
-        if "error" not in r:
-            groups.setdefault((r["mib"], r["option"]), []).append(r)
-    print("\n| MiB | option | cipher | rounds | wall s | MiB/s | x floor | ctl CPU-s/GiB | sshd CPU-s/GiB | "
-          "remote CPU-s/GiB | feeder CPU-s/GiB | total CPU-s/GiB | x literal | load1 |\n" + "| --- " * 3 + "| ---: " * 11 + "|", file=sys.stderr)
+        if "error" in r:
+            continue
+        groups.setdefault((r["mib"], r["option"]), []).append(r)
+        if r["option"] == "openssh-literal":
+            literal[(r.get("run"), r["mib"], r.get("round"))] = r["mib_per_s"]
+    print("\n| MiB | option | cipher | rounds | wall s | MiB/s (min-max) | x literal, paired (min-max) | "
+          "ctl CPU-s/GiB | sshd CPU-s/GiB | remote CPU-s/GiB | feeder CPU-s/GiB | total CPU-s/GiB | load1 |\n"
+          + "| --- " * 3 + "| ---: " * 10 + "|", file=sys.stderr)
+    fmt = lambda v: "-" if v is None else ("%.3g" % v)
     for (mib, name), rows in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
         med = {k: statistics.median(r[k] for r in rows) if all(k in r for r in rows) else None for k in keys}
-        floor = groups.get((mib, "openssh-aes128gcm"))
-        ratio = (med["mib_per_s"] / statistics.median(r["mib_per_s"] for r in floor)) if floor else None
-        lit = groups.get((mib, "openssh-literal"))
-        lratio = (med["mib_per_s"] / statistics.median(r["mib_per_s"] for r in lit)) if lit else None
-        fmt = lambda v: "-" if v is None else ("%.3g" % v)
-        print("| %d | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        ratios = [r["mib_per_s"] / literal[(r.get("run"), mib, r.get("round"))] for r in rows
+                  if (r.get("run"), mib, r.get("round")) in literal]
+        speeds = [r["mib_per_s"] for r in rows]
+        print("| %d | %s | %s | %d | %s | %s (%s-%s) | %s | %s | %s | %s | %s | %s | %s |" % (
             mib, name, rows[0].get("cipher"), len(rows), fmt(med["wall_s"]), fmt(med["mib_per_s"]),
-            "-" if ratio is None else "%.2fx" % ratio, fmt(med["controller_cpu_s_per_gib"]),
-            fmt(med["sshd_cpu_s_per_gib"]), fmt(med["remote_cpu_s_per_gib"]), fmt(med["feeder_cpu_s_per_gib"]),
-            fmt(med["total_cpu_s_per_gib"]), "-" if lratio is None else "%.2fx" % lratio,
-            fmt(med["load1"])), file=sys.stderr)
-    errors = [r for r in records if "error" in r]
-    for r in errors:
-        print("error: %s %s MiB: %s" % (r["option"], r["mib"], r["error"]), file=sys.stderr)
+            fmt(min(speeds)), fmt(max(speeds)),
+            "%.2fx (%.2f-%.2f)" % (statistics.median(ratios), min(ratios), max(ratios)) if ratios else "-",
+            fmt(med["controller_cpu_s_per_gib"]), fmt(med["sshd_cpu_s_per_gib"]), fmt(med["remote_cpu_s_per_gib"]),
+            fmt(med["feeder_cpu_s_per_gib"]), fmt(med["total_cpu_s_per_gib"]), fmt(med["load1"])), file=sys.stderr)
+    for r in records:
+        if "error" in r:
+            print("error: %s %s MiB: %s" % (r["option"], r["mib"], r["error"]), file=sys.stderr)
+
+
+def table_from_files(paths):
+    records = []
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("{"):
+                    rec = json.loads(line)
+                    rec.setdefault("run", path)
+                    records.append(rec)
+    table(records)
+    return 0
 
 
 if __name__ == "__main__":
