@@ -22,7 +22,7 @@ import gevent
 from chopsticks.jobs import Call, Connect, Fetch, Job, Put, fan_out
 from chopsticks.options import TunnelOptions, replace
 from chopsticks.results import GroupResult
-from chopsticks.transports.ssh import default_slots, raise_open_files_limit
+from chopsticks.transports.ssh import HandshakeSlots, default_slots, raise_open_files_limit
 from chopsticks.transports.ssh_options import SSHOptions
 from chopsticks.tunnel import BaseTunnel, SSHTunnel
 
@@ -55,6 +55,9 @@ class Group:
     refused, as it cannot leave this process. Groups made from a sharded one (set
     operations, ``filter``, ``select``) share its shards and their open tunnels.
 
+    ``handshake_slots``: the bound on concurrent SSH handshakes of the group's host names
+    (a ``HandshakeSlots``; default: the process-wide one, 64), kept across shards.
+
     ``cluster``: run the shards as actors of a Ray cluster instead, spread over its nodes
     (an address such as ``'10.0.0.1:6379'``, or True for ``RAY_ADDRESS``; a process that
     already called ``ray.init`` uses that connection). ``workers`` then defaults to one shard
@@ -63,7 +66,8 @@ class Group:
 
     def __init__(self, hosts: Iterable[Host], *, concurrency: Optional[int] = None,
                  options: Optional[SSHOptions] = None, tunnel_options: Optional[TunnelOptions] = None,
-                 workers: Union[int, str, None] = None, cluster: Any = None, **ssh_options):
+                 workers: Union[int, str, None] = None, cluster: Any = None,
+                 handshake_slots: Optional[HandshakeSlots] = None, **ssh_options):
         tunnel_options = (tunnel_options or TunnelOptions()).given(**TunnelOptions.take(ssh_options))
         if concurrency is not None and concurrency < 1:
             raise ValueError("concurrency must be at least 1, got %r" % (concurrency,))
@@ -75,8 +79,9 @@ class Group:
             raise TypeError("Group takes a list of hosts or tunnels, not a single %s" % type(hosts).__name__)
         for host in hosts:
             if isinstance(host, str):
-                # the process-wide import service and handshake bound are SSHTunnel's defaults
-                tunnel: BaseTunnel = SSHTunnel(host, options=options, tunnel_options=tunnel_options)
+                # the process-wide import service (and handshake bound) are SSHTunnel's defaults
+                tunnel: BaseTunnel = SSHTunnel(host, options=options, tunnel_options=tunnel_options,
+                                               handshake_slots=handshake_slots)
             elif isinstance(host, BaseTunnel):
                 tunnel = host
             else:
@@ -93,7 +98,8 @@ class Group:
                                          backend.cores())
             specs = [driver.spec_of(tunnel) for tunnel in self.tunnels] if workers != 1 or cluster else []
             if count > 1 or cluster is not None:
-                self._driver = driver.for_group(count, default_slots().limit, concurrency, backend)
+                self._driver = driver.for_group(count, (handshake_slots or default_slots()).limit, concurrency,
+                                                backend)
                 self._driver.place(specs)
 
     # -- a set of tunnels, by name ----------------------------------------------------------

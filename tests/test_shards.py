@@ -14,7 +14,7 @@ import pytest
 import remote_helpers as rh
 from chopsticks import CallTimeout, ErrorResult, Group, GroupResult, Local, RemoteException, ShardLost
 from chopsticks.shards.driver import count_workers, for_group, split
-from chopsticks.transports.ssh import default_slots
+from chopsticks.transports.ssh import HandshakeSlots, default_slots
 from fleet import children_of
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -292,6 +292,19 @@ def test_workers_auto_and_the_handshake_bound_split():
     driver = for_group(2, default_slots().limit, 10)
     assert sum(driver.handshakes) == default_slots().limit and driver.concurrency == [5, 5]
     assert for_group(4, 2, None).workers == 2
+
+
+def test_a_groups_handshake_bound_is_its_tunnels_and_its_shards(no_leaks):
+    """Group(handshake_slots=) bounds its host names' handshakes: one bound shared by its
+    tunnels, or split over its shards (nothing connects here)."""
+    slots = HandshakeSlots(6)
+    plain = Group(["h1", "h2"], handshake_slots=slots)
+    assert all(t._slots is slots for t in plain.tunnels)
+    sharded = Group(["h%d" % i for i in range(4)], handshake_slots=slots, workers=2)
+    try:
+        assert sharded._driver is not None and sharded._driver.handshakes == [3, 3]
+    finally:
+        sharded.close()
 
 
 def test_cli_with_workers_two_on_the_fleet(fleet):
