@@ -104,6 +104,25 @@ def test_code_only_the_driver_has_is_served(ray_cluster, fleet, ssh_options, dem
         group.close()
 
 
+def test_files_through_a_cluster_are_refused_unless_their_bytes_travel(ray_cluster, fleet, ssh_options, tmp_path):
+    """A put from a path or a fetch would use each node's own disk, not this machine's:
+    ClusterError before any host is asked; a put from a file object carries its bytes."""
+    source = tmp_path / "payload"
+    source.write_bytes(b"through the cluster\n")
+    group = Group(fleet.hosts[:2], cluster=ray_cluster.address, options=ssh_options)
+    try:
+        with pytest.raises(ClusterError, match="use workers="):
+            group.put(str(source), str(tmp_path / "put-{host}"))
+        with pytest.raises(ClusterError, match="use workers="):
+            group.fetch(str(source), str(tmp_path / "back-{host}"))
+        assert not list(tmp_path.glob("put-*")) and not list(tmp_path.glob("back-*"))
+        with open(source, "rb") as f:
+            assert group.put(f, str(tmp_path / "fobj-{host}")).ok
+        assert (tmp_path / ("fobj-%s" % fleet.hosts[0])).read_bytes() == source.read_bytes()
+    finally:
+        group.close()
+
+
 def test_unreadable_ssh_files_are_one_error_per_node(ray_cluster, fleet, ssh_options, tmp_path):
     """A key no node can read is one ClusterError naming each node once, not one per host."""
     import dataclasses

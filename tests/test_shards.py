@@ -153,6 +153,28 @@ def test_put_fetch_and_progress_summed_over_shards(sharded, fleet, ssh_options, 
     assert all((tmp_path / "back" / ("%s.bin" % h)).read_bytes() == source.read_bytes() for h in fleet.hosts)
 
 
+def test_a_put_of_a_missing_file_raises_at_once_as_without_shards(sharded, tmp_path):
+    """A local file that cannot be read raises before any shard is asked, as an unsharded put does."""
+    with pytest.raises(FileNotFoundError):
+        sharded.put(str(tmp_path / "missing"), str(tmp_path / "never-{host}"))
+    assert not list(tmp_path.glob("never-*"))
+
+
+def test_a_shard_is_answered_only_for_the_serve_lists_of_its_own_hosts():
+    """The driver, not the shard, decides what is served: a question with a serve= list none of
+    the shard's hosts has is refused (pure driver logic, no process started)."""
+    from chopsticks import SSHOptions, TunnelOptions
+    from chopsticks.shards.core import HostSpec
+    from chopsticks.shards.driver import Driver, _ShardSink
+
+    driver = Driver(backend=None, workers=2, handshakes=4)
+    driver.place([HostSpec("a", SSHOptions(), TunnelOptions(serve=("json",))), HostSpec("b", SSHOptions(), TunnelOptions())])
+    own, other = _ShardSink(driver, driver.placed["a"]), _ShardSink(driver, driver.placed["b"])
+    assert own.answer("data", (("json",), b"\x92\xa4json\xa8__init__")) is not None
+    with pytest.raises(LookupError, match="none of its hosts has"):
+        other.answer("data", (("json",), b"\x92\xa4json\xa8__init__"))
+
+
 def test_a_module_only_the_driver_can_import_is_served_to_every_shard(sharded, demo_pkg):
     """A function from a package on the driver's sys.path only (not the shards') runs on every host."""
     deep, _ = demo_pkg

@@ -39,7 +39,7 @@ import gevent.queue
 import structlog
 
 from chopsticks import logs
-from chopsticks.errors import CallTimeout, ShardLost, WrongThread
+from chopsticks.errors import CallTimeout, ClusterError, ShardLost, WrongThread
 from chopsticks.jobs import Fetch, Job, Put, deadline_end, seconds_left
 from chopsticks.modules import ModuleServer, shared_server
 from chopsticks.results import ErrorResult
@@ -66,6 +66,8 @@ class Handle(Protocol):
 
 
 class Backend(Protocol):
+    local_files: bool  # whether its shards see this machine's files (a Put's source, a Fetch's destination)
+
     def start(self, spec: ShardSpec, sink: Sink) -> Handle: ...
     def cores(self) -> Optional[int]: ...  # the CPUs its shards can use ('auto'); None: this machine's
 
@@ -84,14 +86,24 @@ def split(total: int, parts: int) -> List[int]:
     return [max(1, total // parts + (1 if index < total % parts else 0)) for index in range(parts)]
 
 
-def portable(job: Job) -> Job:
+def portable(job: Job, hosts: Sequence[str], local_files: bool) -> Job:
     """``job`` as it can cross to a shard: a Put from a file object carries the file's bytes
     (read once, here), local paths are made absolute here (a shard's working directory is the
-    driver's when it started) and any ``progress`` callable stays in the driver."""
+    driver's when it started) and any ``progress`` callable stays in the driver. A Put from a
+    path is started (and closed) here first, so that a file that cannot be read raises here, as
+    without shards. Shards that do not see this machine's files (``local_files`` False: Ray
+    actors on other nodes) take no Put from a path and no Fetch: ClusterError."""
+    from_path = isinstance(job, Put) and isinstance(job.local_path, (str, os.PathLike))
+    if not local_files and (from_path or isinstance(job, Fetch)):
+        raise ClusterError("put and fetch on a group with cluster= would read and write the files of each Ray "
+                           "node, not this machine's: use workers= (shard processes on this machine) for files, "
+                           "or put from a file object (its bytes go to the nodes)")
     if isinstance(job, Put):
-        local = job.local_path
-        local = os.path.abspath(local) if isinstance(local, (str, os.PathLike)) else io.BytesIO(local.read())
-        job = dataclasses.replace(job, local_path=local)
+        if from_path:
+            job.start(hosts).close()  # a missing or unreadable file is one error, at once
+            job = dataclasses.replace(job, local_path=os.path.abspath(job.local_path))
+        else:
+            job = dataclasses.replace(job, local_path=io.BytesIO(job.local_path.read()))
     if isinstance(job, Fetch):
         job = dataclasses.replace(job, local_paths={
             host: os.path.abspath(path) if isinstance(path, (str, os.PathLike)) else path
@@ -116,7 +128,12 @@ class _ShardSink:
             queue.put((self.index, event))
 
     def answer(self, kind: str, key: Any) -> Any:
+        """The import service's answer, for a ``serve`` list of a host placed in this shard
+        only: the driver, not the shard, decides what may be served."""
         serve, what = key
+        if serve not in self.driver.serves[self.index]:
+            raise LookupError("%s asked with serve=%r, which none of its hosts has" % (self.handle and
+                                                                                      self.handle.label, serve))
         return ASKS[kind](shared_server(serve), what)
 
     def log(self, method: str, fields: Dict[str, Any]) -> None:
@@ -143,6 +160,7 @@ class Driver:
         self.placed: Dict[str, int] = {}
         self.shards: List[Optional[Tuple[Handle, _ShardSink]]] = [None] * workers
         self.known: List[set] = [set() for _ in range(workers)]  # hosts each live shard was given
+        self.serves: List[set] = [set() for _ in range(workers)]  # the serve= lists of each shard's hosts
         self.runs: Dict[int, gevent.queue.Queue] = {}
         self._ids = itertools.count(1)
         self._thread = threading.current_thread()
@@ -157,6 +175,7 @@ class Driver:
                 index = counts.index(min(counts))
                 self.placed[host.name] = index
                 self.specs[host.name] = host
+                self.serves[index].add(tuple(host.tunnel_options.serve))
                 counts[index] += 1
 
     def _shard(self, index: int) -> Tuple[Handle, List[HostSpec]]:
@@ -201,7 +220,7 @@ class Driver:
         self._check_thread()
         ends_at = deadline_end(deadline) if ends_at is None else ends_at
         progress = getattr(job, "progress", None)
-        job = portable(job)
+        job = portable(job, hosts, self.backend.local_files)
         preloads = preloads_for(job, {tuple(spec.tunnel_options.serve): shared_server(spec.tunnel_options.serve)
                                       for spec in (self.specs[name] for name in hosts)})
         parts: Dict[int, List[str]] = {}

@@ -98,8 +98,17 @@ class Frames:
             chunks += [LENGTH.pack(len(data)), data]
         view = memoryview(b"".join(chunks))
         with self._lock:
+            if self.write_fd < 0:
+                raise BrokenPipeError("the frames' writing end is closed")
             while view:
                 view = view[gevent.os.nb_write(self.write_fd, view):]
+
+    def close_writing(self, close: Callable[[], None]) -> None:
+        """Close the writing end with ``close``, once no write is under way (a write going on
+        after would reach whatever file the descriptor's number is given to next)."""
+        with self._lock:
+            self.write_fd = -1
+            close()
 
 
 # -- the driver's side ------------------------------------------------------------------------
@@ -149,11 +158,16 @@ class ProcessShard:
                     self._send(("answer", message[1]) + answer_for(self.sink.answer, message[2], message[3]))
         except (OSError, EOFError, pickle.UnpicklingError):
             pass
+        except Exception as exc:  # a message that does not unpickle here, or a bug: the shard is lost, said so
+            self.proc.kill()
+            self.sink.lost("its messages could not be read: %r" % (exc,))
+            self.proc.wait()
+            return
         status = self.proc.wait()
         self.sink.lost("it was closed" if self.closing else _why(status))
 
     def _send(self, message: Any) -> None:
-        if self.closing:  # its stdin is closed: the fd number may already be another file's
+        if self.closing:
             raise BrokenPipeError("%s is closed" % self.label)
         self.frames.write(message)
 
@@ -169,7 +183,7 @@ class ProcessShard:
     def close(self) -> None:
         self.closing = True
         assert self.proc.stdin is not None
-        self.proc.stdin.close()  # end of stdin: the shard closes its tunnels and exits
+        self.frames.close_writing(self.proc.stdin.close)  # end of stdin: the shard closes its tunnels and exits
         try:
             self.proc.wait(timeout=CLOSE_GRACE)
         except gevent.subprocess.TimeoutExpired:
@@ -183,6 +197,7 @@ class ProcessShard:
 class ProcessBackend:
     """Shards as local processes."""
 
+    local_files = True  # this machine's
     def start(self, spec: ShardSpec, sink: Any) -> ProcessShard:
         return ProcessShard(spec, sink)
 
@@ -212,6 +227,9 @@ def _drain(outbox: gevent.queue.Queue, frames: Frames) -> None:
             frames.write_many(batch, unsendable_result)
         except OSError:
             return  # the driver is gone: the shard's stdin ends too, and main() closes the rest
+        except Exception as exc:  # a message that is not a result and does not pickle: a bug, said, not a hang
+            os.write(2, ("chopsticks shard: cannot send %r: %r\n" % (batch[0][:2], exc)).encode())
+            os._exit(70)
 
 
 def main() -> None:

@@ -303,6 +303,7 @@ DELIVER: Dict[str, Callable[..., None]] = {
 class RayBackend:
     """Shards as actors on the cluster ``cluster`` names (the seam's ``Backend``)."""
 
+    local_files = False  # a node's own, which need not be this machine's
     def __init__(self, cluster: Any):
         self.ray = connect(cluster)
         self._actor_class = self.ray.remote(ShardActor)
