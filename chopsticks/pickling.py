@@ -23,9 +23,8 @@ import sys
 import types
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-import msgpack
-
 from chopsticks.errors import SerializationError
+from chopsticks.wire import mpack
 
 PROTOCOL = 4  # every remote from Python 3.9 reads it
 
@@ -174,23 +173,31 @@ def _dumps(obj: Any, patched: Optional[Dict[int, Tuple[str, str]]] = None) -> by
     return buf.getvalue()
 
 
+def _plain(fn: Any, patched: Dict[int, Tuple[str, str]]) -> bool:
+    """A plain function that goes by its module and name: not from ``__main__`` (sent by
+    source), not something ``gevent.monkey`` put in a module (sent as what it replaced)."""
+    return type(fn) in _PLAIN_CALLABLES and getattr(fn, "__module__", None) not in (None, "__main__") \
+        and id(fn) not in patched
+
+
 def named_call(fn: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[bytes]:
     """The call as msgpack ``[module, qualified name, args, kwargs]``, when it can go so: a
     plain function found by that name in its module (not ``__main__``, not something
     ``gevent.monkey`` put there), and arguments of msgpack's own exact types (no tuple, no
-    subclass, ints of 64 bits). None otherwise: the call is pickled. A fresh agent runs such
-    a call without importing the unpickler (~5 ms of its start)."""
-    module_name = getattr(fn, "__module__", None)
-    if type(fn) not in _PLAIN_CALLABLES or module_name in (None, "__main__") or id(fn) in monkey_patched():
+    subclass, ints of 64 bits, nested no deeper than the agent reads). None otherwise: the
+    call is pickled. A fresh agent runs such a call without importing the unpickler (~5 ms of
+    its start)."""
+    if not _plain(fn, monkey_patched()):
         return None
+    module_name = fn.__module__
     found: Any = sys.modules.get(module_name)
     for name in fn.__qualname__.split("."):
         found = getattr(found, name, None)
     if found is not fn:
         return None
-    try:  # strict: a tuple, a subclass or a big int is refused, not turned into something else
-        return msgpack.packb([module_name, fn.__qualname__, list(args), kwargs], use_bin_type=True, strict_types=True)
-    except (TypeError, ValueError, OverflowError):
+    try:
+        return mpack.packb([module_name, fn.__qualname__, list(args), kwargs], max_depth=mpack.READ_DEPTH)
+    except (TypeError, ValueError):
         return None
 
 
@@ -199,8 +206,7 @@ def dumps_call(fn: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bytes:
     if not callable(fn):
         raise SerializationError("cannot call %r: it is not callable" % (fn,))
     patched = monkey_patched()
-    if (type(fn) in _PLAIN_CALLABLES and fn.__module__ != "__main__" and id(fn) not in patched
-            and all(type(a) in _SCALARS for a in args)
+    if (_plain(fn, patched) and all(type(a) in _SCALARS for a in args)
             and all(type(v) in _SCALARS for v in kwargs.values())):
         # Fast path, most calls: nothing here needs the custom pickler.
         try:

@@ -1,6 +1,7 @@
 """Calls over a real Local tunnel: a subprocess of the system python3 running the agent."""
 
 import gc
+import json
 import os
 import socket
 import threading
@@ -320,3 +321,17 @@ def test_close_while_connecting(no_leaks):
     tunnel.close()
     job.join(10)
     assert not tunnel.connected
+
+
+def test_arguments_nested_deeper_than_the_agent_reads_by_name_still_arrive(local):
+    """A named function's arguments nested past what the agent's msgpack reader takes (256
+    levels) go pickled instead, and arrive whole."""
+    from chopsticks.jobs import Call
+    from chopsticks.wire import protocol
+
+    nested = []
+    for _ in range(300):
+        nested = [nested]
+    assert Call.of(json.dumps, (nested,)).kind == protocol.CALL
+    assert Call.of(json.dumps, ([[1]],)).kind == protocol.CALL_NAMED
+    assert local.call(json.dumps, nested) == json.dumps(nested)

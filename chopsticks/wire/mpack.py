@@ -70,7 +70,7 @@ _FIXARRAY = (0x90, 16, 0xDC)
 _FIXMAP = (0x80, 16, 0xDE)
 
 
-def _pack_int(obj, out, default, depth):
+def _pack_int(obj, out, default, depth, limit):
     if 0 <= obj < 0x80:
         out.append(bytes((obj,)))
     elif -32 <= obj < 0:
@@ -86,10 +86,10 @@ def _pack_int(obj, out, default, depth):
                 out.append(bytes((code,)) + obj.to_bytes(size, "big", signed=True))
                 return
     else:
-        _pack_other(obj, out, default, depth)
+        _pack_other(obj, out, default, depth, limit)
 
 
-def _pack_str(obj, out, default, depth):
+def _pack_str(obj, out, default, depth, limit):
     data = obj.encode("utf-8", UNICODE_ERRORS)
     size = len(data)
     if size < 32:
@@ -99,29 +99,29 @@ def _pack_str(obj, out, default, depth):
         out.append(data)
 
 
-def _pack_bytes(obj, out, default, depth):
+def _pack_bytes(obj, out, default, depth, limit):
     _sized(out, len(obj), None, 0xC4, "a bytes")
     out.append(obj)
 
 
-def _pack_list(obj, out, default, depth):
-    if depth >= MAX_DEPTH:
-        raise ValueError("the value is nested more than %d levels deep" % MAX_DEPTH)
+def _pack_list(obj, out, default, depth, limit):
+    if depth >= limit:
+        raise ValueError("the value is nested more than %d levels deep" % limit)
     _sized(out, len(obj), _FIXARRAY, None, "a list")
     for item in obj:
-        _PACKERS.get(type(item), _pack_other)(item, out, default, depth + 1)
+        _PACKERS.get(type(item), _pack_other)(item, out, default, depth + 1, limit)
 
 
-def _pack_dict(obj, out, default, depth):
-    if depth >= MAX_DEPTH:
-        raise ValueError("the value is nested more than %d levels deep" % MAX_DEPTH)
+def _pack_dict(obj, out, default, depth, limit):
+    if depth >= limit:
+        raise ValueError("the value is nested more than %d levels deep" % limit)
     _sized(out, len(obj), _FIXMAP, None, "a dict")
     for key, value in obj.items():
-        _PACKERS.get(type(key), _pack_other)(key, out, default, depth + 1)
-        _PACKERS.get(type(value), _pack_other)(value, out, default, depth + 1)
+        _PACKERS.get(type(key), _pack_other)(key, out, default, depth + 1, limit)
+        _PACKERS.get(type(value), _pack_other)(value, out, default, depth + 1, limit)
 
 
-def _pack_ext(obj, out, default, depth):
+def _pack_ext(obj, out, default, depth, limit):
     code, data = obj
     size = len(data)
     fixed = {1: 0xD4, 2: 0xD5, 4: 0xD6, 8: 0xD7, 16: 0xD8}.get(size)
@@ -133,18 +133,18 @@ def _pack_ext(obj, out, default, depth):
     out.append(data)
 
 
-def _pack_other(obj, out, default, depth):
+def _pack_other(obj, out, default, depth, limit):
     replaced = obj if default is None else default(obj)
     if replaced is obj or type(replaced) not in _PACKERS:
         raise TypeError("msgpack cannot pack an object of type %s" % type(obj).__name__)
-    _PACKERS[type(replaced)](replaced, out, default, depth)
+    _PACKERS[type(replaced)](replaced, out, default, depth, limit)
 
 
 _PACKERS = {
-    type(None): lambda obj, out, default, depth: out.append(b"\xc0"),
-    bool: lambda obj, out, default, depth: out.append(b"\xc3" if obj else b"\xc2"),
+    type(None): lambda obj, out, default, depth, limit: out.append(b"\xc0"),
+    bool: lambda obj, out, default, depth, limit: out.append(b"\xc3" if obj else b"\xc2"),
     int: _pack_int,
-    float: lambda obj, out, default, depth: out.append(b"\xcb" + _DOUBLE.pack(obj)),
+    float: lambda obj, out, default, depth, limit: out.append(b"\xcb" + _DOUBLE.pack(obj)),
     str: _pack_str,
     bytes: _pack_bytes,
     list: _pack_list,
@@ -153,10 +153,11 @@ _PACKERS = {
 }
 
 
-def packb(obj, default=None):
-    """``obj`` in msgpack; see the module's text for what packs."""
+def packb(obj, default=None, max_depth=MAX_DEPTH):
+    """``obj`` in msgpack; see the module's text for what packs. ``max_depth``: the deepest
+    nesting allowed (``READ_DEPTH``: what ``unpackb`` reads back)."""
     out = []
-    _PACKERS.get(type(obj), _pack_other)(obj, out, default, 0)
+    _PACKERS.get(type(obj), _pack_other)(obj, out, default, 0, max_depth)
     return b"".join(out)
 
 
