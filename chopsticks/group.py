@@ -14,15 +14,14 @@ between fan-outs; every method below works the same. The group's ``tunnels`` are
 stand-ins: the ``SSHTunnel``s made from the names, not connected in this process.
 """
 
-import resource
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import gevent
 
-from chopsticks.jobs import Call, Connect, Fetch, Job, Put, fan_out
+from chopsticks.jobs import Call, Connect, Fetch, Job, Put, default_concurrency, fan_out
 from chopsticks.options import TunnelOptions, replace
 from chopsticks.results import GroupResult
-from chopsticks.transports.ssh import HandshakeSlots, default_slots, raise_open_files_limit
+from chopsticks.transports.ssh import HandshakeSlots, default_slots
 from chopsticks.transports.ssh_options import SSHOptions
 from chopsticks.tunnel import BaseTunnel, SSHTunnel
 
@@ -30,13 +29,6 @@ if TYPE_CHECKING:
     from chopsticks.shards.driver import Driver
 
 Host = Union[str, BaseTunnel]
-
-
-def default_concurrency() -> int:
-    """From the open-files limit (raised first): each tunnel holds a socket or three pipes."""
-    raise_open_files_limit()
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(1, min(10000, (soft - 64) // 4))
 
 
 class Group:

@@ -23,6 +23,7 @@ and the other side runs ``fan_out(..., deadline=stated, ends_at=deadline_end(lef
 
 import dataclasses
 import os
+import resource
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, Iterator, Optional, Sequence, Tuple, Union
 
@@ -37,6 +38,7 @@ from chopsticks.future import CallFuture
 from chopsticks.pickling import dumps_call, named_call
 from chopsticks.results import ErrorResult
 from chopsticks.sources import Source, Sources
+from chopsticks.transports.ssh import raise_open_files_limit
 from chopsticks.wire import protocol
 
 if TYPE_CHECKING:
@@ -225,6 +227,14 @@ class Connect(Stateless):
 
 
 # -- the engine -------------------------------------------------------------------------------
+
+def default_concurrency() -> int:
+    """From the open-files limit (raised first): each tunnel holds a socket or three pipes."""
+    raise_open_files_limit()
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(1, min(10000, (soft - 64) // 4))
+
+
 
 def deadline_end(deadline: Optional[float]) -> Optional[float]:
     """The ``time.monotonic()`` instant ``deadline`` seconds from now (None: no deadline)."""

@@ -40,8 +40,7 @@ import gevent.queue
 import msgpack
 
 from chopsticks import logs
-from chopsticks.group import default_concurrency
-from chopsticks.jobs import Call, Job, deadline_end, fan_out
+from chopsticks.jobs import Call, Job, deadline_end, default_concurrency, fan_out
 from chopsticks.options import TunnelOptions
 from chopsticks.results import ErrorResult
 from chopsticks.transports.ssh import HandshakeSlots

@@ -58,6 +58,8 @@ BATCH_MOST = 1000
 ASK_TIMEOUT = 60.0
 # How long ``close`` waits for the actor to close its tunnels before killing it.
 CLOSE_TIMEOUT = 10.0
+# How long the nodes have to say whether they can read the SSH files (a first fan-out waits).
+CHECK_TIMEOUT = 60.0
 
 
 def import_ray() -> Any:
@@ -176,7 +178,8 @@ class ShardActor:
 
     def close(self) -> None:
         """Stop the runs, close the tunnels, end ``messages``."""
-        self.hub.call(self.side.close)
+        self.hub.call(self.side.close, CLOSE_TIMEOUT)
+        self.hub.stop()
         self.outbox.put(None)
 
 
@@ -196,7 +199,11 @@ def check_nodes(ray: Any, spec: ShardSpec) -> None:
     nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
     refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(paths)
             for node in nodes]
-    found = gevent.get_hub().threadpool.apply(ray.get, (refs,))  # a wait that leaves the hub running
+    try:  # a wait that leaves the hub running; a node that cannot answer is a node that cannot run shards
+        found = gevent.get_hub().threadpool.apply(ray.get, (refs,), {"timeout": CHECK_TIMEOUT})
+    except ray.exceptions.GetTimeoutError:
+        raise ClusterError("the Ray cluster's nodes did not say within %ss whether they can read the SSH files "
+                           "the driver names (%s)" % (CHECK_TIMEOUT, ", ".join(paths))) from None
     lines = ["node %s cannot read %s" % (address, ", ".join(problems)) for address, problems in found if problems]
     if lines:
         raise ClusterError("the Ray cluster cannot run these hosts' shards: every node must read the SSH files "
