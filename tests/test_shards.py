@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import gevent
+import gevent.event
 import pytest
 
 import remote_helpers as rh
@@ -452,3 +453,27 @@ def test_closing_the_group_mid_fan_out_ends_the_fan_out_and_the_group_works_afte
     assert all(isinstance(value.exception, ShardLost) and "was lost: it was closed" in value.msg
                for value in rest.values())
     assert sharded.call(rh.add, 1, 2).ok
+
+
+def test_tunnels_of_a_shard_asking_the_same_import_at_once_cost_one_question():
+    """A shard's tunnels that ask for the same module while the driver's answer is on its way
+    wait for that one question (pure shard logic, in this process)."""
+    import msgpack
+    from chopsticks.shards.core import ShardModules
+    from chopsticks.wire import protocol
+
+    asked = []
+    release = gevent.event.Event()
+
+    def ask(kind, key):
+        asked.append((kind, key))
+        release.wait()
+        return protocol.MODULES, msgpack.packb([["m", False, "m.py", "x = 1\n"]])
+
+    modules = ShardModules((), ask)
+    payload = msgpack.packb("m")
+    waiting = [gevent.spawn(modules.answer_import, payload, set(), "h%d" % i) for i in range(5)]
+    gevent.sleep(0)
+    release.set()
+    gevent.joinall(waiting, raise_error=True)
+    assert len(asked) == 1 and all(g.value[0] == protocol.MODULES for g in waiting)

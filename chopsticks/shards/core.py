@@ -116,7 +116,9 @@ class ShardModules:
     def __init__(self, serve: Tuple[str, ...], ask: Ask) -> None:
         self.serve = serve
         self._ask = ask
-        self._answers: Dict[Tuple[str, Any], Any] = {}
+        # (kind, key) -> its answer, set once it came: the tunnels that ask the same meanwhile
+        # wait for that one question to the driver instead of asking again
+        self._answers: Dict[Tuple[str, Any], gevent.event.AsyncResult] = {}
 
     def forget(self) -> None:
         """Drop the cached answers (each fan-out asks again: a file may have changed)."""
@@ -124,12 +126,19 @@ class ShardModules:
 
     def know(self, module: str, preload: Preload) -> None:
         """A preload the driver shipped with the job."""
-        self._answers[("preload", module)] = preload
+        answer = self._answers[("preload", module)] = gevent.event.AsyncResult()
+        answer.set(preload)
 
     def _cached(self, kind: str, key: Any) -> Any:
-        if (kind, key) not in self._answers:
-            self._answers[(kind, key)] = self._ask(kind, (self.serve, key))
-        return self._answers[(kind, key)]
+        answer = self._answers.get((kind, key))
+        if answer is None:
+            answer = self._answers[(kind, key)] = gevent.event.AsyncResult()
+            try:
+                answer.set(self._ask(kind, (self.serve, key)))
+            except Exception as exc:  # not kept: the next asker asks again
+                self._answers.pop((kind, key), None)
+                answer.set_exception(exc)
+        return answer.get()
 
     def preload_message(self, name: str, sent: Set[str]) -> Optional[bytes]:
         try:
