@@ -7,7 +7,8 @@ running for the actor's life; work is handed to it through a thread-safe queue a
 watcher that wakes the hub (the watcher also keeps the hub's loop alive while it waits for
 work: a loop with no watcher would end at once) and answered through a
 ``concurrent.futures.Future`` (``submit``); a greenlet there may feed a thread-safe
-``queue.Queue`` that the caller's thread reads (``spawn``).
+``queue.Queue`` that the caller's thread reads (``spawn``). ``Inbox`` is that hand-over on its
+own: what any thread puts in, a hub's callback takes out (the driver's Ray readers use it too).
 """
 
 import concurrent.futures
@@ -19,39 +20,56 @@ import gevent
 import gevent.event
 
 
+class Inbox:
+    """Items put in from any thread, each given to ``take(item)`` in the hub of the thread that
+    made the inbox (woken by an async watcher, which also keeps that hub's loop alive while
+    started: a hub waiting only on other threads would see nothing to wait for)."""
+
+    def __init__(self, take: Callable[[Any], None]):
+        self._take = take
+        self._items: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._wake = gevent.get_hub().loop.async_()
+        self._wake.start(self._drain)
+
+    def put(self, item: Any) -> None:
+        """From any thread."""
+        self._items.put(item)
+        self._wake.send()
+
+    def _drain(self) -> None:  # in the hub
+        while True:
+            try:
+                item = self._items.get_nowait()
+            except queue.Empty:
+                return
+            self._take(item)
+
+    def stop(self) -> None:
+        """In the hub: take nothing more, and let the loop end without it."""
+        self._wake.stop()
+
+
 class HubThread:
     """One daemon thread running a gevent hub until ``stop()``."""
 
     def __init__(self, name: str = "chopsticks-hub"):
         self._ready = threading.Event()
-        self._hub: Any = None
-        self._wake: Any = None
-        self._work: "queue.SimpleQueue[Callable[[], Any]]" = queue.SimpleQueue()
+        self._inbox: Optional[Inbox] = None
         self._stopped: Optional[gevent.event.Event] = None
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
         self.thread.start()
         self._ready.wait()
 
     def _main(self) -> None:
-        self._hub = gevent.get_hub()
         self._stopped = gevent.event.Event()
-        self._wake = self._hub.loop.async_()
-        self._wake.start(self._drain)
+        self._inbox = Inbox(lambda work: work())
         self._ready.set()
         self._stopped.wait()
-        self._wake.stop()
-
-    def _drain(self) -> None:  # in the hub
-        while True:
-            try:
-                work = self._work.get_nowait()
-            except queue.Empty:
-                return
-            work()
+        self._inbox.stop()
 
     def _handoff(self, work: Callable[[], Any]) -> None:
-        self._work.put(work)
-        self._wake.send()
+        assert self._inbox is not None
+        self._inbox.put(work)
 
     def spawn(self, fn: Callable[..., Any], *args: Any) -> "concurrent.futures.Future[gevent.Greenlet]":
         """Start ``fn(*args)`` in a greenlet of this hub; the future gives that greenlet."""

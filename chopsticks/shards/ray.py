@@ -35,7 +35,7 @@ import gevent.event
 
 from chopsticks.errors import ClusterError, MissingExtra
 from chopsticks.shards.core import Event, RunOrder, ShardSide, ShardSpec, answer_for
-from chopsticks.shards.hub_thread import HubThread
+from chopsticks.shards.hub_thread import HubThread, Inbox
 from chopsticks.shards.process import pickled, unsendable_result
 
 if TYPE_CHECKING:
@@ -221,17 +221,12 @@ class RayShard:
         self._name = spec.label
         self._sink = sink
         self._ray = ray
-        self._hub = gevent.get_hub()
         self._closing = False
         self._ended = gevent.event.Event()
         self.pid: Optional[int] = None
         self.node: Optional[str] = None
-        # the reader thread hands what it reads to the hub through an async watcher: it wakes
-        # the hub from another thread, and, while started, keeps the hub's loop from ending
-        # (a hub waiting only on callbacks from threads would see nothing to wait for)
-        self._inbox: "queue.SimpleQueue[Tuple[str, Any]]" = queue.SimpleQueue()
-        self._wake = self._hub.loop.async_()
-        self._wake.start(self._drain)
+        # the reader thread hands what it reads to the driver's hub
+        self._inbox = Inbox(self._take)
         self._reader = threading.Thread(target=self._read, name="chopsticks-%s" % spec.label, daemon=True)
         self._reader.start()
 
@@ -243,26 +238,20 @@ class RayShard:
             self.label = "%s (Ray actor pid %d on node %s)" % (self._name, self.pid, self.node)
             for ref in self.actor.messages.options(num_returns="streaming").remote():
                 self._inbox.put(("batch", ray.get(ref)))
-                self._wake.send()
         except Exception as exc:  # a Ray error: the actor, its node or the cluster went away
             text = str(exc).strip()
             why = "%s: %s" % (type(exc).__name__, text.splitlines()[0] if text else "")
         self._inbox.put(("end", why))
-        self._wake.send()
 
-    def _drain(self) -> None:  # in the driver's hub
-        while True:
-            try:
-                kind, what = self._inbox.get_nowait()
-            except queue.Empty:
-                return
-            if kind == "batch":
-                self._deliver(what)
-            else:
-                self._end(what)
+    def _take(self, item: Tuple[str, Any]) -> None:  # in the driver's hub
+        kind, what = item
+        if kind == "batch":
+            self._deliver(what)
+        else:
+            self._end(what)
 
     def _end(self, why: str) -> None:  # in the driver's hub
-        self._wake.stop()
+        self._inbox.stop()
         self._ended.set()
         self._sink.lost("it was closed" if self._closing else why)  # a run still waiting on it ends
 
