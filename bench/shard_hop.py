@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "scripts"))
 
-from fleet import Fleet, children_of  # noqa: E402
+from fleet import Fleet, shard_pids as fleet_shard_pids  # noqa: E402
 from harness import runner  # noqa: E402
 from harness.procfs import pss, self_rss, threads_cpu_s  # noqa: E402
 
@@ -45,15 +45,7 @@ from chopsticks.tunnel import SSHTunnel  # noqa: E402
 
 def shard_pids() -> List[int]:
     """This process's shard processes."""
-    found = []
-    for pid in children_of(os.getpid()):
-        try:
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                if b"chopsticks.shards" in f.read():
-                    found.append(pid)
-        except OSError:
-            continue
-    return found
+    return fleet_shard_pids(os.getpid())
 
 
 def controller_cpu() -> Tuple[float, float]:

@@ -209,6 +209,20 @@ def children_of(parent: int, *, zombies: bool = True) -> List[int]:
     return kids
 
 
+def shard_pids(parent: int) -> List[int]:
+    """PIDs of ``parent``'s chopsticks shard processes (their command line names
+    ``chopsticks.shards``): for the shard tests and bench."""
+    found = []
+    for pid in children_of(parent):
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                if b"chopsticks.shards" in f.read():
+                    found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
 def _socket_inodes(pid: Union[int, str]) -> Set[str]:
     """The inodes of the sockets ``pid`` (or ``"self"``) holds."""
     inodes = set()

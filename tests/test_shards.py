@@ -16,7 +16,7 @@ import remote_helpers as rh
 from chopsticks import CallTimeout, ErrorResult, Group, GroupResult, Local, RemoteException, ShardLost
 from chopsticks.shards.driver import count_workers, for_group, split
 from chopsticks.transports.ssh import HandshakeSlots, default_slots
-from fleet import children_of
+from fleet import shard_pids as fleet_shard_pids
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -24,15 +24,7 @@ ROOT = os.path.dirname(HERE)
 
 def shard_pids(pid=None):
     """The shard processes that process ``pid`` (default: this one) started."""
-    found = []
-    for child in children_of(pid or os.getpid()):
-        try:
-            with open("/proc/%d/cmdline" % child, "rb") as f:
-                if b"chopsticks.shards" in f.read():
-                    found.append(child)
-        except OSError:
-            pass
-    return found
+    return fleet_shard_pids(pid or os.getpid())
 
 
 def wait_gone(pids, seconds=30):
