@@ -138,6 +138,24 @@ class Call(Stateless):
 
 
 @dataclasses.dataclass(frozen=True)
+class Calls(Stateless):
+    """Each host's own FIFO of prepared calls, run in order: a ``Queue``'s work as data, for
+    hosts in shards. A host's result is the list of its calls' values (a failed call's value
+    is an ErrorResult, and the host goes on with its next call)."""
+
+    fifos: Dict[str, Tuple[Call, ...]]
+
+    def run(self, tunnel: "BaseTunnel") -> Any:
+        values = []
+        for call in self.fifos[tunnel.host]:
+            try:
+                values.append(call.run(tunnel))
+            except ChopsticksError as exc:
+                values.append(ErrorResult.from_exception(exc))
+        return values
+
+
+@dataclasses.dataclass(frozen=True)
 class Put(Job):
     """``BaseTunnel.put`` on each host: ``{host}`` in ``remote_path`` becomes the host's name.
 

@@ -5,18 +5,25 @@ Group) and returns an ``AsyncResult``; ``queue.run()`` pickles each queued call 
 arguments are then), and works every host's FIFO at once, in order, so fast hosts never wait
 for slow ones, through the same fan-out engine as ``Group`` (``jobs.fan_out``), bounded by
 the number of FIFOs only. A failed call's value is an ``ErrorResult`` and the host goes on
-with its next call.
+with its next call. The hosts of a sharded Group (``workers=``, ``cluster=``) work through
+their FIFOs in their shards (a ``jobs.Calls`` job): their calls' values are set as each host
+finishes its FIFO, in order.
 """
 
 import collections
 import functools
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple, Union
+
+import gevent
 
 from chopsticks.errors import ChopsticksError
 from chopsticks.group import Group
-from chopsticks.jobs import Call, Stateless, fan_out
+from chopsticks.jobs import Call, Calls, Stateless, fan_out
 from chopsticks.results import ErrorResult, GroupResult
 from chopsticks.tunnel import BaseTunnel
+
+if TYPE_CHECKING:
+    from chopsticks.shards.driver import Driver
 
 _NOT_READY = object()
 
@@ -84,6 +91,7 @@ class Queue:
 
     def __init__(self) -> None:
         self._fifos: "collections.OrderedDict[str, Tuple[BaseTunnel, Deque]]" = collections.OrderedDict()
+        self._sharded: Dict[str, "Driver"] = {}  # a host of a sharded Group -> the driver of its shards
 
     def call(self, target: Union[BaseTunnel, Group], fn, /, *args, **kwargs) -> AsyncResult:
         """Queue ``fn(*args, **kwargs)`` on a tunnel, or on every tunnel of a Group (pickled
@@ -108,6 +116,8 @@ class Queue:
             combined._set(GroupResult())
         for tunnel in tunnels:
             self._append(tunnel, queued).with_callback(functools.partial(collect, tunnel.host))
+            if target._driver is not None:
+                self._sharded[tunnel.host] = target._driver
         return combined
 
     def _append(self, tunnel: BaseTunnel, queued: _Queued) -> AsyncResult:
@@ -123,6 +133,7 @@ class Queue:
 
         ``timeout`` bounds each call. Returns when every FIFO is empty."""
         fifos = list(self._fifos.values())
+        sharded, self._sharded = self._sharded, {}
         self._fifos = collections.OrderedDict()
         calls: Dict[int, Call] = {}  # each queued call pickled once, for every tunnel it was queued on
 
@@ -132,9 +143,31 @@ class Queue:
                 call = calls[id(queued)] = Call.for_hosts(*queued, timeout=timeout)
             return call
 
-        job = _Fifos({tunnel.host: collections.deque((prepared(queued), result) for queued, result in fifo)
-                      for tunnel, fifo in fifos})
-        # every FIFO at once: the bound is their number (and the open-files limit is left alone)
-        for _, value in fan_out(job, [tunnel for tunnel, _ in fifos], max(1, len(fifos))):
-            if isinstance(value, ErrorResult) and value.exception is not None:
-                raise value.exception  # not a call's failure (those are values) but a callback's
+        here = [(tunnel, fifo) for tunnel, fifo in fifos if tunnel.host not in sharded]
+        by_driver: Dict[int, Tuple["Driver", List[Tuple[str, Deque]]]] = {}
+        for tunnel, fifo in fifos:
+            if tunnel.host in sharded:
+                driver = sharded[tunnel.host]
+                by_driver.setdefault(id(driver), (driver, []))[1].append((tunnel.host, fifo))
+        in_shards = [gevent.spawn(_run_in_shards, driver, hosts, prepared) for driver, hosts in by_driver.values()]
+        try:
+            job = _Fifos({tunnel.host: collections.deque((prepared(queued), result) for queued, result in fifo)
+                          for tunnel, fifo in here})
+            # every FIFO at once: the bound is their number (and the open-files limit is left alone)
+            for _, value in fan_out(job, [tunnel for tunnel, _ in here], max(1, len(here))):
+                if isinstance(value, ErrorResult) and value.exception is not None:
+                    raise value.exception  # not a call's failure (those are values) but a callback's
+            gevent.joinall(in_shards, raise_error=True)
+        finally:
+            gevent.killall(in_shards)
+
+
+def _run_in_shards(driver: "Driver", hosts: List[Tuple[str, Deque]], prepared: Callable[[_Queued], Call]) -> None:
+    """The FIFOs of a sharded Group's hosts, each worked through in its shard (``Calls``); each
+    call's AsyncResult is set, in order, when its host finished (a host that failed as a whole,
+    its shard lost, gives every call of its FIFO that failure)."""
+    results = {host: [result for _, result in fifo] for host, fifo in hosts}
+    job = Calls({host: tuple(prepared(queued) for queued, _ in fifo) for host, fifo in hosts})
+    for host, values in driver.iter_job(job, [host for host, _ in hosts]):
+        for index, result in enumerate(results[host]):
+            result._set(values if isinstance(values, ErrorResult) else values[index])

@@ -469,3 +469,22 @@ def test_tunnels_of_a_shard_asking_the_same_import_at_once_cost_one_question():
     release.set()
     gevent.joinall(waiting, raise_error=True)
     assert len(asked) == 1 and all(g.value[0] == protocol.MODULES for g in waiting)
+
+
+def test_a_queue_on_a_sharded_group_runs_each_hosts_fifo_in_its_shard(sharded, fleet):
+    """Queue.call on a sharded group works through each host's FIFO in its shard, in order: a
+    failed call is that call's ErrorResult and the host goes on; callbacks and the Group's
+    GroupResult come as without shards, and the driver connects nothing itself."""
+    from chopsticks import Queue
+
+    pids = dict(sharded.call(rh.getpid))
+    queue = Queue()
+    seen = []
+    first = queue.call(sharded, rh.echo, 1).with_callback(seen.append)
+    failed = queue.call(sharded, rh.raise_value_error, "no")
+    last = queue.call(sharded - Group(fleet.hosts[:3]), rh.getpid)
+    queue.run()
+    assert list(first.value) == fleet.hosts and set(first.value.values()) == {1} and seen == [first.value]
+    assert all(isinstance(v, ErrorResult) and "ValueError: no" in v.msg for v in failed.value.values())
+    assert dict(last.value) == {host: pids[host] for host in fleet.hosts[3:]}
+    assert not any(t.connected for t in sharded)

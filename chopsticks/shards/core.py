@@ -40,7 +40,7 @@ import gevent.queue
 import msgpack
 
 from chopsticks import logs
-from chopsticks.jobs import Call, Job, deadline_end, default_concurrency, fan_out
+from chopsticks.jobs import Call, Calls, Job, deadline_end, default_concurrency, fan_out
 from chopsticks.options import TunnelOptions
 from chopsticks.results import ErrorResult
 from chopsticks.transports.ssh import HandshakeSlots
@@ -328,11 +328,17 @@ def answer_for(answer: Callable[[str, Any], Any], kind: str, key: Any) -> Tuple[
 
 
 def preloads_for(job: Job, servers: Dict[Tuple[str, ...], Any]) -> Dict[Tuple[str, ...], Dict[str, Preload]]:
-    """What a Call's module preloads, per ``serve`` list, from the driver's import services
-    (``{serve: ModuleServer}``): shipped with the job so no shard asks for it."""
-    if not isinstance(job, Call) or job.module is None:
+    """What the modules of a Call (or of a queue's Calls) preload, per ``serve`` list, from
+    the driver's import services (``{serve: ModuleServer}``): shipped with the job so no shard
+    asks for them."""
+    if isinstance(job, Calls):
+        calls = [call for fifo in job.fifos.values() for call in fifo]
+    elif isinstance(job, Call):
+        calls = [job]
+    else:
         return {}
-    return {serve: {job.module: preload_of(server, job.module)} for serve, server in servers.items()}
+    modules = {call.module for call in calls if call.module is not None}
+    return {serve: {module: preload_of(server, module) for module in modules} for serve, server in servers.items()}
 
 
 def preload_of(server: Any, module: str) -> Preload:
