@@ -327,6 +327,13 @@ def answer_for(answer: Callable[[str, Any], Any], kind: str, key: Any) -> Tuple[
         return False, "%s: %s" % (type(exc).__name__, exc)
 
 
+def deliver(sink: Any, message: Tuple[Any, ...], ask: Callable[[int, str, Any], None]) -> None:
+    """The driver's side of one message a ``ShardSide`` sent: an event or a log event to the
+    backend's ``sink``, a question to ``ask(ask_id, kind, key)`` (the backend's way to send
+    back ``answer_for`` it)."""
+    {"event": sink.event, "log": sink.log, "ask": ask}[message[0]](*message[1:])
+
+
 def preloads_for(job: Job, servers: Dict[Tuple[str, ...], Any]) -> Dict[Tuple[str, ...], Dict[str, Preload]]:
     """What the modules of a Call (or of a queue's Calls) preload, per ``serve`` list, from
     the driver's import services (``{serve: ModuleServer}``): shipped with the job so no shard

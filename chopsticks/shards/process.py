@@ -32,7 +32,7 @@ import gevent.subprocess
 
 from chopsticks.errors import SerializationError
 from chopsticks.results import ErrorResult
-from chopsticks.shards.core import RunOrder, ShardSide, ShardSpec, answer_for
+from chopsticks.shards.core import RunOrder, ShardSide, ShardSpec, answer_for, deliver
 
 LENGTH = struct.Struct("!I")
 # How long a shard has to close its tunnels and exit once its stdin ended, before the
@@ -150,12 +150,7 @@ class ProcessShard:
                 message = self.frames.read()
                 if message is None:
                     break
-                if message[0] == "event":
-                    self.sink.event(message[1], message[2])
-                elif message[0] == "log":
-                    self.sink.log(message[1], message[2])
-                else:  # ("ask", ask_id, kind, key)
-                    self._send(("answer", message[1]) + answer_for(self.sink.answer, message[2], message[3]))
+                deliver(self.sink, message, self._answer)
         except (OSError, EOFError, pickle.UnpicklingError):
             pass
         except Exception as exc:  # a message that does not unpickle here, or a bug: the shard is lost, said so
@@ -165,6 +160,9 @@ class ProcessShard:
             return
         status = self.proc.wait()
         self.sink.lost("it was closed" if self.closing else _why(status))
+
+    def _answer(self, ask_id: int, kind: str, key: Any) -> None:  # in the reader greenlet
+        self._send(("answer", ask_id) + answer_for(self.sink.answer, kind, key))
 
     def _send(self, message: Any) -> None:
         if self.closing:

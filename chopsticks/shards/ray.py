@@ -28,13 +28,13 @@ import pickle
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 import gevent
 import gevent.event
 
 from chopsticks.errors import ClusterError, MissingExtra
-from chopsticks.shards.core import Event, RunOrder, ShardSide, ShardSpec, answer_for
+from chopsticks.shards.core import RunOrder, ShardSide, ShardSpec, answer_for, deliver
 from chopsticks.shards.hub_thread import HubThread, Inbox
 from chopsticks.shards.process import pickled, unsendable_result
 
@@ -257,17 +257,10 @@ class RayShard:
 
     def _deliver(self, batch: List[bytes]) -> None:  # in the driver's hub
         for data in batch:
-            message = pickle.loads(data)  # from our own actor: the driver started it
-            DELIVER[message[0]](self, *message[1:])
+            deliver(self._sink, pickle.loads(data), self._ask)  # from our own actor: the driver started it
 
     def _answer(self, ask_id: int, kind: str, key: Any) -> None:
         self.actor.answer.remote(ask_id, *answer_for(self._sink.answer, kind, key))
-
-    def _log(self, method: str, fields: Dict[str, Any]) -> None:
-        self._sink.log(method, fields)
-
-    def _event(self, run_id: int, event: Event) -> None:
-        self._sink.event(run_id, event)
 
     def _ask(self, ask_id: int, kind: str, key: Any) -> None:
         gevent.spawn(self._answer, ask_id, kind, key)  # the import service may read files: a greenlet
@@ -288,12 +281,6 @@ class RayShard:
         self._ray.kill(self.actor)
 
 
-# What a shard's ``messages`` carry, by kind (``ShardActor.send``'s tuples, pickled)
-DELIVER: Dict[str, Callable[..., None]] = {
-    "event": RayShard._event,  # ("event", run_id, event)
-    "ask": RayShard._ask,  # ("ask", ask_id, kind, key)
-    "log": RayShard._log,  # ("log", method, fields)
-}
 
 
 class RayBackend:
