@@ -5,8 +5,10 @@ Starts a loopback fleet (one sshd), writes random source files, and runs each
 implementation as its own process (so its peak RSS is its own): connect every host first,
 then time the push alone. Every host gets its own destination path under a tmpfs
 (``/dev/shm``), so the disk is not what is measured; after each run the orchestrator checks
-every destination's SHA-256. The floor is OpenSSH itself: ``ssh host 'cat > /dev/null' <
-file``, minus ``ssh host true`` (the login). One JSON line per measurement; then a table.
+every destination's SHA-256. The floor is OpenSSH itself, with the cipher our sessions
+negotiate first (``transports.ssh.CIPHERS``) and the same kind of destination: ``ssh -c
+aes128-gcm@openssh.com host 'cat > /dev/shm/.../HOST.bin' < file``, minus ``ssh host true``
+(the login). One JSON line per measurement; then a table.
 
     .venv/bin/python bench/w3_files.py            # ours and the floor
     .venv/bin/python bench/w3_files.py --peers    # and chopsticks 1.0, parallel-ssh (SCP, SFTP), execnet
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import time
 
+from chopsticks.transports.ssh import CIPHERS
 from harness.runner import BENCH, PEERS, PEERS_PY, ROOT, append_results, peers_env, start_fleet
 
 MIB = 1 << 20
@@ -57,16 +60,20 @@ def run_child(argv, cwd, env):
     return answer, err, usage.ru_maxrss / 1024, time.monotonic() - started, proc.returncode
 
 
-def floor(fleet, src: str, hosts) -> float:
-    """Seconds OpenSSH needs to move the file to each host at once, logins excluded."""
-    base = ["ssh", "-F", fleet.ssh_config, "-o", "BatchMode=yes"]
+CIPHER = CIPHERS.split(",")[0]  # the one our sessions negotiate with OpenSSH's sshd
+
+
+def floor(fleet, src: str, hosts, dest_dir: str) -> float:
+    """Seconds OpenSSH needs to move the file to each host at once (each into its own file of
+    ``dest_dir``, with our cipher), logins excluded."""
+    base = ["ssh", "-F", fleet.ssh_config, "-o", "BatchMode=yes", "-c", CIPHER]
 
     def timed(command, stdin_path=None):
         started = time.monotonic()
         procs = []
         for host in hosts:
             stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
-            procs.append(subprocess.Popen(base + [host, command], stdin=stdin))
+            procs.append(subprocess.Popen(base + [host, command.format(host=host)], stdin=stdin))
             if stdin_path:
                 stdin.close()
         for proc in procs:
@@ -75,7 +82,11 @@ def floor(fleet, src: str, hosts) -> float:
         return time.monotonic() - started
 
     login = min(timed("true") for _ in range(3))
-    return max(0.001, timed("cat > /dev/null", src) - login)
+    os.makedirs(dest_dir, exist_ok=True)
+    try:
+        return max(0.001, timed("cat > %s/{host}.bin" % dest_dir, src) - login)
+    finally:
+        shutil.rmtree(dest_dir, ignore_errors=True)
 
 
 def main() -> int:
@@ -112,8 +123,8 @@ def main() -> int:
             hosts = fleet.hosts[:count]
             with open(hosts_file, "w") as f:
                 f.write("\n".join(hosts) + "\n")
-            seconds = floor(fleet, src, hosts)
-            record = {"workload": "W3", "case": name, "impl": "floor: ssh 'cat > /dev/null'",
+            seconds = floor(fleet, src, hosts, os.path.join(dest_root, "floor"))
+            record = {"workload": "W3", "case": name, "impl": "floor: ssh -c %s 'cat > /dev/shm/...'" % CIPHER,
                       "mib_per_s": round(mib * count / seconds, 1)}
             print(json.dumps(record), flush=True)
             records.append(record)
