@@ -11,7 +11,7 @@ aes128-gcm@openssh.com host 'cat > /dev/shm/.../HOST.bin' < file``, minus ``ssh 
 (the login). One JSON line per measurement; then a table.
 
     .venv/bin/python bench/w3_files.py            # ours and the floor
-    .venv/bin/python bench/w3_files.py --peers    # and chopsticks 1.0, parallel-ssh (SCP, SFTP), execnet
+    .venv/bin/python bench/w3_files.py --peers    # and chopsticks 1.0, parallel-ssh (SCP, SFTP), execnet, mitogen
 """
 
 import argparse
@@ -91,7 +91,7 @@ def floor(fleet, src: str, hosts, dest_dir: str) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peers", action="store_true", help="also run chopsticks 1.0, parallel-ssh and execnet")
+    parser.add_argument("--peers", action="store_true", help="also run chopsticks 1.0, parallel-ssh, execnet and mitogen")
     parser.add_argument("--only", action="append", help="run only these cases (256MiB-1host, 16MiB-50hosts)")
     parser.add_argument("--workers", default="1", metavar="LIST",
                         help="ours with each of these shard counts, comma-separated (default 1: no shards)")
@@ -108,7 +108,8 @@ def main() -> int:
         impls += [("chopsticks-1.0", [PEERS_PY, os.path.join(PEERS, "w3_chopsticks1.py")], peer),
                   ("parallel-ssh-scp", [PEERS_PY, os.path.join(PEERS, "w3_pssh.py"), "--scp"], peer),
                   ("parallel-ssh-sftp", [PEERS_PY, os.path.join(PEERS, "w3_pssh.py")], peer),
-                  ("execnet", [PEERS_PY, os.path.join(PEERS, "w3_execnet.py")], peer)]
+                  ("execnet", [PEERS_PY, os.path.join(PEERS, "w3_execnet.py")], peer),
+                  ("mitogen", [PEERS_PY, os.path.join(PEERS, "w3_mitogen.py")], peer)]
     work = tempfile.mkdtemp(prefix="chopsticks-w3-")
     dest_root = tempfile.mkdtemp(prefix="chopsticks-w3-", dir="/dev/shm")
     fleet = start_fleet(max(hosts for _, _, hosts in CASES))
