@@ -8,7 +8,9 @@ then time the push alone. Every host gets its own destination path under a tmpfs
 every destination's SHA-256. The floor is OpenSSH itself, with the cipher our sessions
 negotiate first (``transports.ssh.CIPHERS``) and the same kind of destination: ``ssh -c
 aes128-gcm@openssh.com host 'cat > /dev/shm/.../HOST.bin' < file``, minus ``ssh host true``
-(the login). One JSON line per measurement; then a table.
+(the login). Each record says the controller's CPU per GiB sent: the implementation's process
+and its live descendants (OpenSSH clients, shards) over the push, or the floor's ssh clients.
+One JSON line per measurement on stdout; then a table on stderr.
 
     .venv/bin/python bench/w3_files.py            # ours and the floor
     .venv/bin/python bench/w3_files.py --peers    # and chopsticks 1.0, parallel-ssh (SCP, SFTP), execnet, mitogen
@@ -18,11 +20,13 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Tuple
 
 from chopsticks.transports.ssh import CIPHERS
 from harness.runner import BENCH, PEERS, PEERS_PY, ROOT, append_results, peers_env, start_fleet
@@ -63,13 +67,18 @@ def run_child(argv, cwd, env):
 CIPHER = CIPHERS.split(",")[0]  # the one our sessions negotiate with OpenSSH's sshd
 
 
-def floor(fleet, src: str, hosts, dest_dir: str) -> float:
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def floor(fleet, src: str, hosts, dest_dir: str) -> Tuple[float, float]:
     """Seconds OpenSSH needs to move the file to each host at once (each into its own file of
-    ``dest_dir``, with our cipher), logins excluded."""
+    ``dest_dir``, with our cipher), and the CPU seconds of its clients for it; logins excluded."""
     base = ["ssh", "-F", fleet.ssh_config, "-o", "BatchMode=yes", "-c", CIPHER]
 
     def timed(command, stdin_path=None):
-        started = time.monotonic()
+        started, cpu = time.monotonic(), children_cpu_s()
         procs = []
         for host in hosts:
             stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
@@ -79,12 +88,14 @@ def floor(fleet, src: str, hosts, dest_dir: str) -> float:
         for proc in procs:
             if proc.wait() != 0:
                 raise RuntimeError("ssh failed")
-        return time.monotonic() - started
+        return time.monotonic() - started, children_cpu_s() - cpu
 
-    login = min(timed("true") for _ in range(3))
+    logins = [timed("true") for _ in range(3)]
+    login, login_cpu = min(wall for wall, _ in logins), min(cpu for _, cpu in logins)
     os.makedirs(dest_dir, exist_ok=True)
     try:
-        return max(0.001, timed("cat > %s/{host}.bin" % dest_dir, src) - login)
+        wall, cpu = timed("cat > %s/{host}.bin" % dest_dir, src)
+        return max(0.001, wall - login), max(0.0, cpu - login_cpu)
     finally:
         shutil.rmtree(dest_dir, ignore_errors=True)
 
@@ -124,9 +135,10 @@ def main() -> int:
             hosts = fleet.hosts[:count]
             with open(hosts_file, "w") as f:
                 f.write("\n".join(hosts) + "\n")
-            seconds = floor(fleet, src, hosts, os.path.join(dest_root, "floor"))
+            seconds, cpu = floor(fleet, src, hosts, os.path.join(dest_root, "floor"))
             record = {"workload": "W3", "case": name, "impl": "floor: ssh -c %s 'cat > /dev/shm/...'" % CIPHER,
-                      "mib_per_s": round(mib * count / seconds, 1)}
+                      "mib_per_s": round(mib * count / seconds, 1),
+                      "controller_cpu_s_per_gib": round(cpu / (mib * count / 1024), 2)}
             print(json.dumps(record), flush=True)
             records.append(record)
             for impl, argv, (cwd, env) in impls:
@@ -144,7 +156,8 @@ def main() -> int:
                     bad = [h for h in hosts if not os.path.exists(os.path.join(dest_dir, h + ".bin"))
                            or sha256_of(os.path.join(dest_dir, h + ".bin")) != want]
                     record.update(seconds=answer["seconds"], ok=count - len(bad),
-                                  mib_per_s=round(mib * count / answer["seconds"], 1))
+                                  mib_per_s=round(mib * count / answer["seconds"], 1),
+                                  controller_cpu_s_per_gib=round(answer["cpu_s"] / (mib * count / 1024), 2))
                 print(json.dumps(record), flush=True)
                 records.append(record)
                 shutil.rmtree(dest_dir, ignore_errors=True)
@@ -154,10 +167,12 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(dest_root, ignore_errors=True)
     append_results(args.json_out, records)
-    print("\n| implementation | case | MiB/s | controller peak RSS MiB |\n| --- | --- | ---: | ---: |")
+    print("\n| implementation | case | MiB/s | controller CPU-s per GiB | controller peak RSS MiB |\n"
+          "| --- | --- | ---: | ---: | ---: |", file=sys.stderr)
     for r in records:
-        print("| %s | %s | %s | %s |" % (r["impl"], r["case"], r.get("mib_per_s", r.get("error")),
-                                        r.get("controller_peak_rss_mib", "")))
+        print("| %s | %s | %s | %s | %s |" % (r["impl"], r["case"], r.get("mib_per_s", r.get("error")),
+                                             r.get("controller_cpu_s_per_gib", ""),
+                                             r.get("controller_peak_rss_mib", "")), file=sys.stderr)
     return 0
 
 

@@ -3,15 +3,13 @@ the file sent over each channel in 1 MiB chunks (read once, sent to every channe
 
 The receiver writes ``DEST.part``, hashes as it goes, renames, and answers its SHA-256.
 Gateways and receivers start before the clock; the push is timed until every host has
-answered. Prints ``{"seconds", "ok"}``. Run with the peers venv python.
+answered. Prints ``{"seconds", "cpu_s", "ok"}``. Run with the peers venv python.
 """
 import hashlib
-import json
 import sys
 import threading
-import time
 
-from harness.w3 import parse_args
+from harness.w3 import Push, parse_args
 
 RECEIVER = '''
 import hashlib, os
@@ -45,7 +43,7 @@ def main():
         t.join()
     channels = [gw.remote_exec(RECEIVER) for gw in gateways]
     want = hashlib.sha256()
-    started = time.monotonic()
+    push = Push()
     for channel, host in zip(channels, args.hosts):
         channel.send(args.dest.replace('{host}', host))
     with open(args.src, 'rb') as f:
@@ -56,10 +54,10 @@ def main():
     for channel in channels:
         channel.send(None)
     answers = [channel.receive() for channel in channels]
-    seconds = time.monotonic() - started
+    push.stop()
     group.terminate(timeout=10)
     ok = sum(1 for a in answers if a == want.hexdigest())
-    print(json.dumps({'seconds': round(seconds, 3), 'ok': ok}))
+    push.report(ok)
     return 0 if ok == len(args.hosts) else 1
 
 

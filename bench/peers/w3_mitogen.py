@@ -3,16 +3,14 @@ file through mitogen's own FileService (``mitogen.service.FileService.get``, the
 windowed transfer ansible_mitogen uses), into ``DEST.part``, renamed, its SHA-256 answered.
 
 Contexts connect before the clock (one thread per host: mitogen's connect blocks); the push
-is timed until every host has answered. Prints ``{"seconds", "ok"}``. Run with the peers
+is timed until every host has answered. Prints ``{"seconds", "cpu_s", "ok"}``. Run with the peers
 venv python.
 """
 import hashlib
-import json
 import sys
 import threading
-import time
 
-from harness.w3 import parse_args
+from harness.w3 import Push, parse_args
 
 
 def receive(context, path, dest):
@@ -59,15 +57,15 @@ def main():
     pool.get_service('mitogen.service.FileService').register(args.src)
     with open(args.src, 'rb') as f:
         want = hashlib.sha256(f.read()).hexdigest()
-    started = time.monotonic()
+    push = Push()
     calls = [ctx.call_async(receive, router.myself(), args.src, args.dest.replace('{host}', host))
              for ctx, host in zip(contexts, args.hosts)]
     answers = [call.get().unpickle() for call in calls]
-    seconds = time.monotonic() - started
+    push.stop()
     broker.shutdown()
     broker.join()
     ok = sum(1 for a in answers if a == want)
-    print(json.dumps({'seconds': round(seconds, 3), 'ok': ok}))
+    push.report(ok)
     return 0 if ok == len(args.hosts) else 1
 
 

@@ -2,16 +2,14 @@
 
 ``ParallelSSHClient(hosts, port, pkey=<fleet key>, pool_size=len(hosts), allow_agent=False,
 identity_auth=False)``; connected first with ``run_command('true')``; then the copy, with
-``copy_args`` giving each host its own destination. Prints ``{"seconds", "ok"}``.
+``copy_args`` giving each host its own destination. Prints ``{"seconds", "cpu_s", "ok"}``.
 Run with the peers venv python.
 """
-import json
 import sys
-import time
 
 import gevent
 
-from harness.w3 import parse_args
+from harness.w3 import Push, parse_args
 
 
 def main():
@@ -24,18 +22,18 @@ def main():
     # formats the paths given: each host gets its own destination either way
     copy_args = [{'local_file': args.src, 'remote_file': args.dest.replace('{host}', h), 'host': h}
                  for h in args.hosts]
-    started = time.monotonic()
+    push = Push()
     if args.scp:
         jobs = client.scp_send(args.src, args.dest, copy_args=copy_args)
     else:
         jobs = client.copy_file(args.src, args.dest.replace('{host}', '%(host)s'), copy_args=copy_args)
     gevent.joinall(jobs)
-    seconds = time.monotonic() - started
+    push.stop()
     ok = sum(1 for job in jobs if job.successful())
     for job in jobs:
         if not job.successful():
             print(repr(job.exception), file=sys.stderr)
-    print(json.dumps({'seconds': round(seconds, 3), 'ok': ok}))
+    push.report(ok)
     return 0 if ok == len(args.hosts) else 1
 
 
