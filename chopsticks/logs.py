@@ -12,7 +12,7 @@ renderer of the application's own structlog set-up.
 """
 
 import sys
-from typing import Any, Callable, Dict, MutableMapping
+from typing import Any, Callable, Dict, Optional
 
 import structlog
 
@@ -43,23 +43,37 @@ def escape_for_terminal(logger: Any, method: str, event: Dict[str, Any]) -> Dict
             for key, value in event.items()}
 
 
+# Where a shard process sends its events instead (``forward``), for its driver to ``replay``.
+_forward: Optional[Callable[[str, Dict[str, Any]], None]] = None
+LEVELS = ("debug", "info", "warning")
+
+
+def _log(level: str, name: str, fields: Dict[str, Any]) -> bool:
+    """Emit one event: to the driver from a shard, else to structlog if the application
+    configured it; False when it went nowhere."""
+    if _forward is not None:
+        _forward(level, dict({key: value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+                              for key, value in fields.items()}, event=name))
+        return True
+    if structlog.is_configured():
+        getattr(structlog.get_logger("chopsticks"), level)(name, **fields)
+        return True
+    return False
+
+
 def event(name: str, **fields) -> None:
     """Emit a library event (debug level), if the application configured structlog."""
-    if structlog.is_configured():
-        structlog.get_logger("chopsticks").debug(name, **fields)
+    _log("debug", name, fields)
 
 
 def warning(name: str, **fields) -> None:
     """Emit a library warning, if the application configured structlog."""
-    if structlog.is_configured():
-        structlog.get_logger("chopsticks").warning(name, **fields)
+    _log("warning", name, fields)
 
 
 def remote_output(host: str, line: str) -> None:
     """Show one line of a remote agent's stderr (or stdout) with its host's name."""
-    if structlog.is_configured():
-        structlog.get_logger("chopsticks").info("remote_output", host=host, line=line)
-    else:
+    if not _log("info", "remote_output", {"host": host, "line": line}):
         try:
             sys.stderr.write("[%s] %s\n" % (visible(host), visible(line)))
             sys.stderr.flush()
@@ -68,22 +82,18 @@ def remote_output(host: str, line: str) -> None:
 
 
 def forward(send: Callable[[str, Dict[str, Any]], None]) -> None:
-    """In a shard process (ours, so it may configure structlog): every event goes to
-    ``send(method, fields)``, for its driver to ``replay``; nothing is printed here."""
-    def processor(logger: Any, method: str, fields: MutableMapping[str, Any]) -> Dict[str, Any]:
-        send(method, {key: value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
-                      for key, value in fields.items()})
-        raise structlog.DropEvent
-
-    structlog.configure(processors=[processor], logger_factory=structlog.ReturnLoggerFactory(),
-                        cache_logger_on_first_use=True)
+    """In a shard process: every event goes to ``send(level, fields)`` (its name as
+    ``fields["event"]``, values as plain data), for its driver to ``replay``; nothing is
+    printed here, and structlog is left as it is."""
+    global _forward
+    _forward = send
 
 
-def replay(method: str, fields: Dict[str, Any]) -> None:
+def replay(level: str, fields: Dict[str, Any]) -> None:
     """An event a shard ``forward``ed, emitted here as if it happened here."""
     fields = dict(fields)
     name = fields.pop("event", "")
-    if structlog.is_configured():
-        getattr(structlog.get_logger("chopsticks"), method, structlog.get_logger("chopsticks").info)(name, **fields)
-    elif name == "remote_output":
+    if name == "remote_output":
         remote_output(str(fields.get("host")), str(fields.get("line")))
+    else:
+        _log(level if level in LEVELS else "info", str(name), fields)

@@ -488,3 +488,20 @@ def test_a_queue_on_a_sharded_group_runs_each_hosts_fifo_in_its_shard(sharded, f
     assert all(isinstance(v, ErrorResult) and "ValueError: no" in v.msg for v in failed.value.values())
     assert dict(last.value) == {host: pids[host] for host in fleet.hosts[3:]}
     assert not any(t.connected for t in sharded)
+
+
+def test_a_shard_forwards_its_events_without_configuring_logging(monkeypatch):
+    """logs.forward (what a shard runs) sends every library event to its driver as plain data
+    and leaves structlog as the application (here: nobody) set it: only the CLI configures it."""
+    import structlog
+    from chopsticks import logs
+
+    monkeypatch.setattr(logs, "_forward", None)
+    sent = []
+    configured = structlog.is_configured()
+    logs.forward(lambda level, fields: sent.append((level, fields)))
+    logs.event("tunnel_connected", host="h", python=(3, 11))
+    logs.remote_output("h", "hello")
+    assert structlog.is_configured() == configured
+    assert sent == [("debug", {"event": "tunnel_connected", "host": "h", "python": "(3, 11)"}),
+                    ("info", {"event": "remote_output", "host": "h", "line": "hello"})]
