@@ -4,9 +4,12 @@ A failure is data, not an exception: every host of a fan-out gets an entry, in t
 order, whether it answered, raised, timed out or never connected.
 """
 
+import builtins
+import io
 import pickle
 from typing import Any, Dict, Iterator, Optional, Tuple
 
+from chopsticks import errors
 from chopsticks.errors import GroupError, RemoteException
 
 
@@ -78,15 +81,46 @@ def _exception_state(exc: Optional[BaseException]) -> Optional[bytes]:
 
 def _rebuild_exception(state: Optional[bytes]) -> Optional[BaseException]:
     """The exception ``_exception_state`` pickled, or None if it cannot be rebuilt here (its
-    class is not importable, or its constructor wants other arguments). Only ever given what
-    this library's own processes encoded, never a remote's bytes."""
+    class is not one a result may hold, or its constructor wants other arguments). Only ever
+    given what this library's own processes encoded, never a remote's bytes."""
     if state is None:
         return None
     try:
-        exc = pickle.loads(state)
+        exc = loads_result(state)
     except Exception:
         return None
     return exc if isinstance(exc, BaseException) else None
+
+
+# What a result may be built of when it crosses from another of our processes (a shard): the
+# codec's closed set of types, ErrorResult and the exceptions this library raises or Python's
+# own. A pickle naming anything else is refused, so whatever a shard sends, the driver builds
+# no object with behaviour (the trust rule of results, kept across processes).
+_RESULT_TYPES = {
+    "builtins": frozenset({"list", "dict", "set", "frozenset", "tuple", "complex", "bytes", "bytearray", "str", "int",
+                           "float", "bool"}
+                          | {name for name, value in vars(builtins).items()
+                             if isinstance(value, type) and issubclass(value, BaseException)}),
+    "datetime": frozenset({"datetime", "date", "time", "timedelta", "timezone"}),
+    "decimal": frozenset({"Decimal"}),
+    "uuid": frozenset({"UUID", "SafeUUID"}),
+    "chopsticks.results": frozenset({"_decode_error_result"}),
+    "chopsticks.errors": frozenset(name for name, value in vars(errors).items()
+                                   if isinstance(value, type) and issubclass(value, BaseException)),
+}
+
+
+class _ResultUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if name not in _RESULT_TYPES.get(module, ()):
+            raise pickle.UnpicklingError("%s.%s is not a type a result may hold" % (module, name))
+        return super().find_class(module, name)
+
+
+def loads_result(data: bytes) -> Any:
+    """Bytes another of our processes pickled (a shard's results, events and questions),
+    unpickled into a result's types only (``_RESULT_TYPES``); UnpicklingError otherwise."""
+    return _ResultUnpickler(io.BytesIO(data)).load()
 
 
 class GroupResult(Dict[str, Any]):

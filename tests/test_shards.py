@@ -505,3 +505,38 @@ def test_a_shard_forwards_its_events_without_configuring_logging(monkeypatch):
     assert structlog.is_configured() == configured
     assert sent == [("debug", {"event": "tunnel_connected", "host": "h", "python": "(3, 11)"}),
                     ("info", {"event": "remote_output", "host": "h", "line": "hello"})]
+
+
+HOSTILE_SHARD = '''
+import os, pickle, struct, time
+
+class Evil:
+    def __reduce__(self):  # unpickled, it would create the marker file
+        return open, (%r, "w")
+
+size = struct.unpack("!I", os.read(0, 4))[0]
+while size > 0:  # the driver's spec, read and ignored
+    size -= len(os.read(0, size))
+data = pickle.dumps(("log", "info", {"event": Evil()}))
+os.write(1, struct.pack("!I", len(data)) + data)
+time.sleep(60)
+'''
+
+
+def test_a_shard_that_sends_other_than_a_results_types_is_lost_and_nothing_of_it_is_built(tmp_path, monkeypatch,
+                                                                                         no_leaks):
+    """A real process playing a hostile shard sends a pickle that would call open(): the driver
+    refuses to build it (a result's types only), kills that shard and fails its hosts with
+    ShardLost; the marker file is never created."""
+    from chopsticks.shards import process
+
+    marker = tmp_path / "built"
+    monkeypatch.setattr(process, "BOOT", HOSTILE_SHARD % str(marker))
+    group = Group(["hostile-1", "hostile-2"], workers=2)
+    try:
+        result = group.call(rh.getpid, deadline=30)
+        assert all(isinstance(v, ErrorResult) and isinstance(v.exception, ShardLost) for v in result.values())
+        assert all("could not be read" in v.msg and "not a type a result may hold" in v.msg for v in result.values())
+        assert not marker.exists()
+    finally:
+        group.close()

@@ -5,7 +5,9 @@ started with ``subprocess`` (not multiprocessing's
 spawn, which imports the user's ``__main__`` again and runs an unguarded script twice; not a
 fork, which would share libssh2's state). Driver and shard talk over the shard's stdin and
 stdout in frames: a 4-byte big-endian length, then a pickle. Both ends are our own processes
-(the driver started the shard), so pickles are fine here; remote bytes never cross unread.
+(the driver started the shard), and remote bytes never cross unread; still, the driver
+unpickles what a shard sends into a result's types only (``results.loads_result``): a shard
+that sends anything else is lost, and nothing of it is built.
 
     driver -> shard:  ("spec", ShardSpec)       first, once
                       ("run", run_id, RunOrder)
@@ -31,7 +33,7 @@ import gevent.queue
 import gevent.subprocess
 
 from chopsticks.errors import SerializationError
-from chopsticks.results import ErrorResult
+from chopsticks.results import ErrorResult, loads_result
 from chopsticks.shards.core import RunOrder, ShardSide, ShardSpec, answer_for, deliver
 
 LENGTH = struct.Struct("!I")
@@ -54,10 +56,13 @@ def pickled(message: Any, unsendable: Callable[[Any, Exception], Any] = lambda m
 
 
 class Frames:
-    """Length-prefixed pickles over two non-blocking fds, cooperatively (one writer at a time)."""
+    """Length-prefixed pickles over two non-blocking fds, cooperatively (one writer at a time).
+    ``loads`` unpickles what is read: the driver reads a shard's messages into a result's types
+    only (``results.loads_result``); a shard trusts its driver (``pickle.loads``)."""
 
-    def __init__(self, read_fd: int, write_fd: int):
+    def __init__(self, read_fd: int, write_fd: int, loads: Callable[[bytes], Any] = pickle.loads):
         self.read_fd, self.write_fd = read_fd, write_fd
+        self.loads = loads
         gevent.os.make_nonblocking(read_fd)
         gevent.os.make_nonblocking(write_fd)
         self._lock = gevent.lock.Semaphore()
@@ -82,7 +87,7 @@ class Frames:
             return None
         body = bytes(self._buffer[LENGTH.size:size])
         del self._buffer[:size]
-        return pickle.loads(body)
+        return self.loads(body)
 
     def write(self, message: Any) -> None:
         """Send ``message``; whatever pickling raises, it raises before anything is sent."""
@@ -140,26 +145,33 @@ class ProcessShard:
         self.pid = self.proc.pid
         self.label = "%s (pid %d on this machine)" % (spec.label, self.pid)
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.frames = Frames(self.proc.stdout.fileno(), self.proc.stdin.fileno())
+        self.frames = Frames(self.proc.stdout.fileno(), self.proc.stdin.fileno(), loads_result)
         self.frames.write(("spec", spec))
         self.reader = gevent.spawn(self._read)
 
     def _read(self) -> None:
+        unreadable = None
         try:
             while True:
                 message = self.frames.read()
                 if message is None:
                     break
                 deliver(self.sink, message, self._answer)
-        except (OSError, EOFError, pickle.UnpicklingError):
+        except (OSError, EOFError):
             pass
-        except Exception as exc:  # a message that does not unpickle here, or a bug: the shard is lost, said so
+        except Exception as exc:  # a message not of a result's types (it does not unpickle here), or a bug
             self.proc.kill()
-            self.sink.lost("its messages could not be read: %r" % (exc,))
-            self.proc.wait()
-            return
+            unreadable = "its messages could not be read: %r" % (exc,)
         status = self.proc.wait()
-        self.sink.lost("it was closed" if self.closing else _why(status))
+        if not self.closing:  # lost: nobody will close it, so its pipes are released here
+            self._release()
+        self.sink.lost("it was closed" if self.closing else unreadable or _why(status))
+
+    def _release(self) -> None:
+        """Close both pipes (each close is safe to repeat)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.frames.close_writing(self.proc.stdin.close)
+        self.proc.stdout.close()
 
     def _answer(self, ask_id: int, kind: str, key: Any) -> None:  # in the reader greenlet
         self._send(("answer", ask_id) + answer_for(self.sink.answer, kind, key))
@@ -188,8 +200,7 @@ class ProcessShard:
             self.proc.kill()
             self.proc.wait()
         self.reader.join()
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
+        self._release()
 
 
 class ProcessBackend:

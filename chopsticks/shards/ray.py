@@ -24,7 +24,6 @@ node at once and raises one ``ClusterError`` with one line per node that cannot.
 
 import logging
 import os
-import pickle
 import queue
 import threading
 import time
@@ -34,6 +33,7 @@ import gevent
 import gevent.event
 
 from chopsticks.errors import ClusterError, MissingExtra
+from chopsticks.results import loads_result
 from chopsticks.shards.core import RunOrder, ShardSide, ShardSpec, answer_for, deliver
 from chopsticks.shards.hub_thread import HubThread, Inbox
 from chopsticks.shards.process import pickled, unsendable_result
@@ -257,7 +257,7 @@ class RayShard:
 
     def _deliver(self, batch: List[bytes]) -> None:  # in the driver's hub
         for data in batch:
-            deliver(self._sink, pickle.loads(data), self._ask)  # from our own actor: the driver started it
+            deliver(self._sink, loads_result(data), self._ask)  # our own actor's: a result's types only
 
     def _answer(self, ask_id: int, kind: str, key: Any) -> None:
         self.actor.answer.remote(ask_id, *answer_for(self._sink.answer, kind, key))
