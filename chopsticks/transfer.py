@@ -20,12 +20,13 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import gevent
 
-from chopsticks import local_files, logs
+from chopsticks import bulk, local_files, logs
 from chopsticks.wire import protocol
 from chopsticks.agent import files as remote_files
 from chopsticks.connection import Connection, StreamState
 from chopsticks.errors import CallTimeout, ChopsticksError, RemoteException, SpecialFileError, TransferError
 from chopsticks.pickling import dumps_call
+from chopsticks.results import checked_account
 from chopsticks.sources import Source, Sources
 
 CHUNK = protocol.STREAM_CHUNK
@@ -64,23 +65,40 @@ def _with_timeout(tunnel, timeout: Optional[float], work: Callable[[], Any]) -> 
 
 
 def _account(tunnel, value: Any, fields: Dict[str, type]) -> Dict[str, Any]:
-    """The remote's account of a transfer, checked for shape (the remote is not trusted)."""
-    if not isinstance(value, dict) or any(type(value.get(name)) is not kind for name, kind in fields.items()):
-        raise TransferError("[%s] the host's account of the transfer is malformed: %s"
-                            % (tunnel.host, repr(value)[:200]))
-    return value
+    return checked_account(tunnel.host, value, fields)
 
 
 # -- put ------------------------------------------------------------------------------------
 
 def send_source(tunnel, source: Source, remote_path: Optional[str], mode: Optional[int], make_dirs: bool,
-                progress: Progress = None, made: Optional[List[Tuple[str, bool]]] = None) -> Dict[str, Any]:
-    """Send one Source to one tunnel; the remote's account of what it wrote. A new file (not one
-    replaced) is noted in ``made``."""
+                progress: Progress = None, made: Optional[List[Tuple[str, bool]]] = None,
+                sessions: Optional[int] = None) -> Dict[str, Any]:
+    """Send one Source to one tunnel (a big file over extra sessions: ``chopsticks.bulk``); the
+    remote's account of what it wrote. A new file (not one replaced) is noted in ``made``."""
     conn = _connection(tunnel)
+    mode = source.mode if mode is None else mode
+    result = None
+    count = bulk.session_count(source.size, sessions)
+    login = tunnel.bulk_login() if count else None
+    if login is not None:
+        result = bulk.send_ranges(tunnel, login, count, source, remote_path, mode, make_dirs, progress)
+    if result is None:
+        result = _send_stream(tunnel, conn, source, remote_path, mode, make_dirs, progress)
+    if result.pop("created", None) is True and made is not None:
+        made.append((result["remote_path"], False))
+    if (result["size"], result["sha256"]) != (source.size, source.sha256):
+        raise TransferError("[%s] the host wrote %d bytes with SHA-256 %s; %d bytes with SHA-256 %s were sent"
+                            % (tunnel.host, result["size"], result["sha256"], source.size, source.sha256))
+    result["sha1sum"] = source.sha1
+    result["local_path"] = source.name
+    return result
+
+
+def _send_stream(tunnel, conn: Connection, source: Source, remote_path: Optional[str], mode: int, make_dirs: bool,
+                 progress: Progress) -> Dict[str, Any]:
+    """The file over the tunnel's own stream, beside ``agent.files.receive``."""
     state = conn.open_stream()
-    future = _start(conn, state, remote_files.receive, state.sid, remote_path,
-                    source.mode if mode is None else mode, source.mtime_ns, make_dirs)
+    future = _start(conn, state, remote_files.receive, state.sid, remote_path, mode, source.mtime_ns, make_dirs)
     ended = False
     try:
         for index in range(source.pieces):
@@ -120,15 +138,7 @@ def send_source(tunnel, source: Source, remote_path: Optional[str], mode: Option
         raise
     finally:
         conn.close_stream(state)
-    result = _account(tunnel, result, {"remote_path": str, "size": int, "sha256": str})
-    if result.pop("created", None) is True and made is not None:
-        made.append((result["remote_path"], False))
-    if (result["size"], result["sha256"]) != (source.size, source.sha256):
-        raise TransferError("[%s] the host wrote %d bytes with SHA-256 %s; %d bytes with SHA-256 %s were sent"
-                            % (tunnel.host, result["size"], result["sha256"], source.size, source.sha256))
-    result["sha1sum"] = source.sha1
-    result["local_path"] = source.name
-    return result
+    return _account(tunnel, result, {"remote_path": str, "size": int, "sha256": str})
 
 
 def already_there(tunnel, source: Source, remote_path: str, mode: int) -> Optional[Dict[str, Any]]:
@@ -154,25 +164,28 @@ def already_there(tunnel, source: Source, remote_path: str, mode: int) -> Option
 
 
 def send_if_changed(tunnel, source: Source, remote_path: Optional[str], mode: Optional[int], make_dirs: bool,
-                    progress: Progress = None, made: Optional[List[Tuple[str, bool]]] = None) -> Dict[str, Any]:
+                    progress: Progress = None, made: Optional[List[Tuple[str, bool]]] = None,
+                    sessions: Optional[int] = None) -> Dict[str, Any]:
     """``send_source`` unless the remote file is already the same (``already_there``); the
     account says ``skipped``. A new temporary file (``remote_path`` None) is always sent."""
     if remote_path is not None:
         skipped = already_there(tunnel, source, remote_path, source.mode if mode is None else mode)
         if skipped is not None:
             return skipped
-    result = send_source(tunnel, source, remote_path, mode, make_dirs, progress, made)
+    result = send_source(tunnel, source, remote_path, mode, make_dirs, progress, made, sessions)
     result["skipped"] = False
     return result
 
 
 def put_source(tunnel, source: Source, remote_path: Optional[str], mode: Optional[int], make_dirs: bool,
-               timeout: Optional[float] = None, progress: Progress = None, if_changed: bool = False) -> Dict[str, Any]:
+               timeout: Optional[float] = None, progress: Progress = None, if_changed: bool = False,
+               sessions: Optional[int] = None) -> Dict[str, Any]:
     """``send_source`` (``send_if_changed`` with ``if_changed``) within ``timeout`` seconds
     (CallTimeout past them): one opened or spooled Source to one tunnel, as ``BaseTunnel.put``
     sends a file."""
     send = send_if_changed if if_changed else send_source
-    return _with_timeout(tunnel, timeout, lambda: send(tunnel, source, remote_path, mode, make_dirs, progress))
+    return _with_timeout(tunnel, timeout, lambda: send(tunnel, source, remote_path, mode, make_dirs, progress,
+                                                       sessions=sessions))
 
 
 def check_mode(mode: Any) -> None:
@@ -186,7 +199,8 @@ def check_mode(mode: Any) -> None:
 
 
 def _put_entries(tunnel, sources: Sources, root: str, entries: List[list], target: str, make_dirs: bool,
-                 progress: Progress, made: List[Tuple[str, bool]], if_changed: bool) -> Dict[str, Any]:
+                 progress: Progress, made: List[Tuple[str, bool]], if_changed: bool,
+                 sessions: Optional[int]) -> Dict[str, Any]:
     """Create the tree on the remote, noting in ``made`` each path it creates (``[path, is_dir]``)."""
     remote_root, created = tunnel.call(remote_files.make_dir, target, 0o700, make_dirs)
     made.extend((path, True) for path in created)
@@ -206,7 +220,7 @@ def _put_entries(tunnel, sources: Sources, root: str, entries: List[list], targe
         else:
             source = sources.acquire(os.path.join(root, rel))
             try:
-                result = send(tunnel, source, path, None, False, progress, made)
+                result = send(tunnel, source, path, None, False, progress, made, sessions)
             finally:
                 source.release()
             size += result["size"]
@@ -221,7 +235,8 @@ def _put_entries(tunnel, sources: Sources, root: str, entries: List[list], targe
 
 
 def put_tree(tunnel, sources: Sources, local_dir: str, remote_dir: Optional[str], make_dirs: bool,
-             timeout: Optional[float] = None, progress: Progress = None, if_changed: bool = False) -> Dict[str, Any]:
+             timeout: Optional[float] = None, progress: Progress = None, if_changed: bool = False,
+             sessions: Optional[int] = None) -> Dict[str, Any]:
     """Copy a directory tree: directories with their modes, files (each atomic; with
     ``if_changed``, each skipped if already the same), symlinks as links. A FIFO, device or
     socket in it is refused before anything is sent; a put that fails removes what it created
@@ -235,7 +250,7 @@ def put_tree(tunnel, sources: Sources, local_dir: str, remote_dir: Optional[str]
     made: List[Tuple[str, bool]] = []
     try:
         return _with_timeout(tunnel, timeout, lambda: _put_entries(tunnel, sources, root, entries, target, make_dirs,
-                                                                   progress, made, if_changed))
+                                                                   progress, made, if_changed, sessions))
     except Exception:
         _remove_made(tunnel, made[::-1], timeout)
         raise
@@ -255,17 +270,19 @@ def _remove_made(tunnel, made: List[Tuple[str, bool]], timeout: Optional[float])
 
 def put(tunnel, src, remote_path: Optional[str] = None, mode: Optional[int] = None, *, make_dirs: bool = False,
         timeout: Optional[float] = None, progress: Progress = None, if_changed: bool = False,
-        sources: Optional[Sources] = None) -> Dict[str, Any]:
+        sessions: Optional[int] = None, sources: Optional[Sources] = None) -> Dict[str, Any]:
     """``BaseTunnel.put``; ``sources`` shares open files between the tunnels of a Group."""
     check_mode(mode)
+    bulk.check_sessions(sessions)
     own = sources is None
     sources = sources or Sources()
     try:
         if isinstance(src, (str, os.PathLike)) and os.path.isdir(src):
-            return put_tree(tunnel, sources, os.fspath(src), remote_path, make_dirs, timeout, progress, if_changed)
+            return put_tree(tunnel, sources, os.fspath(src), remote_path, make_dirs, timeout, progress, if_changed,
+                            sessions)
         source = sources.acquire(os.fspath(src)) if isinstance(src, (str, os.PathLike)) else Source(src)
         try:
-            return put_source(tunnel, source, remote_path, mode, make_dirs, timeout, progress, if_changed)
+            return put_source(tunnel, source, remote_path, mode, make_dirs, timeout, progress, if_changed, sessions)
         finally:
             source.release()
             if not isinstance(src, (str, os.PathLike)):

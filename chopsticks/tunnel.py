@@ -30,6 +30,7 @@ from chopsticks.modules import ImportService, shared_server
 # the defaults stay importable from here (tests and bench/ do)
 from chopsticks.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESULT, TunnelOptions, replace  # noqa: F401
 from chopsticks.transports import Pipe
+from chopsticks.transports.libssh import Login
 from chopsticks.transports.libssh2 import Deadline
 from chopsticks.transports.process import ProcessPipe
 from chopsticks.transports.ssh import HandshakeSlots, SSHLink, default_slots
@@ -247,7 +248,7 @@ class BaseTunnel:
 
     def put(self, local_path, remote_path: Optional[str] = None, mode: Optional[int] = None, *,
             make_dirs: bool = False, timeout: Optional[float] = None, progress=None,
-            if_changed: bool = False) -> Dict[str, Any]:
+            if_changed: bool = False, sessions: Optional[int] = None) -> Dict[str, Any]:
         """Copy a file (a path or a file object) or a directory tree to the remote.
 
         ``remote_path`` None: a new temporary file on the remote (for a directory: its name
@@ -260,10 +261,20 @@ class BaseTunnel:
         ``if_changed``: a remote file that already has the same size and SHA-256 is not sent,
         only given the mode and mtime where they differ; the result then has ``skipped``:
         True or False (for a directory: how many of its files were skipped).
+
+        ``sessions``: over a direct SSH tunnel, a big file goes over that many extra SSH
+        sessions to the host, a byte range each, encrypted in OS threads beside the hub
+        (``chopsticks.bulk``); the result then says how many (``sessions``). None (default):
+        one for a file from 8 MiB, two from 64 MiB; 0: always the tunnel's own stream.
         """
         from chopsticks import transfer
         return transfer.put(self, local_path, remote_path, mode, make_dirs=make_dirs, timeout=timeout,
-                            progress=progress, if_changed=if_changed)
+                            progress=progress, if_changed=if_changed, sessions=sessions)
+
+    def bulk_login(self) -> "Optional[Login]":
+        """How extra sessions would log in as this tunnel did, for big puts (``chopsticks.bulk``):
+        only a direct SSH tunnel has them."""
+        return None
 
     def fetch(self, remote_path: str, local_path=None, *, make_dirs: bool = False,
               timeout: Optional[float] = None, progress=None) -> Dict[str, Any]:
@@ -402,10 +413,23 @@ class SSHTunnel(BaseTunnel):
         return self.tunnel_options.sudo_user
 
     def _command(self) -> str:
-        words = bootstrap.python_argv(self.python)
+        return self._shell(bootstrap.python_argv(self.python))
+
+    def _shell(self, words: List[str]) -> str:
+        """``words`` as the remote's shell line, under the tunnel's sudo."""
         if self.sudo:
             words = sudo_argv(self.sudo, words)
         return " ".join(shlex.quote(word) for word in words)
+
+    def python_command(self, code: str, args: List[str]) -> str:
+        """The shell line that runs ``code`` under the agent's interpreter, as the agent's user."""
+        return self._shell([self.python, "-S", "-c", code] + args)
+
+    def bulk_login(self) -> Optional[Login]:
+        """How an extra session logs in as this tunnel did (``chopsticks.bulk``), or None."""
+        pipe = self._conn.pipe if self._conn is not None else None
+        link = getattr(pipe, "link", None)
+        return Login.of(link) if link is not None else None
 
     def _explain_failed_start(self, status: Optional[int], stderr: List[str]) -> Optional[Explained]:
         return (self.sudo and explain_sudo(stderr)) or super()._explain_failed_start(status, stderr)

@@ -232,6 +232,114 @@ def receive(sid, path=None, mode=0o644, mtime_ns=None, make_dirs=False):
         stream.close()
 
 
+# -- put over byte ranges ------------------------------------------------------------------
+#
+# A big file may come over extra SSH sessions (``chopsticks.bulk``): ``open_part`` makes its
+# temporary file, each session's ``RANGE_WRITER`` writes one byte range of it, and
+# ``finish_part`` commits it (or ``drop_part`` removes it). The writer is a ``python3 -S -c``
+# of its own: it opens the temporary file by path without following a symlink and writes
+# only if it is the very file (device and inode) ``open_part`` made.
+
+_parts = {}  # token -> the AtomicFile of a put over byte ranges, until finished or dropped
+
+
+def open_part(path, size, make_dirs=False):
+    """The temporary file of a put over byte ranges, ``size`` bytes reserved (a disk too full
+    for them fails here, before a byte is sent); its token, path, device and inode."""
+    agent = _agent()
+    if path is None:
+        writer = AtomicFile(open_dir(tempfile.gettempdir()), None, tempfile.gettempdir())
+    else:
+        dest = destination(path, make_dirs)
+        writer = AtomicFile(open_dir(os.path.dirname(dest)), os.path.basename(dest), dest)
+    agent.temp_files.add(writer.temp_path)
+    try:
+        _reserve(writer, size)
+        st = os.fstat(writer.fd)
+    except BaseException:
+        writer.discard()
+        agent.temp_files.discard(writer.temp_path)
+        raise
+    token = os.urandom(8).hex()
+    _parts[token] = writer
+    return {"token": token, "temp_path": writer.temp_path, "dev": st.st_dev, "ino": st.st_ino}
+
+
+def _reserve(writer, size):
+    """Blocks for ``size`` bytes where the filesystem can promise them, else only the length."""
+    allocate = getattr(os, "posix_fallocate", None)  # not on macOS
+    if size and allocate is not None:
+        try:
+            allocate(writer.fd, 0, size)
+            return
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise OSError(exc.errno, "no space left on the device for %d bytes" % size, writer.path) from None
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+    os.ftruncate(writer.fd, size)
+
+
+def finish_part(token, size, mode, mtime_ns):
+    """Commit the file of ``open_part`` once every range is written (``size`` bytes)."""
+    writer = _take_part(token)
+    try:
+        actual = os.fstat(writer.fd).st_size
+        if actual != size:
+            raise TransferAborted("the temporary file is %d bytes, not %d" % (actual, size))
+        created = writer.commit(mode, mtime_ns)
+        return {"remote_path": writer.path, "size": size, "created": created}
+    finally:
+        writer.discard()
+
+
+def drop_part(token):
+    """Remove the file of ``open_part`` (a put over byte ranges that failed); fine if gone."""
+    if token in _parts:
+        _take_part(token).discard()
+
+
+def _take_part(token):
+    writer = _parts.pop(token, None)
+    if writer is None:
+        raise TransferAborted("no put over byte ranges is open as %r" % (token,))
+    _agent().temp_files.discard(writer.temp_path)
+    return writer
+
+
+# argv: path, device, inode, offset, length. Says "R" once its file is open, then "D <bytes>
+# <sha256>" once its stdin ended (it stops at ``length``), or "E <why>" and exits.
+RANGE_WRITER = r"""
+import hashlib, os, sys
+def main(path, dev, ino, offset, length):
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        return "E cannot open the temporary file: %s" % (exc.strerror or exc)
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (dev, ino):
+        return "E the temporary file is not the one the agent made"
+    sys.stdout.write("R\n")
+    sys.stdout.flush()
+    tally, buf, done, src = hashlib.sha256(), bytearray(1 << 20), 0, sys.stdin.buffer.raw
+    view = memoryview(buf)
+    try:
+        while done < length:
+            got = src.readinto(view[:min(length - done, len(buf))])
+            if not got:
+                break
+            tally.update(view[:got])
+            put = 0
+            while put < got:
+                put += os.pwrite(fd, view[put:got], offset + done + put)
+            done += got
+    except OSError as exc:
+        return "E %s" % (exc.strerror or exc)
+    return "D %d %s" % (done, tally.hexdigest())
+sys.stdout.write(main(sys.argv[1], *map(int, sys.argv[2:6])) + "\n")
+"""
+
+
 def same_file(path, size, sha256, mode, mtime_ns):
     """put's ``if_changed``: is the regular file at ``path`` (not a symlink) already ``size``
     bytes with SHA-256 ``sha256``? The size is compared first; the file is hashed only if it

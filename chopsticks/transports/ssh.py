@@ -33,7 +33,7 @@ from chopsticks import logs
 from chopsticks.transports.libssh2 import (
     CLOSE_ERRORS, DROPPED, SSH2Error, Deadline, describe, failure, retry, translated,
 )
-from chopsticks.transports.ssh_auth import authenticate, verify_host_key
+from chopsticks.transports.ssh_auth import Credential, authenticate, verify_host_key
 from chopsticks.transports.ssh_options import Destination
 from chopsticks.transports.ssh_jump import Bastion, Bastions, Bridge
 from chopsticks.transports.ssh_pipe import SSHPipe
@@ -97,9 +97,13 @@ def raise_open_files_limit() -> int:
 class SSHLink:
     """One authenticated SSH session on one socket (possibly through a shared jump host)."""
 
-    def __init__(self, dest: Destination, session: Session, wire: Wire,
+    def __init__(self, dest: Destination, session: Session, wire: Wire, credential: Credential,
                  parent: Optional[Bastion] = None, bridge: Optional[Bridge] = None):
         self.dest = dest
+        # what another session to this host must present and see (``transports.libssh``)
+        self.credential = credential
+        self.host_key: bytes = session.hostkey()[0]
+        self.address = wire.sock.getpeername() if parent is None else None
         self.name = dest.name
         self.session = session
         self.wire = wire
@@ -155,11 +159,11 @@ class SSHLink:
                 step = "checking the host key of " + where
                 verify_host_key(session, dest)
                 step = "logging in as %s on %s" % (dest.user, where)
-                authenticate(session, wire, dest, deadline)
+                credential = authenticate(session, wire, dest, deadline)
                 # the next exchange (a channel open) waits for the server with the relay
                 # drained: there the connection takes the socketpair's place
                 wire.splice_when_drained = True
-                return cls(dest, session, wire, parent, bridge)
+                return cls(dest, session, wire, credential, parent, bridge)
             except DROPPED as exc:
                 del session  # libssh2's session is freed before its socket closes
                 _close(wire, bridge)

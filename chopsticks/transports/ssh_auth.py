@@ -2,7 +2,7 @@
 
 import os
 import stat
-from typing import List, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence
 
 from ssh2.session import Session
 
@@ -47,7 +47,14 @@ UNPROTECTED = ("UNPROTECTED PRIVATE KEY FILE! Permissions %04o for '%s' are too 
                "must not be accessible by others, so this key is ignored (fix: chmod 600 '%s')")
 
 
-def authenticate(session: Session, wire: Waiter, dest: Destination, deadline: Deadline) -> None:
+class Credential(NamedTuple):
+    """What a login succeeded with, for another session to the same host (``transports.libssh``)."""
+
+    kind: str  # "key", "agent" or "password"
+    key: Optional[str] = None  # the key file, for "key"
+
+
+def authenticate(session: Session, wire: Waiter, dest: Destination, deadline: Deadline) -> Credential:
     """Log in as OpenSSH does: every credential in turn, and a key that cannot be used is only noted.
 
     Keys given explicitly come first, then the agent, then the default key files (so a
@@ -55,16 +62,21 @@ def authenticate(session: Session, wire: Waiter, dest: Destination, deadline: De
     then the password. The error names everything tried and why each failed."""
     tried: List[str] = []
 
-    def files(keys: Sequence[str]) -> bool:
-        return any(_key_file(session, wire, dest, deadline, key, tried) for key in keys)
+    def files(keys: Sequence[str]) -> Optional[Credential]:
+        for key in keys:
+            if _key_file(session, wire, dest, deadline, key, tried):
+                return Credential("key", key)
+        return None
 
     defaults = [key for key in dest.keys if key not in dest.explicit_keys]
-    if files(dest.explicit_keys) or _agent(session, wire, dest, deadline, tried) or files(defaults):
-        return
+    credential = files(dest.explicit_keys) or (_agent(session, wire, dest, deadline, tried)
+                                               and Credential("agent")) or files(defaults)
+    if credential:
+        return credential
     if dest.password is not None:
         try:
             retry(session, wire, deadline, dest.name, session.userauth_password, dest.user, dest.password)
-            return
+            return Credential("password")
         except REFUSED:
             tried.append("password: refused")
     raise AuthenticationFailed("[%s] %s@%s refused every credential tried: %s" % (

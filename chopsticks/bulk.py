@@ -1,0 +1,239 @@
+"""put over extra SSH sessions: one big file cut into byte ranges, each range on a libssh session of its own. Controller-side.
+
+A tunnel's libssh2 session encrypts about 200 MiB per CPU-second, one core's worth, so a big
+push over the tunnel's stream is bound by the controller's one core. Here the file goes
+instead over ``sessions`` extra logins to the same host (``transports.libssh``: the tunnel's
+address, host key and credential, nothing decided twice), each in an OS thread of its own
+sending one byte range of it, encrypted by libssh four times cheaper than libssh2 and on as
+many cores as there are sessions.
+
+The tunnel's agent keeps every guarantee of ``put``: ``agent.files.open_part`` makes the
+temporary file beside the destination and reserves its blocks (a full disk fails there,
+before a byte is sent); each session runs ``agent.files.RANGE_WRITER``, which writes its
+range into that very file (by device and inode) and answers the range's size and SHA-256,
+checked against what this side read and sent; ``finish_part`` commits the file (mode, mtime,
+fsync, rename) once every range is in and the local file is unchanged; on any failure
+``drop_part`` removes it. The whole file's SHA-256 (and SHA-1, for the original's
+``sha1sum``) is hashed once by the ``Source`` while the ranges go, as for every put.
+
+A session that cannot log in at all (libssh refuses a key format libssh2 took, say) sends
+nothing: the file then goes over the tunnel's stream as before, and ``bulk_unavailable`` is
+logged. A session that fails once sending fails the put (a ``TransferError`` naming the
+range), and the temporary file is removed.
+"""
+
+import hashlib
+import os
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import gevent.event
+from gevent.monkey import get_original
+
+from chopsticks import logs
+from chopsticks.agent import files as remote_files
+from chopsticks.errors import ChopsticksError, ConnectError, TransferError
+from chopsticks.results import checked_account
+from chopsticks.shards.hub_thread import Inbox
+from chopsticks.sources import Source
+from chopsticks.transports.libssh import BulkSession, Login
+
+MIB = 1 << 20
+# The most sessions one put may open to one host, and the smallest range worth a session.
+MAX_SESSIONS = 16
+MIN_RANGE = 4 * MIB
+# ``sessions=None``: files from AUTO_MIN bytes go over one session, from AUTO_TWO over two.
+AUTO_MIN = 8 * MIB
+AUTO_TWO = 64 * MIB
+READ = MIB
+# How long the agent may take to remove the temporary file of a put that failed.
+DROP_TIMEOUT = 10.0
+
+_start_thread = get_original("_thread", "start_new_thread")  # an OS thread even under monkey-patching
+
+
+def check_sessions(sessions: Any) -> None:
+    """``put``'s ``sessions``: None (chosen by size) or a whole number from 0 to MAX_SESSIONS."""
+    if sessions is None:
+        return
+    if type(sessions) is bool or not isinstance(sessions, int):
+        raise TypeError("put's sessions must be a whole number or None, not %r" % (sessions,))
+    if not 0 <= sessions <= MAX_SESSIONS:
+        raise ValueError("put's sessions must be from 0 to %d, not %d" % (MAX_SESSIONS, sessions))
+
+
+def session_count(size: int, sessions: Optional[int]) -> int:
+    """How many extra sessions carry a file of ``size`` bytes (0: the tunnel's own stream)."""
+    if sessions is None:
+        sessions = 0 if size < AUTO_MIN else 1 if size < AUTO_TWO else 2
+    return max(0, min(sessions, size // MIN_RANGE or (1 if size else 0)))
+
+
+def ranges(size: int, parts: int) -> List[Tuple[int, int]]:
+    """``(offset, length)`` of ``parts`` contiguous ranges covering ``size`` bytes, in whole MiB
+    but the last."""
+    step = -(-size // parts // MIB) * MIB
+    cuts = [min(size, i * step) for i in range(parts + 1)]
+    return [(start, end - start) for start, end in zip(cuts, cuts[1:]) if end > start]
+
+
+class _Range:
+    """One byte range and the session sending it (in its thread)."""
+
+    def __init__(self, offset: int, length: int):
+        self.offset = offset
+        self.length = length
+        self.sent = 0
+        self.session: Optional[BulkSession] = None
+        self.aborted = False
+
+    def __str__(self) -> str:
+        return "bytes %d-%d" % (self.offset, self.offset + self.length)
+
+    def abort(self) -> None:
+        """From the hub: end the session's blocking work (its thread then ends)."""
+        self.aborted = True
+        if self.session is not None:
+            self.session.abort()
+
+
+class _LoginFailed(Exception):
+    """A session could not log in: nothing was sent on it."""
+
+
+def _said(line: str) -> str:
+    """What a host's writer said, as shown in a message (it is not trusted: printable, bounded)."""
+    return repr(line[:200])
+
+
+def _send_range(rng: _Range, login: Login, command: str, fd: int, done: Callable[[Any], None]) -> None:
+    """In an OS thread: log in, start the writer, send the range, check the writer's account."""
+    error: Optional[BaseException] = None
+    session = None
+    try:
+        try:
+            session = rng.session = BulkSession(login)
+        except ConnectError as exc:
+            raise _LoginFailed(str(exc)) from exc
+        if rng.aborted:
+            return
+        session.run(command)
+        said = session.read_line()
+        if said != "R":
+            raise TransferError("the host's range writer did not start: %s" % _said(said))
+        tally = hashlib.sha256()
+        end = rng.offset + rng.length
+        offset = rng.offset
+        while offset < end:
+            data = os.pread(fd, min(READ, end - offset), offset)
+            if not data:
+                raise TransferError("the local file shrank while it was being sent")
+            tally.update(data)
+            try:
+                session.write(data)
+            except Exception as exc:
+                said = _quietly_read(session)
+                raise TransferError("the session ended while sending%s" % (
+                    ": the host said %s" % _said(said) if said else " (%s)" % exc)) from exc
+            offset += len(data)
+            done((rng, len(data), None))
+        session.end_input()
+        said = session.read_line()
+        if said != "D %d %s" % (rng.length, tally.hexdigest()):
+            raise TransferError("the host's range writer did not write the range: it said %s" % _said(said))
+    except BaseException as exc:
+        error = exc
+    finally:
+        os.close(fd)
+        if session is not None:
+            session.close()
+        done((rng, None, error))
+
+
+def _quietly_read(session: BulkSession) -> str:
+    try:
+        return session.read_line()
+    except Exception:
+        return ""
+
+
+def send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: Optional[str], mode: int,
+                make_dirs: bool, progress: Optional[Callable[[int], None]]) -> Optional[Dict[str, Any]]:
+    """``source`` to ``tunnel``'s host over ``count`` sessions logged in as ``login``; the account
+    of what was written (as ``transfer.send_source``'s), or None if no session could log in
+    (nothing was sent: the caller sends over the tunnel)."""
+    part = _part(tunnel, tunnel.call(remote_files.open_part, remote_path, source.size, make_dirs))
+    committed = False
+    parts = [_Range(offset, length) for offset, length in ranges(source.size, count)]
+    pending = set(parts)
+    failures: List[Tuple[_Range, BaseException]] = []
+    sent = [0]
+    wake = gevent.event.Event()
+
+    def take(item) -> None:  # in the hub
+        rng, n, error = item
+        if n is not None:
+            sent[0] += n
+            rng.sent += n
+        else:
+            pending.discard(rng)
+            if error is not None:
+                failures.append((rng, error))
+        wake.set()
+
+    inbox = Inbox(take)
+    try:
+        for rng in parts:
+            command = tunnel.python_command(remote_files.RANGE_WRITER, [
+                part["temp_path"], str(part["dev"]), str(part["ino"]), str(rng.offset), str(rng.length)])
+            _start_thread(_send_range, (rng, login, command, os.dup(source.fd), inbox.put))
+        source.digest()  # the whole file's, once for every host, while the ranges go
+        reported = 0
+        while pending and not failures:
+            wake.wait()
+            wake.clear()
+            if progress is not None and sent[0] > reported:
+                progress(sent[0] - reported)
+                reported = sent[0]
+        if failures:
+            if all(isinstance(error, _LoginFailed) for _, error in failures) and not sent[0]:
+                logs.warning("bulk_unavailable", host=tunnel.host, reason=str(failures[0][1]))
+                return None
+            rng, error = next((f for f in failures if not isinstance(f[1], _LoginFailed)), failures[0])
+            raise TransferError("[%s] the session sending %s of %s failed: %s; the remote file was left as it was"
+                                % (tunnel.host, rng, source.label, error)) from error
+        changed = source.change()
+        if changed is not None:
+            raise TransferError("[%s] %s; the remote file was left as it was" % (tunnel.host, changed))
+        account = tunnel.call(remote_files.finish_part, part["token"], source.size, mode, source.mtime_ns)
+        committed = True
+    finally:
+        for rng in pending:
+            rng.abort()
+        inbox.stop()
+        if not committed:
+            _drop(tunnel, part["token"])
+    account = checked_account(tunnel.host, account, {"remote_path": str, "size": int, "created": bool})
+    if account["size"] != source.size:
+        raise TransferError("[%s] the host's account of the file is malformed: %s" % (tunnel.host, repr(account)[:200]))
+    account.update(sha256=source.sha256, sessions=len(parts))
+    return account
+
+
+def _part(tunnel, value: Any) -> Dict[str, Any]:
+    """``open_part``'s answer, checked: it names what the writers will open on the host."""
+    part = checked_account(tunnel.host, value, {"token": str, "temp_path": str, "dev": int, "ino": int})
+    if not (0 < len(part["temp_path"]) <= 4096 and "\0" not in part["temp_path"]
+            and 0 < len(part["token"]) <= 64 and 0 <= part["dev"] < 1 << 64 and 0 <= part["ino"] < 1 << 64):
+        raise TransferError("[%s] the host's temporary file for the put is malformed: %s"
+                            % (tunnel.host, repr(value)[:200]))
+    return part
+
+
+def _drop(tunnel, token: str) -> None:
+    """Best effort: the put's own error is what the caller sees; what could not go is logged."""
+    if tunnel.closed:
+        return
+    try:
+        tunnel.call(remote_files.drop_part, token, timeout=DROP_TIMEOUT)
+    except ChopsticksError as exc:
+        logs.warning("put_cleanup_incomplete", host=tunnel.host, left=[["*", str(exc)]])

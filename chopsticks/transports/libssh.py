@@ -1,0 +1,211 @@
+"""Extra SSH sessions to a host a tunnel is logged in to, through libssh, for bulk bytes. Transport layer.
+
+libssh2, which carries every tunnel, encrypts one 16-byte block per OpenSSL call: about
+200 MiB per CPU-second here, one core's worth of push whatever runs above it. libssh (the
+``ssh-python`` package) encrypts whole packets: 860-1030 MiB per CPU-second. A
+``BulkSession`` is one libssh session run blocking in an OS thread of its own, beside the hub
+(libssh releases the GIL while it works), carrying one command's stdin.
+
+It is a copy of the tunnel's login, not a second decision. ``Login.of(link)`` takes from the
+tunnel's authenticated ``SSHLink``:
+
+- the address its socket is connected to (no second name lookup, no second config reading);
+- the host key it verified, which is the only key this session accepts, byte for byte,
+  whatever known_hosts says by now (so the host key policy, known_hosts files and
+  ``@revoked`` lines are the tunnel's, checked once by ``ssh_auth``);
+- the credential it logged in with (the key file, the agent, or the password) and nothing else.
+
+Hosts behind jump hosts get no bulk session (``Login.of`` is None): their bytes would cross
+the jump host's libssh2 session anyway. Nor does anything when ``ssh-python`` is missing.
+"""
+
+import base64
+import dataclasses
+import socket
+import struct
+from typing import Any, Optional, Tuple
+
+from chopsticks.errors import AuthenticationFailed, ConnectError, HostKeyChanged
+from chopsticks.transports.ssh_auth import Credential
+
+try:
+    from ssh import options as libssh_options
+    from ssh.exceptions import BaseSSHError
+    from ssh.key import import_privkey_file
+    from ssh.session import Session
+except ImportError:  # pragma: no cover - ssh-python is in requirements.txt
+    Session = None  # type: ignore
+
+# aes128-gcm first, as the tunnels' libssh2 sessions (``ssh.CIPHERS``); libssh has no aes192.
+CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,aes128-ctr,aes256-ctr,chacha20-poly1305@openssh.com"
+# What a bulk command says before its stdin is read, and at most how long a line it may say.
+MAX_LINE = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class Login:
+    """How to log in again to a host a tunnel is logged in to (``BulkSession``)."""
+
+    name: str  # the host as the user named it, for messages
+    family: int
+    address: Tuple[Any, ...]
+    user: str
+    host_key: bytes
+    credential: Credential
+    passphrase: Optional[str] = dataclasses.field(repr=False)
+    password: Optional[str] = dataclasses.field(repr=False)
+    connect_timeout: float
+    # how long sent bytes may go unacknowledged before the connection is given up (as the
+    # tunnel's keepalive ends a silent host): TCP_USER_TIMEOUT, in seconds; 0 for the kernel's
+    stall_timeout: float
+
+    @classmethod
+    def of(cls, link) -> Optional["Login"]:
+        """The login of ``link`` (an ``SSHLink``), or None where no bulk session can follow it."""
+        if Session is None or link.address is None:
+            return None
+        dest = link.dest
+        return cls(name=dest.name, family=link.sock.family, address=tuple(link.address), user=dest.user,
+                   host_key=link.host_key, credential=link.credential, passphrase=dest.passphrase,
+                   password=dest.password, connect_timeout=dest.connect_timeout,
+                   stall_timeout=dest.keepalive_interval * dest.keepalive_count_max)
+
+
+def key_type(blob: bytes) -> str:
+    """The algorithm name at the head of an SSH public key blob."""
+    if len(blob) < 4:
+        raise ValueError("not an SSH public key")
+    size = struct.unpack(">I", blob[:4])[0]
+    return blob[4:4 + size].decode("ascii")
+
+
+def _host_key_algorithms(blob: bytes) -> str:
+    """What to offer so that the server shows the key the tunnel verified."""
+    kind = key_type(blob)
+    return "rsa-sha2-512,rsa-sha2-256,ssh-rsa" if kind == "ssh-rsa" else kind
+
+
+class BulkSession:
+    """One libssh session, logged in as ``login`` says; blocking, for one OS thread. ``abort``
+    (from any thread) ends whatever it is doing."""
+
+    def __init__(self, login: Login):
+        self.login = login
+        self.session: Any = None
+        self.channel: Any = None
+        self._said = b""
+        self.sock = socket.socket(login.family, socket.SOCK_STREAM)
+        self.control: Optional[socket.socket] = None  # the same socket, for abort (libssh owns the other fd)
+        try:
+            self._connect()
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self) -> None:
+        login, sock = self.login, self.sock
+        where = "%s port %s" % (login.address[0], login.address[1])
+        sock.settimeout(login.connect_timeout)
+        try:
+            sock.connect(login.address)
+        except OSError as exc:
+            raise ConnectError("[%s] a bulk session cannot connect to %s: %s" % (login.name, where, exc)) from exc
+        sock.settimeout(None)  # libssh blocks on it, bounded by its own TIMEOUT
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if login.stall_timeout and hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(login.stall_timeout * 1000))
+        self.session = session = Session()
+        step = "the SSH handshake with " + where
+        try:
+            # the tunnel read the configuration: libssh reads no file, and decides nothing
+            session.options_set_int_val(libssh_options.PROCESS_CONFIG, 0)
+            session.options_set(libssh_options.HOST, str(login.address[0]))
+            session.options_set(libssh_options.USER, login.user)
+            session.options_set(libssh_options.CIPHERS_C_S, CIPHERS)
+            session.options_set(libssh_options.CIPHERS_S_C, CIPHERS)
+            session.options_set(libssh_options.HOSTKEYS, _host_key_algorithms(login.host_key))
+            session.options_set_int_val(libssh_options.TIMEOUT, max(1, int(login.connect_timeout)))
+            self.control = sock.dup()
+            session.set_socket(sock)
+            sock.detach()  # libssh closes it with the session
+            session.connect()
+            shown = base64.b64decode(session.get_server_publickey().export_pubkey_base64())
+            if shown != login.host_key:
+                raise HostKeyChanged("[%s] a bulk session to %s was shown a host key other than the one the tunnel "
+                                     "verified (%s); nothing was sent on it" % (login.name, where, key_type(shown)))
+            step = "logging in as %s on %s with the tunnel's %s" % (login.user, where, login.credential.kind)
+            self._authenticate()
+        except BaseSSHError as exc:
+            raise ConnectError("[%s] a bulk session failed in %s: %s" % (login.name, step, _describe(exc))) from exc
+
+    def _authenticate(self) -> None:
+        login, session = self.login, self.session
+        credential = login.credential
+        try:
+            if credential.kind == "key":
+                key = import_privkey_file(credential.key, (login.passphrase or "").encode())
+                session.userauth_publickey(key)
+            elif credential.kind == "agent":
+                session.userauth_agent(login.user)
+            else:
+                session.userauth_password(login.user, login.password or "")
+        except BaseSSHError as exc:
+            raise AuthenticationFailed("[%s] a bulk session's login with the tunnel's %s was refused: %s"
+                                       % (login.name, credential.kind, _describe(exc))) from exc
+
+    def run(self, command: str) -> None:
+        """Start ``command`` on a channel of its own (one per session)."""
+        self.channel = channel = self.session.channel_new()
+        channel.open_session()
+        channel.request_exec(command)
+
+    def read_line(self) -> str:
+        """The command's next line on stdout, at most ``MAX_LINE`` bytes, or '' at its end."""
+        while b"\n" not in self._said:
+            size, data = self.channel.read(MAX_LINE)
+            if size <= 0 or not data:
+                break
+            self._said += data
+            if len(self._said) > MAX_LINE:
+                raise ConnectError("[%s] a bulk command said more than %d bytes in one line" % (self.login.name, MAX_LINE))
+        line, _, self._said = self._said.partition(b"\n")
+        return line.decode("utf-8", "replace").strip()
+
+    def write(self, data: bytes) -> None:
+        while data:
+            result = self.channel.write(data)  # blocking: all of it, but for an error
+            sent = result[-1] if isinstance(result, tuple) else result
+            if sent <= 0:
+                raise ConnectionError("the bulk session's channel took no bytes")
+            data = data[sent:]
+
+    def end_input(self) -> None:
+        self.channel.send_eof()
+
+    def abort(self) -> None:
+        """From any thread: the session's blocking calls fail from now on."""
+        if self.control is not None:
+            try:
+                self.control.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        channel, self.channel = self.channel, None
+        session, self.session = self.session, None
+        try:
+            if channel is not None:
+                channel.close()
+            if session is not None:
+                session.disconnect()
+        except BaseSSHError:
+            pass  # the session is freed all the same
+        del channel, session  # libssh frees them, and closes its socket
+        self.sock.close()  # if libssh never took it
+        if self.control is not None:
+            self.control.close()
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(arg) for arg in exc.args if arg not in (None, ""))
+    return "%s%s" % (type(exc).__name__, ": " + text if text else "")
