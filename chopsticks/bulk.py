@@ -10,11 +10,17 @@ many cores as there are sessions.
 The tunnel's agent keeps every guarantee of ``put``: ``agent.files.open_part`` makes the
 temporary file beside the destination and reserves its blocks (a full disk fails there,
 before a byte is sent); each session runs ``agent.files.RANGE_WRITER``, which writes its
-range into that very file (by device and inode) and answers the range's size and SHA-256,
+range into that very file (by device and inode) and answers the range's size and CRC-32,
 checked against what this side read and sent; ``finish_part`` commits the file (mode, mtime,
 fsync, rename) once every range is in and the local file is unchanged; on any failure
 ``drop_part`` removes it. The whole file's SHA-256 (and SHA-1, for the original's
 ``sha1sum``) is hashed once by the ``Source`` while the ranges go, as for every put.
+
+Why CRC-32 and not SHA-256 for a range: the bytes cross SSH, whose MAC already refuses any
+that changed on the way, and the host can write what it likes whatever it answers; the
+range check is there to catch a range cut short or framed wrong, for which CRC-32 is as good
+and costs a third of the CPU on both ends (0.24 against 0.68 CPU-s per GiB here), and on
+two shared cores CPU is wall time.
 
 A session that cannot log in at all (libssh refuses a key format libssh2 took, say) sends
 nothing: the file then goes over the tunnel's stream as before, and ``bulk_unavailable`` is
@@ -22,10 +28,11 @@ logged. A session that fails once sending fails the put (a ``TransferError`` nam
 range), and the temporary file is removed.
 """
 
-import hashlib
+import zlib
 import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import gevent
 import gevent.event
 from gevent.monkey import get_original
 
@@ -120,14 +127,14 @@ def _send_range(rng: _Range, login: Login, command: str, fd: int, done: Callable
         said = session.read_line()
         if said != "R":
             raise TransferError("the host's range writer did not start: %s" % _said(said))
-        tally = hashlib.sha256()
+        crc = 0
         end = rng.offset + rng.length
         offset = rng.offset
         while offset < end:
             data = os.pread(fd, min(READ, end - offset), offset)
             if not data:
                 raise TransferError("the local file shrank while it was being sent")
-            tally.update(data)
+            crc = zlib.crc32(data, crc)
             try:
                 session.write(data)
             except Exception as exc:
@@ -138,7 +145,7 @@ def _send_range(rng: _Range, login: Login, command: str, fd: int, done: Callable
             done((rng, len(data), None))
         session.end_input()
         said = session.read_line()
-        if said != "D %d %s" % (rng.length, tally.hexdigest()):
+        if said != "D %d %08x" % (rng.length, crc):
             raise TransferError("the host's range writer did not write the range: it said %s" % _said(said))
     except BaseException as exc:
         error = exc
@@ -181,12 +188,13 @@ def send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: O
         wake.set()
 
     inbox = Inbox(take)
+    digesting: Optional[gevent.Greenlet] = None
     try:
         for rng in parts:
             command = tunnel.python_command(remote_files.RANGE_WRITER, [
                 part["temp_path"], str(part["dev"]), str(part["ino"]), str(rng.offset), str(rng.length)])
             _start_thread(_send_range, (rng, login, command, os.dup(source.fd), inbox.put))
-        source.digest()  # the whole file's, once for every host, while the ranges go
+        digesting = gevent.spawn(source.digest)  # the whole file's, once for every host, while the ranges go
         reported = 0
         while pending and not failures:
             wake.wait()
@@ -194,6 +202,7 @@ def send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: O
             if progress is not None and sent[0] > reported:
                 progress(sent[0] - reported)
                 reported = sent[0]
+        digesting.get()
         if failures:
             if all(isinstance(error, _LoginFailed) for _, error in failures) and not sent[0]:
                 logs.warning("bulk_unavailable", host=tunnel.host, reason=str(failures[0][1]))
@@ -210,6 +219,8 @@ def send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: O
         for rng in pending:
             rng.abort()
         inbox.stop()
+        if digesting is not None:
+            digesting.kill()
         if not committed:
             _drop(tunnel, part["token"])
     account = checked_account(tunnel.host, account, {"remote_path": str, "size": int, "created": bool})

@@ -201,7 +201,8 @@ class Group:
     def put(self, local_path, remote_path: Optional[str] = None, mode: Optional[int] = None, *,
             make_dirs: bool = False, timeout: Optional[float] = None, deadline: Optional[float] = None,
             callback: Optional[Callable[[str, Any], None]] = None,
-            progress: Optional[Callable[[int], None]] = None, if_changed: bool = False) -> GroupResult:
+            progress: Optional[Callable[[int], None]] = None, if_changed: bool = False,
+            sessions: Optional[int] = None) -> GroupResult:
         """Copy a file (a path or a file object) or a directory tree to every host.
 
         ``{host}`` in ``remote_path`` becomes each host's name (``'/srv/conf/{host}.ini'``).
@@ -210,17 +211,20 @@ class Group:
         transfer, ``deadline`` the whole; ``progress(nbytes)`` counts bytes sent to any host.
         A local file that cannot be read raises at once, before any host is contacted.
         ``if_changed`` skips the hosts whose file is already the same (its SHA-256 is
-        computed once for all of them)."""
+        computed once for all of them). ``sessions``: extra SSH sessions per host for a big
+        file, as ``BaseTunnel.put``."""
         return self._gather(self.iter_put(local_path, remote_path, mode, make_dirs=make_dirs, timeout=timeout,
-                                          deadline=deadline, progress=progress, if_changed=if_changed), callback)
+                                          deadline=deadline, progress=progress, if_changed=if_changed,
+                                          sessions=sessions), callback)
 
     def iter_put(self, local_path, remote_path: Optional[str] = None, mode: Optional[int] = None, *,
                  make_dirs: bool = False, timeout: Optional[float] = None, deadline: Optional[float] = None,
                  progress: Optional[Callable[[int], None]] = None,
-                 if_changed: bool = False) -> Iterator[Tuple[str, Any]]:
-        """``put``, yielding ``(host, result)`` as each host finishes. A bad ``mode`` raises
-        here; a local file that cannot be read on the first ``next()``."""
-        return self.iter_job(Put(local_path, remote_path, mode, make_dirs, timeout, progress, if_changed), deadline)
+                 if_changed: bool = False, sessions: Optional[int] = None) -> Iterator[Tuple[str, Any]]:
+        """``put``, yielding ``(host, result)`` as each host finishes. A bad ``mode`` or
+        ``sessions`` raises here; a local file that cannot be read on the first ``next()``."""
+        return self.iter_job(Put(local_path, remote_path, mode, make_dirs, timeout, progress, if_changed, sessions),
+                             deadline)
 
     def fetch(self, remote_path: str, local_path=None, *, make_dirs: bool = False, timeout: Optional[float] = None,
               deadline: Optional[float] = None, callback: Optional[Callable[[str, Any], None]] = None,

@@ -32,7 +32,7 @@ import gevent.lock
 import gevent.pool
 import gevent.queue
 
-from chopsticks import transfer
+from chopsticks import bulk, transfer
 from chopsticks.errors import CallTimeout, ChopsticksError, SerializationError
 from chopsticks.future import CallFuture
 from chopsticks.pickling import dumps_call, named_call
@@ -162,7 +162,8 @@ class Put(Job):
     ``local_path`` is a path (a file or a directory tree) or a file object (spooled once by
     ``start``; such a Put does not pickle). ``progress(nbytes)`` counts bytes sent to any host.
     ``if_changed`` sends nothing to a host whose file already has the same size and SHA-256.
-    A bad ``mode`` is refused here, before any host is contacted."""
+    ``sessions``: extra SSH sessions per host for a big file (``BaseTunnel.put``). A bad
+    ``mode`` or ``sessions`` is refused here, before any host is contacted."""
 
     local_path: Any
     remote_path: Optional[str] = None
@@ -171,9 +172,11 @@ class Put(Job):
     timeout: Optional[float] = None
     progress: Progress = None
     if_changed: bool = False
+    sessions: Optional[int] = None
 
     def __post_init__(self) -> None:
         transfer.check_mode(self.mode)  # refused before any host is contacted, as the CLI does
+        bulk.check_sessions(self.sessions)
 
     def start(self, hosts: Sequence[str]) -> Run:
         shared = len(hosts) > 1
@@ -204,9 +207,9 @@ class _PutRun(Run):
         target = None if put.remote_path is None else put.remote_path.replace("{host}", tunnel.host)
         if isinstance(opened, Source):
             return transfer.put_source(tunnel, opened, target, put.mode, put.make_dirs, put.timeout, put.progress,
-                                       put.if_changed)
+                                       put.if_changed, put.sessions)
         return transfer.put(tunnel, put.local_path, target, put.mode, make_dirs=put.make_dirs, timeout=put.timeout,
-                            progress=put.progress, if_changed=put.if_changed, sources=opened)
+                            progress=put.progress, if_changed=put.if_changed, sessions=put.sessions, sources=opened)
 
     def close(self) -> None:
         self.opened.close()

@@ -306,7 +306,8 @@ def test_a_host_dying_mid_transfer_leaves_no_partial_file(fleet, ssh_options, tm
             killed.append(fleet.kill_session_of(victim._conn.pipe.link.sock.getsockname()[1]))
 
     try:
-        job = gevent.spawn(transfer.put, victim, str(src), str(tmp_path / "victim" / "dest"), progress=progress)
+        job = gevent.spawn(transfer.put, victim, str(src), str(tmp_path / "victim" / "dest"), progress=progress,
+                           sessions=0)  # the tunnel's stream (tests/test_bulk.py kills bulk sessions)
         done = bystander.put(str(src), str(tmp_path / "bystander" / "dest"))
         with pytest.raises(TunnelClosed):
             job.get(timeout=30)

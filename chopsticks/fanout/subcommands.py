@@ -153,7 +153,11 @@ def _put(args) -> Subcommand:
             raise UsageError("--mode must be octal permission bits such as 644, got %r" % args.mode) from None
         if not 0 <= mode <= 0o7777:
             raise UsageError("--mode must be octal permission bits such as 644, got %r" % args.mode)
-    put = jobs.Put(args.src, args.dst, mode, make_dirs=args.make_dirs, timeout=args.timeout, if_changed=args.if_changed)
+    try:
+        put = jobs.Put(args.src, args.dst, mode, make_dirs=args.make_dirs, timeout=args.timeout,
+                       if_changed=args.if_changed, sessions=args.sessions)
+    except ValueError as exc:
+        raise UsageError("--sessions: %s" % exc) from None
     columns = ["remote_path", "size", "sha256"] + (["skipped"] if args.if_changed else [])
     return Subcommand(_everywhere(put), columns=columns, count_bytes=True, total_bytes=size)
 
