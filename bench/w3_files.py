@@ -8,8 +8,10 @@ then time the push alone. Every host gets its own destination path under a tmpfs
 every destination's SHA-256. The floor is OpenSSH itself, with the cipher our sessions
 negotiate first (``transports.ssh.CIPHERS``) and the same kind of destination: ``ssh -c
 aes128-gcm@openssh.com host 'cat > /dev/shm/.../HOST.bin' < file``, minus ``ssh host true``
-(the login). Each record says the controller's CPU per GiB sent: the implementation's process
-and its live descendants (OpenSSH clients, shards) over the push, or the floor's ssh clients.
+(the login). Each record says the controller's CPU per GiB sent (the implementation's process
+and its live descendants over the push: OpenSSH clients, shards; or the floor's ssh clients)
+and the hosts' (the fleet's sshd and everything under it: sshd sessions, agents, ``cat``).
+Ours runs once per ``--sessions`` value (put's ``sessions``: extra SSH sessions per host).
 One JSON line per measurement on stdout; then a table on stderr.
 
     .venv/bin/python bench/w3_files.py            # ours and the floor
@@ -29,6 +31,7 @@ import time
 from typing import Tuple
 
 from chopsticks.transports.ssh import CIPHERS
+from harness import procfs
 from harness.runner import BENCH, PEERS, PEERS_PY, ROOT, append_results, peers_env, start_fleet
 
 MIB = 1 << 20
@@ -72,12 +75,14 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def floor(fleet, src: str, hosts, dest_dir: str) -> Tuple[float, float]:
+def floor(fleet, src: str, hosts, dest_dir: str) -> Tuple[float, float, float]:
     """Seconds OpenSSH needs to move the file to each host at once (each into its own file of
-    ``dest_dir``, with our cipher), and the CPU seconds of its clients for it; logins excluded."""
+    ``dest_dir``, with our cipher), the CPU seconds of its clients for it, and the hosts';
+    logins excluded."""
     base = ["ssh", "-F", fleet.ssh_config, "-o", "BatchMode=yes", "-c", CIPHER]
 
     def timed(command, stdin_path=None):
+        host_cpu = procfs.subtree_cpu_s(fleet.proc.pid)
         started, cpu = time.monotonic(), children_cpu_s()
         procs = []
         for host in hosts:
@@ -88,14 +93,16 @@ def floor(fleet, src: str, hosts, dest_dir: str) -> Tuple[float, float]:
         for proc in procs:
             if proc.wait() != 0:
                 raise RuntimeError("ssh failed")
-        return time.monotonic() - started, children_cpu_s() - cpu
+        wall, cpu = time.monotonic() - started, children_cpu_s() - cpu
+        time.sleep(0.3)  # the sessions' processes: reaped by the fleet's sshd by now
+        return wall, cpu, procfs.subtree_cpu_s(fleet.proc.pid) - host_cpu
 
     logins = [timed("true") for _ in range(3)]
-    login, login_cpu = min(wall for wall, _ in logins), min(cpu for _, cpu in logins)
+    login, login_cpu, login_host = (min(each) for each in zip(*logins))
     os.makedirs(dest_dir, exist_ok=True)
     try:
-        wall, cpu = timed("cat > %s/{host}.bin" % dest_dir, src)
-        return max(0.001, wall - login), max(0.0, cpu - login_cpu)
+        wall, cpu, host = timed("cat > %s/{host}.bin" % dest_dir, src)
+        return max(0.001, wall - login), max(0.0, cpu - login_cpu), max(0.0, host - login_host)
     finally:
         shutil.rmtree(dest_dir, ignore_errors=True)
 
@@ -106,13 +113,15 @@ def main() -> int:
     parser.add_argument("--only", action="append", help="run only these cases (256MiB-1host, 16MiB-50hosts)")
     parser.add_argument("--workers", default="1", metavar="LIST",
                         help="ours with each of these shard counts, comma-separated (default 1: no shards)")
+    parser.add_argument("--sessions", default="auto", metavar="LIST",
+                        help="ours with each of these put sessions= values, comma-separated (default auto)")
     parser.add_argument("--json-out", default="w3.jsonl", help="results file (under bench/results/)")
     args = parser.parse_args()
-    ours = (ROOT, None)  # cwd, env (None: ours)
+    ours = (ROOT, dict(os.environ))  # cwd, env
     peer = (PEERS, peers_env())
-    impls = [("chopsticks" + ("" if w == "1" else " workers=" + w),
-              [sys.executable, os.path.join(BENCH, "w3_ours.py"), "--workers", w], ours)
-             for w in args.workers.split(",")]
+    impls = [("chopsticks" + ("" if w == "1" else " workers=" + w) + ("" if n == "auto" else " sessions=" + n),
+              [sys.executable, os.path.join(BENCH, "w3_ours.py"), "--workers", w, "--sessions", n], ours)
+             for w in args.workers.split(",") for n in args.sessions.split(",")]
     if args.peers:
         if not os.path.exists(PEERS_PY):
             raise SystemExit("no peers venv: run bench/peers/setup_env.sh")
@@ -124,6 +133,8 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="chopsticks-w3-")
     dest_root = tempfile.mkdtemp(prefix="chopsticks-w3-", dir="/dev/shm")
     fleet = start_fleet(max(hosts for _, _, hosts in CASES))
+    for _, _, (_, env) in impls:
+        env["W3_FLEET_PID"] = str(fleet.proc.pid)  # the hosts' side of each push (harness.w3.Push)
     records = []
     try:
         hosts_file = os.path.join(work, "hosts")
@@ -135,10 +146,11 @@ def main() -> int:
             hosts = fleet.hosts[:count]
             with open(hosts_file, "w") as f:
                 f.write("\n".join(hosts) + "\n")
-            seconds, cpu = floor(fleet, src, hosts, os.path.join(dest_root, "floor"))
+            seconds, cpu, host_cpu = floor(fleet, src, hosts, os.path.join(dest_root, "floor"))
             record = {"workload": "W3", "case": name, "impl": "floor: ssh -c %s 'cat > /dev/shm/...'" % CIPHER,
                       "mib_per_s": round(mib * count / seconds, 1),
-                      "controller_cpu_s_per_gib": round(cpu / (mib * count / 1024), 2)}
+                      "controller_cpu_s_per_gib": round(cpu / (mib * count / 1024), 2),
+                      "host_cpu_s_per_gib": round(host_cpu / (mib * count / 1024), 2)}
             print(json.dumps(record), flush=True)
             records.append(record)
             for impl, argv, (cwd, env) in impls:
@@ -158,6 +170,8 @@ def main() -> int:
                     record.update(seconds=answer["seconds"], ok=count - len(bad),
                                   mib_per_s=round(mib * count / answer["seconds"], 1),
                                   controller_cpu_s_per_gib=round(answer["cpu_s"] / (mib * count / 1024), 2))
+                    if "host_cpu_s" in answer:
+                        record["host_cpu_s_per_gib"] = round(answer["host_cpu_s"] / (mib * count / 1024), 2)
                 print(json.dumps(record), flush=True)
                 records.append(record)
                 shutil.rmtree(dest_dir, ignore_errors=True)
@@ -167,12 +181,12 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(dest_root, ignore_errors=True)
     append_results(args.json_out, records)
-    print("\n| implementation | case | MiB/s | controller CPU-s per GiB | controller peak RSS MiB |\n"
-          "| --- | --- | ---: | ---: | ---: |", file=sys.stderr)
+    print("\n| implementation | case | MiB/s | controller CPU-s per GiB | hosts' CPU-s per GiB | controller peak RSS MiB |\n"
+          "| --- | --- | ---: | ---: | ---: | ---: |", file=sys.stderr)
     for r in records:
-        print("| %s | %s | %s | %s | %s |" % (r["impl"], r["case"], r.get("mib_per_s", r.get("error")),
-                                             r.get("controller_cpu_s_per_gib", ""),
-                                             r.get("controller_peak_rss_mib", "")), file=sys.stderr)
+        print("| %s | %s | %s | %s | %s | %s |" % (r["impl"], r["case"], r.get("mib_per_s", r.get("error")),
+                                                  r.get("controller_cpu_s_per_gib", ""), r.get("host_cpu_s_per_gib", ""),
+                                                  r.get("controller_peak_rss_mib", "")), file=sys.stderr)
     return 0
 
 

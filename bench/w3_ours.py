@@ -3,7 +3,7 @@
 
 ``dest`` holds ``{host}`` so that every loopback host writes its own file. Prints one JSON
 line: ``{"seconds": push time, "cpu_s": the controller's CPU in it, "ok": hosts that succeeded}``. Started by bench/w3_files.py;
-``--workers N`` spreads the hosts over N shard processes.
+``--workers N`` spreads the hosts over N shard processes; ``--sessions N`` is put's ``sessions``.
 """
 
 import sys
@@ -22,7 +22,7 @@ def main() -> int:
     with Group(hosts, options=options, workers=args.workers) as group:
         group.connect().raise_failures()
         push = Push()
-        result = group.put(args.src, args.dest)
+        result = group.put(args.src, args.dest, sessions=None if args.sessions == "auto" else int(args.sessions))
         push.stop()
     for host, error in result.failures():
         print("%s: %s" % (host, error.msg), file=sys.stderr)

@@ -137,6 +137,13 @@ def descendants(root, procs=None):
     return found
 
 
+def subtree_cpu_s(root):
+    """CPU seconds of ``root`` and its live descendants, each with the children it reaped
+    (so processes that came and went under it count too; ``precise`` live threads)."""
+    procs = read_procs(precise=True)
+    return sum(procs[pid][2] + procs[pid][3] for pid in [root] + descendants(root, procs) if pid in procs)
+
+
 def kernel_threads_cpu():
     """CPU seconds of the kernel's threads (kthreadd's children: ksoftirqd, kworkers...)."""
     return sum(p[2] for pid, p in read_procs().items() if p[0] == 2 or pid == 2)

@@ -1,6 +1,8 @@
 """What every W3 child shares, ours and the peers' (see bench/w3_files.py): its command line,
 and the timing of its push (wall, and the controller's CPU: the child and its live
-descendants, such as OpenSSH clients or shard processes)."""
+descendants, such as OpenSSH clients or shard processes; and, when ``W3_FLEET_PID`` names the
+fleet's sshd, the hosts' side: that sshd and everything under it, agents and the sessions
+that came and went)."""
 import argparse
 import json
 import os
@@ -15,6 +17,7 @@ def parse_args(description):
         ap.add_argument(flag, required=True)
     ap.add_argument('--scp', action='store_true', help='parallel-ssh: SCP instead of SFTP')
     ap.add_argument('--workers', type=int, default=1, help='ours: shard processes (default 1: none)')
+    ap.add_argument('--sessions', default='auto', help='ours: put\'s sessions (default auto: put\'s own choice)')
     args = ap.parse_args()
     with open(args.hosts_file) as f:
         args.hosts = f.read().split()
@@ -31,11 +34,19 @@ class Push:
     "cpu_s", "ok"}`` (the child's one line of output)."""
 
     def __init__(self):
+        self.fleet = int(os.environ.get('W3_FLEET_PID') or 0)
+        self.host0 = procfs.subtree_cpu_s(self.fleet) if self.fleet else None
         self.started, self.cpu0 = time.monotonic(), tree_cpu_s()
-        self.seconds = self.cpu_s = None
+        self.seconds = self.cpu_s = self.host_cpu_s = None
 
     def stop(self):
         self.seconds, self.cpu_s = time.monotonic() - self.started, tree_cpu_s() - self.cpu0
+        if self.fleet:
+            time.sleep(0.3)  # sessions that closed with the push: reaped by the listener by now
+            self.host_cpu_s = procfs.subtree_cpu_s(self.fleet) - self.host0
 
     def report(self, ok):
-        print(json.dumps({'seconds': round(self.seconds, 3), 'cpu_s': round(self.cpu_s, 3), 'ok': ok}), flush=True)
+        record = {'seconds': round(self.seconds, 3), 'cpu_s': round(self.cpu_s, 3), 'ok': ok}
+        if self.host_cpu_s is not None:
+            record['host_cpu_s'] = round(self.host_cpu_s, 3)
+        print(json.dumps(record), flush=True)
