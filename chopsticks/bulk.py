@@ -29,8 +29,8 @@ that fails once sending fails the put (a ``TransferError`` naming the range), an
 temporary file is removed.
 """
 
-import zlib
 import os
+import zlib
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import gevent
