@@ -35,6 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import gevent
 import gevent.event
+import gevent.lock
 from gevent.monkey import get_original
 
 from chopsticks import logs
@@ -59,6 +60,19 @@ READ = 128 << 10
 DROP_TIMEOUT = 10.0
 
 _start_thread = get_original("_thread", "start_new_thread")  # an OS thread even under monkey-patching
+# How many puts of this process may use extra sessions at once (each up to ``sessions``
+# threads and logins), so that a thousand hosts at once are not thousands of threads; a put
+# waits for its turn (its timeout counts the wait). Many at once hide each put's round trips
+# and logins: to 50 loopback hosts, 8 at a time took 7.0 s where 50 took 4.1.
+BULK_PUTS = 64
+_turns: Optional[gevent.lock.BoundedSemaphore] = None
+
+
+def _turn() -> gevent.lock.BoundedSemaphore:
+    global _turns
+    if _turns is None:
+        _turns = gevent.lock.BoundedSemaphore(BULK_PUTS)
+    return _turns
 
 
 def check_sessions(sessions: Any) -> None:
@@ -168,9 +182,15 @@ def _quietly_read(session: BulkSession) -> str:
 
 def send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: Optional[str], mode: int,
                 make_dirs: bool, progress: Optional[Callable[[int], None]]) -> Optional[Dict[str, Any]]:
-    """``source`` to ``tunnel``'s host over ``count`` sessions logged in as ``login``; the account
-    of what was written (as ``transfer.send_source``'s), or None if no session could log in
-    (nothing was sent: the caller sends over the tunnel)."""
+    """``source`` to ``tunnel``'s host over ``count`` sessions logged in as ``login``, in its turn
+    (``BULK_PUTS``); the account of what was written (as ``transfer.send_source``'s), or None
+    if a session could not log in (the caller sends over the tunnel)."""
+    with _turn():
+        return _send_ranges(tunnel, login, count, source, remote_path, mode, make_dirs, progress)
+
+
+def _send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: Optional[str], mode: int,
+                 make_dirs: bool, progress: Optional[Callable[[int], None]]) -> Optional[Dict[str, Any]]:
     part = _part(tunnel, tunnel.call(remote_files.open_part, remote_path, source.size, make_dirs))
     committed = False
     parts = [_Range(offset, length) for offset, length in ranges(source.size, count)]
