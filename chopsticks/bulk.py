@@ -56,8 +56,11 @@ AUTO_TWO = 64 * MIB
 # Each session's reads: small enough that fifty hosts at once cost the controller ~0.5 MiB each
 # (1 MiB reads doubled its peak RSS at 50 hosts), large enough to cost nothing in speed.
 READ = 128 << 10
-# How long the agent may take to remove the temporary file of a put that failed.
+# How long the agent may take to remove the temporary file of a put that failed, and how long
+# a failed put waits for its other sessions' threads to end (their fds closed, nothing more
+# written) before it returns.
 DROP_TIMEOUT = 10.0
+ABORT_WAIT = 5.0
 
 _start_thread = get_original("_thread", "start_new_thread")  # an OS thread even under monkey-patching
 # How many puts of this process may use extra sessions at once (each up to ``sessions``
@@ -134,12 +137,13 @@ def _send_range(rng: _Range, login: Login, command: str, fd: int, done: Callable
     error: Optional[BaseException] = None
     session = None
     try:
-        try:
-            session = rng.session = BulkSession(login)
-        except ConnectError as exc:
-            raise _LoginFailed(str(exc)) from exc
+        session = rng.session = BulkSession(login)
         if rng.aborted:
             return
+        try:
+            session.open()
+        except ConnectError as exc:
+            raise _LoginFailed(str(exc)) from exc
         session.run(command)
         said = session.read_line()
         if said != "R":
@@ -241,6 +245,10 @@ def _send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: 
     finally:
         for rng in pending:
             rng.abort()
+        with gevent.Timeout(ABORT_WAIT, False):  # their sockets are shut: they end at once
+            while pending:
+                wake.wait()
+                wake.clear()
         inbox.stop()
         if digesting is not None:
             digesting.kill()

@@ -86,8 +86,8 @@ def _host_key_algorithms(blob: bytes) -> str:
 
 
 class BulkSession:
-    """One libssh session, logged in as ``login`` says; blocking, for one OS thread. ``abort``
-    (from any thread) ends whatever it is doing."""
+    """One libssh session, logged in as ``login`` says by ``open``; blocking, for one OS thread.
+    ``abort`` (from any thread) ends whatever it is doing; ``close`` frees it, opened or not."""
 
     def __init__(self, login: Login):
         self.login = login
@@ -96,13 +96,9 @@ class BulkSession:
         self._said = b""
         self.sock = socket.socket(login.family, socket.SOCK_STREAM)
         self.control: Optional[socket.socket] = None  # the same socket, for abort (libssh owns the other fd)
-        try:
-            self._connect()
-        except BaseException:
-            self.close()
-            raise
 
-    def _connect(self) -> None:
+    def open(self) -> None:
+        """Connect, check the host key, log in (ConnectError, HostKeyChanged, AuthenticationFailed)."""
         login, sock = self.login, self.sock
         where = "%s port %s" % (login.address[0], login.address[1])
         sock.settimeout(login.connect_timeout)
@@ -184,9 +180,10 @@ class BulkSession:
 
     def abort(self) -> None:
         """From any thread: the session's blocking calls fail from now on."""
-        if self.control is not None:
+        for sock in (self.control, self.sock):
             try:
-                self.control.shutdown(socket.SHUT_RDWR)
+                if sock is not None and sock.fileno() >= 0:
+                    sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
 
