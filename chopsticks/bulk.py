@@ -109,7 +109,6 @@ class _Range:
     def __init__(self, offset: int, length: int):
         self.offset = offset
         self.length = length
-        self.sent = 0
         self.session: Optional[BulkSession] = None
         self.aborted = False
 
@@ -144,6 +143,8 @@ def _send_range(rng: _Range, login: Login, command: str, fd: int, done: Callable
             session.open()
         except ConnectError as exc:
             raise _LoginFailed(str(exc)) from exc
+        if rng.aborted:  # while it logged in
+            return
         session.run(command)
         said = session.read_line()
         if said != "R":
@@ -151,7 +152,7 @@ def _send_range(rng: _Range, login: Login, command: str, fd: int, done: Callable
         crc = 0
         end = rng.offset + rng.length
         offset = rng.offset
-        while offset < end:
+        while offset < end and not rng.aborted:
             data = os.pread(fd, min(READ, end - offset), offset)
             if not data:
                 raise TransferError("the local file shrank while it was being sent")
@@ -207,7 +208,6 @@ def _send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: 
         rng, n, error = item
         if n is not None:
             sent[0] += n
-            rng.sent += n
         else:
             pending.discard(rng)
             if error is not None:

@@ -55,9 +55,11 @@ class Login:
     passphrase: Optional[str] = dataclasses.field(repr=False)
     password: Optional[str] = dataclasses.field(repr=False)
     connect_timeout: float
-    # how long sent bytes may go unacknowledged before the connection is given up (as the
-    # tunnel's keepalive ends a silent host): TCP_USER_TIMEOUT, in seconds; 0 for the kernel's
-    stall_timeout: float
+    # the tunnel's keepalive (whole seconds, 0: off), kept by TCP here: a host that dies
+    # without a RST ends the session after about interval x count_max, whether bytes are in
+    # flight (TCP_USER_TIMEOUT) or the session waits for the host (TCP keepalive probes)
+    keepalive_interval: int
+    keepalive_count_max: int
 
     @classmethod
     def of(cls, link) -> Optional["Login"]:
@@ -68,7 +70,7 @@ class Login:
         return cls(name=dest.name, family=link.sock.family, address=tuple(link.address), user=dest.user,
                    host_key=link.host_key, credential=link.credential, passphrase=dest.passphrase,
                    password=dest.password, connect_timeout=dest.connect_timeout,
-                   stall_timeout=dest.keepalive_interval * dest.keepalive_count_max)
+                   keepalive_interval=dest.keepalive_interval, keepalive_count_max=dest.keepalive_count_max)
 
 
 def key_type(blob: bytes) -> str:
@@ -108,8 +110,8 @@ class BulkSession:
             raise ConnectError("[%s] a bulk session cannot connect to %s: %s" % (login.name, where, exc)) from exc
         sock.settimeout(None)  # libssh blocks on it, bounded by its own TIMEOUT
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if login.stall_timeout and hasattr(socket, "TCP_USER_TIMEOUT"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(login.stall_timeout * 1000))
+        if login.keepalive_interval:
+            _keep_alive(sock, login.keepalive_interval, login.keepalive_count_max)
         self.session = session = Session()
         step = "the SSH handshake with " + where
         try:
@@ -201,6 +203,15 @@ class BulkSession:
         self.sock.close()  # if libssh never took it
         if self.control is not None:
             self.control.close()
+
+
+def _keep_alive(sock: socket.socket, interval: int, count: int) -> None:
+    """TCP's keepalive as the tunnel's (Linux names; elsewhere only SO_KEEPALIVE)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", interval), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count),
+                        ("TCP_USER_TIMEOUT", interval * count * 1000)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 def _describe(exc: BaseException) -> str:
