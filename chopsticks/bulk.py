@@ -148,7 +148,8 @@ def _send_range(rng: _Range, login: Login, command: str, fd: int, done: Callable
         session.run(command)
         said = session.read_line()
         if said != "R":
-            raise TransferError("the host's range writer did not start: %s" % _said(said))
+            error = _quietly(session.read_error) if not said else ""
+            raise TransferError("the host's range writer did not start: %s" % (_said(said or error)))
         crc = 0
         end = rng.offset + rng.length
         offset = rng.offset
@@ -160,7 +161,7 @@ def _send_range(rng: _Range, login: Login, command: str, fd: int, done: Callable
             try:
                 session.write(data)
             except Exception as exc:
-                said = _quietly_read(session)
+                said = _quietly(session.read_line)
                 raise TransferError("the session ended while sending%s" % (
                     ": the host said %s" % _said(said) if said else " (%s)" % exc)) from exc
             offset += len(data)
@@ -178,9 +179,10 @@ def _send_range(rng: _Range, login: Login, command: str, fd: int, done: Callable
         done((rng, None, error))
 
 
-def _quietly_read(session: BulkSession) -> str:
+def _quietly(read: Callable[[], str]) -> str:
+    """What the host's writer said last, if anything can still be read (it is only shown)."""
     try:
-        return session.read_line()
+        return read()
     except Exception:
         return ""
 

@@ -169,6 +169,11 @@ class BulkSession:
         line, _, self._said = self._said.partition(b"\n")
         return line.decode("utf-8", "replace").strip()
 
+    def read_error(self) -> str:
+        """The start of what the command said on stderr (at most ``MAX_LINE`` bytes), once it ended."""
+        size, data = self.channel.read(MAX_LINE, True)
+        return data.decode("utf-8", "replace").strip() if size > 0 and data else ""
+
     def write(self, data: bytes) -> None:
         while data:
             result = self.channel.write(data)  # blocking: all of it, but for an error
