@@ -148,8 +148,8 @@ def _send_range(rng: _Range, login: Login, command: str, fd: int, done: Callable
         session.run(command)
         said = session.read_line()
         if said != "R":
-            error = _quietly(session.read_error) if not said else ""
-            raise TransferError("the host's range writer did not start: %s" % (_said(said or error)))
+            stderr = _quietly(session.read_error) if not said else ""
+            raise TransferError("the host's range writer did not start: %s" % _said(said or stderr))
         crc = 0
         end = rng.offset + rng.length
         offset = rng.offset
