@@ -30,6 +30,7 @@ from chopsticks.transports.ssh_auth import Credential
 
 try:
     from ssh import options as libssh_options
+    from ssh.error_codes import SSH_AGAIN
     from ssh.exceptions import BaseSSHError
     from ssh.key import import_privkey_file
     from ssh.session import Session
@@ -124,7 +125,7 @@ class BulkSession:
             session.options_set(libssh_options.CIPHERS_C_S, CIPHERS)
             session.options_set(libssh_options.CIPHERS_S_C, CIPHERS)
             session.options_set(libssh_options.HOSTKEYS, _host_key_algorithms(login.host_key))
-            session.options_set_int_val(libssh_options.TIMEOUT, max(1, int(login.connect_timeout)))
+            session.options_set_int_val(libssh_options.TIMEOUT, _timeout(login))
             self.control = sock.dup()
             session.set_socket(sock)
             sock.detach()  # libssh closes it with the session
@@ -163,6 +164,9 @@ class BulkSession:
         """The command's next line on stdout, at most ``MAX_LINE`` bytes, or '' at its end."""
         while b"\n" not in self._said:
             size, data = self.channel.read(MAX_LINE)
+            if size == SSH_AGAIN:  # libssh's TIMEOUT passed with nothing said: not the command's end
+                raise ConnectError("[%s] a bulk command said nothing for %d s"
+                                   % (self.login.name, _timeout(self.login)))
             if size <= 0 or not data:
                 break
             self._said += data
@@ -204,6 +208,11 @@ class BulkSession:
         self.sock.close()  # if libssh never took it
         if self.control is not None:
             self.control.close()
+
+
+def _timeout(login: Login) -> int:
+    """libssh's TIMEOUT, whole seconds: how long one blocking call waits (the connect timeout)."""
+    return max(1, int(login.connect_timeout))
 
 
 def _describe(exc: BaseException) -> str:
