@@ -19,6 +19,7 @@ import builtins
 import json
 import os
 import sys
+import time
 import zlib
 
 with open(sys.argv[1]) as f:
@@ -56,6 +57,8 @@ def hostile_writer(how, path, offset, length):
         sys.stdin.buffer.read(1000)
         os._exit(0)
     data = read_range(length)
+    if how == "slow":  # an honest writer, but slow to answer once its input has ended
+        time.sleep(script["sleep"])
     crc = zlib.crc32(data)
     os.pwrite(fd, data, 0 if how == "elsewhere" else offset)  # elsewhere: over the first range
     answers = {
@@ -64,6 +67,7 @@ def hostile_writer(how, path, offset, length):
         "crc": "D %d %08x" % (len(data), crc ^ 1),
         "long": "D " + "9" * 10000,
         "elsewhere": "D %d %08x" % (len(data), crc),
+        "slow": "D %d %08x" % (len(data), crc),
     }
     say(answers[how])
 

@@ -428,7 +428,7 @@ def hostile(fleet, ssh_options, tmp_path, no_leaks):
     """Makes an SSHTunnel whose remote python is hostile_bulk_remote.py following a script."""
     made = []
 
-    def make(**script):
+    def make(connect_timeout=10.0, **script):
         number = len(made)
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir(exist_ok=True)
@@ -437,7 +437,8 @@ def hostile(fleet, ssh_options, tmp_path, no_leaks):
         wrapper.write_text('#!/bin/sh\nexec %s %s %s "$@"\n' % (
             sys.executable, os.path.join(HERE, "hostile_bulk_remote.py"), bin_dir / ("script-%d.json" % number)))
         wrapper.chmod(0o755)
-        tunnel = SSHTunnel(fleet.hosts[5], options=ssh_options, python=str(wrapper))
+        options = dataclasses.replace(ssh_options, connect_timeout=connect_timeout)
+        tunnel = SSHTunnel(fleet.hosts[5], options=options, python=str(wrapper))
         made.append(tunnel)
         return tunnel
 
@@ -476,6 +477,19 @@ def test_a_writer_that_never_says_ready_times_out_cleanly(hostile, tmp_path, old
     with pytest.raises(CallTimeout):
         tunnel.put(str(src), str(old_dest), sessions=2, timeout=3)
     assert time.monotonic() - started < 10
+    assert_untouched(old_dest)
+    assert tunnel.call(rh.add, 1, 1) == 2
+
+
+def test_a_writer_silent_past_the_connect_timeout_fails_saying_so(hostile, tmp_path, old_dest):
+    """A writer that answers 3 s after its input ends, connect timeout 2 s: a TransferError saying it said nothing in time.
+
+    (The bound is libssh's TIMEOUT, the login's connect timeout; whether a slow but live host
+    should fail there at all is a question for the design: the tunnel's stream has no such bound.)"""
+    tunnel = hostile(connect_timeout=2.0, writer="slow", sleep=3, at=6 * MIB)
+    src = source_file(tmp_path / "src", 12 * MIB)
+    with pytest.raises(TransferError, match=r"bytes 6291456-12582912 .* said nothing for 2 s"):
+        tunnel.put(str(src), str(old_dest), sessions=2, timeout=30)
     assert_untouched(old_dest)
     assert tunnel.call(rh.add, 1, 1) == 2
 
