@@ -24,6 +24,7 @@ from chopsticks import bulk, sources
 from chopsticks.transports.libssh import BulkSession
 from conftest import require
 from test_fanout import fanout
+from fleet import PASSPHRASE
 from test_files import digests, leftovers, make_file
 from test_ssh import agent, home, tunnels  # noqa: F401 (fixtures)
 
@@ -195,6 +196,31 @@ def test_a_group_put_hashes_the_file_once_for_four_hosts(fleet, ssh_options, tmp
 
 
 # -- 4. the tunnel's credential, replayed -------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["ecdsa", "rsa", "passphrase"])
+def test_key_file_logins_are_replayed(fleet, ssh_options, tunnels, tmp_path, kind):
+    """ECDSA, RSA and a passphrase-protected ed25519 key file: the bulk session logs in with that key (no fallback)."""
+    options = dataclasses.replace(ssh_options, key=fleet.keys[kind], passphrase=PASSPHRASE if kind == "passphrase"
+                                  else None)
+    tunnel = tunnels(fleet.hosts[1], options=options)
+    tunnel.connect()
+    assert tunnel.bulk_login().credential == ("key", fleet.keys[kind])
+    src = source_file(tmp_path / "src", 8 * MIB)
+    with structlog.testing.capture_logs() as events:
+        result = tunnel.put(str(src), str(tmp_path / "dst"))
+    assert_copy(result, src, tmp_path / "dst", 1)
+    assert [e for e in events if e["event"] == "bulk_unavailable"] == []
+
+
+def test_a_host_behind_a_jump_host_gets_no_bulk_session(fleet, ssh_options, tunnels, tmp_path, monkeypatch):
+    """Through a jump host there is no bulk login: a big put goes over the tunnel's stream, whole."""
+    tunnel = tunnels(fleet.hosts[2], options=dataclasses.replace(ssh_options, jump="%s:%d" % (fleet.hosts[1],
+                                                                                             fleet.port)))
+    tunnel.connect()
+    assert tunnel.bulk_login() is None
+    src = source_file(tmp_path / "src", 12 * MIB)
+    assert_copy(tunnel.put(str(src), str(tmp_path / "dst"), sessions=2), src, tmp_path / "dst", None)
+
 
 def test_password_login_is_replayed(fleet, ssh_options, tunnels, test_user, tmp_path):
     """A tunnel logged in by password only: the bulk sessions log in with that password; the file is the user's."""
@@ -401,7 +427,7 @@ def test_remote_disk_full_is_one_clear_error(fleet, ssh_options, tunnels, tmp_pa
         tunnel = tunnels(fleet.hosts[3], options=ssh_options)
         with pytest.raises(ChopsticksError) as info:
             tunnel.put(str(src), str(small / "dst"), sessions=2, timeout=60)
-        assert "no space left" in str(info.value).lower(), info.value
+        assert "no space left on the device for %d bytes" % (12 * MIB) in str(info.value), info.value
         assert_untouched(small / "dst")
         assert tunnel.call(rh.add, 2, 2) == 4
     finally:
@@ -481,6 +507,17 @@ def test_a_writer_that_never_says_ready_times_out_cleanly(hostile, tmp_path, old
     assert tunnel.call(rh.add, 1, 1) == 2
 
 
+def test_a_writer_that_never_says_ready_and_no_put_timeout_still_ends(hostile, tmp_path, old_dest):
+    """The same writer, no put timeout: the bulk session gives up after its connect timeout (2 s), saying why."""
+    tunnel = hostile(connect_timeout=2.0, writer="silent", at=6 * MIB)
+    src = source_file(tmp_path / "src", 12 * MIB)
+    started = time.monotonic()
+    with pytest.raises(TransferError, match=r"bytes 6291456-12582912 .* said nothing for 2 s"):
+        tunnel.put(str(src), str(old_dest), sessions=2)
+    assert time.monotonic() - started < 10
+    assert_untouched(old_dest)
+
+
 def test_a_writer_silent_past_the_connect_timeout_fails_saying_so(hostile, tmp_path, old_dest):
     """A writer that answers 3 s after its input ends, connect timeout 2 s: a TransferError saying it said nothing in time.
 
@@ -501,9 +538,13 @@ def test_a_writer_writing_outside_its_range_is_caught(hostile, tmp_path, old_des
     """The second range's writer writes its bytes over the first range and answers truthfully: the put must fail."""
     tunnel = hostile(writer="elsewhere", at=6 * MIB)
     src = source_file(tmp_path / "src", 12 * MIB)
-    with pytest.raises(TransferError):
-        tunnel.put(str(src), str(old_dest), sessions=2, timeout=30)
-    assert_untouched(old_dest)
+    try:
+        result = tunnel.put(str(src), str(old_dest), sessions=2, timeout=30)
+    except TransferError:
+        assert_untouched(old_dest)
+        return
+    pytest.fail("the put succeeded: the remote file's SHA-256 is %s, the local file's %s, the result says %s" % (
+        digests(old_dest)[1], digests(src)[1], result["sha256"]))
 
 
 @pytest.mark.parametrize("answer, message", [
