@@ -98,8 +98,39 @@ def test_n_sessions_copy_the_file_byte_for_byte_with_mode_and_mtime(fleet, ssh_o
     src = source_file(tmp_path / "src", 24 * MIB + 12345)
     tunnel = tunnels(fleet.hosts[0], options=ssh_options)
     (tmp_path / "dst").write_text("old")
-    result = tunnel.put(str(src), str(tmp_path / "dst"), sessions=sessions)
+    sent = []
+    result = tunnel.put(str(src), str(tmp_path / "dst"), sessions=sessions, progress=sent.append)
     assert_copy(result, src, tmp_path / "dst", sessions)
+    assert sum(sent) == os.path.getsize(src) and len(sent) > 1
+
+
+def test_file_objects_temporary_destinations_if_changed_and_trees_go_over_sessions(fleet, ssh_options, tunnels,
+                                                                                   tmp_path, monkeypatch):
+    """A spooled file object, a new remote temporary file, if_changed (sent, then skipped) and a tree's big file."""
+    bulk_puts = []
+    real = bulk.send_ranges
+    monkeypatch.setattr(bulk, "send_ranges", lambda *a: bulk_puts.append(a[4]) or real(*a))
+    tunnel = tunnels(fleet.hosts[3], options=ssh_options)
+    src = source_file(tmp_path / "src", 12 * MIB + 1)
+    with open(src, "rb") as f:
+        result = tunnel.put(f, str(tmp_path / "from-object"), sessions=2)
+    assert result["sessions"] == 2 and digests(tmp_path / "from-object") == digests(src)
+    assert stat.S_IMODE(os.stat(tmp_path / "from-object").st_mode) == 0o644
+    result = tunnel.put(str(src), sessions=2)
+    try:
+        assert result["sessions"] == 2 and digests(result["remote_path"]) == digests(src)
+    finally:
+        os.unlink(result["remote_path"])
+    first = tunnel.put(str(src), str(tmp_path / "dst"), sessions=2, if_changed=True)
+    again = tunnel.put(str(src), str(tmp_path / "dst"), sessions=2, if_changed=True)
+    assert (first["skipped"], first["sessions"], again["skipped"]) == (False, 2, True) and "sessions" not in again
+    (tmp_path / "tree").mkdir()
+    shutil.copy2(src, tmp_path / "tree" / "big")
+    (tmp_path / "tree" / "small").write_text("small")
+    tree = tunnel.put(str(tmp_path / "tree"), str(tmp_path / "tree-copy"), sessions=2)
+    assert tree["files"] == 2 and digests(tmp_path / "tree-copy" / "big") == digests(src)
+    assert (tmp_path / "tree-copy" / "small").read_text() == "small" and leftovers(tmp_path / "tree-copy") == []
+    assert bulk_puts == [str(tmp_path / "from-object"), None, str(tmp_path / "dst"), str(tmp_path / "tree-copy" / "big")]
 
 
 def test_sessions_zero_and_small_files_go_over_the_stream_and_64_mib_takes_two(fleet, ssh_options, tunnels, tmp_path,
@@ -122,11 +153,12 @@ def test_sessions_zero_and_small_files_go_over_the_stream_and_64_mib_takes_two(f
 # -- 2. the arithmetic, and bad values of sessions ---------------------------------------------
 
 def test_session_count_follows_size_and_caps_at_one_range_per_4_mib():
-    """None picks 0/1/2 by size; an explicit count is capped so that each range is at least 4 MiB (but one)."""
+    """None picks 0/1/2 by size; an explicit count is capped so that each range is at least 4 MiB, and a file
+    under 4 MiB stays on the stream (a tree put with sessions= must not log in again for each small file)."""
     assert [bulk.session_count(size, None) for size in (0, 1, 8 * MIB - 1, 8 * MIB, 64 * MIB - 1, 64 * MIB)] == [
         0, 0, 0, 1, 1, 2]
     assert [bulk.session_count(size, 4) for size in (0, 1, 4 * MIB - 1, 4 * MIB, 12 * MIB - 1, 16 * MIB, 1 << 40)] == [
-        0, 1, 1, 1, 2, 4, 4]
+        0, 0, 0, 1, 2, 4, 4]
     assert bulk.session_count(1 << 30, 0) == 0 and bulk.session_count(1 << 30, 16) == 16
 
 
