@@ -69,10 +69,12 @@ def check_sessions(sessions: Any) -> None:
 
 
 def session_count(size: int, sessions: Optional[int]) -> int:
-    """How many extra sessions carry a file of ``size`` bytes (0: the tunnel's own stream)."""
+    """How many extra sessions carry a file of ``size`` bytes (0: the tunnel's own stream): one
+    per MIN_RANGE at most, so a file under it stays on the stream whatever ``sessions`` says (a
+    tree put would otherwise log in again for each of its small files)."""
     if sessions is None:
         sessions = 0 if size < AUTO_MIN else 1 if size < AUTO_TWO else 2
-    return max(0, min(sessions, size // MIN_RANGE or (1 if size else 0)))
+    return max(0, min(sessions, size // MIN_RANGE))
 
 
 def ranges(size: int, parts: int) -> List[Tuple[int, int]]:
