@@ -52,6 +52,9 @@ def hostile_writer(how, path, offset, length):
     if how == "refuses":
         say("E no, not today")
         return
+    if how == "escapes":  # a terminal title and a clear screen, for whoever prints the error
+        say("E \x1b]0;owned\x07\x1b[2J")
+        return
     say("R")
     if how == "exit-early":  # takes a little, then is gone
         sys.stdin.buffer.read(1000)

@@ -76,6 +76,31 @@ def writers(marker=""):
     return found
 
 
+@pytest.fixture(autouse=True)
+def no_thread_left(monkeypatch):
+    """Every session's OS thread (``bulk._start_thread``, counted as it starts and ends) has
+    ended soon after its put, whatever happened to it."""
+    live = []
+    real = bulk._start_thread
+
+    def run(fn, args):
+        try:
+            fn(*args)
+        finally:
+            live.remove(args[0])
+
+    def start(fn, args):
+        live.append(args[0])
+        return real(run, (fn, args))
+
+    monkeypatch.setattr(bulk, "_start_thread", start)
+    yield
+    deadline = time.monotonic() + 5
+    while live and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not live, "a bulk session's thread is still running: %s" % live
+
+
 @pytest.fixture
 def ranges_sent(monkeypatch):
     """The ``bulk._Range`` of every range a put starts (their ``session`` once logged in)."""
@@ -512,16 +537,18 @@ def hostile(fleet, ssh_options, tmp_path, no_leaks):
     ("long", "said more than 512 bytes in one line"),
     ("exit-early", "the session sending bytes 6291456-12582912 of "),
     ("refuses", "the host's range writer did not start: 'E no, not today'"),
+    ("escapes", r"the host's range writer did not start: 'E \x1b]0;owned\x07\x1b[2J'"),
 ])
 def test_a_lying_range_writer_is_one_transfer_error(hostile, tmp_path, old_dest, writer, message):
-    """A writer that miscounts, says a wrong CRC, says 10 KB, exits early or refuses: one TransferError, nothing left."""
+    """A writer that miscounts, says a wrong CRC, says 10 KB, exits early, refuses (with terminal escapes, shown
+    escaped): one TransferError, nothing left."""
     tunnel = hostile(writer=writer, at=6 * MIB)
     src = source_file(tmp_path / "src", 12 * MIB)
     started = time.monotonic()
     with pytest.raises(TransferError) as info:
         tunnel.put(str(src), str(old_dest), sessions=2, timeout=30)
     assert message in str(info.value), info.value
-    assert "bytes 6291456-12582912" in str(info.value)
+    assert "bytes 6291456-12582912" in str(info.value) and "\x1b" not in str(info.value)
     assert time.monotonic() - started < 20
     assert_untouched(old_dest)
     assert tunnel.call(rh.add, 1, 1) == 2
