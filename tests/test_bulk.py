@@ -20,7 +20,9 @@ import pytest
 import structlog
 
 import remote_helpers as rh
-from chopsticks import CallTimeout, ChopsticksError, ErrorResult, Group, HostKeyChanged, RemoteException, SSHTunnel, TransferError
+from chopsticks import (
+    CallTimeout, ChopsticksError, ErrorResult, Group, HostKeyChanged, RemoteException, SSHTunnel, TransferError,
+)
 from chopsticks import bulk, sources
 from chopsticks.transports.libssh import BulkSession
 from conftest import require
@@ -156,7 +158,8 @@ def test_file_objects_temporary_destinations_if_changed_and_trees_go_over_sessio
     tree = tunnel.put(str(tmp_path / "tree"), str(tmp_path / "tree-copy"), sessions=2)
     assert tree["files"] == 2 and digests(tmp_path / "tree-copy" / "big") == digests(src)
     assert (tmp_path / "tree-copy" / "small").read_text() == "small" and leftovers(tmp_path / "tree-copy") == []
-    assert bulk_puts == [str(tmp_path / "from-object"), None, str(tmp_path / "dst"), str(tmp_path / "tree-copy" / "big")]
+    assert bulk_puts == [str(tmp_path / "from-object"), None, str(tmp_path / "dst"),
+                         str(tmp_path / "tree-copy" / "big")]
 
 
 def test_sessions_zero_and_small_files_go_over_the_stream_and_64_mib_takes_two(fleet, ssh_options, tunnels, tmp_path,
@@ -391,7 +394,7 @@ def test_a_bulk_session_killed_mid_range_fails_the_put_naming_the_range(fleet, s
 
 
 def test_a_stopped_writer_times_out_and_holds_back_only_its_host(fleet, ssh_options, tmp_path, no_leaks):
-    """One host's writer SIGSTOPped, put(timeout=2): that host CallTimeout, temp removed, tunnel usable; the other finishes."""
+    """One host's writer SIGSTOPped, put(timeout=2): CallTimeout there, temp gone, tunnel usable; the other finishes."""
     src = source_file(tmp_path / "src", 12 * MIB)
     victim, bystander = fleet.hosts[:2]
     for host in (victim, bystander):
@@ -427,7 +430,7 @@ def test_a_stopped_writer_times_out_and_holds_back_only_its_host(fleet, ssh_opti
                    "dup of the local file live on until libssh's TIMEOUT (the connect timeout) after the put failed")
 def test_a_put_timing_out_while_sessions_log_in_leaves_no_thread(fleet, ssh_options, tmp_path, monkeypatch,
                                                                   ranges_sent, no_thread_left):
-    """Bulk logins to a port that accepts but never speaks SSH, put(timeout=1): CallTimeout, and the threads end with it."""
+    """Bulk logins to a port that never speaks SSH, put(timeout=1): CallTimeout, and the threads end with it."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
@@ -520,7 +523,7 @@ def test_remote_disk_full_is_one_clear_error(fleet, ssh_options, tunnels, tmp_pa
 
 
 def test_a_missing_directory_is_the_usual_error_unless_make_dirs(fleet, ssh_options, tunnels, tmp_path):
-    """No destination directory: the stream's FileNotFoundError, nothing made; with make_dirs it arrives over 2 sessions."""
+    """No destination directory: the stream's FileNotFoundError, nothing made; with make_dirs, over 2 sessions."""
     tunnel = tunnels(fleet.hosts[4], options=ssh_options)
     src = source_file(tmp_path / "src", 12 * MIB)
     with pytest.raises(RemoteException) as info:
@@ -606,7 +609,7 @@ def test_a_writer_that_never_says_ready_and_no_put_timeout_still_ends(hostile, t
 
 
 def test_a_writer_silent_past_the_connect_timeout_fails_saying_so(hostile, tmp_path, old_dest):
-    """A writer that answers 3 s after its input ends, connect timeout 2 s: a TransferError saying it said nothing in time.
+    """A writer answering 3 s after its input ends, connect timeout 2 s: a TransferError saying it said nothing.
 
     (The bound is libssh's TIMEOUT, the login's connect timeout; whether a slow but live host
     should fail there at all is a question for the design: the tunnel's stream has no such bound.)"""
@@ -647,7 +650,7 @@ def test_a_writer_writing_outside_its_range_is_caught(hostile, tmp_path, old_des
      "did not start: 'E cannot open the temporary file: No such file or directory'"),
 ])
 def test_a_lying_open_part_is_refused(hostile, tmp_path, old_dest, answer, message):
-    """open_part's answer is checked for shape and bounds before any writer starts; a path that is not there fails cleanly."""
+    """open_part's answer is checked for shape and bounds before any writer starts; a missing path fails cleanly."""
     tunnel = hostile(open_part=answer)
     src = source_file(tmp_path / "src", 12 * MIB)
     with pytest.raises(TransferError, match=message.replace("(", r"\(")):
