@@ -189,19 +189,24 @@ def test_session_count_follows_size_and_caps_at_one_range_per_4_mib():
     assert [bulk.session_count(size, 4) for size in (0, 1, 4 * MIB - 1, 4 * MIB, 12 * MIB - 1, 16 * MIB, 1 << 40)] == [
         0, 0, 0, 1, 2, 4, 4]
     assert bulk.session_count(1 << 30, 0) == 0 and bulk.session_count(1 << 30, 16) == 16
+    assert bulk.ranges(24 * MIB + 12345, 4) == [(0, 7 * MIB), (7 * MIB, 7 * MIB), (14 * MIB, 7 * MIB),
+                                                 (21 * MIB, 3 * MIB + 12345)]
+    assert len(bulk.ranges(100 * MIB + 7, 16)) == 15  # whole-MiB steps: a put then says sessions=15
 
 
 @pytest.mark.parametrize("size", [1, 4 * MIB - 1, 4 * MIB, 5 * MIB + 1, 24 * MIB + 12345, 64 * MIB, 100 * MIB + 7])
 @pytest.mark.parametrize("parts", [1, 2, 3, 4, 16])
 def test_ranges_cover_the_file_contiguously_in_whole_mib(size, parts):
-    """Ranges are contiguous from 0 to size, at most ``parts`` of them, each starting on a MiB, none empty."""
+    """Ranges are contiguous from 0 to size, at most ``parts`` of them, none empty, all but the last of one step:
+    the smallest whole MiB that covers the file in ``parts`` (so 100 MiB + 7 in 16 parts is 15 ranges of 7 MiB)."""
     cut = bulk.ranges(size, parts)
     assert 1 <= len(cut) <= parts
     assert cut[0][0] == 0 and sum(length for _, length in cut) == size
     assert all(a + n == b for (a, n), (b, _) in zip(cut, cut[1:]))
     assert all(offset % MIB == 0 and length > 0 for offset, length in cut)
-    if size >= parts * bulk.MIN_RANGE:
-        assert len(cut) == parts or size >= 64 * MIB  # 16 parts of 100 MiB + 7: whole-MiB steps of 7 MiB
+    step = cut[0][1] if len(cut) > 1 else MIB * -(-size // MIB)
+    assert all(length == step for _, length in cut[:-1]) and 0 < cut[-1][1] <= step
+    assert step % MIB == 0 and (step - MIB) * parts < size <= step * parts, "the smallest whole-MiB step"
 
 
 @pytest.mark.parametrize("value, error, message", [
