@@ -245,6 +245,19 @@ def test_cli_bad_sessions_is_one_line_and_exit_2(fleet, tmp_path, value):
     assert not (tmp_path / "dst").exists()
 
 
+def test_cli_put_sessions_over_the_fleet(fleet, tmp_path):
+    """fanout put --sessions 2 to two SSH hosts: exit 0, each host's record says 2 sessions, the copies are right."""
+    src = source_file(tmp_path / "src", 12 * MIB)
+    result = fanout("-H", ",".join(fleet.hosts[:2]), "-p", str(fleet.port), "-i", fleet.key, "--known-hosts",
+                    fleet.known_hosts, "-F", "", "--no-agent", "--format", "jsonl", "put", str(src),
+                    str(tmp_path / "{host}"), "--sessions", "2")
+    assert result.returncode == 0, result.stderr
+    records = {r["host"]: r["value"] for r in map(json.loads, result.stdout.splitlines())}
+    assert sorted(records) == sorted(fleet.hosts[:2])
+    for host, value in records.items():
+        assert value["sessions"] == 2 and digests(tmp_path / host) == digests(src)
+
+
 # -- 3. many hosts ------------------------------------------------------------------------------
 
 def test_a_group_put_hashes_the_file_once_for_four_hosts(fleet, ssh_options, tmp_path, monkeypatch, no_leaks):
