@@ -89,10 +89,12 @@ def check_sessions(sessions: Any) -> None:
 
 
 def session_count(size: int, sessions: Optional[int]) -> int:
-    """How many extra sessions carry a file of ``size`` bytes (0: the tunnel's own stream)."""
+    """How many extra sessions carry a file of ``size`` bytes (0: the tunnel's own stream): one
+    per MIN_RANGE at most, so a file under it stays on the stream whatever ``sessions`` says (a
+    tree put would otherwise log in again for each of its small files)."""
     if sessions is None:
         sessions = 0 if size < AUTO_MIN else 1 if size < AUTO_TWO else 2
-    return max(0, min(sessions, size // MIN_RANGE or (1 if size else 0)))
+    return max(0, min(sessions, size // MIN_RANGE))
 
 
 def ranges(size: int, parts: int) -> List[Tuple[int, int]]:
@@ -109,6 +111,7 @@ class _Range:
     def __init__(self, offset: int, length: int):
         self.offset = offset
         self.length = length
+        self.sent = 0  # bytes sent so far, as the hub has heard
         self.session: Optional[BulkSession] = None
         self.aborted = False
 
@@ -150,6 +153,7 @@ def _send_range(rng: _Range, login: Login, command: str, fd: int, done: Callable
         if said != "R":
             stderr = _quietly(session.read_error) if not said else ""
             raise TransferError("the host's range writer did not start: %s" % _said(said or stderr))
+        session.started()
         crc = 0
         end = rng.offset + rng.length
         offset = rng.offset
@@ -210,6 +214,7 @@ def _send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: 
         rng, n, error = item
         if n is not None:
             sent[0] += n
+            rng.sent += n
         else:
             pending.discard(rng)
             if error is not None:

@@ -30,6 +30,7 @@ from chopsticks.transports.ssh_auth import Credential
 
 try:
     from ssh import options as libssh_options
+    from ssh.error_codes import SSH_AGAIN
     from ssh.exceptions import BaseSSHError
     from ssh.key import import_privkey_file
     from ssh.session import Session
@@ -40,6 +41,8 @@ except ImportError:  # pragma: no cover - ssh-python is in requirements.txt
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,aes128-ctr,aes256-ctr,chacha20-poly1305@openssh.com"
 # What a bulk command says before its stdin is read, and at most how long a line it may say.
 MAX_LINE = 512
+# libssh's TIMEOUT once a command has started, seconds: a week (0 would be its default, 10 s).
+NO_TIMEOUT = 7 * 24 * 3600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +125,7 @@ class BulkSession:
             session.options_set(libssh_options.CIPHERS_C_S, CIPHERS)
             session.options_set(libssh_options.CIPHERS_S_C, CIPHERS)
             session.options_set(libssh_options.HOSTKEYS, _host_key_algorithms(login.host_key))
-            session.options_set_int_val(libssh_options.TIMEOUT, max(1, int(login.connect_timeout)))
+            session.options_set_int_val(libssh_options.TIMEOUT, _timeout(login))
             self.control = sock.dup()
             session.set_socket(sock)
             sock.detach()  # libssh closes it with the session
@@ -161,6 +164,9 @@ class BulkSession:
         """The command's next line on stdout, at most ``MAX_LINE`` bytes, or '' at its end."""
         while b"\n" not in self._said:
             size, data = self.channel.read(MAX_LINE)
+            if size == SSH_AGAIN:  # libssh's TIMEOUT passed with nothing said: not the command's end
+                raise ConnectError("[%s] a bulk command said nothing for %d s (the connect timeout)"
+                                   % (self.login.name, _timeout(self.login)))
             if size <= 0 or not data:
                 break
             self._said += data
@@ -168,6 +174,12 @@ class BulkSession:
                 raise ConnectError("[%s] a bulk command said more than %d bytes in one line" % (self.login.name, MAX_LINE))
         line, _, self._said = self._said.partition(b"\n")
         return line.decode("utf-8", "replace").strip()
+
+    def started(self) -> None:
+        """The command has started: from now on a blocking call waits as long as the host works
+        (a host that dies is found by TCP's keepalive, as the tunnel's; a put's own timeout
+        bounds the rest), where until now each waited at most the connect timeout."""
+        self.session.options_set_int_val(libssh_options.TIMEOUT, NO_TIMEOUT)
 
     def read_error(self) -> str:
         """The start of what the command said on stderr (at most ``MAX_LINE`` bytes), once it ended."""
@@ -217,6 +229,11 @@ def _keep_alive(sock: socket.socket, interval: int, count: int) -> None:
                         ("TCP_USER_TIMEOUT", interval * count * 1000)):
         if hasattr(socket, name):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
+def _timeout(login: Login) -> int:
+    """libssh's TIMEOUT until a command starts, whole seconds: the connect timeout."""
+    return max(1, int(login.connect_timeout))
 
 
 def _describe(exc: BaseException) -> str:
