@@ -227,7 +227,13 @@ def _send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: 
         for rng in parts:
             command = tunnel.python_command(remote_files.RANGE_WRITER, [
                 part["temp_path"], str(part["dev"]), str(part["ino"]), str(rng.offset), str(rng.length)])
-            _start_thread(_send_range, (rng, login, command, os.dup(source.fd), inbox.put))
+            fd = os.dup(source.fd)  # the thread's own: closed by it, whenever the put ends
+            try:
+                _start_thread(_send_range, (rng, login, command, fd, inbox.put))
+            except BaseException:
+                os.close(fd)
+                pending.discard(rng)
+                raise
         digesting = gevent.spawn(source.digest)  # the whole file's, once for every host, while the ranges go
         reported = 0
         while pending and not failures:
