@@ -168,8 +168,3 @@ class Docker(SubprocessTunnel):
             return ContainerError, ("the container of %s exited at once (status 0) before the agent "
                                     "started: does its entrypoint run the command it is given?" % where)
         return super()._explain_failed_start(status, stderr)  # else the exit status and stderr say it best
-
-    def __repr__(self) -> str:
-        state = "connected" if self.connected else "not connected"
-        what = "container=%r" % self.container if self.container is not None else "image=%r" % self.image
-        return "<Docker %r %s engine=%r %s>" % (self.host, what, self.engine, state)

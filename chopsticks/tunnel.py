@@ -24,6 +24,9 @@ from chopsticks.bootstrap import EXIT_OLD_PYTHON
 from chopsticks.connection import Connection, Explained
 from chopsticks.errors import (CallTimeout, ChopsticksError, ConnectError, ConnectTimeout, PythonNotFound,
                                WrongThread)
+# the original's homes of these: code written for it imports them from here
+from chopsticks.errors import RemoteException  # noqa: F401
+from chopsticks.results import ErrorResult  # noqa: F401
 from chopsticks.future import CallFuture
 from chopsticks.jobs import Call
 from chopsticks.modules import ImportService, shared_server
@@ -216,8 +219,9 @@ class BaseTunnel:
         self.close()
 
     def __repr__(self) -> str:
-        state = "connected" if self.connected else "not connected"
-        return "<%s %r python=%r %s>" % (type(self).__name__, self.host, self.python, state)
+        # The original's form (``Docker('py36')``), which code and doctests written for it may
+        # print or compare; the state is ``connected`` (and an SSH tunnel's ``destination``).
+        return "%s(%r)" % (type(self).__name__, self.host)
 
     def __or__(self, other):
         """A tunnel acts as a group of one: ``tun1 | tun2`` (or ``+``) is a Group."""
@@ -454,12 +458,6 @@ class SSHTunnel(BaseTunnel):
             except BaseException:
                 link.close()
                 raise
-
-    def __repr__(self) -> str:
-        dest = self.destination
-        state = "connected" if self.connected else "not connected"
-        via = " via %s" % ",".join(j.hostname for j in dest.jumps) if dest.jumps else ""
-        return "<SSHTunnel %r %s@%s:%d%s %s>" % (self.host, dest.user, dest.hostname, dest.port, via, state)
 
 
 #: The default tunnel type, as in the original chopsticks.
