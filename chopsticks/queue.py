@@ -141,6 +141,10 @@ class _Fifos(Stateless):
             while fifo:
                 op, result = fifo.popleft()
                 result._set(op.run(tunnel))
+        except Exception as exc:  # a callback's: the run ends with it, and starts nothing more
+            if self.queue._failure is None:
+                self.queue._failure = exc
+            raise
         finally:
             self.queue._finished(tunnel, fifo)
 
@@ -158,6 +162,7 @@ class Queue:
         self._ops: Dict[int, _Op] = {}
         self._wake: Optional[gevent.event.Event] = None
         self._timeout: Optional[float] = None
+        self._failure: Optional[BaseException] = None  # what a callback raised: the run ends with it
 
     # -- queueing -------------------------------------------------------------------------
 
@@ -256,6 +261,8 @@ class Queue:
         workers: List[gevent.Greenlet] = []
         try:
             while True:
+                if self._failure is not None:
+                    raise self._failure
                 for worker in [worker for worker in workers if worker.dead]:
                     worker.get()  # a callback's exception goes on from here
                     workers.remove(worker)
@@ -275,7 +282,7 @@ class Queue:
             for host in list(self._working):
                 tunnel, fifo = self._working[host]
                 self._finished(tunnel, fifo)
-            self._ops, self._busy, self._wake = {}, set(), None
+            self._ops, self._busy, self._wake, self._failure = {}, set(), None, None
 
     def _prepared(self, op: _Op) -> None:
         op.prepare(self._timeout)
