@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import gevent.subprocess
 
@@ -59,6 +59,21 @@ def default_engine() -> str:
     if docker is not None and (podman is None or _daemon_answers(docker)):
         return "docker"
     return "podman" if podman is not None else "docker"
+
+
+def remove_labelled(engine: str, label: str, host: str) -> None:
+    """Remove the containers ``engine`` knows with ``label`` (one tunnel's start), at once."""
+    def run(*argv: str) -> str:
+        return gevent.subprocess.run([engine, *argv], stdin=subprocess.DEVNULL, capture_output=True,
+                                     text=True, timeout=30).stdout
+    try:
+        ids = run("ps", "--all", "--quiet", "--filter", "label=" + label).split()
+        if ids:
+            # podman would first wait 10 s for a polite stop; docker's --force kills at once
+            wait = ["--time", "0"] if os.path.basename(engine) == "podman" else []
+            run("rm", "--force", *wait, *ids)
+    except (OSError, subprocess.TimeoutExpired) as exc:  # the tunnel is closed either way
+        logs.event("container_remove_failed", host=host, error=str(exc))
 
 
 class Docker(SubprocessTunnel):
@@ -116,24 +131,13 @@ class Docker(SubprocessTunnel):
         self._label = "chopsticks.start=%s" % uuid.uuid4().hex
         return super()._open_pipe(timeout, until)
 
-    def _after_kill(self) -> None:
+    def _after_kill(self) -> Optional[Callable[[], None]]:
         """Remove the container of this start, which a killed client may have left (found by
         its label: the name may belong to someone else's container). ``rm=False`` keeps it,
         and ``exec`` leaves a running container alone."""
         if self.container is not None or not self.rm:
-            return
-
-        def engine(*argv: str) -> str:
-            return gevent.subprocess.run([self.engine, *argv], stdin=subprocess.DEVNULL, capture_output=True,
-                                         text=True, timeout=30).stdout
-        try:
-            ids = engine("ps", "--all", "--quiet", "--filter", "label=" + self._label).split()
-            if ids:
-                # podman would first wait 10 s for a polite stop; docker's --force kills at once
-                wait = ["--time", "0"] if os.path.basename(self.engine) == "podman" else []
-                engine("rm", "--force", *wait, *ids)
-        except (OSError, subprocess.TimeoutExpired) as exc:  # the tunnel is closed either way
-            logs.event("container_remove_failed", host=self.host, error=str(exc))
+            return None
+        return functools.partial(remove_labelled, self.engine, self._label, self.host)
 
     def _explain_failed_start(self, status: Optional[int], stderr: List[str]) -> Optional[Explained]:
         lines = [line.lower() for line in stderr]
@@ -168,8 +172,3 @@ class Docker(SubprocessTunnel):
             return ContainerError, ("the container of %s exited at once (status 0) before the agent "
                                     "started: does its entrypoint run the command it is given?" % where)
         return super()._explain_failed_start(status, stderr)  # else the exit status and stderr say it best
-
-    def __repr__(self) -> str:
-        state = "connected" if self.connected else "not connected"
-        what = "container=%r" % self.container if self.container is not None else "image=%r" % self.image
-        return "<Docker %r %s engine=%r %s>" % (self.host, what, self.engine, state)

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from chopsticks.shards.driver import Driver
 
 Host = Union[str, BaseTunnel]
+# Tunnels a Group's repr shows; past this, how many more.
+REPR_TUNNELS = 20
 
 
 class Group:
@@ -153,9 +155,11 @@ class Group:
         return any(t.host == name for t in self.tunnels)
 
     def __repr__(self) -> str:
-        shown = ", ".join(t.host for t in self.tunnels[:5])
-        more = ", ... %d more" % (len(self.tunnels) - 5) if len(self.tunnels) > 5 else ""
-        return "Group([%s%s])" % (shown, more)
+        # The original's form, ``Group([Docker('py35'), Docker('py36')])``, in full up to
+        # REPR_TUNNELS tunnels: a fleet's repr in a log line or a traceback stays one line.
+        shown = ", ".join(repr(t) for t in self.tunnels[:REPR_TUNNELS])
+        more = ", ... %d more" % (len(self.tunnels) - REPR_TUNNELS) if len(self.tunnels) > REPR_TUNNELS else ""
+        return "%s([%s%s])" % (type(self).__name__, shown, more)
 
     # -- fan-out ------------------------------------------------------------------------------
 

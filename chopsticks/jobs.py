@@ -139,20 +139,29 @@ class Call(Stateless):
 
 @dataclasses.dataclass(frozen=True)
 class Calls(Stateless):
-    """Each host's own FIFO of prepared calls, run in order: a ``Queue``'s work as data, for
-    hosts in shards. A host's result is the list of its calls' values (a failed call's value
-    is an ErrorResult, and the host goes on with its next call)."""
+    """Each host's own FIFO of jobs (calls, puts, fetches, connects), run in order: a
+    ``Queue``'s work as data, for hosts in shards. Each job is started for its host alone. A
+    host's result is the list of its jobs' values (a failed one's value is an ErrorResult, and
+    the host goes on with its next)."""
 
-    fifos: Dict[str, Tuple[Call, ...]]
+    fifos: Dict[str, Tuple[Job, ...]]
 
     def run(self, tunnel: "BaseTunnel") -> Any:
-        values = []
-        for call in self.fifos[tunnel.host]:
-            try:
-                values.append(call.run(tunnel))
-            except ChopsticksError as exc:
-                values.append(ErrorResult.from_exception(exc))
-        return values
+        return [run_one(job, tunnel) for job in self.fifos[tunnel.host]]
+
+
+def run_one(job: Job, tunnel: "BaseTunnel") -> Any:
+    """``job`` on one tunnel, started for it alone: its value, or an ErrorResult."""
+    try:
+        started = job.start([tunnel.host])
+        try:
+            return started.run(tunnel)
+        finally:
+            started.close()
+    except ChopsticksError as exc:
+        return ErrorResult.from_exception(exc)
+    except Exception as exc:  # a local file that cannot be read or written, as a Group gives it
+        return ErrorResult.from_exception(exc)
 
 
 @dataclasses.dataclass(frozen=True)

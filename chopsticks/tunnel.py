@@ -11,12 +11,15 @@ runs it; a use from another thread raises ``WrongThread`` at once (it would wait
 import contextlib
 import os
 import shlex
+import signal
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+import weakref
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import gevent
 import gevent.lock
+from gevent._hub_local import get_hub_if_exists
 from gevent.hub import get_hub
 
 from chopsticks import bootstrap
@@ -24,6 +27,9 @@ from chopsticks.bootstrap import EXIT_OLD_PYTHON
 from chopsticks.connection import Connection, Explained
 from chopsticks.errors import (CallTimeout, ChopsticksError, ConnectError, ConnectTimeout, PythonNotFound,
                                WrongThread)
+# the original's homes of these: code written for it imports them from here
+from chopsticks.errors import RemoteException  # noqa: F401
+from chopsticks.results import ErrorResult  # noqa: F401
 from chopsticks.future import CallFuture
 from chopsticks.jobs import Call
 from chopsticks.modules import ImportService, shared_server
@@ -48,6 +54,40 @@ def _system_python() -> str:
 def sudo_argv(user: str, argv: List[str]) -> List[str]:
     """``argv`` run as ``user`` by sudo, which must not ask for a password."""
     return ["sudo", "-n", "-u", user, "--"] + argv
+
+
+def _weakly(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` of a tunnel, called while the tunnel lives (None after): what a connection
+    keeps of its tunnel, so that a tunnel dropped without ``close()`` can be collected."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> Any:
+        bound = ref()
+        return None if bound is None else bound(*args)
+    return call
+
+
+def _close_dropped(conn: Connection, owner: int) -> None:
+    """The finalizer of a connected tunnel deleted or collected without ``close()``: its agent
+    goes (and its process or container with it), as the original's ``__del__`` did.
+
+    It runs wherever the last reference went, perhaps in another thread, so it never blocks
+    and never raises, and it holds the connection only, never the tunnel. In the owner's
+    thread, the close runs later in a greenlet of that thread's hub; in another thread, whose
+    hub it must not touch, it only signals the local process (the podman or sudo in front of
+    the agent passes the signal on), and the connection ends in its own hub as if the agent
+    had died. At interpreter exit nothing is needed: the agents see their stdin end."""
+    try:
+        if conn.closed:
+            return
+        if threading.get_ident() == owner and get_hub_if_exists() is not None:
+            gevent.spawn(conn.close)
+        elif conn.pipe.pid is not None:
+            os.kill(conn.pipe.pid, signal.SIGTERM)
+        # else an SSH channel dropped in another thread: it ends with its session, at the
+        # owner's next close of that login or at exit (nothing thread-safe can end it here)
+    except Exception:  # noqa: S110 (a finalizer must not raise; the process is gone or going)
+        pass
 
 
 def explain_sudo(stderr: List[str]) -> Optional[Explained]:
@@ -92,6 +132,7 @@ class BaseTunnel:
         self._conn: Optional[Connection] = None
         self._thread: Optional[threading.Thread] = None  # whose hub runs self._conn
         self._connect_lock = gevent.lock.Semaphore()
+        self._finalizer: Optional[weakref.finalize] = None  # closes the agent if the tunnel is dropped
 
     # -- the options, read-only ------------------------------------------------------------
 
@@ -171,9 +212,17 @@ class BaseTunnel:
                     raise ConnectTimeout("[%s] the agent was not started: its %ss had passed" % (self.host, timeout))
                 self._conn = self._start(until, timeout)
                 self._thread = threading.current_thread()
+                self._watch_for_drop(self._conn)
         finally:
             self._connect_lock.release()
         return self
+
+    def _watch_for_drop(self, conn: Connection) -> None:
+        """Close ``conn``'s agent if this tunnel is deleted or collected unclosed (``_close_dropped``)."""
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        self._finalizer = weakref.finalize(self, _close_dropped, conn, threading.get_ident())
+        self._finalizer.atexit = False  # at exit the agents see their stdin end
 
     def _start(self, until: Optional[float], timeout: Optional[float]) -> Connection:
         """A started agent's connection, by ``until`` if given (``timeout`` from the
@@ -188,7 +237,8 @@ class BaseTunnel:
             raise PythonNotFound("[%s] cannot start %s: %s" % (self.host, self.python, exc)) from exc
         except OSError as exc:
             raise ConnectError("[%s] cannot start the agent: %s" % (self.host, exc)) from exc
-        conn = Connection(self.host, pipe, self.modules, options.max_result, explain=self._explain_failed_start)
+        conn = Connection(self.host, pipe, self.modules, options.max_result,
+                          explain=_weakly(self._explain_failed_start))
         remaining, stated = options.connect_timeout - (time.monotonic() - started), options.connect_timeout
         if until is not None and until - time.monotonic() < remaining:
             remaining, stated = until - time.monotonic(), timeout or 0.0
@@ -206,6 +256,9 @@ class BaseTunnel:
         self._check_thread()
         with self._connect_lock:  # a connect in progress finishes first, then is closed
             conn, self._conn = self._conn, None
+            if self._finalizer is not None:
+                self._finalizer.detach()
+                self._finalizer = None
         if conn is not None:
             conn.close()
 
@@ -216,8 +269,9 @@ class BaseTunnel:
         self.close()
 
     def __repr__(self) -> str:
-        state = "connected" if self.connected else "not connected"
-        return "<%s %r python=%r %s>" % (type(self).__name__, self.host, self.python, state)
+        # The original's form (``Docker('py36')``), which code and doctests written for it may
+        # print or compare; the state is ``connected`` (and an SSH tunnel's ``destination``).
+        return "%s(%r)" % (type(self).__name__, self.host)
 
     def __or__(self, other):
         """A tunnel acts as a group of one: ``tun1 | tun2`` (or ``+``) is a Group."""
@@ -327,8 +381,11 @@ class SubprocessTunnel(BaseTunnel):
         """The command that starts the agent: by default the remote ``python`` itself."""
         return bootstrap.python_argv(self.python)
 
-    def _after_kill(self) -> None:
-        """Clean up after the command had to be killed (a container tunnel removes its container)."""
+    def _after_kill(self) -> Optional[Callable[[], None]]:
+        """What cleans up after the command had to be killed (a container tunnel removes its
+        container), or None: a callable of plain values, never holding the tunnel, since the
+        pipe outlives a tunnel dropped without ``close()``."""
+        return None
 
     def _open_pipe(self, timeout: float, until: Optional[float] = None) -> Tuple[Pipe, float]:
         # nothing to wait for: a spawn is bounded by the system, then the handshake by until
@@ -338,7 +395,7 @@ class SubprocessTunnel(BaseTunnel):
                               "it from the main thread" % (self.host, threading.current_thread().name))
         argv = self.cmd_args()
         try:
-            return ProcessPipe(argv, after_kill=self._after_kill), time.monotonic()
+            return ProcessPipe(argv, after_kill=self._after_kill()), time.monotonic()
         except FileNotFoundError:
             if argv[0] == self.python:
                 raise  # connect reports the missing interpreter
@@ -454,12 +511,6 @@ class SSHTunnel(BaseTunnel):
             except BaseException:
                 link.close()
                 raise
-
-    def __repr__(self) -> str:
-        dest = self.destination
-        state = "connected" if self.connected else "not connected"
-        via = " via %s" % ",".join(j.hostname for j in dest.jumps) if dest.jumps else ""
-        return "<SSHTunnel %r %s@%s:%d%s %s>" % (self.host, dest.user, dest.hostname, dest.port, via, state)
 
 
 #: The default tunnel type, as in the original chopsticks.

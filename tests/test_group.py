@@ -76,7 +76,7 @@ def test_set_operations_and_filter(no_leaks):
     assert [t.host for t in (a | c)] == ["a", "c"]
     assert [t.host for t in (ab | bc).select(lambda t: t.host != "b")] == ["a", "c"]
     assert "a" in ab and c not in ab and len(ab | bc) == 3
-    assert repr(ab) == "Group([a, b])"
+    assert repr(ab) == "Group([Local('a'), Local('b')])"
 
 
 def test_filter_runs_the_predicate_on_each_host_as_the_original_did(tmp_path, no_leaks):

@@ -339,7 +339,7 @@ def preloads_for(job: Job, servers: Dict[Tuple[str, ...], Any]) -> Dict[Tuple[st
     the driver's import services (``{serve: ModuleServer}``): shipped with the job so no shard
     asks for them."""
     if isinstance(job, Calls):
-        calls = [call for fifo in job.fifos.values() for call in fifo]
+        calls = [call for fifo in job.fifos.values() for call in fifo if isinstance(call, Call)]
     elif isinstance(job, Call):
         calls = [job]
     else:

@@ -40,7 +40,7 @@ import structlog
 
 from chopsticks import logs
 from chopsticks.errors import CallTimeout, ClusterError, ShardLost, WrongThread
-from chopsticks.jobs import Fetch, Job, Put, deadline_end, seconds_left
+from chopsticks.jobs import Calls, Fetch, Job, Put, deadline_end, seconds_left
 from chopsticks.modules import ModuleServer, shared_server
 from chopsticks.results import ErrorResult
 from chopsticks.shards.core import Event, HostSpec, RunOrder, ShardSpec, preload_of, preloads_for
@@ -93,6 +93,9 @@ def portable(job: Job, hosts: Sequence[str], local_files: bool) -> Job:
     path is started (and closed) here first, so that a file that cannot be read raises here, as
     without shards. Shards that do not see this machine's files (``local_files`` False: Ray
     actors on other nodes) take no Put from a path and no Fetch: ClusterError."""
+    if isinstance(job, Calls):  # a queue's FIFOs: each job in them as it would cross alone
+        return Calls({host: tuple(portable(one, [host], local_files) for one in fifo)
+                      for host, fifo in job.fifos.items()})
     from_path = isinstance(job, Put) and isinstance(job.local_path, (str, os.PathLike))
     if not local_files and (from_path or isinstance(job, Fetch)):
         raise ClusterError("put and fetch on a group with cluster= would read and write the files of each Ray "
