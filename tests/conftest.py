@@ -10,6 +10,7 @@ import textwrap
 
 import gevent
 import pytest
+import structlog
 
 from chopsticks.tunnel import Local
 
@@ -19,6 +20,16 @@ def _warm_hub():
     """Create gevent's hub and child watcher once, so their fds are not counted as leaks."""
     with Local("warm-up") as tunnel:
         tunnel.call(os.getpid)
+
+
+@pytest.fixture(autouse=True)
+def _structlog_as_found():
+    """A test that configured structlog (``structlog.testing.capture_logs`` does, and leaves it
+    configured) leaves it unconfigured again: the library's output depends on it."""
+    configured = structlog.is_configured()
+    yield
+    if not configured and structlog.is_configured():
+        structlog.reset_defaults()
 
 
 def _open_fds():
