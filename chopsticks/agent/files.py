@@ -201,18 +201,25 @@ def _lexists(name, dir_fd):
     return True
 
 
+def _writer_for(agent, path, make_dirs):
+    """The AtomicFile of a put to ``path`` (None: a new temporary file), its temporary file
+    noted for the agent to remove if it must exit first."""
+    if path is None:
+        writer = AtomicFile(open_dir(tempfile.gettempdir()), None, tempfile.gettempdir())
+    else:
+        dest = destination(path, make_dirs)
+        writer = AtomicFile(open_dir(os.path.dirname(dest)), os.path.basename(dest), dest)
+    agent.temp_files.add(writer.temp_path)
+    return writer
+
+
 def receive(sid, path=None, mode=0o644, mtime_ns=None, make_dirs=False):
     """Write stream ``sid`` to ``path`` (None: a new temporary file); return what was written."""
     agent = _agent()
     stream = agent.open_stream(sid)
     writer = None
     try:
-        if path is None:
-            writer = AtomicFile(open_dir(tempfile.gettempdir()), None, tempfile.gettempdir())
-        else:
-            dest = destination(path, make_dirs)
-            writer = AtomicFile(open_dir(os.path.dirname(dest)), os.path.basename(dest), dest)
-        agent.temp_files.add(writer.temp_path)
+        writer = _writer_for(agent, path, make_dirs)
         tally = Tally()
         for chunk in stream.chunks_until_end():
             writer.write(chunk)
@@ -247,12 +254,7 @@ def open_part(path, size, make_dirs=False):
     """The temporary file of a put over byte ranges, ``size`` bytes reserved (a disk too full
     for them fails here, before a byte is sent); its token, path, device and inode."""
     agent = _agent()
-    if path is None:
-        writer = AtomicFile(open_dir(tempfile.gettempdir()), None, tempfile.gettempdir())
-    else:
-        dest = destination(path, make_dirs)
-        writer = AtomicFile(open_dir(os.path.dirname(dest)), os.path.basename(dest), dest)
-    agent.temp_files.add(writer.temp_path)
+    writer = _writer_for(agent, path, make_dirs)
     try:
         _reserve(writer, size)
         st = os.fstat(writer.fd)
