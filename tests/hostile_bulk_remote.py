@@ -15,12 +15,13 @@ ARGS...``. What it plays depends on CODE:
 Standard library only; never imported by the controller.
 """
 
-import builtins
 import json
 import os
 import sys
 import time
 import zlib
+
+from crafted_agent import run_agent
 
 with open(sys.argv[1]) as f:
     script = json.load(f)
@@ -91,26 +92,6 @@ def craft(module):
         module.finish_part = finish_part
 
 
-def hook(importer_class):
-    """Craft chopsticks.agent.files as soon as the real importer has executed it."""
-    real_exec_module = importer_class.exec_module
-
-    def exec_module(self, module):
-        real_exec_module(self, module)
-        if module.__name__ == "chopsticks.agent.files":
-            craft(module)
-
-    importer_class.exec_module = exec_module
-
-
-def bundle_exec(code, namespace):
-    """Stage 1's exec: the bundle's program gets the hook run just before the agent boots."""
-    if "payload" in namespace:
-        body, _, _ = namespace["payload"]["boot"].rpartition("boot(payload)")
-        code = compile(body + "\n_hostile_bulk_hook(Importer)\nboot(payload)\n", "<chopsticks-bundle>", "exec")
-    exec(code, namespace)
-
-
 if "def main(path, dev, ino, offset, length)" in code:
     path, dev, ino, offset, length = args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4])
     if "writer" in script and script.get("at", offset) == offset:
@@ -119,5 +100,4 @@ if "def main(path, dev, ino, offset, length)" in code:
         sys.argv = ["-c"] + args
         exec(compile(code, "<range-writer>", "exec"), {"__name__": "__main__"})
 else:
-    builtins._hostile_bulk_hook = hook  # the bundle runs in globals of its own
-    exec(code, {"__name__": "__main__", "exec": bundle_exec})
+    run_agent(code, craft)

@@ -13,9 +13,10 @@ the script says:
 Everything else is the real agent. Standard library only; never imported by the controller.
 """
 
-import builtins
 import json
 import sys
+
+from crafted_agent import run_agent
 
 with open(sys.argv[1]) as f:
     script = json.load(f)
@@ -37,25 +38,4 @@ def craft(module):
         module.same_file = lambda *args: script["same_file"]
 
 
-def hook(importer_class):
-    """Craft chopsticks.agent.files as soon as the real importer has executed it."""
-    real_exec_module = importer_class.exec_module
-
-    def exec_module(self, module):
-        real_exec_module(self, module)
-        if module.__name__ == "chopsticks.agent.files":
-            craft(module)
-
-    importer_class.exec_module = exec_module
-
-
-def bundle_exec(code, namespace):
-    """Stage 1's exec: the bundle's program gets the hook run just before the agent boots."""
-    if "payload" in namespace:
-        body, _, _ = namespace["payload"]["boot"].rpartition("boot(payload)")
-        code = compile(body + "\n_hostile_files_hook(Importer)\nboot(payload)\n", "<chopsticks-bundle>", "exec")
-    exec(code, namespace)
-
-
-builtins._hostile_files_hook = hook  # the bundle runs in globals of its own
-exec(sys.argv[sys.argv.index("-c") + 1], {"__name__": "__main__", "exec": bundle_exec})
+run_agent(sys.argv[sys.argv.index("-c") + 1], craft)
