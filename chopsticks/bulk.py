@@ -30,8 +30,9 @@ temporary file is removed.
 """
 
 import os
+import weakref
 import zlib
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import gevent
 import gevent.event
@@ -47,8 +48,10 @@ from chopsticks.sources import Source
 from chopsticks.transports.libssh import BulkSession, Login
 
 MIB = 1 << 20
-# The most sessions one put may open to one host, and the smallest range worth a session.
-MAX_SESSIONS = 16
+# The most sessions one put may open to one host (they log in at once, and sshd's default
+# MaxStartups 10:30:100 starts dropping unauthenticated connections past 10), and the
+# smallest range worth a session.
+MAX_SESSIONS = 8
 MIN_RANGE = 4 * MIB
 # ``sessions=None``: files from AUTO_MIN bytes go over one session, from AUTO_TWO over two.
 AUTO_MIN = 8 * MIB
@@ -68,14 +71,16 @@ _start_thread = get_original("_thread", "start_new_thread")  # an OS thread even
 # waits for its turn (its timeout counts the wait). Many at once hide each put's round trips
 # and logins: to 50 loopback hosts, 8 at a time took 7.0 s where 50 took 4.1.
 BULK_PUTS = 64
-_turns: Optional[gevent.lock.BoundedSemaphore] = None
+_turns: "weakref.WeakKeyDictionary[Any, gevent.lock.BoundedSemaphore]" = weakref.WeakKeyDictionary()
 
 
 def _turn() -> gevent.lock.BoundedSemaphore:
-    global _turns
-    if _turns is None:
-        _turns = gevent.lock.BoundedSemaphore(BULK_PUTS)
-    return _turns
+    """The turns of the calling thread's hub (a gevent lock belongs to one hub)."""
+    hub = gevent.get_hub()
+    turns = _turns.get(hub)
+    if turns is None:
+        turns = _turns[hub] = gevent.lock.BoundedSemaphore(BULK_PUTS)
+    return turns
 
 
 def check_sessions(sessions: Any) -> None:
@@ -154,6 +159,7 @@ def _send_range(rng: _Range, login: Login, command: str, fd: int, done: Callable
             stderr = _quietly(session.read_error) if not said else ""
             raise TransferError("the host's range writer did not start: %s" % _said(said or stderr))
         session.started()
+        done((rng, 0, None))  # logged in, its writer ready
         crc = 0
         end = rng.offset + rng.length
         offset = rng.offset
@@ -202,17 +208,19 @@ def send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: O
 
 def _send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: Optional[str], mode: int,
                  make_dirs: bool, progress: Optional[Callable[[int], None]]) -> Optional[Dict[str, Any]]:
-    part = _part(tunnel, tunnel.call(remote_files.open_part, remote_path, source.size, make_dirs))
-    committed = False
+    token = os.urandom(8).hex()  # ours: the file can be dropped even if open_part's answer is lost
     parts = [_Range(offset, length) for offset, length in ranges(source.size, count)]
     pending = set(parts)
+    started: Set[_Range] = set()
     failures: List[Tuple[_Range, BaseException]] = []
     sent = [0]
     wake = gevent.event.Event()
 
     def take(item) -> None:  # in the hub
         rng, n, error = item
-        if n is not None:
+        if n == 0:
+            started.add(rng)
+        elif n is not None:
             sent[0] += n
             rng.sent += n
         else:
@@ -223,7 +231,9 @@ def _send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: 
 
     inbox = Inbox(take)
     digesting: Optional[gevent.Greenlet] = None
+    committed = False
     try:
+        part = _part(tunnel, token, tunnel.call(remote_files.open_part, token, remote_path, source.size, make_dirs))
         for rng in parts:
             command = tunnel.python_command(remote_files.RANGE_WRITER, [
                 part["temp_path"], str(part["dev"]), str(part["ino"]), str(rng.offset), str(rng.length)])
@@ -239,10 +249,11 @@ def _send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: 
         while pending and not failures:
             wake.wait()
             wake.clear()
-            if progress is not None and sent[0] > reported:
+            # counted only once every session has started: until then the put may still go
+            # over the tunnel's stream instead, and count every byte there
+            if progress is not None and sent[0] > reported and len(started) == len(parts):
                 progress(sent[0] - reported)
                 reported = sent[0]
-        digesting.get()
         if failures:
             if all(isinstance(error, _LoginFailed) for _, error in failures):
                 logs.warning("bulk_unavailable", host=tunnel.host, reason=str(failures[0][1]))
@@ -250,35 +261,39 @@ def _send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: 
             rng, error = next(f for f in failures if not isinstance(f[1], _LoginFailed))
             raise TransferError("[%s] the session sending %s of %s failed: %s; the remote file was left as it was"
                                 % (tunnel.host, rng, source.label, error)) from error
+        digesting.get()
         changed = source.change()
         if changed is not None:
             raise TransferError("[%s] %s; the remote file was left as it was" % (tunnel.host, changed))
-        account = tunnel.call(remote_files.finish_part, part["token"], source.size, mode, source.mtime_ns)
+        account = tunnel.call(remote_files.finish_part, token, source.size, mode, source.mtime_ns)
         committed = True
     finally:
-        for rng in pending:
-            rng.abort()
-        with gevent.Timeout(ABORT_WAIT, False):  # their sockets are shut: they end at once
-            while pending:
-                wake.wait()
-                wake.clear()
-        inbox.stop()
-        if digesting is not None:
-            digesting.kill()
-        if not committed:
-            _drop(tunnel, part["token"])
+        try:
+            if digesting is not None:
+                digesting.kill(block=False)
+            for rng in pending:
+                rng.abort()
+            with gevent.Timeout(ABORT_WAIT, False):  # their sockets are shut: they end at once
+                while pending:
+                    wake.wait()
+                    wake.clear()
+        finally:  # even if interrupted while it waited
+            inbox.close()
+            if not committed:
+                _drop(tunnel, token)
     account = checked_account(tunnel.host, account, {"remote_path": str, "size": int, "created": bool})
     if account["size"] != source.size:
         raise TransferError("[%s] the host's account of the file is malformed: %s" % (tunnel.host, repr(account)[:200]))
+    # the SHA-256 is the controller's own, of what it read: each range was checked by its CRC-32
     account.update(sha256=source.sha256, sessions=len(parts))
     return account
 
 
-def _part(tunnel, value: Any) -> Dict[str, Any]:
+def _part(tunnel, token: str, value: Any) -> Dict[str, Any]:
     """``open_part``'s answer, checked: it names what the writers will open on the host."""
     part = checked_account(tunnel.host, value, {"token": str, "temp_path": str, "dev": int, "ino": int})
     if not (0 < len(part["temp_path"]) <= 4096 and "\0" not in part["temp_path"]
-            and 0 < len(part["token"]) <= 64 and 0 <= part["dev"] < 1 << 64 and 0 <= part["ino"] < 1 << 64):
+            and part["token"] == token and 0 <= part["dev"] < 1 << 64 and 0 <= part["ino"] < 1 << 64):
         raise TransferError("[%s] the host's temporary file for the put is malformed: %s"
                             % (tunnel.host, repr(value)[:200]))
     return part

@@ -41,6 +41,7 @@ from chopsticks.transports.libssh2 import Deadline
 from chopsticks.transports.process import ProcessPipe
 from chopsticks.transports.ssh import HandshakeSlots, SSHLink, default_slots
 from chopsticks.transports.ssh_jump import default_bastions
+from chopsticks.transports.ssh_pipe import SSHPipe
 from chopsticks.transports.ssh_options import SSHOptions, resolve
 
 # Exit statuses of a shell that could not run the interpreter.
@@ -485,8 +486,7 @@ class SSHTunnel(BaseTunnel):
     def bulk_login(self) -> Optional[Login]:
         """How an extra session logs in as this tunnel did (``chopsticks.bulk``), or None."""
         pipe = self._conn.pipe if self._conn is not None else None
-        link = getattr(pipe, "link", None)
-        return Login.of(link) if link is not None else None
+        return Login.of(pipe.link) if isinstance(pipe, SSHPipe) else None
 
     def _explain_failed_start(self, status: Optional[int], stderr: List[str]) -> Optional[Explained]:
         return (self.sudo and explain_sudo(stderr)) or super()._explain_failed_start(status, stderr)

@@ -77,7 +77,11 @@ def hostile_writer(how, path, offset, length):
 
 def craft(module):
     if "open_part" in script:
-        module.open_part = lambda *a, **k: script["open_part"]
+        def open_part(token, *a, **k):  # "TOKEN" in the script stands for the controller's
+            lie = script["open_part"]
+            return dict(lie, token=token) if isinstance(lie, dict) and lie.get("token") == "TOKEN" else lie
+
+        module.open_part = open_part
     if "finish_part" in script:
         real_finish = module.finish_part
 

@@ -188,14 +188,14 @@ def test_session_count_follows_size_and_caps_at_one_range_per_4_mib():
         0, 0, 0, 1, 1, 2]
     assert [bulk.session_count(size, 4) for size in (0, 1, 4 * MIB - 1, 4 * MIB, 12 * MIB - 1, 16 * MIB, 1 << 40)] == [
         0, 0, 0, 1, 2, 4, 4]
-    assert bulk.session_count(1 << 30, 0) == 0 and bulk.session_count(1 << 30, 16) == 16
+    assert bulk.session_count(1 << 30, 0) == 0 and bulk.session_count(1 << 30, 8) == 8
     assert bulk.ranges(24 * MIB + 12345, 4) == [(0, 7 * MIB), (7 * MIB, 7 * MIB), (14 * MIB, 7 * MIB),
                                                  (21 * MIB, 3 * MIB + 12345)]
-    assert len(bulk.ranges(100 * MIB + 7, 16)) == 15  # whole-MiB steps: a put then says sessions=15
+    assert len(bulk.ranges(30 * MIB + 7, 8)) == 8 and len(bulk.ranges(27 * MIB, 8)) == 7  # whole-MiB steps: sessions=7
 
 
 @pytest.mark.parametrize("size", [1, 4 * MIB - 1, 4 * MIB, 5 * MIB + 1, 24 * MIB + 12345, 64 * MIB, 100 * MIB + 7])
-@pytest.mark.parametrize("parts", [1, 2, 3, 4, 16])
+@pytest.mark.parametrize("parts", [1, 2, 3, 4, 8])
 def test_ranges_cover_the_file_contiguously_in_whole_mib(size, parts):
     """Ranges are contiguous from 0 to size, at most ``parts`` of them, none empty, all but the last of one step:
     the smallest whole MiB that covers the file in ``parts`` (so 100 MiB + 7 in 16 parts is 15 ranges of 7 MiB)."""
@@ -213,8 +213,8 @@ def test_ranges_cover_the_file_contiguously_in_whole_mib(size, parts):
     (True, TypeError, "whole number or None, not True"),
     (1.5, TypeError, "whole number or None, not 1.5"),
     ("2", TypeError, "whole number or None, not '2'"),
-    (-1, ValueError, "from 0 to 16, not -1"),
-    (17, ValueError, "from 0 to 16, not 17"),
+    (-1, ValueError, "from 0 to 8, not -1"),
+    (9, ValueError, "from 0 to 8, not 9"),
 ])
 def test_bad_sessions_are_refused_before_any_host_is_contacted(fleet, ssh_options, tmp_path, value, error, message):
     """check_sessions, SSHTunnel.put and Group.put refuse a bad value with a clear error; nothing connects."""
@@ -240,7 +240,7 @@ def test_cli_bad_sessions_is_one_line_and_exit_2(fleet, tmp_path, value):
     assert result.returncode == 2 and result.stdout == "", result
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert lines[0] == "python -m chopsticks.fanout: error: --sessions: put's sessions must be from 0 to 16, not %s" % (
+    assert lines[0] == "python -m chopsticks.fanout: error: --sessions: put's sessions must be from 0 to 8, not %s" % (
         value)
     assert not (tmp_path / "dst").exists()
 
@@ -643,14 +643,15 @@ def test_a_writer_slow_past_the_connect_timeout_once_started_is_waited_for(hosti
 
 @pytest.mark.parametrize("answer, message", [
     (["not", "a", "dict"], "the host's account of the transfer is malformed"),
-    ({"token": "t", "temp_path": "/tmp/x", "dev": "1", "ino": 1}, "the host's account of the transfer is malformed"),
-    ({"token": "t", "temp_path": "/tmp/x", "dev": True, "ino": 1}, "the host's account of the transfer is malformed"),
-    ({"token": "t", "temp_path": "/tmp/x\0y", "dev": 1, "ino": 1}, "temporary file for the put is malformed"),
+    ({"token": "TOKEN", "temp_path": "/tmp/x", "dev": "1", "ino": 1}, "the host's account of the transfer is malformed"),
+    ({"token": "TOKEN", "temp_path": "/tmp/x", "dev": True, "ino": 1}, "the host's account of the transfer is malformed"),
+    ({"token": "TOKEN", "temp_path": "/tmp/x\0y", "dev": 1, "ino": 1}, "temporary file for the put is malformed"),
     ({"token": "t" * 65, "temp_path": "/tmp/x", "dev": 1, "ino": 1}, "temporary file for the put is malformed"),
-    ({"token": "t", "temp_path": "", "dev": 1, "ino": 1}, "temporary file for the put is malformed"),
-    ({"token": "t", "temp_path": "/tmp/x", "dev": -1, "ino": 1}, "temporary file for the put is malformed"),
-    ({"token": "t", "temp_path": "/tmp/x", "dev": 1, "ino": 1 << 64}, "temporary file for the put is malformed"),
-    ({"token": "t", "temp_path": "/nonexistent/x", "dev": 1, "ino": 1},
+    ({"token": "TOKEN", "temp_path": "", "dev": 1, "ino": 1}, "temporary file for the put is malformed"),
+    ({"token": "TOKEN", "temp_path": "/tmp/x", "dev": -1, "ino": 1}, "temporary file for the put is malformed"),
+    ({"token": "TOKEN", "temp_path": "/tmp/x", "dev": 1, "ino": 1 << 64}, "temporary file for the put is malformed"),
+    ({"token": "another", "temp_path": "/tmp/x", "dev": 1, "ino": 1}, "temporary file for the put is malformed"),
+    ({"token": "TOKEN", "temp_path": "/nonexistent/x", "dev": 1, "ino": 1},
      "did not start: 'E cannot open the temporary file: No such file or directory'"),
 ])
 def test_a_lying_open_part_is_refused(hostile, tmp_path, old_dest, answer, message):

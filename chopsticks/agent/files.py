@@ -250,9 +250,12 @@ def receive(sid, path=None, mode=0o644, mtime_ns=None, make_dirs=False):
 _parts = {}  # token -> the AtomicFile of a put over byte ranges, until finished or dropped
 
 
-def open_part(path, size, make_dirs=False):
-    """The temporary file of a put over byte ranges, ``size`` bytes reserved (a disk too full
-    for them fails here, before a byte is sent); its token, path, device and inode."""
+def open_part(token, path, size, make_dirs=False):
+    """The temporary file of a put over byte ranges, known as ``token`` (the controller's, so
+    that it can drop the file even if this answer never reaches it), ``size`` bytes reserved
+    (a disk too full for them fails here, before a byte is sent); its path, device and inode."""
+    if not isinstance(token, str) or token in _parts:
+        raise ValueError("a put over byte ranges needs a token of its own, not %r" % (token,))
     agent = _agent()
     writer = _writer_for(agent, path, make_dirs)
     try:
@@ -262,7 +265,6 @@ def open_part(path, size, make_dirs=False):
         writer.discard()
         agent.temp_files.discard(writer.temp_path)
         raise
-    token = os.urandom(8).hex()
     _parts[token] = writer
     return {"token": token, "temp_path": writer.temp_path, "dev": st.st_dev, "ino": st.st_ino}
 

@@ -30,11 +30,18 @@ class Inbox:
         self._items: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._wake = gevent.get_hub().loop.async_()
         self._wake.start(self._drain)
+        self._closed = False
 
     def put(self, item: Any) -> None:
-        """From any thread."""
+        """From any thread; nothing once closed."""
+        if self._closed:
+            return
         self._items.put(item)
-        self._wake.send()
+        try:
+            self._wake.send()
+        except Exception:  # closed meanwhile, from the hub
+            if not self._closed:
+                raise
 
     def _drain(self) -> None:  # in the hub
         while True:
@@ -47,6 +54,12 @@ class Inbox:
     def stop(self) -> None:
         """In the hub: take nothing more, and let the loop end without it."""
         self._wake.stop()
+
+    def close(self) -> None:
+        """In the hub: take nothing more, ever; what threads still running put is dropped."""
+        self._closed = True
+        self._wake.stop()
+        self._wake.close()
 
 
 class HubThread:

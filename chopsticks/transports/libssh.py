@@ -13,7 +13,8 @@ tunnel's authenticated ``SSHLink``:
 - the host key it verified, which is the only key this session accepts, byte for byte,
   whatever known_hosts says by now (so the host key policy, known_hosts files and
   ``@revoked`` lines are the tunnel's, checked once by ``ssh_auth``);
-- the credential it logged in with (the key file, the agent, or the password) and nothing else.
+- the credential it logged in with: the key file or the password, or the agent (whose keys
+  libssh offers in turn, as the tunnel did).
 
 Hosts behind jump hosts get no bulk session (``Login.of`` is None): their bytes would cross
 the jump host's libssh2 session anyway. Nor does anything when ``ssh-python`` is missing.
@@ -25,7 +26,10 @@ import socket
 import struct
 from typing import Any, Optional, Tuple
 
+from gevent.monkey import get_original
+
 from chopsticks.errors import AuthenticationFailed, ConnectError, HostKeyChanged
+from chopsticks.logs import visible
 from chopsticks.transports.ssh_auth import Credential
 
 try:
@@ -39,6 +43,7 @@ except ImportError:  # pragma: no cover - ssh-python is in requirements.txt
 
 # aes128-gcm first, as the tunnels' libssh2 sessions (``ssh.CIPHERS``); libssh has no aes192.
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,aes128-ctr,aes256-ctr,chacha20-poly1305@openssh.com"
+_socket = get_original("socket", "socket")
 # What a bulk command says before its stdin is read, and at most how long a line it may say.
 MAX_LINE = 512
 # libssh's TIMEOUT once a command has started, seconds: a week (0 would be its default, 10 s).
@@ -99,7 +104,9 @@ class BulkSession:
         self.session: Any = None
         self.channel: Any = None
         self._said = b""
-        self.sock = socket.socket(login.family, socket.SOCK_STREAM)
+        # the real socket even where gevent monkey-patched the module: libssh blocks on it, in
+        # a thread of its own, and a gevent socket would give that thread a hub
+        self.sock = _socket(login.family, socket.SOCK_STREAM)
         self.control: Optional[socket.socket] = None  # the same socket, for abort (libssh owns the other fd)
 
     def open(self) -> None:
@@ -237,5 +244,6 @@ def _timeout(login: Login) -> int:
 
 
 def _describe(exc: BaseException) -> str:
+    """libssh's error, which may carry what the server chose to say: bounded, and shown safe."""
     text = " ".join(str(arg) for arg in exc.args if arg not in (None, ""))
-    return "%s%s" % (type(exc).__name__, ": " + text if text else "")
+    return visible("%s%s" % (type(exc).__name__, ": " + text[:300] if text else ""))
