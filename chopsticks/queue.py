@@ -4,7 +4,7 @@
 ``queue.fetch(target, remote_path, ...)`` and ``queue.connect(target)`` append to the FIFO of
 each host of ``target`` (a tunnel or a Group) and return an ``AsyncResult``; ``queue.run()``
 makes each queued operation's job once (a call pickled as its arguments are then, a put's
-file opened once for all its hosts) and works every host's FIFO at once, in order, so fast
+file opened once for all its hosts; in a sharded Group's shards, once per host) and works every host's FIFO at once, in order, so fast
 hosts never wait for slow ones, through the same fan-out engine and jobs as ``Group``
 (``jobs.fan_out``, ``Call``/``Put``/``Fetch``/``Connect``), bounded by the number of FIFOs
 only. A failed operation's value is an ErrorResult and the host goes on with its next.
@@ -335,9 +335,16 @@ class Queue:
         fifos = {tunnel.host: list(fifo) for tunnel, fifo in hosts}
         for _, fifo in hosts:
             fifo.clear()
-        job = Calls({host: tuple(op.job for op, _ in entries if op.job is not None) for host, entries in fifos.items()})
-        for host, values in driver.iter_job(job, list(fifos)):
-            tunnel = next(t for t, _ in hosts if t.host == host)
-            for index, (_, result) in enumerate(fifos[host]):
-                result._set(values if isinstance(values, ErrorResult) else values[index])
-            self._finished(tunnel, collections.deque())
+        job = Calls({host: tuple(op.prepare(self._timeout) for op, _ in entries) for host, entries in fifos.items()})
+        left = {tunnel.host: tunnel for tunnel, _ in hosts}
+        try:
+            for host, values in driver.iter_job(job, list(fifos)):
+                for index, (_, result) in enumerate(fifos[host]):
+                    result._set(values if isinstance(values, ErrorResult) else values[index])
+                self._finished(left.pop(host), collections.deque())
+        except Exception as exc:  # the job could not go to the shards at all (a put with cluster=, a file gone)
+            failure = ErrorResult.from_exception(exc)
+            for host, tunnel in left.items():  # as a value for each operation, as without shards
+                for _, result in fifos[host]:
+                    result._set(failure)
+                self._finished(tunnel, collections.deque())

@@ -98,24 +98,45 @@ def test_a_failed_put_or_fetch_is_a_value_and_the_host_goes_on(pair, tmp_path):
 
 
 def test_queue_put_and_fetch_over_ssh(fleet, ssh_options, tmp_path, no_leaks):
-    """Over SSH hosts of the loopback fleet: a queued put to two hosts and a fetch back, with
-    each host's path from {host}."""
+    """Over SSH hosts of the loopback fleet: a queued put to two hosts, each to its own path
+    from {host}, and a queued fetch from each into its own local path. (The fleet's hosts
+    share one filesystem: each fetches a file that is there before the run, as a host's
+    FIFO orders only its own operations.)"""
     group = Group(fleet.hosts[:2], options=ssh_options)
     try:
         source = tmp_path / "payload.bin"
         source.write_bytes(os.urandom(100000))
         queue = Queue()
-        put = queue.put(group, str(source), "/tmp/chopsticks-q16-{host}.bin")
-        fetched = queue.fetch(group, "/tmp/chopsticks-q16-{host}.bin".replace("{host}", fleet.hosts[0]),
-                              str(tmp_path / "{host}.bin"))
+        put = queue.put(group, str(source), str(tmp_path / "put-{host}.bin"))
+        fetched = queue.fetch(group, str(source), str(tmp_path / "{host}.bin"))
         queue.run(timeout=30)
         put.value.raise_failures()
         fetched.value.raise_failures()
         for host in fleet.hosts[:2]:
+            assert (tmp_path / ("put-%s.bin" % host)).read_bytes() == source.read_bytes()
             assert (tmp_path / (host + ".bin")).read_bytes() == source.read_bytes()
     finally:
-        group.call(os.unlink, "/tmp/chopsticks-q16-%s.bin" % fleet.hosts[0])
-        group.call(os.unlink, "/tmp/chopsticks-q16-%s.bin" % fleet.hosts[1])
+        group.close()
+
+
+def test_a_queued_job_that_cannot_go_to_the_shards_is_each_operations_failure(fleet, ssh_options, tmp_path,
+                                                                              no_leaks):
+    """A sharded Group whose queued put's file went before run(): every operation queued on
+    its hosts gets the failure as its value (none is lost, no AsyncResult left unset), and
+    run() returns."""
+    group = Group(fleet.hosts[:2], options=ssh_options, workers=2)
+    try:
+        source = tmp_path / "gone.bin"
+        source.write_bytes(b"x")
+        queue = Queue()
+        put = queue.put(group, str(source), str(tmp_path / "put-{host}.bin"))
+        called = queue.call(group, rh.add, 1, 2)
+        source.unlink()
+        queue.run(timeout=30)
+        for result in (put.value, called.value):
+            assert sorted(result) == sorted(fleet.hosts[:2])
+            assert all(isinstance(value, ErrorResult) and "gone.bin" in value.msg for value in result.values())
+    finally:
         group.close()
 
 
