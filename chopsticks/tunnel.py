@@ -19,8 +19,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import gevent
 import gevent.lock
-from gevent._hub_local import get_hub_if_exists
-from gevent.hub import get_hub
+from gevent.hub import _get_hub, get_hub  # _get_hub: the calling thread's hub, or None (makes none)
 
 from chopsticks import bootstrap
 from chopsticks.bootstrap import EXIT_OLD_PYTHON
@@ -68,7 +67,7 @@ def _weakly(method: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def _close_dropped(conn: Connection, owner: int) -> None:
+def _close_dropped(conn: Connection, owner: "weakref.ref[Any]") -> None:
     """The finalizer of a connected tunnel deleted or collected without ``close()``: its agent
     goes (and its process or container with it), as the original's ``__del__`` did.
 
@@ -81,10 +80,11 @@ def _close_dropped(conn: Connection, owner: int) -> None:
     try:
         if conn.closed:
             return
-        if threading.get_ident() == owner and get_hub_if_exists() is not None:
+        hub = owner()
+        if hub is not None and _get_hub() is hub:  # the owner's thread (not one that reused its ident)
             gevent.spawn(conn.close)
-        elif conn.pipe.pid is not None:
-            os.kill(conn.pipe.pid, signal.SIGTERM)
+        elif isinstance(conn.pipe, ProcessPipe) and conn.pipe.proc.returncode is None:  # not reaped: its pid
+            os.kill(conn.pipe.proc.pid, signal.SIGTERM)
         # else an SSH channel dropped in another thread: it ends with its session, at the
         # owner's next close of that login or at exit (nothing thread-safe can end it here)
     except Exception:  # noqa: S110 (a finalizer must not raise; the process is gone or going)
@@ -222,7 +222,7 @@ class BaseTunnel:
         """Close ``conn``'s agent if this tunnel is deleted or collected unclosed (``_close_dropped``)."""
         if self._finalizer is not None:
             self._finalizer.detach()
-        self._finalizer = weakref.finalize(self, _close_dropped, conn, threading.get_ident())
+        self._finalizer = weakref.finalize(self, _close_dropped, conn, weakref.ref(get_hub()))
         self._finalizer.atexit = False  # at exit the agents see their stdin end
 
     def _start(self, until: Optional[float], timeout: Optional[float]) -> Connection:
