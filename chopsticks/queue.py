@@ -4,8 +4,9 @@
 ``queue.fetch(target, remote_path, ...)`` and ``queue.connect(target)`` append to the FIFO of
 each host of ``target`` (a tunnel or a Group) and return an ``AsyncResult``; ``queue.run()``
 makes each queued operation's job once (a call pickled as its arguments are then, a put's
-file opened once for all its hosts; in a sharded Group's shards, once per host) and works every host's FIFO at once, in order, so fast
-hosts never wait for slow ones, through the same fan-out engine and jobs as ``Group``
+file opened once for all its hosts; in a sharded Group's shards, once per host) and works
+every host's FIFO at once, in order, so fast hosts never wait for slow ones, through the
+same fan-out engine and jobs as ``Group``
 (``jobs.fan_out``, ``Call``/``Put``/``Fetch``/``Connect``), bounded by the number of FIFOs
 only. A failed operation's value is an ErrorResult and the host goes on with its next.
 
