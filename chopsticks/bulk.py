@@ -1,4 +1,4 @@
-"""put over extra SSH sessions: one big file cut into byte ranges, each range on a libssh session of its own. Controller-side.
+"""put over extra SSH sessions: a big file in byte ranges, each on a libssh session of its own. Controller-side.
 
 A tunnel's libssh2 session encrypts about 200 MiB per CPU-second, one core's worth, so a big
 push over the tunnel's stream is bound by the controller's one core. Here the file goes

@@ -320,7 +320,8 @@ class BaseTunnel:
         ``sessions``: over a direct SSH tunnel, a big file goes over that many extra SSH
         sessions to the host, a byte range each, encrypted in OS threads beside the hub
         (``chopsticks.bulk``); the result then says how many (``sessions``). None (default):
-        one for a file from 8 MiB, two from 64 MiB; 0: always the tunnel's own stream.
+        one for a file from 8 MiB, two from 64 MiB; 0: always the tunnel's own stream; at most
+        8, and a file under 4 MiB always goes over the stream.
         """
         from chopsticks import transfer
         return transfer.put(self, local_path, remote_path, mode, make_dirs=make_dirs, timeout=timeout,

@@ -178,7 +178,8 @@ class BulkSession:
                 break
             self._said += data
             if len(self._said) > MAX_LINE:
-                raise ConnectError("[%s] a bulk command said more than %d bytes in one line" % (self.login.name, MAX_LINE))
+                raise ConnectError("[%s] a bulk command said more than %d bytes in one line"
+                                   % (self.login.name, MAX_LINE))
         line, _, self._said = self._said.partition(b"\n")
         return line.decode("utf-8", "replace").strip()
 
