@@ -239,3 +239,19 @@ def _timeout(login: Login) -> int:
 def _describe(exc: BaseException) -> str:
     text = " ".join(str(arg) for arg in exc.args if arg not in (None, ""))
     return "%s%s" % (type(exc).__name__, ": " + text if text else "")
+
+
+class ReadingSession(BulkSession):
+    """A ``BulkSession`` whose command's stdout is read raw too (fetch over byte ranges): a
+    bounded ``read`` beside ``read_line``, sharing what ``read_line`` read ahead."""
+
+    def read(self, size: int) -> bytes:
+        """At most ``size`` bytes of the command's stdout (what has come, at least one byte),
+        or b'' at its end."""
+        if self._said:
+            data, self._said = self._said[:size], self._said[size:]
+            return data
+        got, data = self.channel.read(size)
+        if got == SSH_AGAIN:
+            raise ConnectError("[%s] a bulk command said nothing for %d s" % (self.login.name, NO_TIMEOUT))
+        return data if got > 0 and data else b""

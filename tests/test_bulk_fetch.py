@@ -1,0 +1,192 @@
+"""fetch over extra SSH sessions (``chopsticks.bulk_fetch``): byte ranges read by the real remote
+range reader over libssh sessions to the fleet's real sshd, written at their offsets into the
+controller's one temporary file; every copy checked by SHA-256 (of random bytes, so a range
+written at the wrong offset shows), every failure leaving the old destination and no
+temporary file.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+import structlog
+
+import remote_helpers as rh
+from chopsticks import CallTimeout, ErrorResult, Group, SSHTunnel, TransferError
+from chopsticks import bulk, bulk_fetch
+from test_bulk import no_thread_left, ranges_sent  # noqa: F401 (fixtures)
+from test_fanout import fanout
+from test_files import leftovers
+from test_ssh import tunnels  # noqa: F401 (fixtures)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MIB = 1 << 20
+T = 1_600_000_000_123_456_789
+READER_MARK = "def read_range(path, dev, ino, offset, length)"
+
+
+def random_file(path, size, mode=0o640):
+    """``size`` random bytes (no repeating pattern: a misplaced range changes the digest), mode, mtime T."""
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            f.write(os.urandom(min(left, 4 * MIB)))
+            left -= min(left, 4 * MIB)
+    os.chmod(path, mode)
+    os.utime(path, ns=(T, T))
+    return str(path)
+
+
+def digests(path):
+    sha1, sha256 = hashlib.sha1(), hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(MIB), b""):
+            sha1.update(block)
+            sha256.update(block)
+    return sha1.hexdigest(), sha256.hexdigest()
+
+
+def assert_fetched(result, src, dst, sessions):
+    """``dst`` is ``src`` byte for byte with its mtime and (umask-masked) mode; ``result`` says so."""
+    sha1, sha256 = digests(src)
+    assert digests(dst) == (sha1, sha256)
+    st, st_src = os.stat(dst), os.stat(src)
+    assert st.st_mtime_ns == st_src.st_mtime_ns and stat.S_IMODE(st.st_mode) == stat.S_IMODE(st_src.st_mode) & ~0o022
+    assert (result["sha256"], result["sha1sum"], result["size"]) == (sha256, sha1, st_src.st_size)
+    assert result["remote_path"] == str(src) and result["local_path"] == str(dst)
+    if sessions:
+        assert result["sessions"] == sessions
+    else:
+        assert "sessions" not in result
+    assert leftovers(os.path.dirname(dst)) == []
+
+
+@pytest.fixture(autouse=True)
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.fixture(autouse=True)
+def threads_end(no_thread_left):  # noqa: F811
+    """Every range's thread has ended soon after its fetch (``test_bulk.no_thread_left``)."""
+    return no_thread_left
+
+
+@pytest.fixture
+def old_dest(tmp_path):
+    """A local destination in a directory of its own, with old contents a failed fetch keeps."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "dst").write_text("old contents")
+    return tmp_path / "d" / "dst"
+
+
+def assert_untouched(dest):
+    assert dest.read_text() == "old contents" and os.listdir(dest.parent) == ["dst"]
+
+
+# -- 1. the file arrives whole -----------------------------------------------------------------
+
+@pytest.mark.parametrize("sessions", [1, 2, 4])
+def test_n_sessions_fetch_the_file_byte_for_byte_with_mode_and_mtime(fleet, ssh_options, tunnels, tmp_path,
+                                                                     sessions):
+    """sessions=1, 2, 4 and a size not a multiple of 1 MiB: identical bytes, mtime, masked mode; result says N."""
+    src = random_file(tmp_path / "src", 24 * MIB + 12345)
+    tunnel = tunnels(fleet.hosts[0], options=ssh_options)
+    (tmp_path / "dst").write_text("old")
+    got = []
+    result = tunnel.fetch(src, str(tmp_path / "dst"), sessions=sessions, progress=got.append)
+    assert_fetched(result, src, tmp_path / "dst", sessions)
+    assert sum(got) == os.path.getsize(src) and len(got) > 1
+
+
+def test_defaults_zero_small_files_and_file_objects_use_the_stream(fleet, ssh_options, tunnels, tmp_path,
+                                                                    monkeypatch):
+    """None: under 8 MiB the stream, from 8 MiB one session, from 64 MiB two; 0 and a file object: the stream."""
+    called = []
+    real = bulk_fetch.receive_ranges
+    monkeypatch.setattr(bulk_fetch, "receive_ranges", lambda *a: called.append(a[2]["size"]) or real(*a))
+    tunnel = tunnels(fleet.hosts[1], options=ssh_options)
+    small = random_file(tmp_path / "small", 8 * MIB - 1)
+    assert_fetched(tunnel.fetch(small, str(tmp_path / "small-copy")), small, tmp_path / "small-copy", None)
+    tiny = random_file(tmp_path / "tiny", 4 * MIB - 1)
+    assert_fetched(tunnel.fetch(tiny, str(tmp_path / "tiny-copy"), sessions=4), tiny, tmp_path / "tiny-copy", None)
+    big = random_file(tmp_path / "big", 8 * MIB)
+    assert_fetched(tunnel.fetch(big, str(tmp_path / "zero"), sessions=0), big, tmp_path / "zero", None)
+    with open(tmp_path / "object", "wb") as f:
+        result = tunnel.fetch(big, f, sessions=2)
+    assert "sessions" not in result and digests(tmp_path / "object") == digests(big)
+    assert called == []
+    assert_fetched(tunnel.fetch(big, str(tmp_path / "one")), big, tmp_path / "one", 1)
+    huge = random_file(tmp_path / "huge", 64 * MIB)
+    assert_fetched(tunnel.fetch(huge, str(tmp_path / "two")), huge, tmp_path / "two", 2)
+    assert called == [8 * MIB, 64 * MIB]
+    temp = tunnel.fetch(big, sessions=2)  # a new local temporary file
+    try:
+        assert temp["sessions"] == 2 and digests(temp["local_path"]) == digests(big)
+    finally:
+        os.unlink(temp["local_path"])
+
+
+def test_group_fetch_with_host_template_and_a_trees_big_file(fleet, ssh_options, tmp_path, no_leaks):
+    """Group.fetch to '{host}' over 2 sessions each, and a tree whose big file comes over sessions."""
+    src = random_file(tmp_path / "src", 12 * MIB + 7)
+    with Group(fleet.hosts[:3], options=ssh_options) as group:
+        fetched = group.fetch(src, str(tmp_path / "{host}"), sessions=2)
+        assert fetched.ok, fetched
+        for host, result in fetched.items():
+            assert_fetched(result, src, tmp_path / host, 2)
+        (tmp_path / "tree" / "sub").mkdir(parents=True)
+        big = random_file(tmp_path / "tree" / "sub" / "big", 9 * MIB + 3)
+        (tmp_path / "tree" / "small").write_text("small")
+        tree = group.tunnels[0].fetch(str(tmp_path / "tree"), str(tmp_path / "tree-copy"), sessions=2)
+    assert tree["files"] == 2 and tree["size"] == 9 * MIB + 8
+    assert digests(tmp_path / "tree-copy" / "sub" / "big") == digests(big)
+    assert (tmp_path / "tree-copy" / "small").read_text() == "small"
+    assert leftovers(tmp_path / "tree-copy" / "sub") == [] and leftovers(tmp_path / "tree-copy") == []
+
+
+def test_cli_fetch_sessions(fleet, tmp_path):
+    """fanout fetch --sessions 2: each host's copy right; --sessions 99 is one usage line, exit 2."""
+    src = random_file(tmp_path / "src", 9 * MIB)
+    common = ["-H", ",".join(fleet.hosts[:2]), "-p", str(fleet.port), "-i", fleet.key, "--known-hosts",
+              fleet.known_hosts, "-F", "", "--no-agent", "--format", "jsonl"]
+    result = fanout(*common, "fetch", src, str(tmp_path / "{host}"), "--sessions", "2")
+    assert result.returncode == 0, result.stderr
+    records = {r["host"]: r["value"] for r in map(json.loads, result.stdout.splitlines())}
+    assert sorted(records) == sorted(fleet.hosts[:2])
+    for host in records:
+        assert digests(tmp_path / host) == digests(src)
+    bad = fanout(*common, "fetch", src, str(tmp_path / "x-{host}"), "--sessions", "99")
+    assert bad.returncode == 2 and bad.stdout == "" and "Traceback" not in bad.stderr
+    assert bad.stderr.splitlines() == [
+        "python -m chopsticks.fanout: error: --sessions: fetch's sessions must be from 0 to 16, not 99"]
+
+
+@pytest.mark.parametrize("value, error, message", [
+    (True, TypeError, "fetch's sessions must be a whole number or None, not True"),
+    ("2", TypeError, "whole number or None, not '2'"),
+    (-1, ValueError, "fetch's sessions must be from 0 to 16, not -1"),
+    (17, ValueError, "from 0 to 16, not 17"),
+])
+def test_bad_sessions_are_refused_before_any_host_is_contacted(fleet, ssh_options, tmp_path, value, error, message):
+    """SSHTunnel.fetch, Group.fetch and iter_fetch refuse a bad value; nothing connects, nothing is written."""
+    tunnel = SSHTunnel(fleet.hosts[0], options=ssh_options)
+    with Group(fleet.hosts[:2], options=ssh_options) as group:
+        with pytest.raises(error, match=message):
+            group.fetch("/etc/hostname", str(tmp_path / "{host}"), sessions=value)
+        with pytest.raises(error, match=message):
+            group.iter_fetch("/etc/hostname", str(tmp_path / "{host}"), sessions=value)
+        with pytest.raises(error, match=message):
+            tunnel.fetch("/etc/hostname", str(tmp_path / "one"), sessions=value)
+        assert not any(t.connected for t in group) and not tunnel.connected
+    assert os.listdir(tmp_path) == []
