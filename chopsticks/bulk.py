@@ -83,14 +83,15 @@ def _turn() -> gevent.lock.BoundedSemaphore:
     return turns
 
 
-def check_sessions(sessions: Any) -> None:
-    """``put``'s ``sessions``: None (chosen by size) or a whole number from 0 to MAX_SESSIONS."""
+def check_sessions(sessions: Any, verb: str = "put") -> None:
+    """``put``'s (or ``fetch``'s) ``sessions``: None (chosen by size) or a whole number from 0
+    to MAX_SESSIONS."""
     if sessions is None:
         return
     if type(sessions) is bool or not isinstance(sessions, int):
-        raise TypeError("put's sessions must be a whole number or None, not %r" % (sessions,))
+        raise TypeError("%s's sessions must be a whole number or None, not %r" % (verb, sessions))
     if not 0 <= sessions <= MAX_SESSIONS:
-        raise ValueError("put's sessions must be from 0 to %d, not %d" % (MAX_SESSIONS, sessions))
+        raise ValueError("%s's sessions must be from 0 to %d, not %d" % (verb, MAX_SESSIONS, sessions))
 
 
 def session_count(size: int, sessions: Optional[int]) -> int:

@@ -232,20 +232,22 @@ class Group:
 
     def fetch(self, remote_path: str, local_path=None, *, make_dirs: bool = False, timeout: Optional[float] = None,
               deadline: Optional[float] = None, callback: Optional[Callable[[str, Any], None]] = None,
-              progress: Optional[Callable[[int], None]] = None) -> GroupResult:
+              progress: Optional[Callable[[int], None]] = None, sessions: Optional[int] = None) -> GroupResult:
         """Copy a remote file (or tree) from every host to ``local_path.format(host=...)``
         (None: a temporary file each). A template that gives two hosts the same path is
-        refused (ValueError) before anything is fetched."""
+        refused (ValueError) before anything is fetched. ``sessions``: extra SSH sessions per
+        host for a big file, as ``BaseTunnel.fetch``."""
         return self._gather(self.iter_fetch(remote_path, local_path, make_dirs=make_dirs, timeout=timeout,
-                                            deadline=deadline, progress=progress), callback)
+                                            deadline=deadline, progress=progress, sessions=sessions), callback)
 
     def iter_fetch(self, remote_path: str, local_path=None, *, make_dirs: bool = False,
                    timeout: Optional[float] = None, deadline: Optional[float] = None,
-                   progress: Optional[Callable[[int], None]] = None) -> Iterator[Tuple[str, Any]]:
+                   progress: Optional[Callable[[int], None]] = None,
+                   sessions: Optional[int] = None) -> Iterator[Tuple[str, Any]]:
         """``fetch``, yielding ``(host, result)`` as each host finishes. A template that gives
-        two hosts the same path raises ValueError here, not on the first ``next()``."""
+        two hosts the same path, or a bad ``sessions``, raises here, not on the first ``next()``."""
         job = Fetch.for_hosts(remote_path, local_path, [t.host for t in self.tunnels], make_dirs=make_dirs,
-                              timeout=timeout, progress=progress)
+                              timeout=timeout, progress=progress, sessions=sessions)
         return self.iter_job(job, deadline)
 
     def connect(self, deadline: Optional[float] = None) -> GroupResult:

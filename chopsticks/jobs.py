@@ -227,25 +227,33 @@ class _PutRun(Run):
 @dataclasses.dataclass(frozen=True)
 class Fetch(Stateless):
     """``BaseTunnel.fetch`` on each host, to its path in ``local_paths`` (None: a temporary
-    file). ``Fetch.for_hosts`` makes it from a ``{host}`` template."""
+    file). ``Fetch.for_hosts`` makes it from a ``{host}`` template. ``sessions``: extra SSH
+    sessions per host for a big file (``BaseTunnel.fetch``), refused here if bad."""
 
     remote_path: str
     local_paths: Dict[str, Any]
     make_dirs: bool = False
     timeout: Optional[float] = None
     progress: Progress = None
+    sessions: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        bulk.check_sessions(self.sessions, "fetch")
 
     @classmethod
     def for_hosts(cls, remote_path: str, local_path: Any, hosts: Sequence[str], *, make_dirs: bool = False,
-                  timeout: Optional[float] = None, progress: Progress = None) -> "Fetch":
+                  timeout: Optional[float] = None, progress: Progress = None,
+                  sessions: Optional[int] = None) -> "Fetch":
         """To ``local_path.format(host=...)`` for each of ``hosts`` (None: a temporary file
         each); ValueError here, before any host is contacted, if two hosts would get the same
         path (so all the hosts are given, before any split of them)."""
-        return cls(remote_path, dict(transfer.host_paths(list(hosts), local_path)), make_dirs, timeout, progress)
+        bulk.check_sessions(sessions, "fetch")  # before the template, as put checks before its file
+        return cls(remote_path, dict(transfer.host_paths(list(hosts), local_path)), make_dirs, timeout, progress,
+                   sessions)
 
     def run(self, tunnel: "BaseTunnel") -> Any:
         return transfer.fetch(tunnel, self.remote_path, self.local_paths[tunnel.host], make_dirs=self.make_dirs,
-                              timeout=self.timeout, progress=self.progress)
+                              timeout=self.timeout, progress=self.progress, sessions=self.sessions)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import gevent
 
-from chopsticks import bulk, local_files, logs
+from chopsticks import bulk, bulk_fetch, local_files, logs
 from chopsticks.wire import protocol
 from chopsticks.agent import files as remote_files
 from chopsticks.connection import Connection, StreamState
@@ -333,8 +333,36 @@ def _remote_result(tunnel, future) -> Any:
         raise TransferError("[%s] %s; the local file was left as it was" % (tunnel.host, exc.remote_message)) from exc
 
 
-def receive_file(tunnel, remote_path: str, sink: Sink, progress: Progress = None) -> Dict[str, Any]:
-    """Fetch one remote file into ``sink``, committed only if it arrived whole and unchanged."""
+def receive_file(tunnel, remote_path: str, sink: Sink, progress: Progress = None,
+                 sessions: Optional[int] = 0) -> Dict[str, Any]:
+    """Fetch one remote file into ``sink``, committed only if it arrived whole and unchanged: a
+    big one over extra sessions (``chopsticks.bulk_fetch``) where ``sessions`` allows, the
+    tunnel has a bulk login and ``sink`` is a local file (a file object gets the stream)."""
+    login = None
+    if sessions != 0 and isinstance(sink, local_files.AtomicFile):
+        try:
+            _connection(tunnel)
+        except BaseException:
+            sink.discard()
+            raise
+        login = tunnel.bulk_login()
+    if login is None:
+        return _receive_stream(tunnel, remote_path, sink, progress, None)
+    first = _receive_stream(tunnel, remote_path, sink, progress, bulk_fetch.min_size(sessions))
+    if "token" not in first:
+        return first  # a file too small for a session: it came on the stream
+    assert isinstance(sink, local_files.AtomicFile)
+    result = bulk_fetch.receive_ranges(tunnel, login, first, sessions, sink, progress)
+    if result is None:  # a session could not log in: the whole file over the stream
+        result = _receive_stream(tunnel, remote_path, sink, progress, None)
+    return result
+
+
+def _receive_stream(tunnel, remote_path: str, sink: Sink, progress: Progress,
+                    min_size: Optional[int]) -> Dict[str, Any]:
+    """``receive_file`` over the tunnel's stream (``agent.files.send``); with ``min_size``, a
+    file of that size or more is not sent but opened for range readers (``send_or_open``):
+    its answer is returned as it came, ``sink`` left empty and open."""
     try:
         conn = _connection(tunnel)
         state = conn.open_stream()
@@ -342,7 +370,10 @@ def receive_file(tunnel, remote_path: str, sink: Sink, progress: Progress = None
         sink.discard()
         raise
     try:
-        future = _start(conn, state, remote_files.send, state.sid, remote_path)
+        if min_size is None:
+            future = _start(conn, state, remote_files.send, state.sid, remote_path)
+        else:
+            future = _start(conn, state, remote_files.send_or_open, state.sid, remote_path, min_size)
         tally = remote_files.Tally(sha1=True)
         while True:
             if state.chunks:
@@ -360,8 +391,13 @@ def receive_file(tunnel, remote_path: str, sink: Sink, progress: Progress = None
             else:
                 state.wake.clear()
                 state.wake.wait()
-        info = _account(tunnel, _remote_result(tunnel, future),  # all it sent came before its result
-                        {"remote_path": str, "size": int, "sha256": str, "mode": int, "mtime_ns": int})
+        value = _remote_result(tunnel, future)  # all it sent came before its result
+        if min_size is not None and isinstance(value, dict) and "token" in value:
+            if tally.size:
+                raise TransferError("[%s] the host sent %d bytes of a file it kept for range readers"
+                                    % (tunnel.host, tally.size))
+            return value
+        info = _account(tunnel, value, {"remote_path": str, "size": int, "sha256": str, "mode": int, "mtime_ns": int})
         local_files.check_attributes(tunnel.host, info["remote_path"], info["mode"], info["mtime_ns"])
         if not tally.matches(info["size"], info["sha256"]):
             raise TransferError("[%s] received %d bytes with SHA-256 %s; the host sent %d bytes with SHA-256 %s"
@@ -381,7 +417,8 @@ def receive_file(tunnel, remote_path: str, sink: Sink, progress: Progress = None
             "sha1sum": tally.sha1, "sha256": info["sha256"]}
 
 
-def fetch_tree(tunnel, remote_dir: str, local_dir: str, make_dirs: bool, progress: Progress = None) -> Dict[str, Any]:
+def fetch_tree(tunnel, remote_dir: str, local_dir: str, make_dirs: bool, progress: Progress = None,
+               sessions: Optional[int] = 0) -> Dict[str, Any]:
     """Copy a remote tree under ``local_dir``; the remote's listing is checked whole before anything
     is written, and nothing is written, chmodded or timed outside ``local_dir`` (``local_files``)."""
     entries = local_files.check_listing(tunnel.host, tunnel.call(remote_files.list_tree, remote_dir))
@@ -394,7 +431,8 @@ def fetch_tree(tunnel, remote_dir: str, local_dir: str, make_dirs: bool, progres
             elif entry.kind == "link":
                 writer.place_link(entry)
             else:
-                size += receive_file(tunnel, os.path.join(remote_dir, entry.name), writer.file(entry), progress)["size"]
+                size += receive_file(tunnel, os.path.join(remote_dir, entry.name), writer.file(entry), progress,
+                                     sessions)["size"]
                 files += 1
         writer.finish(entries)
     finally:
@@ -404,8 +442,10 @@ def fetch_tree(tunnel, remote_dir: str, local_dir: str, make_dirs: bool, progres
 
 
 def fetch(tunnel, remote_path: str, local_path=None, *, make_dirs: bool = False, timeout: Optional[float] = None,
-          progress: Progress = None) -> Dict[str, Any]:
+          progress: Progress = None, sessions: Optional[int] = None) -> Dict[str, Any]:
     """``BaseTunnel.fetch``."""
+    bulk.check_sessions(sessions, "fetch")
+
     def work():
         kind = tunnel.call(remote_files.kind, remote_path)
         if kind == "special":
@@ -413,8 +453,8 @@ def fetch(tunnel, remote_path: str, local_path=None, *, make_dirs: bool = False,
         if kind == "dir":
             if local_path is None or not isinstance(local_path, (str, os.PathLike)):
                 raise ValueError("fetching the directory %s needs a local directory path" % remote_path)
-            return fetch_tree(tunnel, remote_path, os.fspath(local_path), make_dirs, progress)
-        return receive_file(tunnel, remote_path, _sink(local_path, make_dirs), progress)
+            return fetch_tree(tunnel, remote_path, os.fspath(local_path), make_dirs, progress, sessions)
+        return receive_file(tunnel, remote_path, _sink(local_path, make_dirs), progress, sessions)
     return _with_timeout(tunnel, timeout, work)
 
 

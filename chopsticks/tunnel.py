@@ -333,14 +333,19 @@ class BaseTunnel:
         return None
 
     def fetch(self, remote_path: str, local_path=None, *, make_dirs: bool = False,
-              timeout: Optional[float] = None, progress=None) -> Dict[str, Any]:
+              timeout: Optional[float] = None, progress=None, sessions: Optional[int] = None) -> Dict[str, Any]:
         """Copy a remote file (or directory tree) here: to ``local_path`` (a path or a file
         object; None: a new temporary file). The mtime is kept, the mode only as permission bits masked by the umask; the local file appears
         whole or not at all. Returns ``{'remote_path', 'local_path', 'size', 'sha1sum',
-        'sha256'}``."""
+        'sha256'}``.
+
+        ``sessions``: over a direct SSH tunnel, a big file (each big file of a tree) comes
+        over that many extra SSH sessions, a byte range each, into the one local temporary
+        file (``chopsticks.bulk_fetch``); as ``put``'s, and the result then says how many.
+        A file object as ``local_path`` always gets the tunnel's stream."""
         from chopsticks import transfer
         return transfer.fetch(self, remote_path, local_path, make_dirs=make_dirs, timeout=timeout,
-                              progress=progress)
+                              progress=progress, sessions=sessions)
 
     def call(self, fn, /, *args, timeout: Optional[float] = None, **kwargs) -> Any:
         """Run ``fn(*args, **kwargs)`` on the remote and return its result.

@@ -378,10 +378,20 @@ def same_file(path, size, sha256, mode, mtime_ns):
 
 def send(sid, path):
     """Send the file at ``path`` on stream ``sid``; return its size, SHA-256, mode and mtime."""
+    return send_or_open(sid, path, None)
+
+
+def send_or_open(sid, path, min_size):
+    """``send``, but a file of ``min_size`` bytes or more (None: never) is not sent: it is kept
+    open for range readers (fetch over extra sessions, ``chopsticks.bulk_fetch``) and
+    ``open_source``'s answer returned. One call either way, so a small file costs no extra
+    round trip for having been a candidate."""
     stream = _agent().open_stream(sid)
     try:
         path = os.path.abspath(os.path.expanduser(path))
         fd = open_regular(path)
+        if min_size is not None and os.fstat(fd).st_size >= min_size:
+            return _keep_source(fd, path)
         with open(fd, "rb", buffering=0) as f:
             before = os.fstat(fd)
             tally = Tally()
@@ -495,3 +505,81 @@ def remove_created(entries):
         except OSError as exc:
             left.append([path, exc.strerror])
     return left
+
+
+# -- fetch over byte ranges ----------------------------------------------------------------
+#
+# A big file may go to the controller over extra SSH sessions (``chopsticks.bulk_fetch``):
+# ``open_source`` (or ``send_or_open``) opens it and keeps it open, each session's
+# ``RANGE_READER`` reads one byte range of that very file (device and inode), and
+# ``close_source`` says whether it changed meanwhile (TransferAborted, as ``send``).
+
+_sources = {}  # token -> (fd, fstat at open) of a fetch over byte ranges, until closed
+
+
+def open_source(path):
+    """Open the regular file at ``path`` for range readers; its token, path, size, mode,
+    mtime, device and inode."""
+    path = os.path.abspath(os.path.expanduser(path))
+    return _keep_source(open_regular(path), path)
+
+
+def _keep_source(fd, path):
+    try:
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    token = os.urandom(8).hex()
+    _sources[token] = (fd, st)
+    return {"token": token, "remote_path": path, "size": st.st_size, "mode": stat.S_IMODE(st.st_mode),
+            "mtime_ns": st.st_mtime_ns, "dev": st.st_dev, "ino": st.st_ino}
+
+
+def close_source(token):
+    """Forget the file of ``open_source``; TransferAborted if it changed since it was opened."""
+    fd, before = _sources.pop(token, (None, None))
+    if fd is None:
+        raise TransferAborted("no fetch over byte ranges is open as %r" % (token,))
+    try:
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if _identity(after) != _identity(before):
+        raise TransferAborted("the remote file changed while it was being sent")
+    return True
+
+
+# argv: path, device, inode, offset, length. Says "R" once the very file (device and inode)
+# is open, then writes exactly ``length`` bytes from ``offset`` and "D <crc32, 8 hex digits>";
+# "E <why>" if it cannot start. A file that ends early is not padded: the reader says why on
+# stderr and exits, and the controller sees its range cut short.
+RANGE_READER = r"""
+import os, stat, sys, zlib
+def read_range(path, dev, ino, offset, length):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        return "E cannot open the file: %s" % (exc.strerror or exc)
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (dev, ino) or not stat.S_ISREG(st.st_mode):
+        return "E the file is not the one the agent opened"
+    out = sys.stdout.buffer
+    out.write(b"R\n")
+    out.flush()
+    crc, done = 0, 0
+    while done < length:
+        data = os.pread(fd, min(1 << 20, length - done), offset + done)
+        if not data:
+            sys.stderr.write("the file ended after %d bytes of the range\n" % done)
+            sys.exit(1)
+        crc = zlib.crc32(data, crc)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(1, view):]
+        done += len(data)
+    return "D %08x" % crc
+line = read_range(sys.argv[1], *map(int, sys.argv[2:6]))
+sys.stdout.write(line + "\n")
+sys.stdout.flush()
+"""

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from chopsticks import facts, helpers, jobs
+from chopsticks import bulk, facts, helpers, jobs
 from chopsticks.fanout.options import UsageError
 from chopsticks.fanout.output import FAILED, OK, TIMED_OUT
 
@@ -172,8 +172,12 @@ def _fetch(args) -> Subcommand:
             raise own_paths
     except (KeyError, IndexError, ValueError) as exc:
         raise UsageError("bad DST_TEMPLATE %r: %s; only {host} is replaced" % (args.dst, exc)) from None
+    try:
+        bulk.check_sessions(args.sessions, "fetch")
+    except ValueError as exc:
+        raise UsageError("--sessions: %s" % exc) from None
     return Subcommand(functools.partial(jobs.Fetch.for_hosts, args.src, args.dst, make_dirs=args.make_dirs,
-                                        timeout=args.timeout),
+                                        timeout=args.timeout, sessions=args.sessions),
                       columns=["local_path", "size", "sha256"], count_bytes=True)
 
 

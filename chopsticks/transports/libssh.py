@@ -189,6 +189,17 @@ class BulkSession:
         bounds the rest), where until now each waited at most the connect timeout."""
         self.session.options_set_int_val(libssh_options.TIMEOUT, NO_TIMEOUT)
 
+    def read(self, size: int) -> bytes:
+        """At most ``size`` bytes of the command's stdout, raw (fetch over byte ranges): what
+        has come, at least one byte, beginning with what ``read_line`` read ahead; b'' at its end."""
+        if self._said:
+            data, self._said = self._said[:size], self._said[size:]
+            return data
+        got, data = self.channel.read(size)
+        if got == SSH_AGAIN:
+            raise ConnectError("[%s] a bulk command said nothing for %d s" % (self.login.name, NO_TIMEOUT))
+        return data if got > 0 and data else b""
+
     def read_error(self) -> str:
         """The start of what the command said on stderr (at most ``MAX_LINE`` bytes), once it ended."""
         size, data = self.channel.read(MAX_LINE, True)

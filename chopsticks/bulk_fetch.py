@@ -1,0 +1,255 @@
+"""fetch over extra SSH sessions: one big remote file read in byte ranges, each range on a libssh session of its own. Controller-side.
+
+The other direction of ``chopsticks.bulk`` (whose sessions, turns and rules it shares): the
+tunnel's libssh2 session decrypts on the controller's one core, so a big fetch over the
+tunnel's stream is bound by it. Here ``sessions`` extra logins to the same host
+(``transports.libssh``: the tunnel's address, host key and credential) each run
+``agent.files.RANGE_READER`` in an OS thread of its own, which sends one byte range of the
+file; the thread writes it with ``os.pwrite`` at its offset into the controller's one
+temporary file (the ``local_files.AtomicFile`` a fetch over the stream would write).
+
+The agent keeps the file open from the first call (``agent.files.send_or_open``: a file too
+small for a session is sent on the stream by that very call, so being a candidate costs a
+small file no round trip) until ``close_source``, which says whether it changed meanwhile
+(size, mtime, ctime, inode, as ``send`` checks); each reader opens it by path without
+following a symlink and reads only if it is the very file (device and inode) the agent has
+open. The controller commits its file (mode as data, mtime, fsync, rename) only once every
+range is in with the CRC-32 its reader said, the file is the size the host said, and the
+remote file did not change; then it reads the file back once, off the hub, for the SHA-256
+and SHA-1 a fetch returns. Any failure removes the temporary file and leaves the destination
+as it was.
+
+Nothing the host says is trusted: ``send_or_open``'s answer is checked for shape and bounds
+(``checked_source``), a reader must send exactly its range and then one well-formed line,
+and nothing is reserved on the claimed size (``pwrite`` grows the file only as bytes come).
+A session that cannot log in has written nothing: the whole file then comes over the
+tunnel's stream, and ``bulk_unavailable`` is logged, as for put.
+"""
+
+import hashlib
+import os
+import zlib
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+import gevent
+import gevent.event
+
+from chopsticks import bulk, local_files, logs
+from chopsticks.agent import files as remote_files
+from chopsticks.errors import ChopsticksError, ConnectError, RemoteException, TransferError
+from chopsticks.results import checked_account
+from chopsticks.shards.hub_thread import Inbox
+from chopsticks.transports.libssh import BulkSession, Login
+
+MAX_SIZE = 1 << 63
+# How a remote ``close_source`` says the file changed while it was read.
+ABORTED = "%s.%s" % (remote_files.TransferAborted.__module__, remote_files.TransferAborted.__qualname__)
+# The read-back for the digests: large reads, off the hub (hashlib releases the GIL).
+DIGEST_READ = 1 << 20
+
+
+def min_size(sessions: Optional[int]) -> int:
+    """The smallest file ``bulk.session_count`` gives a session for ``sessions`` (not 0)."""
+    return bulk.AUTO_MIN if sessions is None else bulk.MIN_RANGE
+
+
+def checked_source(host: str, value: Any) -> Dict[str, Any]:
+    """``open_source``'s answer, checked for shape and bounds: the path and inode name what the
+    readers open, the size what they send, the mode and mtime what the local file is given."""
+    source = checked_account(host, value, {"token": str, "remote_path": str, "size": int, "mode": int,
+                                           "mtime_ns": int, "dev": int, "ino": int})
+    path = source["remote_path"]
+    if not (0 < len(source["token"]) <= 64 and 0 < len(path) <= 4096 and "\0" not in path
+            and 0 <= source["size"] <= MAX_SIZE and 0 <= source["dev"] < 1 << 64 and 0 <= source["ino"] < 1 << 64):
+        raise TransferError("[%s] the host's account of the file to fetch is malformed: %s" % (host, repr(value)[:200]))
+    local_files.check_attributes(host, path, source["mode"], source["mtime_ns"])
+    return source
+
+
+def receive_ranges(tunnel, login: Login, value: Any, sessions: Optional[int], sink: local_files.AtomicFile,
+                   progress: Optional[Callable[[int], None]]) -> Optional[Dict[str, Any]]:
+    """The remote file ``value`` (``send_or_open``'s answer) into ``sink`` over extra sessions
+    logged in as ``login``, in its turn (``bulk.BULK_PUTS``), committed; the fetch's result, or
+    None if a session could not log in (``sink`` is then empty, for the caller's stream).
+    On any failure ``sink`` is discarded."""
+    try:
+        source = checked_source(tunnel.host, value)
+    except BaseException:
+        sink.discard()
+        raise
+    try:
+        with bulk._turn():
+            result = _receive_ranges(tunnel, login, source, sessions, sink, progress)
+    except BaseException:
+        sink.discard()
+        _forget(tunnel, source["token"])  # harmless if already closed
+        raise
+    if result is None:
+        _forget(tunnel, source["token"])
+    return result
+
+
+def _receive_ranges(tunnel, login: Login, source: Dict[str, Any], sessions: Optional[int],
+                    sink: local_files.AtomicFile, progress: Optional[Callable[[int], None]]) -> Optional[Dict[str, Any]]:
+    size, path = source["size"], source["remote_path"]
+    count = max(1, bulk.session_count(size, sessions))  # a host that lies small still gets one range
+    parts = [bulk._Range(offset, length) for offset, length in bulk.ranges(size, count)]
+    pending: Set[bulk._Range] = set(parts)
+    failures: List[Tuple[bulk._Range, BaseException]] = []
+    got = [0]
+    wake = gevent.event.Event()
+
+    def take(item) -> None:  # in the hub
+        rng, n, error = item
+        if n is not None:
+            got[0] += n
+            rng.sent += n
+        else:
+            pending.discard(rng)
+            if error is not None:
+                failures.append((rng, error))
+        wake.set()
+
+    inbox = Inbox(take)
+    try:
+        for rng in parts:
+            command = tunnel.python_command(remote_files.RANGE_READER, [
+                path, str(source["dev"]), str(source["ino"]), str(rng.offset), str(rng.length)])
+            fd = os.dup(sink.fd)  # the thread's own: closed by it, whenever the fetch ends
+            try:
+                bulk._start_thread(_receive_range, (rng, login, command, fd, inbox.put))
+            except BaseException:
+                os.close(fd)
+                pending.discard(rng)
+                raise
+        reported = 0
+        while pending and not failures:
+            wake.wait()
+            wake.clear()
+            if progress is not None and got[0] > reported:
+                progress(got[0] - reported)
+                reported = got[0]
+    finally:
+        for rng in pending:
+            rng.abort()
+        with gevent.Timeout(bulk.ABORT_WAIT, False):  # their sockets are shut: they end at once
+            while pending:
+                wake.wait()
+                wake.clear()
+        inbox.stop()
+    if failures:
+        if all(isinstance(error, bulk._LoginFailed) for _, error in failures) and not pending:
+            logs.warning("bulk_unavailable", host=tunnel.host, reason=str(failures[0][1]))
+            os.ftruncate(sink.fd, 0)  # every thread has ended: what a session wrote goes
+            return None
+        rng, error = next((f for f in failures if not isinstance(f[1], bulk._LoginFailed)), failures[0])
+        raise TransferError("[%s] the session reading %s of %s failed: %s; the local file was left as it was"
+                            % (tunnel.host, rng, path, error)) from error
+    _close(tunnel, source["token"])
+    written = os.fstat(sink.fd).st_size
+    if written != size:
+        raise TransferError("[%s] the local copy of %s is %d bytes, not the %d the host said; the local file was "
+                            "left as it was" % (tunnel.host, path, written, size))
+    fd = _reopen(sink)  # the digest's own: closed by it, even if the fetch ends first
+    sha256, sha1 = gevent.get_hub().threadpool.apply(_digests, (fd, size))
+    sink.commit(source["mode"], source["mtime_ns"])
+    return {"remote_path": path, "local_path": sink.path, "size": size, "sha1sum": sha1, "sha256": sha256,
+            "sessions": len(parts)}
+
+
+def _receive_range(rng: bulk._Range, login: Login, command: str, fd: int, done: Callable[[Any], None]) -> None:
+    """In an OS thread: log in, start the reader, write the range at its offset, check its CRC."""
+    error: Optional[BaseException] = None
+    session = None
+    try:
+        session = rng.session = BulkSession(login)
+        if rng.aborted:
+            return
+        try:
+            session.open()
+        except ConnectError as exc:
+            raise bulk._LoginFailed(str(exc)) from exc
+        if rng.aborted:  # while it logged in
+            return
+        session.run(command)
+        said = session.read_line()
+        if said != "R":
+            stderr = bulk._quietly(session.read_error) if not said else ""
+            raise TransferError("the host's range reader did not start: %s" % bulk._said(said or stderr))
+        session.started()
+        crc = 0
+        offset, end = rng.offset, rng.offset + rng.length
+        while offset < end and not rng.aborted:
+            data = session.read(min(bulk.READ, end - offset))
+            if not data:
+                stderr = bulk._quietly(session.read_error)
+                raise TransferError("the host's range reader sent %d of its %d bytes%s" % (
+                    offset - rng.offset, rng.length, ": it said %s" % bulk._said(stderr) if stderr else ""))
+            crc = zlib.crc32(data, crc)
+            view = memoryview(data)
+            at = offset
+            while view:
+                written = os.pwrite(fd, view, at)
+                view, at = view[written:], at + written
+            offset += len(data)
+            done((rng, len(data), None))
+        if rng.aborted:
+            return
+        said = session.read_line()
+        if said != "D %08x" % crc:
+            raise TransferError("the host's range reader did not send the range: it said %s" % bulk._said(said))
+    except BaseException as exc:
+        error = exc
+    finally:
+        os.close(fd)
+        if session is not None:
+            session.close()
+        done((rng, None, error))
+
+
+def _reopen(sink: local_files.AtomicFile) -> int:
+    """A read-only fd of ``sink``'s temporary file (its own fd is write-only), by name in its
+    directory without following a symlink, and only if it is the very file."""
+    fd = os.open(sink.temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=sink.dir_fd)
+    mine, st = os.fstat(sink.fd), os.fstat(fd)
+    if (mine.st_dev, mine.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        raise TransferError("the local temporary file %s was replaced while it was written" % sink.temp)
+    return fd
+
+
+def _digests(fd: int, size: int) -> Tuple[str, str]:
+    """In a pool thread: SHA-256 and SHA-1 of the first ``size`` bytes at ``fd`` (then closed)."""
+    sha256, sha1 = hashlib.sha256(), hashlib.sha1()
+    try:
+        offset = 0
+        while offset < size:
+            data = os.pread(fd, min(DIGEST_READ, size - offset), offset)
+            if not data:
+                raise TransferError("the local copy shrank while it was hashed")
+            sha256.update(data)
+            sha1.update(data)
+            offset += len(data)
+    finally:
+        os.close(fd)
+    return sha256.hexdigest(), sha1.hexdigest()
+
+
+def _close(tunnel, token: str) -> None:
+    """``close_source``: the agent forgets the file; TransferError if it changed since opened."""
+    try:
+        tunnel.call(remote_files.close_source, token)
+    except RemoteException as exc:
+        if exc.remote_type != ABORTED:
+            raise
+        raise TransferError("[%s] %s; the local file was left as it was" % (tunnel.host, exc.remote_message)) from exc
+
+
+def _forget(tunnel, token: str) -> None:
+    """Best effort, after a failure: the fetch's own error is what the caller sees."""
+    if tunnel.closed:
+        return
+    try:
+        tunnel.call(remote_files.close_source, token, timeout=bulk.DROP_TIMEOUT)
+    except ChopsticksError:
+        pass  # the agent keeps an fd open until it exits; nothing is left on disk
