@@ -140,27 +140,36 @@ def _said(line: str) -> str:
     return repr(line[:200])
 
 
+def _start(rng: _Range, login: Login, command: str, what: str, done: Callable[[Any], None]) -> Optional[BulkSession]:
+    """In a range's thread: its session logged in and its command (the host's range ``what``)
+    started, which the hub then hears (``(rng, 0, None)``); None if the transfer was aborted
+    meanwhile. The thread closes ``rng.session`` whatever happens."""
+    session = rng.session = BulkSession(login)
+    if rng.aborted:
+        return None
+    try:
+        session.open()
+    except ConnectError as exc:
+        raise _LoginFailed(str(exc)) from exc
+    if rng.aborted:  # while it logged in
+        return None
+    session.run(command)
+    said = session.read_line()
+    if said != "R":
+        stderr = _quietly(session.read_error) if not said else ""
+        raise TransferError("the host's range %s did not start: %s" % (what, _said(said or stderr)))
+    session.started()
+    done((rng, 0, None))
+    return session
+
+
 def _send_range(rng: _Range, login: Login, command: str, fd: int, done: Callable[[Any], None]) -> None:
     """In an OS thread: log in, start the writer, send the range, check the writer's account."""
     error: Optional[BaseException] = None
-    session = None
     try:
-        session = rng.session = BulkSession(login)
-        if rng.aborted:
+        session = _start(rng, login, command, "writer", done)
+        if session is None:
             return
-        try:
-            session.open()
-        except ConnectError as exc:
-            raise _LoginFailed(str(exc)) from exc
-        if rng.aborted:  # while it logged in
-            return
-        session.run(command)
-        said = session.read_line()
-        if said != "R":
-            stderr = _quietly(session.read_error) if not said else ""
-            raise TransferError("the host's range writer did not start: %s" % _said(said or stderr))
-        session.started()
-        done((rng, 0, None))  # logged in, its writer ready
         crc = 0
         end = rng.offset + rng.length
         offset = rng.offset
@@ -185,8 +194,8 @@ def _send_range(rng: _Range, login: Login, command: str, fd: int, done: Callable
         error = exc
     finally:
         os.close(fd)
-        if session is not None:
-            session.close()
+        if rng.session is not None:
+            rng.session.close()
         done((rng, None, error))
 
 

@@ -36,14 +36,12 @@ import gevent.event
 
 from chopsticks import bulk, local_files, logs
 from chopsticks.agent import files as remote_files
-from chopsticks.errors import ChopsticksError, ConnectError, RemoteException, TransferError
+from chopsticks.errors import ChopsticksError, TransferError
 from chopsticks.results import checked_account
 from chopsticks.shards.hub_thread import Inbox
-from chopsticks.transports.libssh import BulkSession, Login
+from chopsticks.transports.libssh import Login
 
 MAX_SIZE = 1 << 63
-# How a remote ``close_source`` says the file changed while it was read.
-ABORTED = "%s.%s" % (remote_files.TransferAborted.__module__, remote_files.TransferAborted.__qualname__)
 # The read-back for the digests: large reads, off the hub (hashlib releases the GIL).
 DIGEST_READ = 1 << 20
 
@@ -95,13 +93,16 @@ def _receive_ranges(tunnel, login: Login, source: Dict[str, Any], sessions: Opti
     count = max(1, bulk.session_count(size, sessions))  # a host that lies small still gets one range
     parts = [bulk._Range(offset, length) for offset, length in bulk.ranges(size, count)]
     pending: Set[bulk._Range] = set(parts)
+    started: Set[bulk._Range] = set()
     failures: List[Tuple[bulk._Range, BaseException]] = []
     got = [0]
     wake = gevent.event.Event()
 
     def take(item) -> None:  # in the hub
         rng, n, error = item
-        if n is not None:
+        if n == 0:
+            started.add(rng)
+        elif n is not None:
             got[0] += n
             rng.sent += n
         else:
@@ -126,17 +127,20 @@ def _receive_ranges(tunnel, login: Login, source: Dict[str, Any], sessions: Opti
         while pending and not failures:
             wake.wait()
             wake.clear()
-            if progress is not None and got[0] > reported:
+            # counted once every session has started (until then it may come over the stream)
+            if progress is not None and got[0] > reported and len(started) == len(parts):
                 progress(got[0] - reported)
                 reported = got[0]
     finally:
-        for rng in pending:
-            rng.abort()
-        with gevent.Timeout(bulk.ABORT_WAIT, False):  # their sockets are shut: they end at once
-            while pending:
-                wake.wait()
-                wake.clear()
-        inbox.stop()
+        try:
+            for rng in pending:
+                rng.abort()
+            with gevent.Timeout(bulk.ABORT_WAIT, False):  # their sockets are shut: they end at once
+                while pending:
+                    wake.wait()
+                    wake.clear()
+        finally:  # even if interrupted while it waited
+            inbox.close()
     if failures:
         if all(isinstance(error, bulk._LoginFailed) for _, error in failures) and not pending:
             logs.warning("bulk_unavailable", host=tunnel.host, reason=str(failures[0][1]))
@@ -160,23 +164,10 @@ def _receive_ranges(tunnel, login: Login, source: Dict[str, Any], sessions: Opti
 def _receive_range(rng: bulk._Range, login: Login, command: str, fd: int, done: Callable[[Any], None]) -> None:
     """In an OS thread: log in, start the reader, write the range at its offset, check its CRC."""
     error: Optional[BaseException] = None
-    session = None
     try:
-        session = rng.session = BulkSession(login)
-        if rng.aborted:
+        session = bulk._start(rng, login, command, "reader", done)
+        if session is None:
             return
-        try:
-            session.open()
-        except ConnectError as exc:
-            raise bulk._LoginFailed(str(exc)) from exc
-        if rng.aborted:  # while it logged in
-            return
-        session.run(command)
-        said = session.read_line()
-        if said != "R":
-            stderr = bulk._quietly(session.read_error) if not said else ""
-            raise TransferError("the host's range reader did not start: %s" % bulk._said(said or stderr))
-        session.started()
         crc = 0
         offset, end = rng.offset, rng.offset + rng.length
         while offset < end and not rng.aborted:
@@ -202,8 +193,8 @@ def _receive_range(rng: bulk._Range, login: Login, command: str, fd: int, done: 
         error = exc
     finally:
         os.close(fd)
-        if session is not None:
-            session.close()
+        if rng.session is not None:
+            rng.session.close()
         done((rng, None, error))
 
 
@@ -237,12 +228,8 @@ def _digests(fd: int, size: int) -> Tuple[str, str]:
 
 def _close(tunnel, token: str) -> None:
     """``close_source``: the agent forgets the file; TransferError if it changed since opened."""
-    try:
+    with local_files.unchanged_remote(tunnel.host):
         tunnel.call(remote_files.close_source, token)
-    except RemoteException as exc:
-        if exc.remote_type != ABORTED:
-            raise
-        raise TransferError("[%s] %s; the local file was left as it was" % (tunnel.host, exc.remote_message)) from exc
 
 
 def _forget(tunnel, token: str) -> None:

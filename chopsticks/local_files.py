@@ -14,19 +14,33 @@ rules on top: a new file under a temporary name in its destination's directory (
 renamed over the destination once complete and synced, then the directory synced.
 """
 
+import contextlib
 import errno
 import os
 import stat
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from chopsticks.agent import files  # the agent half of put/fetch, and the one atomic writer both ends use
-from chopsticks.errors import SpecialFileError, TransferError
+from chopsticks.errors import RemoteException, SpecialFileError, TransferError
 
 KINDS = ("dir", "file", "link", "special")  # what the agent's files.list_tree lists
 MAX_MODE = 0o7777
 MTIME_NS = (-(1 << 63), (1 << 63) - 1)  # what utimensat takes
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 SPECIAL = files.SPECIAL
+# How the agent says a file changed while it read it.
+ABORTED = "%s.%s" % (files.TransferAborted.__module__, files.TransferAborted.__qualname__)
+
+
+@contextlib.contextmanager
+def unchanged_remote(host: str) -> Iterator[None]:
+    """The agent's "the file changed while I read it" (a fetch's) as a TransferError."""
+    try:
+        yield
+    except RemoteException as exc:
+        if exc.remote_type != ABORTED:
+            raise
+        raise TransferError("[%s] %s; the local file was left as it was" % (host, exc.remote_message)) from exc
 
 
 def umask() -> int:

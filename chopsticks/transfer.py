@@ -24,15 +24,13 @@ from chopsticks import bulk, bulk_fetch, local_files, logs
 from chopsticks.wire import protocol
 from chopsticks.agent import files as remote_files
 from chopsticks.connection import Connection, StreamState
-from chopsticks.errors import CallTimeout, ChopsticksError, RemoteException, SpecialFileError, TransferError
+from chopsticks.errors import CallTimeout, ChopsticksError, SpecialFileError, TransferError
 from chopsticks.pickling import dumps_call
 from chopsticks.results import checked_account
 from chopsticks.sources import Source, Sources
 
 CHUNK = protocol.STREAM_CHUNK
 Progress = Optional[Callable[[int], None]]
-# How a remote ``send`` says the file changed while it read it.
-ABORTED = "%s.%s" % (remote_files.TransferAborted.__module__, remote_files.TransferAborted.__qualname__)
 
 
 def _connection(tunnel) -> Connection:
@@ -325,12 +323,8 @@ def _sink(dst, make_dirs: bool) -> Sink:
 
 def _remote_result(tunnel, future) -> Any:
     """The remote ``send``'s account; its "the file changed while I read it" is a TransferError."""
-    try:
+    with local_files.unchanged_remote(tunnel.host):
         return future.result()
-    except RemoteException as exc:
-        if exc.remote_type != ABORTED:
-            raise
-        raise TransferError("[%s] %s; the local file was left as it was" % (tunnel.host, exc.remote_message)) from exc
 
 
 def receive_file(tunnel, remote_path: str, sink: Sink, progress: Progress = None,
