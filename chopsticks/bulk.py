@@ -207,6 +207,78 @@ def _quietly(read: Callable[[], str]) -> str:
         return ""
 
 
+class Ranges:
+    """The hub's side of one transfer's range threads: it starts them (``start``), hears what
+    they say through an ``Inbox`` (started, bytes moved, ended), waits for them (``wait``),
+    and stops what is left (``close``)."""
+
+    def __init__(self, size: int, count: int):
+        self.parts = [_Range(offset, length) for offset, length in ranges(size, count)]
+        self.pending = set(self.parts)
+        self.started: Set[_Range] = set()
+        self.failures: List[Tuple[_Range, BaseException]] = []
+        self.moved = 0
+        self._wake = gevent.event.Event()
+        self._inbox = Inbox(self._take)
+
+    def _take(self, item) -> None:  # in the hub
+        rng, n, error = item
+        if n == 0:
+            self.started.add(rng)
+        elif n is not None:
+            self.moved += n
+            rng.sent += n
+        else:
+            self.pending.discard(rng)
+            if error is not None:
+                self.failures.append((rng, error))
+        self._wake.set()
+
+    def start(self, thread: Callable[..., None], rng: _Range, login: Login, command: str, fd: int) -> None:
+        """``thread(rng, login, command, own fd, report)`` in an OS thread, with a dup of ``fd``
+        of its own (closed by it, whenever the transfer ends)."""
+        own = os.dup(fd)
+        try:
+            _start_thread(thread, (rng, login, command, own, self._inbox.put))
+        except BaseException:
+            os.close(own)
+            self.pending.discard(rng)
+            raise
+
+    def wait(self, progress: Optional[Callable[[int], None]]) -> None:
+        """Until every range ended or one failed. Bytes are counted once every session has
+        started: until then the transfer may still go over the tunnel's stream instead, and
+        count every byte there."""
+        reported = 0
+        while self.pending and not self.failures:
+            self._wake.wait()
+            self._wake.clear()
+            if progress is not None and self.moved > reported and len(self.started) == len(self.parts):
+                progress(self.moved - reported)
+                reported = self.moved
+
+    def login_failed(self) -> bool:
+        """Every failure a session that could not log in (which moved nothing)."""
+        return bool(self.failures) and all(isinstance(error, _LoginFailed) for _, error in self.failures)
+
+    def failure(self) -> Tuple[_Range, BaseException]:
+        """The first failure that was not a login's."""
+        return next(f for f in self.failures if not isinstance(f[1], _LoginFailed))
+
+    def close(self) -> None:
+        """Stop the ranges still going and wait (up to ABORT_WAIT) for their threads to end;
+        the Inbox is closed even if interrupted meanwhile."""
+        try:
+            for rng in self.pending:
+                rng.abort()
+            with gevent.Timeout(ABORT_WAIT, False):  # their sockets are shut: they end at once
+                while self.pending:
+                    self._wake.wait()
+                    self._wake.clear()
+        finally:
+            self._inbox.close()
+
+
 def send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: Optional[str], mode: int,
                 make_dirs: bool, progress: Optional[Callable[[int], None]]) -> Optional[Dict[str, Any]]:
     """``source`` to ``tunnel``'s host over ``count`` sessions logged in as ``login``, in its turn
@@ -219,56 +291,21 @@ def send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: O
 def _send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: Optional[str], mode: int,
                  make_dirs: bool, progress: Optional[Callable[[int], None]]) -> Optional[Dict[str, Any]]:
     token = os.urandom(8).hex()  # ours: the file can be dropped even if open_part's answer is lost
-    parts = [_Range(offset, length) for offset, length in ranges(source.size, count)]
-    pending = set(parts)
-    started: Set[_Range] = set()
-    failures: List[Tuple[_Range, BaseException]] = []
-    sent = [0]
-    wake = gevent.event.Event()
-
-    def take(item) -> None:  # in the hub
-        rng, n, error = item
-        if n == 0:
-            started.add(rng)
-        elif n is not None:
-            sent[0] += n
-            rng.sent += n
-        else:
-            pending.discard(rng)
-            if error is not None:
-                failures.append((rng, error))
-        wake.set()
-
-    inbox = Inbox(take)
+    work = Ranges(source.size, count)
     digesting: Optional[gevent.Greenlet] = None
     committed = False
     try:
         part = _part(tunnel, token, tunnel.call(remote_files.open_part, token, remote_path, source.size, make_dirs))
-        for rng in parts:
-            command = tunnel.python_command(remote_files.RANGE_WRITER, [
-                part["temp_path"], str(part["dev"]), str(part["ino"]), str(rng.offset), str(rng.length)])
-            fd = os.dup(source.fd)  # the thread's own: closed by it, whenever the put ends
-            try:
-                _start_thread(_send_range, (rng, login, command, fd, inbox.put))
-            except BaseException:
-                os.close(fd)
-                pending.discard(rng)
-                raise
+        for rng in work.parts:
+            work.start(_send_range, rng, login, tunnel.python_command(remote_files.RANGE_WRITER, [
+                part["temp_path"], str(part["dev"]), str(part["ino"]), str(rng.offset), str(rng.length)]), source.fd)
         digesting = gevent.spawn(source.digest)  # the whole file's, once for every host, while the ranges go
-        reported = 0
-        while pending and not failures:
-            wake.wait()
-            wake.clear()
-            # counted only once every session has started: until then the put may still go
-            # over the tunnel's stream instead, and count every byte there
-            if progress is not None and sent[0] > reported and len(started) == len(parts):
-                progress(sent[0] - reported)
-                reported = sent[0]
-        if failures:
-            if all(isinstance(error, _LoginFailed) for _, error in failures):
-                logs.warning("bulk_unavailable", host=tunnel.host, reason=str(failures[0][1]))
-                return None
-            rng, error = next(f for f in failures if not isinstance(f[1], _LoginFailed))
+        work.wait(progress)
+        if work.login_failed():
+            logs.warning("bulk_unavailable", host=tunnel.host, reason=str(work.failures[0][1]))
+            return None
+        if work.failures:
+            rng, error = work.failure()
             raise TransferError("[%s] the session sending %s of %s failed: %s; the remote file was left as it was"
                                 % (tunnel.host, rng, source.label, error)) from error
         digesting.get()
@@ -281,21 +318,15 @@ def _send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: 
         try:
             if digesting is not None:
                 digesting.kill(block=False)
-            for rng in pending:
-                rng.abort()
-            with gevent.Timeout(ABORT_WAIT, False):  # their sockets are shut: they end at once
-                while pending:
-                    wake.wait()
-                    wake.clear()
-        finally:  # even if interrupted while it waited
-            inbox.close()
+            work.close()
+        finally:
             if not committed:
                 _drop(tunnel, token)
     account = checked_account(tunnel.host, account, {"remote_path": str, "size": int, "created": bool})
     if account["size"] != source.size:
         raise TransferError("[%s] the host's account of the file is malformed: %s" % (tunnel.host, repr(account)[:200]))
     # the SHA-256 is the controller's own, of what it read: each range was checked by its CRC-32
-    account.update(sha256=source.sha256, sessions=len(parts))
+    account.update(sha256=source.sha256, sessions=len(work.parts))
     return account
 
 

@@ -29,16 +29,14 @@ tunnel's stream, and ``bulk_unavailable`` is logged, as for put.
 import hashlib
 import os
 import zlib
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import gevent
-import gevent.event
 
 from chopsticks import bulk, local_files, logs
 from chopsticks.agent import files as remote_files
 from chopsticks.errors import ChopsticksError, TransferError
 from chopsticks.results import checked_account
-from chopsticks.shards.hub_thread import Inbox
 from chopsticks.transports.libssh import Login
 
 MAX_SIZE = 1 << 63
@@ -91,62 +89,20 @@ def _receive_ranges(tunnel, login: Login, source: Dict[str, Any], sessions: Opti
                     sink: local_files.AtomicFile, progress: Optional[Callable[[int], None]]) -> Optional[Dict[str, Any]]:
     size, path = source["size"], source["remote_path"]
     count = max(1, bulk.session_count(size, sessions))  # a host that lies small still gets one range
-    parts = [bulk._Range(offset, length) for offset, length in bulk.ranges(size, count)]
-    pending: Set[bulk._Range] = set(parts)
-    started: Set[bulk._Range] = set()
-    failures: List[Tuple[bulk._Range, BaseException]] = []
-    got = [0]
-    wake = gevent.event.Event()
-
-    def take(item) -> None:  # in the hub
-        rng, n, error = item
-        if n == 0:
-            started.add(rng)
-        elif n is not None:
-            got[0] += n
-            rng.sent += n
-        else:
-            pending.discard(rng)
-            if error is not None:
-                failures.append((rng, error))
-        wake.set()
-
-    inbox = Inbox(take)
+    work = bulk.Ranges(size, count)
     try:
-        for rng in parts:
-            command = tunnel.python_command(remote_files.RANGE_READER, [
-                path, str(source["dev"]), str(source["ino"]), str(rng.offset), str(rng.length)])
-            fd = os.dup(sink.fd)  # the thread's own: closed by it, whenever the fetch ends
-            try:
-                bulk._start_thread(_receive_range, (rng, login, command, fd, inbox.put))
-            except BaseException:
-                os.close(fd)
-                pending.discard(rng)
-                raise
-        reported = 0
-        while pending and not failures:
-            wake.wait()
-            wake.clear()
-            # counted once every session has started (until then it may come over the stream)
-            if progress is not None and got[0] > reported and len(started) == len(parts):
-                progress(got[0] - reported)
-                reported = got[0]
+        for rng in work.parts:
+            work.start(_receive_range, rng, login, tunnel.python_command(remote_files.RANGE_READER, [
+                path, str(source["dev"]), str(source["ino"]), str(rng.offset), str(rng.length)]), sink.fd)
+        work.wait(progress)
     finally:
-        try:
-            for rng in pending:
-                rng.abort()
-            with gevent.Timeout(bulk.ABORT_WAIT, False):  # their sockets are shut: they end at once
-                while pending:
-                    wake.wait()
-                    wake.clear()
-        finally:  # even if interrupted while it waited
-            inbox.close()
-    if failures:
-        if all(isinstance(error, bulk._LoginFailed) for _, error in failures) and not pending:
-            logs.warning("bulk_unavailable", host=tunnel.host, reason=str(failures[0][1]))
-            os.ftruncate(sink.fd, 0)  # every thread has ended: what a session wrote goes
-            return None
-        rng, error = next((f for f in failures if not isinstance(f[1], bulk._LoginFailed)), failures[0])
+        work.close()
+    if work.login_failed() and not work.pending:
+        logs.warning("bulk_unavailable", host=tunnel.host, reason=str(work.failures[0][1]))
+        os.ftruncate(sink.fd, 0)  # every thread has ended: what a session wrote goes
+        return None
+    if work.failures:
+        rng, error = work.failure() if not work.login_failed() else work.failures[0]
         raise TransferError("[%s] the session reading %s of %s failed: %s; the local file was left as it was"
                             % (tunnel.host, rng, path, error)) from error
     _close(tunnel, source["token"])
@@ -158,7 +114,7 @@ def _receive_ranges(tunnel, login: Login, source: Dict[str, Any], sessions: Opti
     sha256, sha1 = gevent.get_hub().threadpool.apply(_digests, (fd, size))
     sink.commit(source["mode"], source["mtime_ns"])
     return {"remote_path": path, "local_path": sink.path, "size": size, "sha1sum": sha1, "sha256": sha256,
-            "sessions": len(parts)}
+            "sessions": len(work.parts)}
 
 
 def _receive_range(rng: bulk._Range, login: Login, command: str, fd: int, done: Callable[[Any], None]) -> None:
