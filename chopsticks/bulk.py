@@ -164,32 +164,37 @@ def _start(rng: _Range, login: Login, command: str, what: str, done: Callable[[A
 
 
 def _send_range(rng: _Range, login: Login, command: str, fd: int, done: Callable[[Any], None]) -> None:
-    """In an OS thread: log in, start the writer, send the range, check the writer's account."""
+    """In a range's thread (``Ranges.start``): log in, start the writer, send the range, check
+    the writer's account."""
+    session = _start(rng, login, command, "writer", done)
+    if session is None:
+        return
+    crc = 0
+    offset, end = rng.offset, rng.offset + rng.length
+    while offset < end and not rng.aborted:
+        data = os.pread(fd, min(READ, end - offset), offset)
+        if not data:
+            raise TransferError("the local file shrank while it was being sent")
+        crc = zlib.crc32(data, crc)
+        try:
+            session.write(data)
+        except Exception as exc:
+            said = _quietly(session.read_line)
+            raise TransferError("the session ended while sending%s" % (
+                ": the host said %s" % _said(said) if said else " (%s)" % exc)) from exc
+        offset += len(data)
+        done((rng, len(data), None))
+    session.end_input()
+    said = session.read_line()
+    if said != "D %d %08x" % (rng.length, crc):
+        raise TransferError("the host's range writer did not write the range: it said %s" % _said(said))
+
+
+def _range_thread(body: Callable[..., None], rng: _Range, login: Login, command: str, fd: int,
+                  done: Callable[[Any], None]) -> None:
     error: Optional[BaseException] = None
     try:
-        session = _start(rng, login, command, "writer", done)
-        if session is None:
-            return
-        crc = 0
-        end = rng.offset + rng.length
-        offset = rng.offset
-        while offset < end and not rng.aborted:
-            data = os.pread(fd, min(READ, end - offset), offset)
-            if not data:
-                raise TransferError("the local file shrank while it was being sent")
-            crc = zlib.crc32(data, crc)
-            try:
-                session.write(data)
-            except Exception as exc:
-                said = _quietly(session.read_line)
-                raise TransferError("the session ended while sending%s" % (
-                    ": the host said %s" % _said(said) if said else " (%s)" % exc)) from exc
-            offset += len(data)
-            done((rng, len(data), None))
-        session.end_input()
-        said = session.read_line()
-        if said != "D %d %08x" % (rng.length, crc):
-            raise TransferError("the host's range writer did not write the range: it said %s" % _said(said))
+        body(rng, login, command, fd, done)
     except BaseException as exc:
         error = exc
     finally:
@@ -234,12 +239,13 @@ class Ranges:
                 self.failures.append((rng, error))
         self._wake.set()
 
-    def start(self, thread: Callable[..., None], rng: _Range, login: Login, command: str, fd: int) -> None:
-        """``thread(rng, login, command, own fd, report)`` in an OS thread, with a dup of ``fd``
-        of its own (closed by it, whenever the transfer ends)."""
+    def start(self, body: Callable[..., None], rng: _Range, login: Login, command: str, fd: int) -> None:
+        """``body(rng, login, command, own fd, report)`` in an OS thread, with a dup of ``fd`` of
+        its own; whatever it raises is the range's failure, and its fd and session are closed
+        when it ends, whenever the transfer does."""
         own = os.dup(fd)
         try:
-            _start_thread(thread, (rng, login, command, own, self._inbox.put))
+            _start_thread(_range_thread, (body, rng, login, command, own, self._inbox.put))
         except BaseException:
             os.close(own)
             self.pending.discard(rng)

@@ -118,40 +118,32 @@ def _receive_ranges(tunnel, login: Login, source: Dict[str, Any], sessions: Opti
 
 
 def _receive_range(rng: bulk._Range, login: Login, command: str, fd: int, done: Callable[[Any], None]) -> None:
-    """In an OS thread: log in, start the reader, write the range at its offset, check its CRC."""
-    error: Optional[BaseException] = None
-    try:
-        session = bulk._start(rng, login, command, "reader", done)
-        if session is None:
-            return
-        crc = 0
-        offset, end = rng.offset, rng.offset + rng.length
-        while offset < end and not rng.aborted:
-            data = session.read(min(bulk.READ, end - offset))
-            if not data:
-                stderr = bulk._quietly(session.read_error)
-                raise TransferError("the host's range reader sent %d of its %d bytes%s" % (
-                    offset - rng.offset, rng.length, ": it said %s" % bulk._said(stderr) if stderr else ""))
-            crc = zlib.crc32(data, crc)
-            view = memoryview(data)
-            at = offset
-            while view:
-                written = os.pwrite(fd, view, at)
-                view, at = view[written:], at + written
-            offset += len(data)
-            done((rng, len(data), None))
-        if rng.aborted:
-            return
-        said = session.read_line()
-        if said != "D %08x" % crc:
-            raise TransferError("the host's range reader did not send the range: it said %s" % bulk._said(said))
-    except BaseException as exc:
-        error = exc
-    finally:
-        os.close(fd)
-        if rng.session is not None:
-            rng.session.close()
-        done((rng, None, error))
+    """In a range's thread (``bulk.Ranges.start``): log in, start the reader, write the range at
+    its offset, check its CRC."""
+    session = bulk._start(rng, login, command, "reader", done)
+    if session is None:
+        return
+    crc = 0
+    offset, end = rng.offset, rng.offset + rng.length
+    while offset < end and not rng.aborted:
+        data = session.read(min(bulk.READ, end - offset))
+        if not data:
+            stderr = bulk._quietly(session.read_error)
+            raise TransferError("the host's range reader sent %d of its %d bytes%s" % (
+                offset - rng.offset, rng.length, ": it said %s" % bulk._said(stderr) if stderr else ""))
+        crc = zlib.crc32(data, crc)
+        view = memoryview(data)
+        at = offset
+        while view:
+            written = os.pwrite(fd, view, at)
+            view, at = view[written:], at + written
+        offset += len(data)
+        done((rng, len(data), None))
+    if rng.aborted:
+        return
+    said = session.read_line()
+    if said != "D %08x" % crc:
+        raise TransferError("the host's range reader did not send the range: it said %s" % bulk._said(said))
 
 
 def _reopen(sink: local_files.AtomicFile) -> int:
