@@ -104,18 +104,24 @@ def no_thread_left(monkeypatch):
     assert not live, "a bulk session's thread is still running: %s" % live
 
 
-@pytest.fixture
-def ranges_sent(monkeypatch):
-    """The ``bulk._Range`` of every range a put starts (their ``session`` once logged in)."""
+def ranges_of(monkeypatch, module, name):
+    """The ``bulk._Range`` of every range that ``module.name`` (a range's body) is started for
+    (their ``session`` once logged in)."""
     started = []
-    real = bulk._send_range
+    real = getattr(module, name)
 
     def spy(rng, *args):
         started.append(rng)
         return real(rng, *args)
 
-    monkeypatch.setattr(bulk, "_send_range", spy)
+    monkeypatch.setattr(module, name, spy)
     return started
+
+
+@pytest.fixture
+def ranges_sent(monkeypatch):
+    """The ranges a put starts."""
+    return ranges_of(monkeypatch, bulk, "_send_range")
 
 
 # -- 1. the file arrives whole, over N sessions or the stream --------------------------------
@@ -556,9 +562,9 @@ def test_a_missing_directory_is_the_usual_error_unless_make_dirs(fleet, ssh_opti
 
 # -- 7. a hostile host (a real subprocess) -----------------------------------------------------
 
-@pytest.fixture
-def hostile(fleet, ssh_options, tmp_path, no_leaks):
-    """Makes an SSHTunnel whose remote python is hostile_bulk_remote.py following a script."""
+def hostile_tunnels(remote, fleet, ssh_options, tmp_path):
+    """Makes SSHTunnels whose remote python is ``remote`` (a script here) following a script of
+    the test's (``make(**script)``); yields ``make``, then closes what it made."""
     made = []
 
     def make(connect_timeout=10.0, **script):
@@ -568,7 +574,7 @@ def hostile(fleet, ssh_options, tmp_path, no_leaks):
         (bin_dir / ("script-%d.json" % number)).write_text(json.dumps(script))
         wrapper = bin_dir / ("python-%d" % number)
         wrapper.write_text('#!/bin/sh\nexec %s %s %s "$@"\n' % (
-            sys.executable, os.path.join(HERE, "hostile_bulk_remote.py"), bin_dir / ("script-%d.json" % number)))
+            sys.executable, os.path.join(HERE, remote), bin_dir / ("script-%d.json" % number)))
         wrapper.chmod(0o755)
         options = dataclasses.replace(ssh_options, connect_timeout=connect_timeout)
         tunnel = SSHTunnel(fleet.hosts[5], options=options, python=str(wrapper))
@@ -578,6 +584,12 @@ def hostile(fleet, ssh_options, tmp_path, no_leaks):
     yield make
     for tunnel in made:
         tunnel.close()
+
+
+@pytest.fixture
+def hostile(fleet, ssh_options, tmp_path, no_leaks):
+    """Makes an SSHTunnel whose remote python is hostile_bulk_remote.py following a script."""
+    yield from hostile_tunnels("hostile_bulk_remote.py", fleet, ssh_options, tmp_path)
 
 
 @pytest.mark.parametrize("writer, message", [

@@ -9,12 +9,10 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 
 import pytest
@@ -22,8 +20,8 @@ import structlog
 
 import remote_helpers as rh
 from chopsticks import CallTimeout, ErrorResult, Group, SSHTunnel, TransferError
-from chopsticks import bulk, bulk_fetch
-from test_bulk import no_thread_left, ranges_sent  # noqa: F401 (fixtures)
+from chopsticks import bulk_fetch
+from test_bulk import assert_untouched, hostile_tunnels, no_thread_left, old_dest, ranges_of  # noqa: F401
 from test_fanout import fanout
 from test_files import leftovers
 from test_ssh import tunnels  # noqa: F401 (fixtures)
@@ -80,18 +78,6 @@ def umask_022():
 def threads_end(no_thread_left):  # noqa: F811
     """Every range's thread has ended soon after its fetch (``test_bulk.no_thread_left``)."""
     return no_thread_left
-
-
-@pytest.fixture
-def old_dest(tmp_path):
-    """A local destination in a directory of its own, with old contents a failed fetch keeps."""
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "dst").write_text("old contents")
-    return tmp_path / "d" / "dst"
-
-
-def assert_untouched(dest):
-    assert dest.read_text() == "old contents" and os.listdir(dest.parent) == ["dst"]
 
 
 # -- 1. the file arrives whole -----------------------------------------------------------------
@@ -196,16 +182,8 @@ def test_bad_sessions_are_refused_before_any_host_is_contacted(fleet, ssh_option
 
 @pytest.fixture
 def ranges_read(monkeypatch):
-    """The ``bulk._Range`` of every range a fetch starts (their ``session`` once logged in)."""
-    started = []
-    real = bulk_fetch._receive_range
-
-    def spy(rng, *args):
-        started.append(rng)
-        return real(rng, *args)
-
-    monkeypatch.setattr(bulk_fetch, "_receive_range", spy)
-    return started
+    """The ranges a fetch starts."""
+    return ranges_of(monkeypatch, bulk_fetch, "_receive_range")
 
 
 def test_a_remote_file_appended_to_while_read_is_refused(fleet, ssh_options, tunnels, tmp_path, old_dest):
@@ -333,25 +311,7 @@ def test_a_fetch_timing_out_while_sessions_log_in_leaves_no_thread(fleet, ssh_op
 @pytest.fixture
 def hostile(fleet, ssh_options, tmp_path, no_leaks):
     """Makes an SSHTunnel whose remote python is hostile_fetch_remote.py following a script."""
-    made = []
-
-    def make(**script):
-        number = len(made)
-        bin_dir = tmp_path / "bin"
-        bin_dir.mkdir(exist_ok=True)
-        (bin_dir / ("script-%d.json" % number)).write_text(json.dumps(script))
-        wrapper = bin_dir / ("python-%d" % number)
-        wrapper.write_text('#!/bin/sh\nexec %s %s %s "$@"\n' % (
-            sys.executable, os.path.join(HERE, "hostile_fetch_remote.py"), bin_dir / ("script-%d.json" % number)))
-        wrapper.chmod(0o755)
-        tunnel = SSHTunnel(fleet.hosts[5], options=dataclasses.replace(ssh_options, connect_timeout=10.0),
-                           python=str(wrapper))
-        made.append(tunnel)
-        return tunnel
-
-    yield make
-    for tunnel in made:
-        tunnel.close()
+    yield from hostile_tunnels("hostile_fetch_remote.py", fleet, ssh_options, tmp_path)
 
 
 @pytest.mark.parametrize("reader, message", [
