@@ -29,9 +29,10 @@ tunnel's stream, and ``bulk_unavailable`` is logged, as for put.
 import hashlib
 import os
 import zlib
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import gevent
+from gevent.monkey import get_original
 
 from chopsticks import bulk, local_files, logs
 from chopsticks.agent import files as remote_files
@@ -40,8 +41,11 @@ from chopsticks.results import checked_account
 from chopsticks.transports.libssh import Login
 
 MAX_SIZE = 1 << 63
-# The read-back for the digests: large reads, off the hub (hashlib releases the GIL).
+# The read-back for the digests: large reads, off the hub (hashlib releases the GIL), and how
+# long it waits for more to land.
 DIGEST_READ = 1 << 20
+DIGEST_WAIT = 0.005
+_sleep = get_original("time", "sleep")  # a pool thread's own sleep, even under monkey-patching
 
 
 def min_size(sessions: Optional[int]) -> int:
@@ -90,28 +94,36 @@ def _receive_ranges(tunnel, login: Login, source: Dict[str, Any], sessions: Opti
     size, path = source["size"], source["remote_path"]
     count = max(1, bulk.session_count(size, sessions))  # a host that lies small still gets one range
     work = bulk.Ranges(size, count)
+    digest = _Digest(_reopen(sink), size, work.parts)  # follows the ranges as they land
+    hashing = gevent.get_hub().threadpool.spawn(digest.run)
     try:
-        for rng in work.parts:
-            work.start(_receive_range, rng, login, tunnel.python_command(remote_files.RANGE_READER, [
-                path, str(source["dev"]), str(source["ino"]), str(rng.offset), str(rng.length)]), sink.fd)
-        work.wait(progress)
-    finally:
-        work.close()
-    if work.login_failed() and not work.pending:
-        logs.warning("bulk_unavailable", host=tunnel.host, reason=str(work.failures[0][1]))
-        os.ftruncate(sink.fd, 0)  # every thread has ended: what a session wrote goes
-        return None
-    if work.failures:
-        rng, error = work.failure() if not work.login_failed() else work.failures[0]
-        raise TransferError("[%s] the session reading %s of %s failed: %s; the local file was left as it was"
-                            % (tunnel.host, rng, path, error)) from error
-    _close(tunnel, source["token"])
-    written = os.fstat(sink.fd).st_size
-    if written != size:
-        raise TransferError("[%s] the local copy of %s is %d bytes, not the %d the host said; the local file was "
-                            "left as it was" % (tunnel.host, path, written, size))
-    fd = _reopen(sink)  # the digest's own: closed by it, even if the fetch ends first
-    sha256, sha1 = gevent.get_hub().threadpool.apply(_digests, (fd, size))
+        try:
+            for rng in work.parts:
+                work.start(_receive_range, rng, login, tunnel.python_command(remote_files.RANGE_READER, [
+                    path, str(source["dev"]), str(source["ino"]), str(rng.offset), str(rng.length)]), sink.fd)
+            work.wait(progress)
+        finally:
+            work.close()
+        if work.login_failed() and not work.pending:
+            logs.warning("bulk_unavailable", host=tunnel.host, reason=str(work.failures[0][1]))
+            os.ftruncate(sink.fd, 0)  # every thread has ended: what a session wrote goes
+            digest.stop()
+            hashing.wait(bulk.ABORT_WAIT)
+            return None
+        if work.failures:
+            rng, error = work.failure() if not work.login_failed() else work.failures[0]
+            raise TransferError("[%s] the session reading %s of %s failed: %s; the local file was left as it was"
+                                % (tunnel.host, rng, path, error)) from error
+        _close(tunnel, source["token"])
+        written = os.fstat(sink.fd).st_size
+        if written != size:
+            raise TransferError("[%s] the local copy of %s is %d bytes, not the %d the host said; the local file "
+                                "was left as it was" % (tunnel.host, path, written, size))
+        sha256, sha1 = hashing.get()
+    except BaseException:
+        digest.stop()
+        hashing.wait(bulk.ABORT_WAIT)  # its fd closed before the fetch's error goes on
+        raise
     sink.commit(source["mode"], source["mtime_ns"])
     return {"remote_path": path, "local_path": sink.path, "size": size, "sha1sum": sha1, "sha256": sha256,
             "sessions": len(work.parts)}
@@ -157,21 +169,43 @@ def _reopen(sink: local_files.AtomicFile) -> int:
     return fd
 
 
-def _digests(fd: int, size: int) -> Tuple[str, str]:
-    """In a pool thread: SHA-256 and SHA-1 of the first ``size`` bytes at ``fd`` (then closed)."""
-    sha256, sha1 = hashlib.sha256(), hashlib.sha1()
-    try:
+class _Digest:
+    """The SHA-256 and SHA-1 a fetch returns, of the local copy read back (``fd``, its own: it
+    closes it), hashed in a pool thread while the ranges land: it follows the written prefix
+    (every range before the first unfinished one, and what that one has written), so only
+    what lands last is hashed after the transfer."""
+
+    def __init__(self, fd: int, size: int, parts: List[bulk._Range]):
+        self.fd, self.size, self.parts = fd, size, parts
+        self.stopped = False
+
+    def _written(self) -> int:
+        for rng in self.parts:  # each range is written in order from its offset; ``sent`` after pwrite
+            if rng.sent < rng.length:
+                return rng.offset + rng.sent
+        return self.size
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def run(self) -> Optional[Tuple[str, str]]:
+        sha256, sha1 = hashlib.sha256(), hashlib.sha1()
         offset = 0
-        while offset < size:
-            data = os.pread(fd, min(DIGEST_READ, size - offset), offset)
-            if not data:
-                raise TransferError("the local copy shrank while it was hashed")
-            sha256.update(data)
-            sha1.update(data)
-            offset += len(data)
-    finally:
-        os.close(fd)
-    return sha256.hexdigest(), sha1.hexdigest()
+        try:
+            while offset < self.size and not self.stopped:
+                ready = self._written()
+                if ready <= offset:
+                    _sleep(DIGEST_WAIT)
+                    continue
+                data = os.pread(self.fd, min(DIGEST_READ, ready - offset), offset)
+                if not data:
+                    raise TransferError("the local copy shrank while it was hashed")
+                sha256.update(data)
+                sha1.update(data)
+                offset += len(data)
+        finally:
+            os.close(self.fd)
+        return None if self.stopped else (sha256.hexdigest(), sha1.hexdigest())
 
 
 def _close(tunnel, token: str) -> None:
