@@ -15,8 +15,8 @@ small file no round trip) until ``close_source``, which says whether it changed 
 following a symlink and reads only if it is the very file (device and inode) the agent has
 open. The controller commits its file (mode as data, mtime, fsync, rename) only once every
 range is in with the CRC-32 its reader said, the file is the size the host said, and the
-remote file did not change; then it reads the file back once, off the hub, for the SHA-256
-and SHA-1 a fetch returns. Any failure removes the temporary file and leaves the destination
+remote file did not change. The SHA-256 and SHA-1 a fetch returns are of the local copy,
+read back in a pool thread that follows the ranges as they land (``_Digest``). Any failure removes the temporary file and leaves the destination
 as it was.
 
 Nothing the host says is trusted: ``send_or_open``'s answer is checked for shape and bounds
