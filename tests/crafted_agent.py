@@ -9,6 +9,17 @@ Standard library only.
 """
 
 import builtins
+import json
+import sys
+
+
+def script_and_command():
+    """A hostile remote's own argv, ``SCRIPT.json ... -c CODE ARGS...``: the script, CODE and ARGS."""
+    with open(sys.argv[1]) as f:
+        script = json.load(f)
+    argv = sys.argv[2:]
+    at = argv.index("-c")
+    return script, argv[at + 1], argv[at + 2:]
 
 
 def run_agent(stage1, craft):

@@ -14,18 +14,13 @@ CODE ARGS...``. What it plays depends on CODE:
 Standard library only; never imported by the controller.
 """
 
-import json
 import os
 import sys
 import zlib
 
-from crafted_agent import run_agent
+from crafted_agent import run_agent, script_and_command
 
-with open(sys.argv[1]) as f:
-    script = json.load(f)
-argv = sys.argv[2:]
-code = argv[argv.index("-c") + 1]
-args = argv[argv.index("-c") + 2:]
+script, code, args = script_and_command()
 
 
 def say(data):
