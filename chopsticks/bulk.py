@@ -22,11 +22,14 @@ range check is there to catch a range cut short or framed wrong, for which CRC-3
 and costs a third of the CPU on both ends (0.24 against 0.68 CPU-s per GiB here), and on
 two shared cores CPU is wall time.
 
-A session that cannot log in (libssh refuses a key format libssh2 took, sshd refuses more
-logins, a host key other than the tunnel's) has sent nothing: the whole file then goes over
-the tunnel's stream as before, and ``bulk_unavailable`` is logged with the reason. A session
-that fails once sending fails the put (a ``TransferError`` naming the range), and the
-temporary file is removed.
+If a session cannot log in (libssh refuses a key format libssh2 took, sshd refuses more
+logins, a host key other than the tunnel's), the whole file goes over the tunnel's stream
+instead (what other sessions sent goes with the temporary file), and ``bulk_unavailable`` is
+logged with the reason. A session that fails once sending fails the put (a
+``TransferError`` naming the range), and the temporary file is removed.
+
+``Ranges`` (the hub's side of a transfer's range threads), ``_start`` (a range's login and
+command) and ``_range_thread`` serve ``chopsticks.bulk_fetch`` too, the other direction.
 """
 
 import os
@@ -66,9 +69,9 @@ DROP_TIMEOUT = 10.0
 ABORT_WAIT = 5.0
 
 _start_thread = get_original("_thread", "start_new_thread")  # an OS thread even under monkey-patching
-# How many puts of this process may use extra sessions at once (each up to ``sessions``
-# threads and logins), so that a thousand hosts at once are not thousands of threads; a put
-# waits for its turn (its timeout counts the wait). Many at once hide each put's round trips
+# How many puts and fetches of this process may use extra sessions at once (each up to
+# ``sessions`` threads and logins), so that a thousand hosts at once are not thousands of
+# threads; a transfer waits for its turn (its timeout counts the wait). Many at once hide each put's round trips
 # and logins: to 50 loopback hosts, 8 at a time took 7.0 s where 50 took 4.1.
 BULK_PUTS = 64
 _turns: "weakref.WeakKeyDictionary[Any, gevent.lock.BoundedSemaphore]" = weakref.WeakKeyDictionary()
@@ -112,12 +115,12 @@ def ranges(size: int, parts: int) -> List[Tuple[int, int]]:
 
 
 class _Range:
-    """One byte range and the session sending it (in its thread)."""
+    """One byte range and the session moving it (in its thread)."""
 
     def __init__(self, offset: int, length: int):
         self.offset = offset
         self.length = length
-        self.sent = 0  # bytes sent so far, as the hub has heard
+        self.sent = 0  # bytes moved so far, as the hub has heard
         self.session: Optional[BulkSession] = None
         self.aborted = False
 
