@@ -4,7 +4,8 @@ libssh2, which carries every tunnel, encrypts one 16-byte block per OpenSSL call
 200 MiB per CPU-second here, one core's worth of push whatever runs above it. libssh (the
 ``ssh-python`` package) encrypts whole packets: 860-1030 MiB per CPU-second. A
 ``BulkSession`` is one libssh session run blocking in an OS thread of its own, beside the hub
-(libssh releases the GIL while it works), carrying one command's stdin.
+(libssh releases the GIL while it works), carrying one command's stdin (put) or stdout
+(fetch).
 
 It is a copy of the tunnel's login, not a second decision. ``Login.of(link)`` takes from the
 tunnel's authenticated ``SSHLink``:
