@@ -7,9 +7,9 @@ address, host key and credential, nothing decided twice), each in an OS thread o
 sending one byte range of it, encrypted by libssh four times cheaper than libssh2 and on as
 many cores as there are sessions.
 
-The tunnel's agent keeps every guarantee of ``put``: ``agent.files.open_part`` makes the
+The tunnel's agent keeps every guarantee of ``put``: ``agent.ranges.open_part`` makes the
 temporary file beside the destination and reserves its blocks (a full disk fails there,
-before a byte is sent); each session runs ``agent.files.RANGE_WRITER``, which writes its
+before a byte is sent); each session runs ``agent.ranges.RANGE_WRITER``, which writes its
 range into that very file (by device and inode) and answers the range's size and CRC-32,
 checked against what this side read and sent; ``finish_part`` commits the file (mode, mtime,
 fsync, rename) once every range is in and the local file is unchanged; on any failure
@@ -43,7 +43,7 @@ import gevent.lock
 from gevent.monkey import get_original
 
 from chopsticks import logs
-from chopsticks.agent import files as remote_files
+from chopsticks.agent import ranges as remote_ranges
 from chopsticks.errors import ChopsticksError, ConnectError, TransferError
 from chopsticks.results import checked_account
 from chopsticks.shards.hub_thread import Inbox
@@ -304,9 +304,9 @@ def _send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: 
     digesting: Optional[gevent.Greenlet] = None
     committed = False
     try:
-        part = _part(tunnel, token, tunnel.call(remote_files.open_part, token, remote_path, source.size, make_dirs))
+        part = _part(tunnel, token, tunnel.call(remote_ranges.open_part, token, remote_path, source.size, make_dirs))
         for rng in work.parts:
-            work.start(_send_range, rng, login, tunnel.python_command(remote_files.RANGE_WRITER, [
+            work.start(_send_range, rng, login, tunnel.python_command(remote_ranges.RANGE_WRITER, [
                 part["temp_path"], str(part["dev"]), str(part["ino"]), str(rng.offset), str(rng.length)]), source.fd)
         digesting = gevent.spawn(source.digest)  # the whole file's, once for every host, while the ranges go
         work.wait(progress)
@@ -321,7 +321,7 @@ def _send_ranges(tunnel, login: Login, count: int, source: Source, remote_path: 
         changed = source.change()
         if changed is not None:
             raise TransferError("[%s] %s; the remote file was left as it was" % (tunnel.host, changed))
-        account = tunnel.call(remote_files.finish_part, token, source.size, mode, source.mtime_ns)
+        account = tunnel.call(remote_ranges.finish_part, token, source.size, mode, source.mtime_ns)
         committed = True
     finally:
         try:
@@ -354,6 +354,6 @@ def _drop(tunnel, token: str) -> None:
     if tunnel.closed:
         return
     try:
-        tunnel.call(remote_files.drop_part, token, timeout=DROP_TIMEOUT)
+        tunnel.call(remote_ranges.drop_part, token, timeout=DROP_TIMEOUT)
     except ChopsticksError as exc:
         logs.warning("put_cleanup_incomplete", host=tunnel.host, left=[["*", str(exc)]])

@@ -4,7 +4,7 @@ The other direction of ``chopsticks.bulk`` (whose sessions, turns and rules it s
 tunnel's libssh2 session decrypts on the controller's one core, so a big fetch over the
 tunnel's stream is bound by it. Here ``sessions`` extra logins to the same host
 (``transports.libssh``: the tunnel's address, host key and credential) each run
-``agent.files.RANGE_READER`` in an OS thread of its own, which sends one byte range of the
+``agent.ranges.RANGE_READER`` in an OS thread of its own, which sends one byte range of the
 file; the thread writes it with ``os.pwrite`` at its offset into the controller's one
 temporary file (the ``local_files.AtomicFile`` a fetch over the stream would write).
 
@@ -35,7 +35,7 @@ import gevent
 from gevent.monkey import get_original
 
 from chopsticks import bulk, local_files, logs
-from chopsticks.agent import files as remote_files
+from chopsticks.agent import ranges as remote_ranges
 from chopsticks.errors import ChopsticksError, TransferError
 from chopsticks.results import checked_account
 from chopsticks.transports.libssh import Login
@@ -54,8 +54,9 @@ def min_size(sessions: Optional[int]) -> int:
 
 
 def checked_source(host: str, value: Any) -> Dict[str, Any]:
-    """``open_source``'s answer, checked for shape and bounds: the path and inode name what the
-    readers open, the size what they send, the mode and mtime what the local file is given."""
+    """``send_or_open``'s answer (``agent.ranges.keep_source``), checked for shape and bounds:
+    the path and inode name what the readers open, the size what they send, the mode and mtime
+    what the local file is given."""
     source = checked_account(host, value, {"token": str, "remote_path": str, "size": int, "mode": int,
                                            "mtime_ns": int, "dev": int, "ino": int})
     path = source["remote_path"]
@@ -99,7 +100,7 @@ def _receive_ranges(tunnel, login: Login, source: Dict[str, Any], sessions: Opti
     try:
         try:
             for rng in work.parts:
-                work.start(_receive_range, rng, login, tunnel.python_command(remote_files.RANGE_READER, [
+                work.start(_receive_range, rng, login, tunnel.python_command(remote_ranges.RANGE_READER, [
                     path, str(source["dev"]), str(source["ino"]), str(rng.offset), str(rng.length)]), sink.fd)
             work.wait(progress)
         finally:
@@ -211,7 +212,7 @@ class _Digest:
 def _close(tunnel, token: str) -> None:
     """``close_source``: the agent forgets the file; TransferError if it changed since opened."""
     with local_files.unchanged_remote(tunnel.host):
-        tunnel.call(remote_files.close_source, token)
+        tunnel.call(remote_ranges.close_source, token)
 
 
 def _forget(tunnel, token: str) -> None:
@@ -219,6 +220,6 @@ def _forget(tunnel, token: str) -> None:
     if tunnel.closed:
         return
     try:
-        tunnel.call(remote_files.close_source, token, timeout=bulk.DROP_TIMEOUT)
+        tunnel.call(remote_ranges.close_source, token, timeout=bulk.DROP_TIMEOUT)
     except ChopsticksError:
         pass  # the agent keeps an fd open until it exits; nothing is left on disk

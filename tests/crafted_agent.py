@@ -1,9 +1,10 @@
-"""The real agent with ``chopsticks.agent.files`` crafted by a hostile host's script. Imported
+"""The real agent with one of its modules (``chopsticks.agent.files`` unless told) crafted by a
+hostile host's script. Imported
 by ``hostile_files_remote.py`` and ``hostile_bulk_remote.py`` (which run as a tunnel's
 ``python``, so this file's directory is their ``sys.path[0]``); never by the controller.
 
-``run_agent(stage1, craft)`` runs the real stage 1, whose ``exec`` of the bundle's program
-adds a hook on the agent's importer, so that ``chopsticks.agent.files``, loaded from the
+``run_agent(stage1, craft, name)`` runs the real stage 1, whose ``exec`` of the bundle's
+program adds a hook on the agent's importer, so that module ``name``, loaded from the
 controller as usual, is handed to ``craft(module)`` as soon as it has executed.
 Standard library only.
 """
@@ -22,13 +23,13 @@ def script_and_command():
     return script, argv[at + 1], argv[at + 2:]
 
 
-def run_agent(stage1, craft):
+def run_agent(stage1, craft, name="chopsticks.agent.files"):
     def hook(importer_class):
         real_exec_module = importer_class.exec_module
 
         def exec_module(self, module):
             real_exec_module(self, module)
-            if module.__name__ == "chopsticks.agent.files":
+            if module.__name__ == name:
                 craft(module)
 
         importer_class.exec_module = exec_module

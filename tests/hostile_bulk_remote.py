@@ -4,10 +4,10 @@ but scripted where the test says.
 Run by tests as the ``python`` of an SSHTunnel: ``hostile_bulk_remote.py SCRIPT.json -S -c CODE
 ARGS...``. What it plays depends on CODE:
 
-- the range writer (``agent.files.RANGE_WRITER``, run once per byte range): ``writer`` in the
+- the range writer (``agent.ranges.RANGE_WRITER``, run once per byte range): ``writer`` in the
   script names how it lies (``hostile_writer``), for the range at offset ``at`` (default: every
   range); any other range runs the real writer;
-- anything else is stage 1 of the real agent, whose ``chopsticks.agent.files`` (loaded from the
+- anything else is stage 1 of the real agent, whose ``chopsticks.agent.ranges`` (loaded from the
   controller as usual) answers ``open_part`` with the script's ``open_part`` (nothing made),
   and ``finish_part`` with the script's ``finish_part`` (a dict is merged into the real
   account, anything else replaces it).
@@ -99,4 +99,4 @@ if "def main(path, dev, ino, offset, length)" in code:
         sys.argv = ["-c"] + args
         exec(compile(code, "<range-writer>", "exec"), {"__name__": "__main__"})
 else:
-    run_agent(code, craft)
+    run_agent(code, craft, "chopsticks.agent.ranges")

@@ -4,7 +4,7 @@ but scripted where the test says.
 Run by tests as the ``python`` of an SSHTunnel: ``hostile_fetch_remote.py SCRIPT.json -S -c
 CODE ARGS...``. What it plays depends on CODE:
 
-- the range reader (``agent.files.RANGE_READER``, run once per byte range): ``reader`` in the
+- the range reader (``agent.ranges.RANGE_READER``, run once per byte range): ``reader`` in the
   script names how it lies (``hostile_reader``), for the range at offset ``at`` (default: every
   range); any other range runs the real reader;
 - anything else is stage 1 of the real agent, whose ``chopsticks.agent.files`` answers

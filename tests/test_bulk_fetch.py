@@ -367,8 +367,8 @@ def test_a_lying_open_source_is_refused(hostile, tmp_path, old_dest, answer, mes
 def test_the_range_reader_is_standard_library_python_3_9():
     """RANGE_READER parses as Python 3.9 and imports only the standard library's os, stat, sys and zlib."""
     import ast
-    from chopsticks.agent import files
-    tree = ast.parse(files.RANGE_READER, feature_version=(3, 9))
+    from chopsticks.agent import ranges
+    tree = ast.parse(ranges.RANGE_READER, feature_version=(3, 9))
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     assert imported == {"os", "stat", "sys", "zlib"}
     assert not [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
