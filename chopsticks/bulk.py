@@ -45,7 +45,7 @@ from gevent.monkey import get_original
 from chopsticks import logs
 from chopsticks.agent import ranges as remote_ranges
 from chopsticks.errors import ChopsticksError, ConnectError, TransferError
-from chopsticks.results import checked_account
+from chopsticks.local_files import checked_account
 from chopsticks.shards.hub_thread import Inbox
 from chopsticks.sources import Source
 from chopsticks.transports.libssh import BulkSession, Login

@@ -1,4 +1,4 @@
-"""fetch over extra SSH sessions: one big remote file read in byte ranges, each range on a libssh session of its own. Controller-side.
+"""fetch over extra SSH sessions: a big remote file in byte ranges, each on a libssh session of its own. Controller-side.
 
 The other direction of ``chopsticks.bulk`` (whose sessions, turns and rules it shares): the
 tunnel's libssh2 session decrypts on the controller's one core, so a big fetch over the
@@ -16,8 +16,8 @@ following a symlink and reads only if it is the very file (device and inode) the
 open. The controller commits its file (mode as data, mtime, fsync, rename) only once every
 range is in with the CRC-32 its reader said, the file is the size the host said, and the
 remote file did not change. The SHA-256 and SHA-1 a fetch returns are of the local copy,
-read back in a pool thread that follows the ranges as they land (``_Digest``). Any failure removes the temporary file and leaves the destination
-as it was.
+read back in a pool thread that follows the ranges as they land (``_Digest``). Any failure
+removes the temporary file and leaves the destination as it was.
 
 Nothing the host says is trusted: ``send_or_open``'s answer is checked for shape and bounds
 (``checked_source``), a reader must send exactly its range and then one well-formed line,
@@ -37,7 +37,6 @@ from gevent.monkey import get_original
 from chopsticks import bulk, local_files, logs
 from chopsticks.agent import ranges as remote_ranges
 from chopsticks.errors import ChopsticksError, TransferError
-from chopsticks.results import checked_account
 from chopsticks.transports.libssh import Login
 
 MAX_SIZE = 1 << 63
@@ -57,8 +56,8 @@ def checked_source(host: str, value: Any) -> Dict[str, Any]:
     """``send_or_open``'s answer (``agent.ranges.keep_source``), checked for shape and bounds:
     the path and inode name what the readers open, the size what they send, the mode and mtime
     what the local file is given."""
-    source = checked_account(host, value, {"token": str, "remote_path": str, "size": int, "mode": int,
-                                           "mtime_ns": int, "dev": int, "ino": int})
+    source = local_files.checked_account(host, value, {"token": str, "remote_path": str, "size": int, "mode": int,
+                                                       "mtime_ns": int, "dev": int, "ino": int})
     path = source["remote_path"]
     if not (0 < len(source["token"]) <= 64 and 0 < len(path) <= 4096 and "\0" not in path
             and 0 <= source["size"] <= MAX_SIZE and 0 <= source["dev"] < 1 << 64 and 0 <= source["ino"] < 1 << 64):

@@ -66,6 +66,14 @@ def _int_in(value: Any, low: int, high: int) -> bool:
     return type(value) is int and low <= value <= high
 
 
+def checked_account(host: str, value: Any, fields: Dict[str, type]) -> Dict[str, Any]:
+    """A host's account of a transfer, checked for shape (the host is not trusted): a dict with
+    each of ``fields`` of exactly its type."""
+    if not isinstance(value, dict) or any(type(value.get(name)) is not kind for name, kind in fields.items()):
+        raise TransferError("[%s] the host's account of the transfer is malformed: %s" % (host, repr(value)[:200]))
+    return value
+
+
 def check_attributes(host: str, name: str, mode: Any, mtime_ns: Any) -> None:
     """Refuse a mode that is not permission bits or an mtime that is not int64 nanoseconds."""
     if not _int_in(mode, 0, MAX_MODE) or not _int_in(mtime_ns, *MTIME_NS):

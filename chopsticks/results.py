@@ -10,15 +10,7 @@ import pickle
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from chopsticks import errors
-from chopsticks.errors import GroupError, RemoteException, TransferError
-
-
-def checked_account(host: str, value: Any, fields: Dict[str, type]) -> Dict[str, Any]:
-    """A host's account of a transfer, checked for shape (the host is not trusted): a dict with
-    each of ``fields`` of exactly its type."""
-    if not isinstance(value, dict) or any(type(value.get(name)) is not kind for name, kind in fields.items()):
-        raise TransferError("[%s] the host's account of the transfer is malformed: %s" % (host, repr(value)[:200]))
-    return value
+from chopsticks.errors import GroupError, RemoteException
 
 
 class ErrorResult:

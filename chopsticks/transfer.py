@@ -26,7 +26,6 @@ from chopsticks.agent import files as remote_files
 from chopsticks.connection import Connection, StreamState
 from chopsticks.errors import CallTimeout, ChopsticksError, SpecialFileError, TransferError
 from chopsticks.pickling import dumps_call
-from chopsticks.results import checked_account
 from chopsticks.sources import Source, Sources
 
 CHUNK = protocol.STREAM_CHUNK
@@ -132,7 +131,7 @@ def _send_stream(tunnel, conn: Connection, source: Source, remote_path: Optional
         raise
     finally:
         conn.close_stream(state)
-    return checked_account(tunnel.host, result, {"remote_path": str, "size": int, "sha256": str})
+    return local_files.checked_account(tunnel.host, result, {"remote_path": str, "size": int, "sha256": str})
 
 
 def already_there(tunnel, source: Source, remote_path: str, mode: int) -> Optional[Dict[str, Any]]:
@@ -149,7 +148,7 @@ def already_there(tunnel, source: Source, remote_path: str, mode: int) -> Option
     answer = tunnel.call(remote_files.same_file, remote_path, size, sha256, mode, source.mtime_ns)
     if answer is None:
         return None
-    account = checked_account(tunnel.host, answer, {"remote_path": str, "size": int, "sha256": str})
+    account = local_files.checked_account(tunnel.host, answer, {"remote_path": str, "size": int, "sha256": str})
     if (account["size"], account["sha256"]) != (size, sha256):
         raise TransferError("[%s] the host's account of the file already there is malformed: %s"
                             % (tunnel.host, repr(answer)[:200]))
@@ -387,8 +386,8 @@ def _receive_stream(tunnel, remote_path: str, sink: Sink, progress: Progress,
                 raise TransferError("[%s] the host sent %d bytes of a file it kept for range readers"
                                     % (tunnel.host, tally.size))
             return value
-        info = checked_account(tunnel.host, value, {"remote_path": str, "size": int, "sha256": str, "mode": int,
-                                                    "mtime_ns": int})
+        info = local_files.checked_account(tunnel.host, value, {"remote_path": str, "size": int, "sha256": str,
+                                                                "mode": int, "mtime_ns": int})
         local_files.check_attributes(tunnel.host, info["remote_path"], info["mode"], info["mtime_ns"])
         if not tally.matches(info["size"], info["sha256"]):
             raise TransferError("[%s] received %d bytes with SHA-256 %s; the host sent %d bytes with SHA-256 %s"
