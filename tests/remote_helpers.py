@@ -45,6 +45,14 @@ def print_lines(*lines):
     return len(lines)
 
 
+def flood_stdout():
+    """Lines as fast as the tunnel takes them, forever: the controller is always reading."""
+    lines = ("0123456789abcdef" * 4 + "\n") * 64
+    while True:
+        sys.stdout.write(lines)
+        sys.stdout.flush()
+
+
 def write_stderr(text):
     sys.stderr.write(text)
     sys.stderr.flush()

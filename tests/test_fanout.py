@@ -283,6 +283,29 @@ def test_ctrl_c_closes_every_tunnel_prints_what_finished_and_exits_130(tmp_path)
     assert not any(_alive(pid) for pid in agents), "agents left running after Ctrl-C"
 
 
+def test_ctrl_c_while_hosts_flood_output_is_no_crash():
+    """Ctrl-C lands while the hub reads a tunnel: it must reach the fan-out, not the read."""
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "chopsticks.fanout", "--transport", "local", "-H", "c-[1-4]",
+                                 "-q", "call", "remote_helpers:flood_stdout"],
+                                cwd=HERE, env=dict(os.environ, PYTHONPATH=ROOT), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 20
+            while len(children_of(proc.pid)) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGINT)
+            _, errors = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 130, errors[-2000:]
+        assert "Traceback" not in errors and "failed with KeyboardInterrupt" not in errors, errors[-2000:]
+        assert "4 unfinished (interrupted)" in errors
+
+
 # -- over SSH -------------------------------------------------------------------------------------
 
 def test_facts_over_ssh_with_a_dead_host_and_an_unknown_one(fleet):

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from typing import Any, Dict, List, Optional
 
 from chopsticks.errors import ChopsticksError, MissingExtra
@@ -102,6 +103,33 @@ def make_group(args, names: List[str]):
 
 # -- running --------------------------------------------------------------------------------
 
+@contextmanager
+def interrupts_in_this_greenlet():
+    """Ctrl-C raises ``KeyboardInterrupt`` in the calling greenlet, at its next switch, never
+    inside one of the hub's callbacks: gevent would print that one as a crash before passing it
+    on, and the callback (a tunnel's read) would stop halfway."""
+    import gevent
+    main = gevent.getcurrent()
+    hub = gevent.get_hub()
+    inside = [True]
+
+    def interrupt():
+        if inside[0]:  # not once the block is left: then the interrupt has nowhere to go
+            main.throw(KeyboardInterrupt)
+
+    def on_sigint(_signum, _frame):
+        if gevent.getcurrent() is main:
+            raise KeyboardInterrupt
+        hub.loop.run_callback(interrupt)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        inside[0] = False
+        signal.signal(signal.SIGINT, previous)
+
+
 def execute(args, subcommand: Subcommand, group) -> int:
     import structlog
     log = structlog.get_logger("chopsticks.fanout")
@@ -112,29 +140,30 @@ def execute(args, subcommand: Subcommand, group) -> int:
     counts = {OK: 0, FAILED: 0, TIMED_OUT: 0}
     started = time.monotonic()
     log.debug("fanout_started", hosts=len(group), command=args.command)
-    results = subcommand.start(group, args.deadline, bar.update if subcommand.count_bytes else None)
-    interrupted = False
-    try:
-        for host, value in results:
-            entry = record(host, value, subcommand.judge)
-            records.append(entry)
-            counts[entry["status"]] += 1
-            if fmt == "jsonl":
-                print_line(to_json(entry), bar)
-            hosts_done = "%d/%d hosts: " % (len(records), len(group)) if subcommand.count_bytes else ""
-            bar.set_postfix_str("%s%d ok, %d failed, %d timed out" % (hosts_done, counts[OK], counts[FAILED],
-                                                                     counts[TIMED_OUT]), refresh=False)
-            if not subcommand.count_bytes:
-                bar.update(1)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        getattr(results, "close", lambda: None)()  # stop the fan-out: its pool and greenlets
-        bar.close()
+    with interrupts_in_this_greenlet():
+        results = subcommand.start(group, args.deadline, bar.update if subcommand.count_bytes else None)
+        interrupted = False
         try:
-            group.close()
+            for host, value in results:
+                entry = record(host, value, subcommand.judge)
+                records.append(entry)
+                counts[entry["status"]] += 1
+                if fmt == "jsonl":
+                    print_line(to_json(entry), bar)
+                hosts_done = "%d/%d hosts: " % (len(records), len(group)) if subcommand.count_bytes else ""
+                bar.set_postfix_str("%s%d ok, %d failed, %d timed out" % (hosts_done, counts[OK], counts[FAILED],
+                                                                         counts[TIMED_OUT]), refresh=False)
+                if not subcommand.count_bytes:
+                    bar.update(1)
         except KeyboardInterrupt:
             interrupted = True
+        finally:
+            getattr(results, "close", lambda: None)()  # stop the fan-out: its pool and greenlets
+            bar.close()
+            try:
+                group.close()
+            except KeyboardInterrupt:
+                interrupted = True
     summary = summarize(records, len(group), time.monotonic() - started)
     log.debug("fanout_finished", **summary)
     order = {tunnel.host: index for index, tunnel in enumerate(group)}
