@@ -64,10 +64,11 @@ class StreamState:
     """The controller's side of one file stream (see ``chopsticks.transfer``).
 
     ``window`` counts its credit (``wire.window``): what a put may still send, or what a
-    fetch's agent may still send. ``chunks`` hold what arrived and was not yet consumed.
+    fetch's agent may still send. ``chunks`` hold what arrived and was not yet consumed,
+    unless ``on_data`` takes each chunk as it arrives, in the hub (a relayed pipe's output).
     ``wake`` is set on any change."""
 
-    __slots__ = ("sid", "window", "chunks", "wake", "error")
+    __slots__ = ("sid", "window", "chunks", "wake", "error", "on_data")
 
     def __init__(self, sid: int):
         self.sid = sid
@@ -75,6 +76,7 @@ class StreamState:
         self.chunks: Deque[bytes] = collections.deque()
         self.wake = gevent.event.Event()
         self.error: Optional[BaseException] = None
+        self.on_data: Optional[Callable[[bytes], None]] = None
 
 
 class Connection:
@@ -218,11 +220,16 @@ class Connection:
         state.window.spend(len(data))
         self.writer.write(protocol.STREAM, state.sid, data)
 
-    def stream_credit(self, state: StreamState, size: int) -> None:
-        """The caller consumed ``size`` bytes of an incoming stream: the agent may send more."""
+    def stream_credit(self, state: StreamState, size: int, wait: bool = True) -> None:
+        """The caller consumed ``size`` bytes of an incoming stream: the agent may send more.
+        ``wait`` False: the credit goes without blocking the caller (from the hub)."""
         grant = state.window.consumed(size)
-        if grant:
+        if not grant:
+            return
+        if wait:
             self.writer.write(protocol.CREDIT, state.sid, msgpack.packb(grant))
+        else:
+            self.writer.send([(protocol.CREDIT, state.sid, msgpack.packb(grant))])
 
     def stream_end(self, state: StreamState, info: Dict[str, Any]) -> None:
         self.writer.write(protocol.END, state.sid, msgpack.packb(info))
@@ -387,6 +394,9 @@ class Connection:
                 raise protocol.ProtocolError("data for stream %d, which was never opened" % frame.req_id)
             return  # a stream we gave up on: what was in flight is dropped
         state.window.arrived(len(frame.payload))
+        if state.on_data is not None:
+            state.on_data(frame.payload)
+            return
         state.chunks.append(frame.payload)
         state.wake.set()
 

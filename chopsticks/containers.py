@@ -16,15 +16,17 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import gevent.subprocess
 
+from chopsticks.agent import relay as remote_relay
 from chopsticks.errors import ContainerError, PythonNotFound
 from chopsticks import logs
-from chopsticks.connection import Explained
+from chopsticks.connection import Connection, Explained
+from chopsticks.jobs import Call
 from chopsticks.transports import Pipe
 from chopsticks.tunnel import SubprocessTunnel
 
 # What engines accept as a container name.
 CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
-ENGINE_VARIABLE = "CHOPSTICKS_CONTAINER_ENGINE"
+ENGINE_VARIABLE = remote_relay.ENGINE_VARIABLE
 # The original's default: the official image of the controller's own Python version.
 DEFAULT_IMAGE = "python:%d.%d" % sys.version_info[:2]
 
@@ -47,18 +49,9 @@ def _daemon_answers(docker: str) -> bool:
 
 
 def default_engine() -> str:
-    """``$CHOPSTICKS_CONTAINER_ENGINE``, else ``docker`` if installed and its daemon answers,
-    else ``podman`` if installed, else ``docker`` (whose start then says what is missing).
-
-    A ``docker`` client without its daemon next to podman means podman; docker is asked
-    only when podman is there too, and once per process."""
-    chosen = os.environ.get(ENGINE_VARIABLE)
-    if chosen:
-        return chosen
-    docker, podman = shutil.which("docker"), shutil.which("podman")
-    if docker is not None and (podman is None or _daemon_answers(docker)):
-        return "docker"
-    return "podman" if podman is not None else "docker"
+    """This machine's engine (``agent.relay.container_engine``); docker is asked whether its
+    daemon answers once per process."""
+    return remote_relay.container_engine(_daemon_answers)
 
 
 def remove_labelled(engine: str, label: str, host: str) -> None:
@@ -110,7 +103,8 @@ class Docker(SubprocessTunnel):
         self.container = container
         self.image = None if container is not None else (image or DEFAULT_IMAGE)
         self.rm = rm
-        self.engine = engine or default_engine()
+        # through another tunnel, that host's engine, asked there at the start
+        self.engine = engine or (default_engine() if self.via is None else "")
         self.engine_args = list(engine_args)
         self._label = ""  # marks the container of the current start, for removal
 
@@ -120,8 +114,16 @@ class Docker(SubprocessTunnel):
             return [self.engine, "exec", "-i"] + self.engine_args + [self.container] + python
         keep = ["--rm"] if self.rm else []
         label = ["--label", self._label] if self._label else []
-        return ([self.engine, "run", "-i", "--pull=never", "--name", self.host] + label + keep
+        return ([self.engine, "run", "-i", "--pull=never", "--name", self.name] + label + keep
                 + self.engine_args + [str(self.image)] + python)
+
+    def _relayed_argv(self, via: Connection) -> List[str]:
+        if not self.engine:
+            call = Call.of(remote_relay.container_engine)
+            self.engine = via.submit(call.payload, call.module, call.kind).result()
+            if not isinstance(self.engine, str) or not self.engine:
+                raise ContainerError("[%s] %s named no container engine" % (self.host, via.name))
+        return self.cmd_args()
 
     def _open_pipe(self, timeout: float, until: Optional[float] = None) -> Tuple[Pipe, float]:
         if shutil.which(self.engine) is None:
@@ -146,6 +148,9 @@ class Docker(SubprocessTunnel):
             return any(all(word in line for word in words) for line in lines)
 
         engine = os.path.basename(self.engine)
+        if said("chopsticks: cannot run", self.engine.lower()):
+            where = self.via.host if self.via is not None else "this machine"
+            return ContainerError, "no container engine: %r cannot run on %s" % (self.engine, where)
         if said("cannot connect to the docker daemon") or said("docker daemon running"):
             return ContainerError, ("%s cannot reach its daemon: is it running? (on a machine with "
                                     "podman: engine='podman')" % engine)
@@ -159,10 +164,10 @@ class Docker(SubprocessTunnel):
                                               ("pull access denied",), ("manifest unknown",))):
                 return ContainerError, ("image %r is not on this machine, and chopsticks never pulls: "
                                         "run `%s pull %s` first" % (self.image, engine, self.image))
-            if said("container name", self.host.lower(), "already in use"):
+            if said("container name", self.name.lower(), "already in use"):
                 return ContainerError, ("the container name %r is already taken: remove that container "
                                         "(`%s rm -f %s`) or name this tunnel differently"
-                                        % (self.host, engine, self.host))
+                                        % (self.name, engine, self.name))
         where = "container %r" % self.container if self.container is not None else "image %r" % self.image
         if status in (126, 127) or said("executable file not found", os.path.basename(self.python).lower()):
             return PythonNotFound, "%s has no %s" % (where, self.python)

@@ -38,10 +38,11 @@ from chopsticks.transports import Pipe
 from chopsticks.transports.libssh import Login
 from chopsticks.transports.libssh2 import Deadline
 from chopsticks.transports.process import ProcessPipe
+from chopsticks.transports.relayed import RelayPipe
 from chopsticks.transports.ssh import HandshakeSlots, SSHLink, default_slots
 from chopsticks.transports.ssh_jump import default_bastions
 from chopsticks.transports.ssh_pipe import SSHPipe
-from chopsticks.transports.ssh_options import SSHOptions, resolve
+from chopsticks.transports.ssh_options import POLICIES, SSHOptions, resolve
 
 # Exit statuses of a shell that could not run the interpreter.
 NOT_FOUND_STATUSES = (126, 127)
@@ -117,15 +118,23 @@ class BaseTunnel:
 
     def __init__(self, host: str, *, python: Optional[str] = None, connect_timeout: Optional[float] = None,
                  max_result: Optional[int] = None, modules: Optional[ImportService] = None,
-                 serve: Optional[Iterable[str]] = None, tunnel_options: Optional[TunnelOptions] = None):
+                 serve: Optional[Iterable[str]] = None, tunnel_options: Optional[TunnelOptions] = None,
+                 via: "Optional[BaseTunnel]" = None):
         if not isinstance(host, str) or not host:
             raise ValueError("a tunnel needs a non-empty name, got %r" % (host,))
+        if via is not None and not isinstance(via, BaseTunnel):
+            raise TypeError("via= takes a tunnel (the host that starts this one's agent), got %r" % (via,))
         self.tunnel_options = options = (tunnel_options or TunnelOptions()).given(
             python=python, connect_timeout=connect_timeout, max_result=max_result, serve=serve)
         if options.sudo and not self.takes_sudo:
             raise TypeError("%s has no sudo option (an SSH tunnel's); a local agent as another user is "
                             "Sudo(user)" % type(self).__name__)
-        self.host = host
+        #: The name given; ``host`` is the whole path for a tunnel through another one
+        #: (``web-1 -> app``), as its results, errors and output lines name it.
+        self.name = host
+        #: The tunnel whose agent starts this one's and carries its bytes, or None.
+        self.via = via
+        self.host: str = host if via is None else "%s -> %s" % (via.host, host)
         if modules is not None and options.serve:
             raise ValueError("give serve= to the ModuleServer passed as modules=, not to the tunnel")
         # what remotes may import from here: see chopsticks.modules
@@ -160,6 +169,19 @@ class BaseTunnel:
         Returns the pipe and when the work started (after any queueing for a shared
         resource, which the connect timeout does not count)."""
         raise NotImplementedError
+
+    def _relayed_argv(self, via: Connection) -> List[str]:
+        """The command that ``via``'s agent runs to start this tunnel's agent on its host."""
+        raise TypeError("%s cannot be reached through another tunnel (via=)" % type(self).__name__)
+
+    def _open_relayed(self, timeout: float, until: Optional[float]) -> Tuple[Pipe, float]:
+        """``_open_pipe`` for a tunnel with ``via``: its agent is started by the intermediate's."""
+        assert self.via is not None
+        self.via.connect(None if until is None else max(0.0, until - time.monotonic()))
+        via = self.via._conn
+        if via is None:
+            raise ConnectError("[%s] the tunnel through %s was closed meanwhile" % (self.host, self.via.host))
+        return RelayPipe(via, self._relayed_argv(via)), time.monotonic()
 
     def _explain_failed_start(self, status: Optional[int], stderr: List[str]) -> Optional[Explained]:
         """Why the agent ended before it started, as ``(exception class, message)``, when
@@ -230,8 +252,9 @@ class BaseTunnel:
         caller's now), and within ``connect_timeout``."""
         options = self.tunnel_options
         bundle = bootstrap.bundle_for(options.max_result)
+        open_pipe = self._open_pipe if self.via is None else self._open_relayed
         try:
-            pipe, started = self._open_pipe(options.connect_timeout, until)
+            pipe, started = open_pipe(options.connect_timeout, until)
         except ChopsticksError:
             raise
         except FileNotFoundError as exc:
@@ -272,7 +295,9 @@ class BaseTunnel:
     def __repr__(self) -> str:
         # The original's form (``Docker('py36')``), which code and doctests written for it may
         # print or compare; the state is ``connected`` (and an SSH tunnel's ``destination``).
-        return "%s(%r)" % (type(self).__name__, self.host)
+        if self.via is not None:
+            return "%s(%r, via=%r)" % (type(self).__name__, self.name, self.via)
+        return "%s(%r)" % (type(self).__name__, self.name)
 
     def __or__(self, other):
         """A tunnel acts as a group of one: ``tun1 | tun2`` (or ``+``) is a Group."""
@@ -388,6 +413,9 @@ class SubprocessTunnel(BaseTunnel):
         """The command that starts the agent: by default the remote ``python`` itself."""
         return bootstrap.python_argv(self.python)
 
+    def _relayed_argv(self, via: Connection) -> List[str]:
+        return self.cmd_args()
+
     def _after_kill(self) -> Optional[Callable[[], None]]:
         """What cleans up after the command had to be killed (a container tunnel removes its
         container), or None: a callable of plain values, never holding the tunnel, since the
@@ -463,12 +491,15 @@ class SSHTunnel(BaseTunnel):
                  sudo: Union[bool, str, None] = None, connect_timeout: Optional[float] = None,
                  max_result: Optional[int] = None, modules: Optional[ImportService] = None,
                  serve: Optional[Iterable[str]] = None, handshake_slots: Optional[HandshakeSlots] = None,
-                 **ssh_options):
+                 via: Optional[BaseTunnel] = None, **ssh_options):
         super().__init__(host, python=python, connect_timeout=connect_timeout, max_result=max_result,
                          modules=modules, serve=serve,
-                         tunnel_options=(tunnel_options or TunnelOptions()).given(sudo=sudo))
+                         tunnel_options=(tunnel_options or TunnelOptions()).given(sudo=sudo), via=via)
         self.options = options = replace(options or SSHOptions(), "SSHTunnel", ssh_options)
-        self.destination = resolve(host, options)
+        # through another tunnel, that host's own ssh client reads its own configuration
+        self.destination = resolve(host, options) if via is None else None
+        if via is not None:
+            ssh_client_argv(host, options)  # options it cannot pass on fail here, not at connect
         self._slots = handshake_slots
 
     @property
@@ -488,6 +519,9 @@ class SSHTunnel(BaseTunnel):
     def python_command(self, code: str, args: List[str]) -> str:
         """The shell line that runs ``code`` under the agent's interpreter, as the agent's user."""
         return self._shell([self.python, "-S", "-c", code] + args)
+
+    def _relayed_argv(self, via: Connection) -> List[str]:
+        return ssh_client_argv(self.name, self.options) + [self._command()]
 
     def bulk_login(self) -> Optional[Login]:
         """How an extra session logs in as this tunnel did (``chopsticks.bulk``), or None."""
@@ -511,12 +545,53 @@ class SSHTunnel(BaseTunnel):
             if until is not None:
                 timeout = max(0.001, min(timeout, until - started))
             deadline = Deadline(timeout, "connecting over SSH")
+            assert self.destination is not None  # a tunnel with via= has none, and is not opened here
             link = SSHLink.open(self.destination, deadline, default_bastions())
             try:
                 return link.open_channel(self._command(), deadline), started
             except BaseException:
                 link.close()
                 raise
+
+
+# OpenSSH's StrictHostKeyChecking for each host key policy.
+_STRICT = {"strict": "yes", "accept-new": "accept-new", "off": "no"}
+
+
+def ssh_client_argv(host: str, options: SSHOptions) -> List[str]:
+    """The OpenSSH client command (without the remote command) that reaches ``host`` from
+    an intermediate host (``SSHTunnel(host, via=...)``): never a prompt (``BatchMode``), and
+    the options that make sense there, as that host's paths; the rest is refused."""
+    refused = [name for name in ("password", "passphrase") if getattr(options, name) is not None]
+    if refused:
+        raise ValueError("SSHTunnel(%r, via=...): %s cannot be passed to the intermediate host's ssh client "
+                         "(it runs with BatchMode=yes); use a key or an agent there" % (host, " and ".join(refused)))
+    argv = ["ssh", "-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=%d" % max(1, round(options.connect_timeout))]
+    if options.user:
+        argv += ["-l", options.user]
+    if options.port:
+        argv += ["-p", str(options.port)]
+    for key in _as_list(options.key):
+        argv += ["-i", key]
+    for known_hosts in _as_list(options.known_hosts):
+        argv += ["-o", "UserKnownHostsFile=" + known_hosts]
+    if options.host_key_policy:
+        argv += ["-o", "StrictHostKeyChecking=" + _STRICT[POLICIES[options.host_key_policy]]]
+    if options.jump:
+        argv += ["-J", ",".join(_as_list(options.jump))]
+    if options.ssh_config is not None:
+        argv += ["-F", options.ssh_config or "none"]
+    if options.keepalive_interval is not None:
+        argv += ["-o", "ServerAliveInterval=%d" % options.keepalive_interval]
+    if options.keepalive_count_max is not None:
+        argv += ["-o", "ServerAliveCountMax=%d" % options.keepalive_count_max]
+    if host.startswith("-"):
+        raise ValueError("SSHTunnel(%r): a host name cannot start with '-'" % host)
+    return argv + ["--", host]
+
+
+def _as_list(value: Union[None, str, Iterable[str]]) -> List[str]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
 #: The default tunnel type, as in the original chopsticks.

@@ -303,7 +303,7 @@ class Stream(object):
         """Each chunk of an incoming stream, in order, until the controller's END."""
         while True:
             with self.cond:
-                while not self.chunks and self.end is None:
+                while not self.chunks and self.end is None and not self.closed:
                     self.cond.wait()
                 if not self.chunks:
                     return
@@ -316,21 +316,24 @@ class Stream(object):
     def send(self, data):
         """Send bytes of an outgoing stream; False if the controller ended the stream first."""
         with self.cond:
-            while not self.window.fits(len(data)) and self.end is None:
+            while not self.window.fits(len(data)) and self.end is None and not self.closed:
                 self.cond.wait()
-            if self.end is not None:
+            if self.end is not None or self.closed:
                 return False
             self.window.spend(len(data))
         self.agent.send(protocol.STREAM, self.sid, data)
         return True
 
     def close(self):
-        """Done with the stream: later data is dropped, and it is forgotten at its END."""
+        """Done with the stream: later data is dropped, and it is forgotten at its END. A
+        thread still waiting in ``chunks_until_end`` or ``send`` leaves."""
         with self.cond:
             self.closed = True
             self.chunks.clear()
             if self.end is not None:
                 self.forget()
+            while self.cond.waiters:
+                self.cond.notify()
 
     def forget(self):
         with self.agent.lock:
