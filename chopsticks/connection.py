@@ -17,9 +17,10 @@ here to a ``StreamState`` each.
 
 import collections
 import itertools
+import pickle
 import time
 import traceback
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, Type
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Set, Tuple, Type
 
 import gevent
 import gevent.event
@@ -29,13 +30,16 @@ from chopsticks import logs
 from chopsticks.wire import codec, protocol
 from chopsticks.wire.window import Window
 from chopsticks.errors import (
-    CallTimeout, ConnectError, ConnectTimeout, InternalError, ProtocolViolation, RemoteException, ResultTooLarge,
+    CallTimeout, ChopsticksError, ConnectError, ConnectTimeout, InternalError, ProtocolViolation, RemoteException, ResultTooLarge,
     SerializationError, TunnelClosed,
 )
 from chopsticks.future import CallFuture
 from chopsticks.modules import ImportService
 from chopsticks.transports import Pipe
 from chopsticks.writer import FrameWriter
+
+if TYPE_CHECKING:
+    from chopsticks.nesting import Nested
 
 # Remote stderr lines kept for error messages about a tunnel that failed.
 STDERR_TAIL = 20
@@ -44,6 +48,8 @@ MAX_LINE = 64 << 10
 # Import and data requests waiting for an answer, at most. With their size limits
 # (protocol.AGENT_LIMITS) that bounds what they hold to 256 x 8 KiB = 2 MiB per tunnel.
 REQUEST_BACKLOG = 256
+# Requests of the agent's code about tunnels it opened (``chopsticks.nesting``) answered at once.
+NESTED_BACKLOG = 64
 
 # The stderr tail of every tunnel whose agent wrote none yet (most of them), never appended to.
 _NO_LINES: Deque[str] = collections.deque(maxlen=0)
@@ -84,7 +90,8 @@ class Connection:
 
     def __init__(self, name: str, pipe: Pipe, modules: ImportService, max_result: int,
                  on_output: Callable[[str, str], None] = logs.remote_output,
-                 explain: Optional[Callable[[Optional[int], List[str]], Optional[Explained]]] = None):
+                 explain: Optional[Callable[[Optional[int], List[str]], Optional[Explained]]] = None,
+                 nested: "Optional[Nested]" = None):
         self.name = name
         # explain(status, stderr lines) -> (exception class, message) or None: the tunnel's
         # own account of an agent that ended before it started (a missing image, sudo asking
@@ -118,6 +125,10 @@ class Connection:
         # REQUEST_BACKLOG is a protocol violation, so a flood cannot pile up greenlets.
         self._requests: Optional[Deque[protocol.Frame]] = None
         self._request_server: Optional[gevent.Greenlet] = None
+        # Tunnels the agent's code opens (``chopsticks.nesting``): each request is answered
+        # by a greenlet of its own, since a call there may run long; at most NESTED_BACKLOG.
+        self.nested = nested
+        self._nested_answers: Set[gevent.Greenlet] = set()
         pipe.start_reading(self._on_data, self._on_stderr)
 
     @property
@@ -308,6 +319,10 @@ class Connection:
             state.wake.set()
         if self._request_server is not None:
             self._request_server.kill(block=False)
+        for answer in list(self._nested_answers):
+            answer.kill(block=False)
+        if self.nested is not None:
+            gevent.spawn(self.nested.close)  # the tunnels through this one ended with it
         self.pipe.close_stdin()
         self._stderr_ended.wait(2.0)
         self.pipe.close()
@@ -426,6 +441,32 @@ class Connection:
         # no switch since the check: the next request finds neither and starts them anew
         self._requests = self._request_server = None
 
+    def _on_tunnel(self, frame: protocol.Frame) -> None:
+        if len(self._nested_answers) >= NESTED_BACKLOG:
+            raise protocol.ProtocolError("more than %d tunnel requests unanswered" % NESTED_BACKLOG)
+        answer = gevent.spawn(self._answer_tunnel, frame.req_id, _decoded(frame))
+        self._nested_answers.add(answer)
+        answer.link(self._nested_answers.discard)
+
+    def _answer_tunnel(self, req_id: int, request: Any) -> None:
+        if self.nested is None:
+            reply = pickle.dumps((False, ChopsticksError("[%s] this tunnel opens no tunnels for remote code"
+                                                         % self.name)))
+        else:
+            try:
+                reply = self.nested.answer(request)
+            except protocol.ProtocolError as exc:
+                self._violated(str(exc))
+                return
+        self._reply(protocol.TUNNEL_REPLY, req_id, reply)
+
+    def _violated(self, reason: str) -> None:
+        """The agent broke the protocol, as found outside the read callback: close it."""
+        logs.warning("protocol_violation", host=self.name, reason=reason)
+        if self._finisher is None:
+            self._finisher = gevent.spawn(self._finish, ProtocolViolation(
+                "[%s] the remote broke the protocol (%s); tunnel closed" % (self.name, reason)))
+
     def _reply(self, kind: int, req_id: int, payload: bytes) -> None:
         try:
             self.writer.write(kind, req_id, payload)
@@ -440,6 +481,7 @@ class Connection:
         protocol.GET_DATA: _on_request,
         protocol.STREAM: _on_stream,
         protocol.CREDIT: _on_credit,
+        protocol.TUNNEL: _on_tunnel,
     }
 
     # -- closing ---------------------------------------------------------------------

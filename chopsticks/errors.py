@@ -6,6 +6,7 @@ Each class also subclasses the builtin it means, so ``except TimeoutError`` or
     ChopsticksError(Exception)
     ├── RemoteException                 the remote function raised; carries type, message, traceback
     │   └── GroupError                  ``GroupResult.raise_failures()``: some hosts failed (as in the original)
+    ├── DepthLimitExceeded(RecursionError)  remote code nested tunnels deeper than the limit
     ├── SerializationError(TypeError)   an argument cannot be pickled, or a result cannot be decoded
     ├── ResultTooLarge(ValueError)      a result exceeds the tunnel's ``max_result`` bytes
     ├── CallTimeout(TimeoutError)       ``call(..., timeout=)`` expired; the tunnel stays usable
@@ -61,6 +62,10 @@ class RemoteException(ChopsticksError):
         if self.remote_traceback:
             text += "\n\nRemote traceback:\n" + self.remote_traceback.rstrip("\n")
         return text
+
+
+class DepthLimitExceeded(ChopsticksError, RecursionError):
+    """Remote code tried to open a tunnel deeper than the limit (``chopsticks.nesting``)."""
 
 
 class SerializationError(ChopsticksError, TypeError):

@@ -27,11 +27,12 @@ from chopsticks.connection import Connection, Explained
 from chopsticks.errors import (CallTimeout, ChopsticksError, ConnectError, ConnectTimeout, PythonNotFound,
                                WrongThread)
 # the original's homes of these: code written for it imports them from here
-from chopsticks.errors import RemoteException  # noqa: F401
+from chopsticks.errors import DepthLimitExceeded, RemoteException  # noqa: F401
 from chopsticks.results import ErrorResult  # noqa: F401
 from chopsticks.future import CallFuture
 from chopsticks.jobs import Call
 from chopsticks.modules import ImportService, shared_server
+from chopsticks.nesting import Nested
 # the defaults stay importable from here (tests and bench/ do)
 from chopsticks.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESULT, TunnelOptions, replace  # noqa: F401
 from chopsticks.transports import Pipe
@@ -115,6 +116,9 @@ class BaseTunnel:
     python3: Optional[str] = None
     #: Whether this kind of tunnel can run its agent under ``sudo`` (the option is SSH's).
     takes_sudo = False
+    #: How deep this tunnel is nested: 1 for the controller's own, one more for each
+    #: level of remote code that opened it (``chopsticks.nesting``).
+    depth = 1
 
     def __init__(self, host: str, *, python: Optional[str] = None, connect_timeout: Optional[float] = None,
                  max_result: Optional[int] = None, modules: Optional[ImportService] = None,
@@ -262,7 +266,7 @@ class BaseTunnel:
         except OSError as exc:
             raise ConnectError("[%s] cannot start the agent: %s" % (self.host, exc)) from exc
         conn = Connection(self.host, pipe, self.modules, options.max_result,
-                          explain=_weakly(self._explain_failed_start))
+                          explain=_weakly(self._explain_failed_start), nested=Nested(self))
         remaining, stated = options.connect_timeout - (time.monotonic() - started), options.connect_timeout
         if until is not None and until - time.monotonic() < remaining:
             remaining, stated = until - time.monotonic(), timeout or 0.0

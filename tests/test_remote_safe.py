@@ -11,9 +11,10 @@ from chopsticks import bootstrap
 
 PACKAGE = os.path.dirname(os.path.abspath(chopsticks.__file__))
 # Folder rule: everything under agent/ and wire/ runs on remotes, and so do the package's
-# __init__ and the two public helper modules the original's API names at the top level.
+# __init__, the two public helper modules the original's API names at the top level, and the
+# errors and results that remote code opening tunnels (agent.nested) raises and returns.
 REMOTE_FOLDERS = ("agent", "wire")
-REMOTE_TOP = ("__init__.py", "facts.py", "helpers.py")
+REMOTE_TOP = ("__init__.py", "facts.py", "helpers.py", "errors.py", "results.py")
 
 
 def remote_safe_modules():

@@ -30,6 +30,11 @@ from _thread import RLock, allocate_lock
 SITE_PENDING, SITE_RUNNING, SITE_DONE = range(3)
 # The source of a module the bundle carries, until it is unpacked (see Importer.get_source).
 PACKED = object()
+# The controller's API modules, which need gevent: on a remote, code that imports them gets
+# their remote-safe stand-in (a module that puts another in its own place in sys.modules).
+ALIASES = dict.fromkeys(("chopsticks.tunnel", "chopsticks.group", "chopsticks.queue", "chopsticks.containers"),
+                        "chopsticks.agent.nested")
+ALIAS_SOURCE = "import sys\nfrom importlib import import_module\nsys.modules[__name__] = import_module(%r)\n"
 
 
 class _FrontFinder(object):
@@ -108,6 +113,8 @@ class Importer(object):
         return None
 
     def find_in_cache(self, fullname):
+        if fullname in ALIASES:
+            self.cache[fullname] = (False, "<%s, as on a remote>" % fullname, ALIAS_SOURCE % ALIASES[fullname])
         entry = self.cache.get(fullname)
         if entry is None:
             if (fullname in self.missing or self.request is None

@@ -64,6 +64,7 @@ class Agent(object):
             protocol.MODULES: self.on_modules,
             protocol.DATA: self.on_reply,
             protocol.REFUSED: self.on_reply,
+            protocol.TUNNEL_REPLY: self.on_reply,
             protocol.STREAM: self.on_stream,
             protocol.CREDIT: self.on_stream,
             protocol.END: self.on_stream,
@@ -79,14 +80,15 @@ class Agent(object):
                     while view:
                         view = view[os.write(self.fd_out, view):]
 
-    def request(self, kind, payload):
-        """Send a request to the controller from a worker thread; return the reply's frame."""
+    def request(self, kind, payload, timeout=REQUEST_TIMEOUT):
+        """Send a request to the controller from a worker thread; return the reply's frame
+        (``timeout`` None: however long the answer takes, as a nested tunnel's call)."""
         self.release_role()  # someone else must read the reply
         req_id = next(self.ids)
         waiter = [threads.Event(), None]
         self.waiting[req_id] = waiter
         self.send(kind, req_id, payload)
-        if not waiter[0].wait(REQUEST_TIMEOUT):
+        if not waiter[0].wait(timeout):
             self.waiting.pop(req_id, None)
             raise ImportError("the controller did not answer within %ds" % REQUEST_TIMEOUT)
         return waiter[1]

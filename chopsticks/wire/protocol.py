@@ -32,6 +32,7 @@ CALLS = (CALL, CALL_NAMED)
 MODULES = 2  # reply to IMPORT; payload: msgpack [[name, is_pkg, filename, source], ...]
 DATA = 3  # reply to GET_DATA; payload: msgpack [ok, bytes or error message]
 REFUSED = 4  # reply to IMPORT for a module the controller has but does not serve; payload: msgpack str, why
+TUNNEL_REPLY = 6  # reply to TUNNEL; payload: pickle of (True, value) or (False, exception)
 # Either way, for file streams (``req_id`` is the stream id, chosen by the controller):
 STREAM = 8  # payload: the next raw bytes of the stream, at most one CHUNK, never continued
 CREDIT = 9  # payload: msgpack int, bytes the receiver has consumed: the sender may send that much more
@@ -42,6 +43,7 @@ RESULT = 17  # payload: codec-encoded value
 ERROR = 18  # payload: codec-encoded dict describing the exception
 IMPORT = 19  # payload: msgpack module name
 GET_DATA = 20  # payload: msgpack [package, resource]
+TUNNEL = 21  # a tunnel remote code opens, calls or closes (``agent.nested``); payload: msgpack [op, ...]
 
 SYNC = b"\x00\xffchopsticks-agent-ready\xff\x00"
 # File streams: bytes a sender may have in flight before the receiver's first CREDIT, and the
