@@ -167,3 +167,16 @@ def wait_for_file(path, seconds=60, started=None):
             return os.getpid()
         time.sleep(0.01)
     raise TimeoutError(path)
+
+
+def parent_pid():
+    return os.getppid()
+
+
+def python_version():
+    return list(sys.version_info[:3])
+
+
+def whoami():
+    import pwd
+    return pwd.getpwuid(os.getuid()).pw_name

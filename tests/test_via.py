@@ -1,0 +1,202 @@
+"""Tunnels through other tunnels (``via=``): the intermediate's agent starts the far agent's
+command and relays its bytes; the controller drives the far agent like any tunnel. Against
+real local agents, the loopback SSH fleet, podman and sudo."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+
+import gevent
+import pytest
+
+import remote_helpers as rh
+from conftest import IMAGES, TEST_USER, children_of
+from chopsticks import CallTimeout, ContainerError, PythonNotFound, RemoteException, TunnelClosed
+from chopsticks.containers import Docker
+from chopsticks.group import Group
+from chopsticks.tunnel import Local, SSHTunnel, Sudo
+
+
+@pytest.fixture
+def chain(no_leaks):
+    """Three local agents: a, b through a, c through b."""
+    a = Local("a")
+    b = Local("b", via=a)
+    c = Local("c", via=b)
+    try:
+        yield a, b, c
+    finally:
+        for tunnel in (c, b, a):
+            tunnel.close()
+
+
+def test_the_far_agent_is_a_child_of_the_intermediate_and_named_by_the_whole_path(chain):
+    a, b, c = chain
+    a_pid, b_pid = a.call(rh.getpid), b.call(rh.getpid)
+    assert b.call(rh.parent_pid) == a_pid
+    assert c.call(rh.parent_pid) == b_pid
+    assert (b.host, c.host, c.name) == ("a -> b", "a -> b -> c", "c")
+    assert repr(c) == "Local('c', via=Local('b', via=Local('a')))"
+    assert repr(Local("x")) == "Local('x')"
+
+
+def test_calls_imports_errors_and_concurrency_through_two_hops(chain, demo_pkg):
+    _, _, c = chain
+    deep, _ = demo_pkg
+    assert c.call(rh.add, 2, b=3) == 5
+    assert c.call(deep.where)[2:] == (42, 4)  # a package only the controller has, imported through the chain
+    with pytest.raises(RemoteException) as info:
+        c.call(rh.raise_value_error, "far away")
+    assert str(info.value).startswith("[a -> b -> c] ValueError: far away")
+    futures = [c.call_async(rh.wait_for_peers, "via-barrier", 4) for _ in range(4)]
+    assert len({f.result(timeout=20) for f in futures}) == 4
+    assert c.call(rh.big_bytes, 3 << 20) == b"x" * (3 << 20)
+
+
+def test_output_lines_carry_the_full_path(chain, capfd):
+    _, _, c = chain
+    c.call(rh.print_lines, "from-the-far-end")
+    c.call(rh.add, 0, 0)
+    err = capfd.readouterr().err
+    assert "a -> b -> c" in err and "from-the-far-end" in err
+
+
+def test_put_and_fetch_through_two_hops(chain, tmp_path):
+    _, _, c = chain
+    data = os.urandom((5 << 20) + 123)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    src.chmod(0o640)
+    result = c.put(str(src), str(tmp_path / "there.bin"))
+    assert result["sha256"] == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "there.bin").read_bytes() == data
+    back = c.fetch(str(tmp_path / "there.bin"), str(tmp_path / "back.bin"))
+    assert (tmp_path / "back.bin").read_bytes() == data and back["size"] == len(data)
+    assert oct((tmp_path / "there.bin").stat().st_mode & 0o777) == oct(0o640)
+
+
+def test_a_call_timeout_through_a_hop_leaves_the_tunnel_usable(chain):
+    _, b, _ = chain
+    with pytest.raises(CallTimeout):
+        b.call(rh.sleep_and_return, 30, None, timeout=0.5)
+    assert b.call(rh.add, 1, 1) == 2
+
+
+def test_closing_the_last_tunnel_through_an_intermediate_leaves_it_usable(chain):
+    a, b, _ = chain
+    a_pid = a.call(rh.getpid)
+    b.call(rh.getpid)
+    assert len(children_of(a_pid, zombies=False)) == 1  # b's agent
+    b.close()
+    deadline = time.monotonic() + 10
+    while children_of(a_pid, zombies=False) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert children_of(a_pid, zombies=False) == []
+    assert a.call(rh.getpid) == a_pid  # the same agent, still serving
+    assert b.call(rh.add, 2, 2) == 4  # and b starts again through it
+
+
+def test_an_intermediate_killed_mid_call_fails_every_tunnel_through_it_naming_it(chain):
+    a, b, c = chain
+    other = Local("other")
+    try:
+        a_pid, other_pid = a.call(rh.getpid), other.call(rh.getpid)
+        calls = [b.call_async(rh.sleep_and_return, 30, 1), c.call_async(rh.sleep_and_return, 30, 2)]
+        gevent.sleep(0.3)
+        os.kill(a_pid, signal.SIGKILL)
+        for future, host in zip(calls, ("a -> b", "a -> b -> c")):
+            with pytest.raises(TunnelClosed) as info:
+                future.result(timeout=10)
+            assert str(info.value).startswith("[%s]" % host)
+            assert "the tunnel through a" in str(info.value) and "killed by signal 9" in str(info.value)
+        assert other.call(rh.getpid) == other_pid  # a tunnel not through it is untouched
+        assert c.call(rh.add, 1, 2) == 3  # the chain starts again on the next use
+    finally:
+        other.close()
+
+
+def test_a_command_the_intermediate_cannot_run_is_a_clear_error(no_leaks):
+    a = Local("a")
+    try:
+        with pytest.raises(PythonNotFound) as info:
+            Local("far", python="/nonexistent/python3", via=a).call(rh.getpid)
+        assert "[a -> far]" in str(info.value) and "cannot run /nonexistent/python3" in str(info.value)
+        assert a.call(rh.add, 1, 1) == 2
+    finally:
+        a.close()
+
+
+def test_via_takes_only_a_tunnel():
+    with pytest.raises(TypeError, match="via= takes a tunnel"):
+        Local("x", via="web-1")
+    with pytest.raises(ValueError, match="BatchMode"):
+        SSHTunnel("db-7", via=Local(), password="secret")
+
+
+# -- through an SSH host of the fleet -----------------------------------------------------------
+
+@pytest.fixture
+def ssh_host(fleet, ssh_options, no_leaks):
+    tunnel = SSHTunnel(fleet.hosts[0], options=ssh_options)
+    try:
+        yield tunnel
+    finally:
+        tunnel.close()
+
+
+def test_into_a_fresh_container_and_a_running_one_on_an_ssh_host(ssh_host, podman, container_names):
+    fresh = Docker(container_names + "fresh", image=IMAGES["3.9"], via=ssh_host)
+    running = container_names + "running"
+    subprocess.run([podman, "run", "-d", "--pull=never", "--name", running, IMAGES["3.13"], "sleep", "600"],
+                   check=True, capture_output=True)
+    try:
+        assert fresh.call(rh.python_version)[:2] == [3, 9]
+        inside = Docker("app", container=running, via=ssh_host)
+        assert inside.call(rh.python_version)[:2] == [3, 13]
+        assert inside.host == "%s -> app" % ssh_host.host
+        inside.close()
+        fresh.close()
+    finally:
+        subprocess.run([podman, "rm", "--force", "--time", "0", running], capture_output=True)
+    with pytest.raises(ContainerError, match="no container named"):
+        Docker("gone", container=container_names + "never", via=ssh_host).call(rh.getpid)
+
+
+def test_as_a_sudo_user_on_an_ssh_host(ssh_host, test_user):
+    user, _ = test_user
+    tunnel = Sudo(user, via=ssh_host)
+    try:
+        assert tunnel.call(rh.whoami) == user
+        assert tunnel.host == "%s -> %s@localhost" % (ssh_host.host, user)
+    finally:
+        tunnel.close()
+
+
+def test_a_far_host_reached_by_the_intermediates_own_ssh_client_and_a_chain_of_two(fleet, ssh_host):
+    options = dict(port=fleet.port, key=fleet.key, known_hosts=fleet.known_hosts, ssh_config="")
+    far = SSHTunnel(fleet.hosts[1], via=ssh_host, **options)
+    farther = Local("end", via=far)
+    try:
+        assert far.call(rh.add, 20, 22) == 42
+        assert farther.call(rh.add, 1, 2) == 3
+        assert farther.host == "%s -> %s -> end" % (fleet.hosts[0], fleet.hosts[1])
+    finally:
+        farther.close()
+        far.close()
+
+
+def test_a_group_reaches_a_container_on_each_of_several_hosts(fleet, ssh_options, podman, container_names):
+    hosts = [SSHTunnel(host, options=ssh_options) for host in fleet.hosts[:3]]
+    group = Group([Docker(container_names + str(index), image=IMAGES["3.11"], via=host)
+                   for index, host in enumerate(hosts)])
+    try:
+        result = group.call(rh.python_version)
+        assert result.ok, result
+        assert sorted(result) == sorted("%s -> %s%d" % (host.host, container_names, index)
+                                        for index, host in enumerate(hosts))
+    finally:
+        group.close()
+        for host in hosts:
+            host.close()
