@@ -200,3 +200,34 @@ def test_a_group_reaches_a_container_on_each_of_several_hosts(fleet, ssh_options
         group.close()
         for host in hosts:
             host.close()
+
+
+# -- the CLI: a container on each of several hosts -------------------------------------------
+
+def test_the_cli_gathers_facts_from_a_container_on_each_host(fleet, podman, container_names):
+    from test_fanout import fanout, records, ssh_args
+    name = container_names + "app"
+    subprocess.run([podman, "run", "-d", "--pull=never", "--name", name, IMAGES["3.9"], "sleep", "600"],
+                   check=True, capture_output=True)
+    try:
+        result = fanout(*ssh_args(fleet), "-H", ",".join(fleet.hosts[:4]), "--container", name, "facts",
+                        "python_version", "hostname")
+        assert result.returncode == 0, result.stderr
+        found = records(result)
+        assert sorted(found) == sorted("%s -> %s" % (host, name) for host in fleet.hosts[:4])
+        assert {tuple(r["value"]["python_version"][:2]) for r in found.values()} == {(3, 9)}
+        missing = fanout(*ssh_args(fleet), "-H", fleet.hosts[0], "--container", container_names + "none", "facts")
+        assert missing.returncode == 1 and "ContainerError: there is no container named" in missing.stdout
+    finally:
+        subprocess.run([podman, "rm", "--force", "--time", "0", name], capture_output=True)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--transport", "docker", "--container", "app"], "--container is not for --transport docker"),
+    (["--container", "app", "--workers", "2"], "--container is not for --workers"),
+    (["--container=-app"], "is not a container name"),
+])
+def test_cli_container_bad_input_is_one_line(argv, message):
+    from test_fanout import fanout
+    result = fanout("-H", "a", *argv, "facts")
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr

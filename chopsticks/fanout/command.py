@@ -61,10 +61,38 @@ def _pipe_tunnel(args, name: str, options: TunnelOptions):
 
 
 def make_group(args, names: List[str]):
+    """The group the command works on: each host's tunnel, or with ``--container`` the tunnel
+    into that container through each host's (``via=``)."""
+    if not args.container:
+        return _hosts_group(args, names, TunnelOptions().given(python=args.python or None,
+                                                                connect_timeout=args.connect_timeout or None))
+    from chopsticks.containers import Docker
     from chopsticks.group import Group
 
-    tunnel_options = TunnelOptions().given(python=args.python or None, connect_timeout=args.connect_timeout or None)
-    if args.transport != "docker" and (args.image or args.engine):
+    if args.transport == "docker" or args.workers not in (None, 1) or args.cluster:
+        raise UsageError("--container is not for %s" % ("--transport docker" if args.transport == "docker"
+                                                         else "--workers" if args.cluster is None else "--cluster"))
+    hosts_group = _hosts_group(args, names, TunnelOptions().given(connect_timeout=args.connect_timeout or None))
+    options = TunnelOptions().given(python=args.python or None, connect_timeout=args.connect_timeout or None)
+    try:
+        return Group([Docker(args.container, container=args.container, engine=args.engine, via=host,
+                             tunnel_options=options) for host in hosts_group], concurrency=args.concurrency)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def close_group(group) -> None:
+    """Close every tunnel of ``group``, and then those they went through (``--container``)."""
+    from chopsticks.group import Group
+
+    group.close()
+    Group(list({id(tunnel.via): tunnel.via for tunnel in group if tunnel.via is not None}.values())).close()
+
+
+def _hosts_group(args, names: List[str], tunnel_options: TunnelOptions):
+    from chopsticks.group import Group
+
+    if args.transport != "docker" and (args.image or (args.engine and not args.container)):
         raise UsageError("%s is for --transport docker" % ("--image" if args.image else "--engine"))
     if args.transport in ("local", "docker"):
         ssh_only = [flag for flag, value in (("--user", args.user), ("--port", args.port), ("--key", args.key),
@@ -161,7 +189,7 @@ def execute(args, subcommand: Subcommand, group) -> int:
             getattr(results, "close", lambda: None)()  # stop the fan-out: its pool and greenlets
             bar.close()
             try:
-                group.close()
+                close_group(group)
             except KeyboardInterrupt:
                 interrupted = True
     summary = summarize(records, len(group), time.monotonic() - started)

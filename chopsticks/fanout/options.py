@@ -101,11 +101,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ask-passphrase", action="store_true", help="prompt for the key's passphrase")
     group.add_argument("--sudo", nargs="?", const="root", metavar="USER",
                        help="run the agent under 'sudo -n' as USER (default root)")
-    group = parser.add_argument_group("containers (--transport docker)")
-    group.add_argument("--image", help="start a fresh container of IMAGE per host, named as the host and "
-                                       "removed at the end (never pulled)")
+    group = parser.add_argument_group("containers")
+    group.add_argument("--image", help="--transport docker: start a fresh container of IMAGE per host, named as "
+                                       "the host and removed at the end (never pulled)")
+    group.add_argument("--container", metavar="NAME",
+                       help="ssh and local transports: on each host, work inside its running container NAME, "
+                            "entered with exec by the host's own agent (results are named 'HOST -> NAME')")
     group.add_argument("--engine", metavar="COMMAND",
-                       help="docker or podman (default: $CHOPSTICKS_CONTAINER_ENGINE, else whichever is installed)")
+                       help="docker or podman (default: $CHOPSTICKS_CONTAINER_ENGINE, else whichever is installed "
+                            "where the container runs)")
     group = parser.add_argument_group("output")
     group.add_argument("--format", choices=("table", "jsonl", "json"),
                        help="table (default on a terminal), jsonl (a JSON object per host as it "
