@@ -14,6 +14,7 @@ between fan-outs; every method below works the same. The group's ``tunnels`` are
 stand-ins: the ``SSHTunnel``s made from the names, not connected in this process.
 """
 
+import os
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import gevent
@@ -206,7 +207,7 @@ class Group:
             make_dirs: bool = False, timeout: Optional[float] = None, deadline: Optional[float] = None,
             callback: Optional[Callable[[str, Any], None]] = None,
             progress: Optional[Callable[[int], None]] = None, if_changed: bool = False,
-            sessions: Optional[int] = None) -> GroupResult:
+            sessions: Optional[int] = None, relay: Union[int, bool, None] = None) -> GroupResult:
         """Copy a file (a path or a file object) or a directory tree to every host.
 
         ``{host}`` in ``remote_path`` becomes each host's name (``'/srv/conf/{host}.ini'``).
@@ -216,19 +217,57 @@ class Group:
         A local file that cannot be read raises at once, before any host is contacted.
         ``if_changed`` skips the hosts whose file is already the same (its SHA-256 is
         computed once for all of them). ``sessions``: extra SSH sessions per host for a big
-        file, as ``BaseTunnel.put``."""
+        file, as ``BaseTunnel.put``.
+
+        ``relay``: send one file through relays (``chopsticks.relay_put``): each chunk goes
+        once to each host the controller reaches directly, which passes it on to the hosts
+        reached through it. ``True``: through the tunnels' own ``via=``; an int N: the first
+        N hosts relay to N hosts each, and so on (a tree of degree N, each hop reached by the
+        relay's own ``ssh`` with the group's SSH options). ``timeout`` then bounds the whole
+        push, and a host that takes nothing for ``relay_put.STALL`` seconds is cut."""
         return self._gather(self.iter_put(local_path, remote_path, mode, make_dirs=make_dirs, timeout=timeout,
                                           deadline=deadline, progress=progress, if_changed=if_changed,
-                                          sessions=sessions), callback)
+                                          sessions=sessions, relay=relay), callback)
 
     def iter_put(self, local_path, remote_path: Optional[str] = None, mode: Optional[int] = None, *,
                  make_dirs: bool = False, timeout: Optional[float] = None, deadline: Optional[float] = None,
                  progress: Optional[Callable[[int], None]] = None,
-                 if_changed: bool = False, sessions: Optional[int] = None) -> Iterator[Tuple[str, Any]]:
-        """``put``, yielding ``(host, result)`` as each host finishes. A bad ``mode`` or
-        ``sessions`` raises here; a local file that cannot be read on the first ``next()``."""
-        return self.iter_job(Put(local_path, remote_path, mode, make_dirs, timeout, progress, if_changed, sessions),
-                             deadline)
+                 if_changed: bool = False, sessions: Optional[int] = None,
+                 relay: Union[int, bool, None] = None) -> Iterator[Tuple[str, Any]]:
+        """``put``, yielding ``(host, result)`` as each host finishes (through relays: once all
+        have). A bad ``mode``, ``sessions`` or ``relay`` raises here; a local file that cannot
+        be read on the first ``next()``."""
+        job = Put(local_path, remote_path, mode, make_dirs, timeout, progress, if_changed, sessions)
+        if relay is None:
+            return self.iter_job(job, deadline)
+        from chopsticks import relay_put
+        relay_put.check(relay)
+        if sessions:
+            raise ValueError("relay= and sessions= do not go together: a relayed file goes over the tunnels")
+        if self._driver is not None:
+            raise ValueError("relay= needs the group's tunnels in this process, not in shards (workers=)")
+        if isinstance(local_path, (str, os.PathLike)) and os.path.isdir(local_path):
+            raise ValueError("relay= sends one file; a directory tree goes without it")
+        tunnels, made = (self.tunnels, []) if relay is True else relay_put.tree_of(self.tunnels, relay)
+        return self._iter_relay_put(job, tunnels, made, deadline)
+
+    def _iter_relay_put(self, put: Put, tunnels: List[BaseTunnel], made: List[BaseTunnel],
+                        deadline: Optional[float]) -> Iterator[Tuple[str, Any]]:
+        from chopsticks import relay_put
+        from chopsticks.sources import Source
+        try:
+            source = Source(put.local_path)
+        except BaseException:
+            gevent.joinall([gevent.spawn(tunnel.close) for tunnel in reversed(made)])
+            raise
+        limit = min(x for x in (put.timeout, deadline) if x is not None) if (put.timeout or deadline) else None
+        try:
+            yield from relay_put.iter_put(tunnels, [t.host for t in self.tunnels], source, put.remote_path, put.mode,
+                                          put.make_dirs, limit, put.progress, put.if_changed,
+                                          self.concurrency or default_concurrency())
+        finally:
+            source.close()
+            gevent.joinall([gevent.spawn(tunnel.close) for tunnel in reversed(made)])
 
     def fetch(self, remote_path: str, local_path=None, *, make_dirs: bool = False, timeout: Optional[float] = None,
               deadline: Optional[float] = None, callback: Optional[Callable[[str, Any], None]] = None,

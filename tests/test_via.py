@@ -12,7 +12,7 @@ import gevent
 import pytest
 
 import remote_helpers as rh
-from conftest import IMAGES, TEST_USER, children_of
+from conftest import IMAGES, children_of
 from chopsticks import CallTimeout, ContainerError, PythonNotFound, RemoteException, TunnelClosed
 from chopsticks.containers import Docker
 from chopsticks.group import Group

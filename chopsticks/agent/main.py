@@ -68,6 +68,7 @@ class Agent(object):
             protocol.STREAM: self.on_stream,
             protocol.CREDIT: self.on_stream,
             protocol.END: self.on_stream,
+            protocol.TEE: self.on_tee,
         }
 
     # -- writing ---------------------------------------------------------------------
@@ -233,6 +234,17 @@ class Agent(object):
             if stream is None:  # it may arrive before the call that uses it
                 stream = self.streams[frame.req_id] = Stream(self, frame.req_id)
         stream.deliver(frame)
+
+    def on_tee(self, frame):
+        """A chunk of a push through relays (``chopsticks.relay_put``): to this agent's own
+        stream, if the route names one, and as a TEE frame of its own into the stdin of each
+        agent this one relays (``agent.relay``), whose stream credit the controller spent."""
+        (own, children), chunk = protocol.split_tee(frame.payload)
+        if own is not None:
+            self.on_stream(protocol.Frame(protocol.STREAM, own, bytes(chunk)))
+        for relay_sid, route in children:
+            data = b"".join(protocol.frames(protocol.TEE, 0, protocol.tee_payload(route, chunk))[0])
+            self.on_stream(protocol.Frame(protocol.STREAM, relay_sid, data))
 
     def on_reply(self, frame):
         waiter = self.waiting.pop(frame.req_id, None)

@@ -94,6 +94,11 @@ def _hosts_group(args, names: List[str], tunnel_options: TunnelOptions):
 
     if args.transport != "docker" and (args.image or (args.engine and not args.container)):
         raise UsageError("%s is for --transport docker" % ("--image" if args.image else "--engine"))
+    if getattr(args, "relay", None) is not None:
+        if args.transport in ("local", "docker") or args.container:
+            raise UsageError("--relay is for SSH hosts%s" % (" without --container" if args.container else ""))
+        if args.workers not in (None, 1) or args.cluster:
+            raise UsageError("--relay is not for %s" % ("--cluster" if args.cluster else "--workers"))
     if args.transport in ("local", "docker"):
         ssh_only = [flag for flag, value in (("--user", args.user), ("--port", args.port), ("--key", args.key),
                                              ("--jump", args.jump)) if value]

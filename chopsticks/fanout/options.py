@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="send a big file to each SSH host over N extra SSH sessions, a byte range each, "
                           "encrypted on several cores (0: the tunnel's own stream; default: 1 from 8 MiB, "
                           "2 from 64 MiB)")
+    sub.add_argument("--relay", type=_positive(int), default=None, metavar="N",
+                     help="send the file to N hosts only, each of which passes it on to N more, and so on "
+                          "(a tree of degree N); each relay reaches the next hosts with its own ssh client "
+                          "and the same options (key and known_hosts paths as on the relay); ssh only")
     _add_common(sub)
 
     sub = add_command("fetch", "copy a file or directory from each host",

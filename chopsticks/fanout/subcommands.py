@@ -32,6 +32,7 @@ class Subcommand:
     count_bytes: bool = False
     total_bytes: Optional[int] = None
     deadline_grace: float = 0.0  # how long the fan-out waits past --deadline (for run's reports)
+    relay: Optional[int] = None  # put through relays: the trees' degree (``Group.put``'s relay)
 
     def start(self, group, deadline: Optional[float], progress) -> Iterator[Tuple[str, Any]]:
         if deadline is not None:
@@ -40,6 +41,11 @@ class Subcommand:
         if progress is not None:  # the bar counts a transfer's bytes
             assert isinstance(work, (jobs.Put, jobs.Fetch))
             work = dataclasses.replace(work, progress=progress)
+        if self.relay is not None:
+            assert isinstance(work, jobs.Put)
+            return group.iter_put(work.local_path, work.remote_path, work.mode, make_dirs=work.make_dirs,
+                                  timeout=work.timeout, deadline=deadline, progress=work.progress,
+                                  if_changed=work.if_changed, relay=self.relay)
         return group.iter_job(work, deadline)
 
 
@@ -159,7 +165,10 @@ def _put(args) -> Subcommand:
     except ValueError as exc:
         raise UsageError("--sessions: %s" % exc) from None
     columns = ["remote_path", "size", "sha256"] + (["skipped"] if args.if_changed else [])
-    return Subcommand(_everywhere(put), columns=columns, count_bytes=True, total_bytes=size)
+    if args.relay is not None and (os.path.isdir(args.src) or args.sessions):
+        raise UsageError("--relay sends one file, over the tunnels: %s" % (
+            "%s is a directory" % args.src if os.path.isdir(args.src) else "not with --sessions"))
+    return Subcommand(_everywhere(put), columns=columns, count_bytes=True, total_bytes=size, relay=args.relay)
 
 
 def _fetch(args) -> Subcommand:

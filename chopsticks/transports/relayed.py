@@ -38,6 +38,18 @@ class RelayPipe:
         self._stdin_closed = False
         self._readers: List[Optional[Callable[[bytes], None]]] = [None, None]
 
+    @property
+    def via(self) -> Connection:
+        """The intermediate's connection, which carries this pipe."""
+        return self._via
+
+    @property
+    def stdin_stream(self) -> StreamState:
+        """The command's stdin, a stream of the intermediate's connection: a push through
+        relays (``chopsticks.relay_put``) spends its credit for the chunks the intermediate
+        writes there itself."""
+        return self._stdin
+
     # -- reading ---------------------------------------------------------------------------
 
     def start_reading(self, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]) -> None:

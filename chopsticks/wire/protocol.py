@@ -37,6 +37,9 @@ TUNNEL_REPLY = 6  # reply to TUNNEL; payload: pickle of (True, value) or (False,
 STREAM = 8  # payload: the next raw bytes of the stream, at most one CHUNK, never continued
 CREDIT = 9  # payload: msgpack int, bytes the receiver has consumed: the sender may send that much more
 END = 10  # controller -> agent only; payload: msgpack dict: the stream's end (size, digest) or abort
+# Controller -> agent, for pushes through relays (``chopsticks.relay_put``): a file chunk for
+# this agent's own stream and for the agents it relays. Payload: ``tee_payload(route, chunk)``.
+TEE = 11
 # Agent -> controller:
 HELLO = 16  # first frame; payload: msgpack {"pid", "python", "version", "executable"}
 RESULT = 17  # payload: codec-encoded value
@@ -51,6 +54,7 @@ SYNC = b"\x00\xffchopsticks-agent-ready\xff\x00"
 STREAM_WINDOW = 4 << 20
 STREAM_CHUNK = 256 << 10
 PREFIX = struct.Struct(">HI")
+TEE_ROUTE = struct.Struct(">I")  # the length of a TEE payload's route
 # Messages above this size are split into several frames, so a big result or argument
 # never blocks the other traffic on a tunnel for long and no frame needs a huge buffer.
 CHUNK = 1 << 20
@@ -122,6 +126,24 @@ def _parse_header(header):
             or type(fields[0]) is not int or type(fields[1]) is not int):
         raise ProtocolError("malformed frame header %r" % (fields,))
     return fields[0], fields[1], len(fields) == 3
+
+
+def tee_payload(route, chunk):
+    """A TEE frame's payload: the packed route (``[own stream id or None, [[relay stream id,
+    child's packed route], ...]]``), then the chunk."""
+    return TEE_ROUTE.pack(len(route)) + route + chunk
+
+
+def split_tee(payload):
+    """A TEE payload's route (unpacked) and chunk (a view of the payload)."""
+    size = TEE_ROUTE.unpack_from(payload, 0)[0]
+    view = memoryview(payload)
+    return mpack.unpackb(bytes(view[4:4 + size])), view[4 + size:]
+
+
+def tee_frame_size(route_size, chunk_size):
+    """The bytes of the one frame that carries a TEE of a route and a chunk of these sizes."""
+    return PREFIX.size + len(_header(TEE, 0)) + TEE_ROUTE.size + route_size + chunk_size
 
 
 def frames(kind, req_id, payload=b""):
