@@ -16,6 +16,10 @@ One JSON line per measurement on stdout; then a table on stderr.
 
     .venv/bin/python bench/w3_files.py            # ours and the floor
     .venv/bin/python bench/w3_files.py --peers    # and chopsticks 1.0, parallel-ssh (SCP, SFTP), execnet, mitogen
+    .venv/bin/python bench/w3_files.py --only 16MiB-50hosts --relay 4   # and ours through relays of degree 4
+
+Each of ours says how many MiB it sent on its own TCP sockets (``ss``): through relays, the
+controller sends the file to the tree's roots only.
 """
 
 import argparse
@@ -115,6 +119,8 @@ def main() -> int:
                         help="ours with each of these shard counts, comma-separated (default 1: no shards)")
     parser.add_argument("--sessions", default="auto", metavar="LIST",
                         help="ours with each of these put sessions= values, comma-separated (default auto)")
+    parser.add_argument("--relay", default="", metavar="LIST",
+                        help="also ours through relays, a tree of each of these degrees (comma-separated)")
     parser.add_argument("--json-out", default="w3.jsonl", help="results file (under bench/results/)")
     args = parser.parse_args()
     ours = (ROOT, dict(os.environ))  # cwd, env
@@ -122,6 +128,8 @@ def main() -> int:
     impls = [("chopsticks" + ("" if w == "1" else " workers=" + w) + ("" if n == "auto" else " sessions=" + n),
               [sys.executable, os.path.join(BENCH, "w3_ours.py"), "--workers", w, "--sessions", n], ours)
              for w in args.workers.split(",") for n in args.sessions.split(",")]
+    impls += [("chopsticks relay=" + degree, [sys.executable, os.path.join(BENCH, "w3_ours.py"), "--relay", degree],
+               ours) for degree in args.relay.split(",") if degree]
     if args.peers:
         if not os.path.exists(PEERS_PY):
             raise SystemExit("no peers venv: run bench/peers/setup_env.sh")
@@ -170,6 +178,8 @@ def main() -> int:
                     record.update(seconds=answer["seconds"], ok=count - len(bad),
                                   mib_per_s=round(mib * count / answer["seconds"], 1),
                                   controller_cpu_s_per_gib=round(answer["cpu_s"] / (mib * count / 1024), 2))
+                    if answer.get("sent_bytes") is not None:
+                        record["controller_sent_mib"] = round(answer["sent_bytes"] / MIB, 1)
                     if "host_cpu_s" in answer:
                         record["host_cpu_s_per_gib"] = round(answer["host_cpu_s"] / (mib * count / 1024), 2)
                 print(json.dumps(record), flush=True)
@@ -181,12 +191,13 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(dest_root, ignore_errors=True)
     append_results(args.json_out, records)
-    print("\n| implementation | case | MiB/s | controller CPU-s per GiB | hosts' CPU-s per GiB | controller peak RSS MiB |\n"
-          "| --- | --- | ---: | ---: | ---: | ---: |", file=sys.stderr)
+    print("\n| implementation | case | MiB/s | controller CPU-s per GiB | hosts' CPU-s per GiB | controller peak RSS MiB "
+          "| MiB the controller sent |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |", file=sys.stderr)
     for r in records:
-        print("| %s | %s | %s | %s | %s | %s |" % (r["impl"], r["case"], r.get("mib_per_s", r.get("error")),
-                                                  r.get("controller_cpu_s_per_gib", ""), r.get("host_cpu_s_per_gib", ""),
-                                                  r.get("controller_peak_rss_mib", "")), file=sys.stderr)
+        print("| %s | %s | %s | %s | %s | %s | %s |" % (
+            r["impl"], r["case"], r.get("mib_per_s", r.get("error")), r.get("controller_cpu_s_per_gib", ""),
+            r.get("host_cpu_s_per_gib", ""), r.get("controller_peak_rss_mib", ""), r.get("controller_sent_mib", "")),
+            file=sys.stderr)
     return 0
 
 

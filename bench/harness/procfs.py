@@ -165,3 +165,19 @@ def pss(pid):
     except (OSError, ValueError, IndexError):
         return 0
     return value or 0
+
+
+def tcp_bytes_sent(pid):
+    """Bytes sent so far on the TCP sockets ``pid`` holds open (``ss -tinp``'s ``bytes_sent``;
+    sockets already closed are not counted)."""
+    import re
+    import subprocess
+    out = subprocess.run(['ss', '-tinpH'], capture_output=True, text=True, check=True).stdout.splitlines()
+    total, mine = 0, False
+    for line in out:
+        if not line.startswith(('\t', ' ')):  # a socket's line; its TCP details follow on the next
+            mine = ('pid=%d,' % pid) in line
+        elif mine:
+            found = re.search(r'\bbytes_sent:(\d+)', line)
+            total += int(found.group(1)) if found else 0
+    return total
