@@ -24,7 +24,8 @@ from chopsticks.options import TunnelOptions, replace
 from chopsticks.results import GroupResult
 from chopsticks.transports.ssh import HandshakeSlots, default_slots
 from chopsticks.transports.ssh_options import SSHOptions
-from chopsticks.tunnel import BaseTunnel, SSHTunnel
+from chopsticks.ssh_tunnel import SSHTunnel
+from chopsticks.tunnel import BaseTunnel
 
 if TYPE_CHECKING:
     from chopsticks.shards.driver import Driver

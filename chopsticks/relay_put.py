@@ -88,7 +88,7 @@ def check(relay: Any) -> None:
 def tree_of(tunnels: List[Any], degree: int) -> Tuple[List[Any], List[Any]]:
     """``relay=N``: the group's direct SSH tunnels as a tree of degree N; returns the
     tunnels to send to (in the group's order) and those made for the tree (to close after)."""
-    from chopsticks.tunnel import SSHTunnel
+    from chopsticks.ssh_tunnel import SSHTunnel
     for tunnel in tunnels:
         if not isinstance(tunnel, SSHTunnel) or tunnel.via is not None:
             raise ValueError("relay=%d builds a tree of SSH hosts; %r is not one (give relay=True to push "

@@ -8,14 +8,12 @@ main thread), not from several OS threads. A connected tunnel belongs to the thr
 runs it; a use from another thread raises ``WrongThread`` at once (it would wait forever).
 """
 
-import contextlib
 import os
-import shlex
 import signal
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import gevent
 import gevent.lock
@@ -24,8 +22,7 @@ from gevent.hub import _get_hub, get_hub  # _get_hub: the calling thread's hub, 
 from chopsticks import bootstrap
 from chopsticks.bootstrap import EXIT_OLD_PYTHON
 from chopsticks.connection import Connection, Explained
-from chopsticks.errors import (CallTimeout, ChopsticksError, ConnectError, ConnectTimeout, PythonNotFound,
-                               WrongThread)
+from chopsticks.errors import ChopsticksError, ConnectError, ConnectTimeout, PythonNotFound, WrongThread
 # the original's homes of these: code written for it imports them from here
 from chopsticks.errors import DepthLimitExceeded, RemoteException  # noqa: F401
 from chopsticks.results import ErrorResult  # noqa: F401
@@ -34,16 +31,11 @@ from chopsticks.jobs import Call
 from chopsticks.modules import ImportService, shared_server
 from chopsticks.nesting import Nested
 # the defaults stay importable from here (tests and bench/ do)
-from chopsticks.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESULT, TunnelOptions, replace  # noqa: F401
+from chopsticks.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESULT, TunnelOptions  # noqa: F401
 from chopsticks.transports import Pipe
 from chopsticks.transports.libssh import Login
-from chopsticks.transports.libssh2 import Deadline
 from chopsticks.transports.process import ProcessPipe
 from chopsticks.transports.relayed import RelayPipe
-from chopsticks.transports.ssh import HandshakeSlots, SSHLink, default_slots
-from chopsticks.transports.ssh_jump import default_bastions
-from chopsticks.transports.ssh_pipe import SSHPipe
-from chopsticks.transports.ssh_options import POLICIES, SSHOptions, resolve
 
 # Exit statuses of a shell that could not run the interpreter.
 NOT_FOUND_STATUSES = (126, 127)
@@ -472,140 +464,13 @@ class Sudo(SubprocessTunnel):
         return explain_sudo(stderr) or super()._explain_failed_start(status, stderr)
 
 
-class SSHTunnel(BaseTunnel):
-    """A tunnel to an agent on a host reached over SSH (libssh2, in-process, one socket).
-
-    ``SSHTunnel('web-1')``, ``SSHTunnel('deploy@web-1:2222', key='~/.ssh/deploy')``,
-    ``SSHTunnel('db-1', jump='bastion', sudo=True)``. SSH options (``user``, ``port``, ``key``,
-    ``passphrase``, ``password``, ``agent``, ``jump``, ``known_hosts``, ``host_key_policy``,
-    ``ssh_config``) may be given one by one or as one shared ``options=SSHOptions(...)``;
-    ``~/.ssh/config`` fills in what neither says. Tunnels through the same jump host (the same
-    resolved hops) share one login to it, which closes with the last of them. ``sudo=True``
-    (or a user name) runs the agent under ``sudo -n``. ``python`` is the remote interpreter
-    (default ``python3``). The
-    tunnel options (``python``, ``sudo``, ``connect_timeout``, ``max_result``, ``serve``) may
-    likewise come as one shared ``tunnel_options=TunnelOptions(...)``, as a ``Group`` gives them.
-    """
-
-    python3 = "python3"
-    takes_sudo = True
-
-    def __init__(self, host: str, *, options: Optional[SSHOptions] = None,
-                 tunnel_options: Optional[TunnelOptions] = None, python: Optional[str] = None,
-                 sudo: Union[bool, str, None] = None, connect_timeout: Optional[float] = None,
-                 max_result: Optional[int] = None, modules: Optional[ImportService] = None,
-                 serve: Optional[Iterable[str]] = None, handshake_slots: Optional[HandshakeSlots] = None,
-                 via: Optional[BaseTunnel] = None, **ssh_options):
-        super().__init__(host, python=python, connect_timeout=connect_timeout, max_result=max_result,
-                         modules=modules, serve=serve,
-                         tunnel_options=(tunnel_options or TunnelOptions()).given(sudo=sudo), via=via)
-        self.options = options = replace(options or SSHOptions(), "SSHTunnel", ssh_options)
-        # through another tunnel, that host's own ssh client reads its own configuration
-        self.destination = resolve(host, options) if via is None else None
-        if via is not None:
-            ssh_client_argv(host, options)  # options it cannot pass on fail here, not at connect
-        self._slots = handshake_slots
-
-    @property
-    def sudo(self) -> Optional[str]:
-        """Whom the agent runs as through ``sudo -n``, or None."""
-        return self.tunnel_options.sudo_user
-
-    def _command(self) -> str:
-        return self._shell(bootstrap.python_argv(self.python))
-
-    def _shell(self, words: List[str]) -> str:
-        """``words`` as the remote's shell line, under the tunnel's sudo."""
-        if self.sudo:
-            words = sudo_argv(self.sudo, words)
-        return " ".join(shlex.quote(word) for word in words)
-
-    def python_command(self, code: str, args: List[str]) -> str:
-        """The shell line that runs ``code`` under the agent's interpreter, as the agent's user."""
-        return self._shell([self.python, "-S", "-c", code] + args)
-
-    def _relayed_argv(self, via: Connection) -> List[str]:
-        return ssh_client_argv(self.name, self.options) + [self._command()]
-
-    def bulk_login(self) -> Optional[Login]:
-        """How an extra session logs in as this tunnel did (``chopsticks.bulk``), or None."""
-        pipe = self._conn.pipe if self._conn is not None else None
-        return Login.of(pipe.link) if isinstance(pipe, SSHPipe) else None
-
-    def _explain_failed_start(self, status: Optional[int], stderr: List[str]) -> Optional[Explained]:
-        return (self.sudo and explain_sudo(stderr)) or super()._explain_failed_start(status, stderr)
-
-    def _open_pipe(self, timeout: float, until: Optional[float] = None) -> Tuple[Pipe, float]:
-        # Wait for a handshake slot first: the connect timeout starts once it is ours, so a
-        # thousand tunnels queued behind the bound do not time out while they wait (until,
-        # a caller's deadline, counts the wait too).
-        slots = self._slots or default_slots()
-        with contextlib.ExitStack() as holding:
-            waited = None if until is None else max(0.0, until - time.monotonic())
-            with gevent.Timeout(waited, ConnectTimeout("[%s] no SSH handshake slot came free in time (at most %d "
-                                                       "handshakes run at once)" % (self.host, slots.limit))):
-                holding.enter_context(slots)
-            started = time.monotonic()
-            if until is not None:
-                timeout = max(0.001, min(timeout, until - started))
-            deadline = Deadline(timeout, "connecting over SSH")
-            assert self.destination is not None  # a tunnel with via= has none, and is not opened here
-            link = SSHLink.open(self.destination, deadline, default_bastions())
-            try:
-                return link.open_channel(self._command(), deadline), started
-            except BaseException:
-                link.close()
-                raise
-
-
-# OpenSSH's StrictHostKeyChecking for each host key policy.
-_STRICT = {"strict": "yes", "accept-new": "accept-new", "off": "no"}
-
-
-def ssh_client_argv(host: str, options: SSHOptions) -> List[str]:
-    """The OpenSSH client command (without the remote command) that reaches ``host`` from
-    an intermediate host (``SSHTunnel(host, via=...)``): never a prompt (``BatchMode``), and
-    the options that make sense there, as that host's paths; the rest is refused."""
-    refused = [name for name in ("password", "passphrase") if getattr(options, name) is not None]
-    if refused:
-        raise ValueError("SSHTunnel(%r, via=...): %s cannot be passed to the intermediate host's ssh client "
-                         "(it runs with BatchMode=yes); use a key or an agent there" % (host, " and ".join(refused)))
-    argv = ["ssh", "-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=%d" % max(1, round(options.connect_timeout))]
-    if options.user:
-        argv += ["-l", options.user]
-    if options.port:
-        argv += ["-p", str(options.port)]
-    for key in _as_list(options.key):
-        argv += ["-i", key]
-    for known_hosts in _as_list(options.known_hosts):
-        argv += ["-o", "UserKnownHostsFile=" + known_hosts]
-    if options.host_key_policy:
-        argv += ["-o", "StrictHostKeyChecking=" + _STRICT[POLICIES[options.host_key_policy]]]
-    if options.jump:
-        argv += ["-J", ",".join(_as_list(options.jump))]
-    if options.ssh_config is not None:
-        argv += ["-F", options.ssh_config or "none"]
-    if options.keepalive_interval is not None:
-        argv += ["-o", "ServerAliveInterval=%d" % options.keepalive_interval]
-    if options.keepalive_count_max is not None:
-        argv += ["-o", "ServerAliveCountMax=%d" % options.keepalive_count_max]
-    if host.startswith("-"):
-        raise ValueError("SSHTunnel(%r): a host name cannot start with '-'" % host)
-    return argv + ["--", host]
-
-
-def _as_list(value: Union[None, str, Iterable[str]]) -> List[str]:
-    return [] if value is None else [value] if isinstance(value, str) else list(value)
-
-
-#: The default tunnel type, as in the original chopsticks.
-Tunnel = SSHTunnel
-
+# Where the tunnels of their own modules live (they import this one); the original had them here.
+_ELSEWHERE = {"Docker": "chopsticks.containers", "SSHTunnel": "chopsticks.ssh_tunnel", "Tunnel": "chopsticks.ssh_tunnel"}
 
 
 def __getattr__(name: str):
-    # Docker lives in its own module (it imports this one); the original had it here.
-    if name == "Docker":
-        from chopsticks.containers import Docker
-        return Docker
-    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    module = _ELSEWHERE.get(name)
+    if module is None:
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    import importlib
+    return getattr(importlib.import_module(module), name)

@@ -45,7 +45,7 @@ from chopsticks.options import TunnelOptions
 from chopsticks.results import ErrorResult
 from chopsticks.transports.ssh import HandshakeSlots
 from chopsticks.transports.ssh_options import SSHOptions
-from chopsticks.tunnel import SSHTunnel
+from chopsticks.ssh_tunnel import SSHTunnel
 from chopsticks.wire import protocol
 
 Event = Tuple[Any, ...]

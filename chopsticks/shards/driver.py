@@ -302,7 +302,7 @@ def spec_of(tunnel: Any) -> HostSpec:
     """A tunnel as a shard can make it again: an ``SSHTunnel`` with its name and options and
     the shared import service. Any other tunnel (a ``Local``, a ``Docker``, one with its own
     ``modules=``) lives in this process and cannot move: ValueError, saying so."""
-    from chopsticks.tunnel import SSHTunnel
+    from chopsticks.ssh_tunnel import SSHTunnel
 
     if type(tunnel) is not SSHTunnel or tunnel.modules is not shared_server(tunnel.tunnel_options.serve):
         raise ValueError("workers= spreads SSH hosts over shard processes, which make their own tunnels from "
