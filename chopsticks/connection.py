@@ -30,8 +30,8 @@ from chopsticks import logs
 from chopsticks.wire import codec, protocol
 from chopsticks.wire.window import Window
 from chopsticks.errors import (
-    CallTimeout, ChopsticksError, ConnectError, ConnectTimeout, InternalError, ProtocolViolation, RemoteException, ResultTooLarge,
-    SerializationError, TunnelClosed,
+    CallTimeout, ChopsticksError, ConnectError, ConnectTimeout, InternalError, ProtocolViolation, RemoteException,
+    ResultTooLarge, SerializationError, TunnelClosed,
 )
 from chopsticks.future import CallFuture
 from chopsticks.modules import ImportService

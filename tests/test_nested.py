@@ -18,6 +18,7 @@ from chopsticks.tunnel import Local, SSHTunnel
 
 
 def test_a_remote_opens_a_local_tunnel_and_calls_through_it(local):
+    """Remote code opens a Local tunnel: its agent is the remote's child, and no gevent is shipped."""
     outer, inner = local.call(nt.nested_local)
     assert outer[0] == local.call(rh.getpid)
     assert inner[1] == outer[0]  # the grandchild is the remote's own child
@@ -25,6 +26,7 @@ def test_a_remote_opens_a_local_tunnel_and_calls_through_it(local):
 
 
 def test_the_depth_limit_stops_recursion_as_in_the_original(no_leaks):
+    """Endless recursion stops at the depth limit with the original's message; the tunnel goes on."""
     with Local() as tun:
         with pytest.raises(RemoteException) as info:
             tun.call(nt.recursive)
@@ -34,6 +36,7 @@ def test_the_depth_limit_stops_recursion_as_in_the_original(no_leaks):
 
 
 def test_errors_groups_and_queues_on_a_remote(local):
+    """On a remote: a nested call's RemoteException, a Group's results and a Queue's values and callbacks."""
     assert local.call(nt.nested_error) == ("builtins.ValueError", "invalid literal for int() with base 10: 'x'"
                                            .replace("'x'", "'not a number'"))
     names, distinct, first, seen, shown = local.call(nt.nested_group_and_queue)
@@ -43,6 +46,7 @@ def test_errors_groups_and_queues_on_a_remote(local):
 
 
 def test_tunnels_a_remote_opened_close_with_it(no_leaks):
+    """A tunnel remote code left open ends when the remote's own tunnel closes."""
     outer = Local("outer")
     try:
         pid = outer.call(rh.getpid)
@@ -71,6 +75,7 @@ def test_code_in_a_container_of_each_image_opens_a_local_tunnel(version, podman,
 
 
 def test_a_remote_opens_a_container_of_each_image(local, podman, container_names):
+    """Remote code starts a container of each image, and none is left behind."""
     for version in sorted(IMAGES):
         name = container_names + "n" + version.replace(".", "")
         assert local.call(nt.nested_docker, name, IMAGES[version])[3] == [int(p) for p in version.split(".")]
@@ -79,6 +84,7 @@ def test_a_remote_opens_a_container_of_each_image(local, podman, container_names
 
 
 def test_code_on_an_ssh_host_opens_sudo_and_ssh_tunnels(fleet, ssh_options, test_user, no_leaks):
+    """Code on an SSH host opens a sudo tunnel there and an SSH tunnel to another host."""
     user, _ = test_user
     host = SSHTunnel(fleet.hosts[0], options=ssh_options)
     try:

@@ -46,6 +46,8 @@ def payload(tmp_path):
 
 
 def test_every_host_gets_the_file_and_the_controller_sends_it_once(tree, payload, tmp_path):
+    """Through relays every host's copy is whole, with its mode, and the controller writes the
+    file once, not once per host."""
     path, data = payload
     group = Group(tree)
     group.call(rh.getpid)  # connected: their starts are not counted
@@ -66,6 +68,7 @@ def test_every_host_gets_the_file_and_the_controller_sends_it_once(tree, payload
 
 
 def test_a_relay_that_is_not_in_the_group_passes_the_file_on(tree, payload, tmp_path):
+    """An intermediate outside the group relays without a copy of its own."""
     path, data = payload
     a, b, c, d = tree
     result = Group([c, d]).put(path, str(tmp_path / "only-{host}.bin"), relay=True)
@@ -74,6 +77,7 @@ def test_a_relay_that_is_not_in_the_group_passes_the_file_on(tree, payload, tmp_
 
 
 def test_a_host_that_fails_its_copy_still_relays(tree, payload, tmp_path):
+    """A host whose own copy fails still passes the file on."""
     path, data = payload
     a, b, c, d = tree
     (tmp_path / "x-a -> b").mkdir()  # b's target is a directory: its own copy fails
@@ -84,6 +88,7 @@ def test_a_host_that_fails_its_copy_still_relays(tree, payload, tmp_path):
 
 
 def test_if_changed_through_relays_skips_the_hosts_that_have_the_file(tree, payload, tmp_path):
+    """if_changed skips the hosts that have the file and relays to the rest."""
     path, data = payload
     a, b, c, d = tree
     first = Group([a, c]).put(path, str(tmp_path / "y-{host}"), relay=True, if_changed=True)
@@ -95,6 +100,8 @@ def test_if_changed_through_relays_skips_the_hosts_that_have_the_file(tree, payl
 
 
 def test_a_relay_killed_mid_push_fails_the_hosts_below_it_naming_it(tree, tmp_path):
+    """A relay killed mid-push fails itself and the hosts below it, naming it; the others
+    finish, and nothing is left over but the killed host's own part."""
     a, b, c, d = tree
     data = os.urandom(48 << 20)
     path = tmp_path / "big.bin"
@@ -119,6 +126,7 @@ def test_a_relay_killed_mid_push_fails_the_hosts_below_it_naming_it(tree, tmp_pa
 
 
 def test_a_host_that_stops_reading_is_cut_and_the_others_finish(tree, payload, tmp_path, monkeypatch):
+    """A host that stops reading is cut after STALL seconds with a CallTimeout; the rest finish."""
     path, data = payload
     monkeypatch.setattr(relay_put, "STALL", 1.0)
     a, b, c, d = tree
@@ -142,12 +150,14 @@ def test_a_host_that_stops_reading_is_cut_and_the_others_finish(tree, payload, t
     (dict(relay=2), "builds a tree of SSH hosts"),
 ])
 def test_bad_relay_options_are_refused_before_anything_starts(options, message, payload):
+    """Bad relay= values and combinations raise ValueError before anything starts."""
     path, _ = payload
     with pytest.raises(ValueError, match=message):
         Group([Local("x"), Local("y")]).put(path, "/nonexistent/{host}", **options)
 
 
 def test_a_directory_is_refused(tmp_path):
+    """relay= sends one file: a directory is refused."""
     with pytest.raises(ValueError, match="one file"):
         Group([Local("x")]).put(str(tmp_path), "/nonexistent", relay=True)
 
@@ -155,6 +165,7 @@ def test_a_directory_is_refused(tmp_path):
 # -- a tree of degree N over the SSH fleet -------------------------------------------------------
 
 def test_relay_degree_two_over_the_fleet(fleet, ssh_options, payload, tmp_path, no_leaks):
+    """relay=2 over six SSH hosts: two direct, four reached by their relays' ssh."""
     path, data = payload
     group = Group(fleet.hosts, options=ssh_options)  # six hosts: two direct, four through them
     try:
@@ -168,6 +179,7 @@ def test_relay_degree_two_over_the_fleet(fleet, ssh_options, payload, tmp_path, 
 
 
 def test_the_cli_pushes_through_relays(fleet, payload, tmp_path):
+    """fanout put --relay over the fleet, and its bad input as one line, exit status 2."""
     from test_fanout import fanout, records, ssh_args
     path, data = payload
     result = fanout(*ssh_args(fleet), "-H", ",".join(fleet.hosts), "put", path, str(tmp_path / "cli-{host}"),
@@ -184,6 +196,7 @@ def test_the_cli_pushes_through_relays(fleet, payload, tmp_path):
 
 
 def test_ssh_tunnel_through_a_relay_is_named_by_its_group_host(fleet, ssh_options):
+    """relay=N's tree: the first N direct, the rest breadth first under them."""
     tunnels, made = relay_put.tree_of([SSHTunnel(h, options=ssh_options) for h in fleet.hosts[:5]], 2)
     assert [t.host for t in tunnels[:2]] == fleet.hosts[:2]
     assert [t.via.name for t in made] == [fleet.hosts[0], fleet.hosts[0], fleet.hosts[1]]

@@ -33,6 +33,7 @@ def chain(no_leaks):
 
 
 def test_the_far_agent_is_a_child_of_the_intermediate_and_named_by_the_whole_path(chain):
+    """Each far agent is started by its intermediate's agent; names, hosts and reprs show the path."""
     a, b, c = chain
     a_pid, b_pid = a.call(rh.getpid), b.call(rh.getpid)
     assert b.call(rh.parent_pid) == a_pid
@@ -43,6 +44,7 @@ def test_the_far_agent_is_a_child_of_the_intermediate_and_named_by_the_whole_pat
 
 
 def test_calls_imports_errors_and_concurrency_through_two_hops(chain, demo_pkg):
+    """Two hops away: calls, a package only the controller has, remote errors, concurrent calls and a 3 MiB result."""
     _, _, c = chain
     deep, _ = demo_pkg
     assert c.call(rh.add, 2, b=3) == 5
@@ -56,6 +58,7 @@ def test_calls_imports_errors_and_concurrency_through_two_hops(chain, demo_pkg):
 
 
 def test_output_lines_carry_the_full_path(chain, capfd):
+    """What the far agent prints reaches the controller's stderr under the whole path."""
     _, _, c = chain
     c.call(rh.print_lines, "from-the-far-end")
     c.call(rh.add, 0, 0)
@@ -64,6 +67,7 @@ def test_output_lines_carry_the_full_path(chain, capfd):
 
 
 def test_put_and_fetch_through_two_hops(chain, tmp_path):
+    """put and fetch through two hops keep every byte and the mode."""
     _, _, c = chain
     data = os.urandom((5 << 20) + 123)
     src = tmp_path / "src.bin"
@@ -78,6 +82,7 @@ def test_put_and_fetch_through_two_hops(chain, tmp_path):
 
 
 def test_a_call_timeout_through_a_hop_leaves_the_tunnel_usable(chain):
+    """A call's timeout through a hop is a CallTimeout, and the tunnel goes on."""
     _, b, _ = chain
     with pytest.raises(CallTimeout):
         b.call(rh.sleep_and_return, 30, None, timeout=0.5)
@@ -85,6 +90,7 @@ def test_a_call_timeout_through_a_hop_leaves_the_tunnel_usable(chain):
 
 
 def test_closing_the_last_tunnel_through_an_intermediate_leaves_it_usable(chain):
+    """Closing a far tunnel ends its agent on the intermediate, which keeps serving, and it starts again."""
     a, b, _ = chain
     a_pid = a.call(rh.getpid)
     b.call(rh.getpid)
@@ -99,6 +105,7 @@ def test_closing_the_last_tunnel_through_an_intermediate_leaves_it_usable(chain)
 
 
 def test_an_intermediate_killed_mid_call_fails_every_tunnel_through_it_naming_it(chain):
+    """A killed intermediate fails the calls through it (one and two hops down) naming it; others are untouched."""
     a, b, c = chain
     other = Local("other")
     try:
@@ -118,6 +125,7 @@ def test_an_intermediate_killed_mid_call_fails_every_tunnel_through_it_naming_it
 
 
 def test_a_command_the_intermediate_cannot_run_is_a_clear_error(no_leaks):
+    """An interpreter missing on the intermediate is PythonNotFound naming the path; the intermediate goes on."""
     a = Local("a")
     try:
         with pytest.raises(PythonNotFound) as info:
@@ -129,6 +137,7 @@ def test_a_command_the_intermediate_cannot_run_is_a_clear_error(no_leaks):
 
 
 def test_via_takes_only_a_tunnel():
+    """via= refuses what is not a tunnel, and an SSH password the intermediate's ssh could not use."""
     with pytest.raises(TypeError, match="via= takes a tunnel"):
         Local("x", via="web-1")
     with pytest.raises(ValueError, match="BatchMode"):
@@ -147,6 +156,7 @@ def ssh_host(fleet, ssh_options, no_leaks):
 
 
 def test_into_a_fresh_container_and_a_running_one_on_an_ssh_host(ssh_host, podman, container_names):
+    """Through an SSH host: a fresh container of an image, exec into a running one, and a missing one's error."""
     fresh = Docker(container_names + "fresh", image=IMAGES["3.9"], via=ssh_host)
     running = container_names + "running"
     subprocess.run([podman, "run", "-d", "--pull=never", "--name", running, IMAGES["3.13"], "sleep", "600"],
@@ -165,6 +175,7 @@ def test_into_a_fresh_container_and_a_running_one_on_an_ssh_host(ssh_host, podma
 
 
 def test_as_a_sudo_user_on_an_ssh_host(ssh_host, test_user):
+    """Through an SSH host, an agent runs as another user by sudo there."""
     user, _ = test_user
     tunnel = Sudo(user, via=ssh_host)
     try:
@@ -175,6 +186,7 @@ def test_as_a_sudo_user_on_an_ssh_host(ssh_host, test_user):
 
 
 def test_a_far_host_reached_by_the_intermediates_own_ssh_client_and_a_chain_of_two(fleet, ssh_host):
+    """An SSH host reached by the intermediate's own ssh client, and a local agent one more hop down."""
     options = dict(port=fleet.port, key=fleet.key, known_hosts=fleet.known_hosts, ssh_config="")
     far = SSHTunnel(fleet.hosts[1], via=ssh_host, **options)
     farther = Local("end", via=far)
@@ -188,6 +200,7 @@ def test_a_far_host_reached_by_the_intermediates_own_ssh_client_and_a_chain_of_t
 
 
 def test_a_group_reaches_a_container_on_each_of_several_hosts(fleet, ssh_options, podman, container_names):
+    """A Group of containers, one through each of three SSH hosts, keyed by their paths."""
     hosts = [SSHTunnel(host, options=ssh_options) for host in fleet.hosts[:3]]
     group = Group([Docker(container_names + str(index), image=IMAGES["3.11"], via=host)
                    for index, host in enumerate(hosts)])
@@ -205,6 +218,7 @@ def test_a_group_reaches_a_container_on_each_of_several_hosts(fleet, ssh_options
 # -- the CLI: a container on each of several hosts -------------------------------------------
 
 def test_the_cli_gathers_facts_from_a_container_on_each_host(fleet, podman, container_names):
+    """fanout --container: facts from inside a container on each of four hosts; a missing one fails alone."""
     from test_fanout import fanout, records, ssh_args
     name = container_names + "app"
     subprocess.run([podman, "run", "-d", "--pull=never", "--name", name, IMAGES["3.9"], "sleep", "600"],
@@ -228,6 +242,7 @@ def test_the_cli_gathers_facts_from_a_container_on_each_host(fleet, podman, cont
     (["--container=-app"], "is not a container name"),
 ])
 def test_cli_container_bad_input_is_one_line(argv, message):
+    """--container's bad combinations and names are one line, exit status 2."""
     from test_fanout import fanout
     result = fanout("-H", "a", *argv, "facts")
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
