@@ -200,3 +200,37 @@ def test_ssh_tunnel_through_a_relay_is_named_by_its_group_host(fleet, ssh_option
     tunnels, made = relay_put.tree_of([SSHTunnel(h, options=ssh_options) for h in fleet.hosts[:5]], 2)
     assert [t.host for t in tunnels[:2]] == fleet.hosts[:2]
     assert [t.via.name for t in made] == [fleet.hosts[0], fleet.hosts[0], fleet.hosts[1]]
+
+
+def test_twenty_hosts_through_four_relays_one_killed_mid_push(tmp_path, no_leaks):
+    """20 hosts: 4 reached directly, each relaying to 4 more. One relay is killed mid-push:
+    it and its 4 fail naming it, the other 15 get the file whole, and the controller sends it
+    about 4 times, not 20."""
+    roots = [Local("r%d" % index) for index in range(4)]
+    leaves = [Local("l%d" % index, via=roots[index // 4]) for index in range(16)]
+    group = Group(roots + leaves)
+    data = os.urandom(24 << 20)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    try:
+        victim = roots[1].call(rh.getpid)
+        group.call(rh.getpid)
+        calls = []
+
+        def progress(size):
+            calls.append(size)
+            if len(calls) == 20 * 8:  # eight pieces of 256 KiB to every host
+                os.kill(victim, signal.SIGKILL)
+        before = written_by_me()
+        result = group.put(str(path), str(tmp_path / "t-{host}.bin"), relay=True, progress=progress)
+        sent = written_by_me() - before
+        failed = {host for host, _ in result.failures()}
+        assert failed == {"r1"} | {"r1 -> l%d" % index for index in range(4, 8)}, failed
+        for host in failed - {"r1"}:
+            assert "the tunnel through r1 ended" in result[host].msg
+        for host, value in result.successful():
+            assert (tmp_path / ("t-%s.bin" % host)).read_bytes() == data
+        assert len(list(result.successful())) == 15
+        assert sent < 4.5 * len(data), sent
+    finally:
+        group.close()
