@@ -16,6 +16,7 @@ _EXPORTS = {
     "ConnectError": "chopsticks.errors",
     "ConnectTimeout": "chopsticks.errors",
     "ContainerError": "chopsticks.errors",
+    "DepthLimitExceeded": "chopsticks.errors",
     "Docker": "chopsticks.containers",
     "HostKeyChanged": "chopsticks.errors",
     "HostKeyError": "chopsticks.errors",

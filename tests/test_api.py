@@ -10,7 +10,8 @@ def test_exported_names_are_pinned():
     """The package exports exactly these names (adding one is a decision, not an accident)."""
     assert chopsticks.__all__ == [
         "AsyncResult", "AuthenticationFailed", "CallTimeout", "ChopsticksError", "ClusterError", "ConnectError", "ConnectTimeout",
-        "ContainerError", "Docker", "ErrorResult", "Group", "GroupError", "GroupResult", "HandshakeSlots",
+        "ContainerError", "DepthLimitExceeded", "Docker", "ErrorResult", "Group", "GroupError", "GroupResult",
+        "HandshakeSlots",
         "HostKeyChanged", "HostKeyError", "InternalError", "Local", "MissingExtra", "ProtocolViolation", "PythonNotFound",
         "Queue", "RemoteException", "ResultTooLarge", "SSHOptions", "SSHTunnel", "SerializationError", "ShardLost",
         "SpecialFileError", "SubprocessTunnel",

@@ -25,6 +25,12 @@ def test_a_remote_opens_a_local_tunnel_and_calls_through_it(local):
     assert local.call(rh.modules_loaded).count("gevent") == 0  # no gevent came along
 
 
+def test_the_packages_own_names_import_on_a_remote(local):
+    """``from chopsticks import Local, Group, SSHTunnel ...`` on a remote gives the stand-ins."""
+    assert local.call(nt.top_level_names) == ["chopsticks.agent.nested", "chopsticks.agent.nested", True,
+                                              "chopsticks.errors", "chopsticks.results"]
+
+
 def test_the_depth_limit_stops_recursion_as_in_the_original(no_leaks):
     """Endless recursion stops at the depth limit with the original's message; the tunnel goes on."""
     with Local() as tun:
