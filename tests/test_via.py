@@ -231,7 +231,7 @@ def test_the_cli_gathers_facts_from_a_container_on_each_host(fleet, podman, cont
         assert sorted(found) == sorted("%s -> %s" % (host, name) for host in fleet.hosts[:4])
         assert {tuple(r["value"]["python_version"][:2]) for r in found.values()} == {(3, 9)}
         missing = fanout(*ssh_args(fleet), "-H", fleet.hosts[0], "--container", container_names + "none", "facts")
-        assert missing.returncode == 1 and "ContainerError: there is no container named" in missing.stdout
+        assert missing.returncode == 3 and "ContainerError: there is no container named" in missing.stdout
     finally:
         subprocess.run([podman, "rm", "--force", "--time", "0", name], capture_output=True)
 

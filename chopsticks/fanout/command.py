@@ -5,11 +5,14 @@
     python -m chopsticks.fanout -H db-1,db-2 call mypkg.checks:disk_ok --json-args '["/var"]'
 
 Results print as a table on a terminal and as JSON lines otherwise, then a summary. The exit
-status is 0 when every host succeeded, 1 when any failed or timed out, 2 for a usage error
-(always one line, never a traceback), 130 when interrupted: Ctrl-C closes every tunnel and
-prints what finished; 141, quietly, when the reader of the output goes away (``| head -1``).
+status (``fanout.run``) is 0 when every host succeeded, 1 when any failed, timed out or was
+not started (``--max-fail``), 2 for a usage error (always one line, never a traceback), 3
+when some were unreachable (no login, no agent), 4 when some were unreachable and others
+failed, 130 when interrupted: Ctrl-C closes every tunnel and prints what finished and, by
+name, what did not; 141, quietly, when the reader of the output goes away (``| head -1``).
 """
 
+import dataclasses
 import getpass
 import io
 import os
@@ -20,33 +23,18 @@ from contextlib import contextmanager
 from typing import Any, Dict, List, Optional
 
 from chopsticks.errors import ChopsticksError, MissingExtra
-from chopsticks.fanout import hosts
 from chopsticks.fanout.subcommands import SUBCOMMANDS, Subcommand
 from chopsticks.fanout.options import PROG, UsageError, build_parser
 from chopsticks.fanout.output import (
-    FAILED, OK, TIMED_OUT, cli_hints, configure_logging, print_line, progress_bar, record, show, summarize,
-    summary_line, to_json,
+    cli_hints, configure_logging, print_line, progress_bar, show, summarize, summary_line, to_json,
 )
+from chopsticks.fanout.run import Run, exit_status
+from chopsticks.fanout.targets import Targets, explain
 from chopsticks.logs import visible
 from chopsticks.options import TunnelOptions
 
 
 # -- hosts and tunnels ----------------------------------------------------------------------
-
-def read_hosts(args) -> List[str]:
-    files = list(args.hosts_file or [])
-    if not args.hosts and not files:
-        if sys.stdin is None or sys.stdin.isatty():
-            raise UsageError("no hosts: give -H HOSTS, -f FILE, or a list on stdin")
-        files = ["-"]
-    try:
-        names = hosts.collect(args.hosts or [], files)
-    except hosts.HostSpecError as exc:
-        raise UsageError(str(exc)) from None
-    if not names:
-        raise UsageError("the host list is empty")
-    return names
-
 
 def _pipe_tunnel(args, name: str, options: TunnelOptions):
     from chopsticks.tunnel import Docker, Local, Sudo
@@ -60,19 +48,19 @@ def _pipe_tunnel(args, name: str, options: TunnelOptions):
     return Local(name, tunnel_options=options)
 
 
-def make_group(args, names: List[str]):
+def make_group(args, targets: Targets):
     """The group the command works on: each host's tunnel, or with ``--container`` the tunnel
     into that container through each host's (``via=``)."""
     if not args.container:
-        return _hosts_group(args, names, TunnelOptions().given(python=args.python or None,
-                                                                connect_timeout=args.connect_timeout or None))
+        return _hosts_group(args, targets, TunnelOptions().given(python=args.python or None,
+                                                                  connect_timeout=args.connect_timeout or None))
     from chopsticks.containers import Docker
     from chopsticks.group import Group
 
     if args.transport == "docker" or args.workers not in (None, 1) or args.cluster:
         raise UsageError("--container is not for %s" % ("--transport docker" if args.transport == "docker"
                                                          else "--workers" if args.cluster is None else "--cluster"))
-    hosts_group = _hosts_group(args, names, TunnelOptions().given(connect_timeout=args.connect_timeout or None))
+    hosts_group = _hosts_group(args, targets, TunnelOptions().given(connect_timeout=args.connect_timeout or None))
     options = TunnelOptions().given(python=args.python or None, connect_timeout=args.connect_timeout or None)
     try:
         return Group([Docker(args.container, container=args.container, engine=args.engine, via=host,
@@ -89,8 +77,25 @@ def close_group(group) -> None:
     Group(list({id(tunnel.via): tunnel.via for tunnel in group if tunnel.via is not None}.values())).close()
 
 
-def _hosts_group(args, names: List[str], tunnel_options: TunnelOptions):
+def ssh_options(args) -> Dict[str, Any]:
+    """The SSH options the command line gives, as ``SSHOptions``'s keywords."""
+    ssh: Dict[str, Any] = {"user": args.user, "port": args.port, "key": args.key, "jump": args.jump,
+                           "known_hosts": args.known_hosts, "host_key_policy": args.host_key_policy,
+                           "ssh_config": args.ssh_config}
+    ssh = {name: value for name, value in ssh.items() if value is not None}
+    if args.jump:
+        ssh["jump"] = [hop for hop in args.jump.split(",") if hop]
+    if args.no_agent:
+        ssh["agent"] = False
+    return ssh
+
+
+def _hosts_group(args, targets: Targets, tunnel_options: TunnelOptions):
     from chopsticks.group import Group
+    from chopsticks.ssh_tunnel import SSHTunnel
+    from chopsticks.transports.ssh_options import SSHOptions
+
+    names = targets.names
 
     if args.transport != "docker" and (args.image or (args.engine and not args.container)):
         raise UsageError("%s is for --transport docker" % ("--image" if args.image else "--engine"))
@@ -115,21 +120,19 @@ def _hosts_group(args, names: List[str], tunnel_options: TunnelOptions):
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         return Group(tunnels, concurrency=args.concurrency)
-    ssh: Dict[str, Any] = {"user": args.user, "port": args.port, "key": args.key, "jump": args.jump,
-                           "known_hosts": args.known_hosts, "host_key_policy": args.host_key_policy,
-                           "ssh_config": args.ssh_config}
-    ssh = {name: value for name, value in ssh.items() if value is not None}
-    if args.jump:
-        ssh["jump"] = [hop for hop in args.jump.split(",") if hop]
-    if args.no_agent:
-        ssh["agent"] = False
+    ssh = ssh_options(args)
     if args.ask_pass:
         ssh["password"] = getpass.getpass("SSH password: ")
     if args.ask_passphrase:
         ssh["passphrase"] = getpass.getpass("Key passphrase: ")
+    tunnel_options = tunnel_options.given(sudo=args.sudo or None)
     try:
-        return Group(names, concurrency=args.concurrency, tunnel_options=tunnel_options.given(sudo=args.sudo or None),
-                     workers=args.workers, cluster=args.cluster or None, **ssh)
+        options = SSHOptions(**ssh)
+        # a host the inventory says how to reach gets options of its own (its address, port, user)
+        members = [SSHTunnel(name, options=dataclasses.replace(options, **targets.reach(name)),
+                             tunnel_options=tunnel_options) if targets.reach(name) else name for name in names]
+        return Group(members, concurrency=args.concurrency, options=options, tunnel_options=tunnel_options,
+                     workers=args.workers, cluster=args.cluster or None)
     except (ValueError, MissingExtra) as exc:
         raise UsageError(str(exc)) from None
 
@@ -170,35 +173,33 @@ def execute(args, subcommand: Subcommand, group) -> int:
     records: List[Dict[str, Any]] = []
     bar = progress_bar(len(group), bool(sys.stderr.isatty() and not args.no_progress), subcommand.count_bytes,
                        subcommand.total_bytes)
-    counts = {OK: 0, FAILED: 0, TIMED_OUT: 0}
+
+    def emit(entry: Dict[str, Any]) -> None:
+        records.append(entry)
+        if fmt == "jsonl":
+            print_line(to_json(entry), bar)
+
+    def start(hosts: List[str], seconds_left: Optional[float]):
+        names = set(hosts)
+        part = group if len(hosts) == len(group) else group.select(lambda tunnel: tunnel.host in names)
+        return subcommand.start(part, seconds_left, bar.update if subcommand.count_bytes else None)
+
+    run = Run([tunnel.host for tunnel in group], subcommand.judge, bar, subcommand.count_bytes, emit)
     started = time.monotonic()
     log.debug("fanout_started", hosts=len(group), command=args.command)
     with interrupts_in_this_greenlet():
-        results = subcommand.start(group, args.deadline, bar.update if subcommand.count_bytes else None)
-        interrupted = False
         try:
-            for host, value in results:
-                entry = record(host, value, subcommand.judge)
-                records.append(entry)
-                counts[entry["status"]] += 1
-                if fmt == "jsonl":
-                    print_line(to_json(entry), bar)
-                hosts_done = "%d/%d hosts: " % (len(records), len(group)) if subcommand.count_bytes else ""
-                bar.set_postfix_str("%s%d ok, %d failed, %d timed out" % (hosts_done, counts[OK], counts[FAILED],
-                                                                         counts[TIMED_OUT]), refresh=False)
-                if not subcommand.count_bytes:
-                    bar.update(1)
-        except KeyboardInterrupt:
-            interrupted = True
+            run.go(start, args.batch, args.max_fail, args.deadline)
         finally:
-            getattr(results, "close", lambda: None)()  # stop the fan-out: its pool and greenlets
             bar.close()
             try:
                 close_group(group)
             except KeyboardInterrupt:
-                interrupted = True
-    summary = summarize(records, len(group), time.monotonic() - started)
+                run.interrupted = True
+    summary = summarize(run.counts, len(group), time.monotonic() - started)
     log.debug("fanout_finished", **summary)
+    if args.failed_to:
+        write_failed_to(args.failed_to, run.not_ok())
     order = {tunnel.host: index for index, tunnel in enumerate(group)}
     records.sort(key=lambda r: order[r["host"]])
     if fmt == "json":
@@ -206,9 +207,43 @@ def execute(args, subcommand: Subcommand, group) -> int:
     elif fmt == "table":
         show(records, subcommand.columns, args.command == "run")
     print(summary_line(summary), file=sys.stdout if fmt == "table" else sys.stderr)
-    if interrupted:
-        return 130
-    return 0 if summary["ok"] == summary["hosts"] else 1
+    return exit_status(run.counts, run.interrupted)
+
+
+def check_failed_to(path: Optional[str]) -> None:
+    """``--failed-to FILE`` must be writable where it is: refused before anything runs."""
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError("--failed-to: directory %r does not exist" % folder)
+    if os.path.isdir(path):
+        raise UsageError("--failed-to: %r is a directory" % path)
+    if not os.access(folder, os.W_OK):
+        raise UsageError("--failed-to: directory %r is not writable" % folder)
+
+
+def write_failed_to(path: str, hosts: List[str]) -> None:
+    """The hosts that did not succeed, one per line, so that ``-f FILE`` reruns just them."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(host + "\n" for host in hosts))
+
+
+def _inspect(args) -> int:
+    """``--list-hosts`` and ``--explain HOST``: what a run would do, printed; nothing started."""
+    from chopsticks.transports.ssh_options import SSHOptions
+    if args.explain:
+        targets = Targets(args) if args.inventory else None
+        reach = targets.reach(args.explain) if targets is not None else {}
+        try:
+            options = SSHOptions(**ssh_options(args))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        print(explain(args.explain, options, reach))
+        return 0
+    for name in Targets(args).names:
+        print(name)
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -234,10 +269,15 @@ def _main(argv: Optional[List[str]]) -> int:
             stream.reconfigure(errors="backslashreplace")
     try:
         args = build_parser().parse_args(argv)
+        if args.explain or args.list_hosts:
+            return _inspect(args)
+        if args.command is None:
+            raise UsageError("a command is needed: facts, call, run, put or fetch (see --help)")
         subcommand = SUBCOMMANDS[args.command](args)
-        names = read_hosts(args)
+        check_failed_to(args.failed_to)
+        targets = Targets(args)
         configure_logging(args.quiet, args.verbose, args.log_format)
-        group = make_group(args, names)
+        group = make_group(args, targets)
     except UsageError as exc:
         print("%s: error: %s" % (PROG, exc), file=sys.stderr)
         return 2

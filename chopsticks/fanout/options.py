@@ -19,8 +19,9 @@ EPILOG = """examples:
   getent hosts | awk '{print $2}' | %(prog)s facts --format json
 
 Options may come before or after the subcommand. Each command has its own --help.
-exit status: 0 every host succeeded, 1 some failed or timed out, 2 usage error, 130 interrupted,
-141 the reader of the output went away
+exit status: 0 every host succeeded, 1 some failed, timed out or were not started, 2 usage error,
+3 some were unreachable, 4 some unreachable and some failed, 130 interrupted, 141 the reader
+of the output went away
 """
 
 
@@ -53,6 +54,14 @@ def _positive(kind: Callable[[str], Any], most: float = math.inf) -> Callable[[s
     return parse
 
 
+def _share(text: str) -> Any:
+    from chopsticks.fanout.run import parse_share
+    try:
+        return parse_share(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _workers(text: str) -> Any:
     return text if text == "auto" else _positive(int)(text)
 
@@ -66,6 +75,18 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-f", "--hosts-file", action="append", metavar="FILE",
                        help="a file of hosts or ranges, one or more per line, '#' comments; '-' reads "
                             "stdin (repeatable). With neither -H nor -f, hosts are read from stdin")
+    group.add_argument("-x", "--exclude", action="append", metavar="HOSTS",
+                       help="hosts, ranges or @groups to leave out (repeatable)")
+    group.add_argument("--groups", metavar="FILE",
+                       help="the groups file that @NAME reads (default: $XDG_CONFIG_HOME/chopsticks/groups, "
+                            "else ~/.config/chopsticks/groups); lines 'NAME: HOSTS...', '#' comments")
+    group.add_argument("--inventory", metavar="FILE",
+                       help="an Ansible inventory as JSON (`ansible-inventory --list`): its groups are @NAMEs, "
+                            "its ansible_host/port/user used; without -H or -f, every host in it")
+    group.add_argument("--list-hosts", action="store_true", help="print the hosts the run would target, and exit")
+    group.add_argument("--explain", metavar="HOST",
+                       help="print what would be used to reach HOST (address, port, user, keys, jump hosts, "
+                            "known_hosts, policy), as ssh -G does, and exit")
     group = parser.add_argument_group("running")
     group.add_argument("--transport", choices=("ssh", "local", "docker"),
                        help="ssh (default); local: each host name labels a local python3 subprocess "
@@ -85,6 +106,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--deadline", type=_positive(float, MAX_SECONDS), metavar="SECONDS",
                        help="limit on the whole run; hosts unfinished then count as timed out")
     group.add_argument("--python", metavar="PATH", help="the remote interpreter (default python3)")
+    group.add_argument("--batch", type=_share, metavar="N|P%",
+                       help="run the hosts in successive batches of N hosts (or P%% of them), in order")
+    group.add_argument("--max-fail", type=_share, metavar="N|P%",
+                       help="start no new batch once N hosts (or P%%) have not succeeded; the rest are "
+                            "reported as not started")
+    group.add_argument("--failed-to", metavar="FILE",
+                       help="write the hosts that did not succeed to FILE, one per line (rerun them with -f FILE)")
     group = parser.add_argument_group("ssh")
     group.add_argument("-u", "--user", help="remote user (default: ssh config, then your name)")
     group.add_argument("-p", "--port", type=int, help="remote port (default: ssh config, then 22)")
@@ -127,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "function, or run a shell command.", epilog=EPILOG)
     _add_common(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    commands.required = True
+    commands.required = False  # --list-hosts and --explain need none; the command checks
 
     def add_command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
         # an option not given after the subcommand must not overwrite one given before it

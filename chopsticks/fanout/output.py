@@ -22,11 +22,14 @@ import sys
 import uuid
 from typing import Any, Callable, Dict, List, Optional
 
-from chopsticks.errors import CallTimeout, ConnectTimeout
+from chopsticks.errors import CallTimeout, ConnectError
 from chopsticks.logs import escape_for_terminal, visible
 from chopsticks.results import ErrorResult
 
-OK, FAILED, TIMED_OUT = "ok", "failed", "timed out"
+OK, FAILED, TIMED_OUT, UNREACHABLE = "ok", "failed", "timed out", "unreachable"
+# Hosts without a result: the run was interrupted (Ctrl-C), or stopped by --max-fail first.
+INTERRUPTED, NOT_STARTED = "interrupted", "not started"
+STATUSES = (OK, FAILED, TIMED_OUT, UNREACHABLE, INTERRUPTED, NOT_STARTED)
 MAX_CELL = 48
 
 
@@ -36,8 +39,10 @@ def record(host: str, value: Any, judge: Callable[[Any], str]) -> Dict[str, Any]
     ``judge`` raises ValueError for a value it cannot judge (not what the job returns: a
     hostile or broken host); that host counts as failed, and so does a value too deep to show."""
     if isinstance(value, ErrorResult):
-        timed_out = isinstance(value.exception, (CallTimeout, ConnectTimeout))
-        entry = {"host": host, "status": TIMED_OUT if timed_out else FAILED, "error": cli_hints(value.msg)}
+        # never reached (no login, no agent) before anything ran, a timeout of its own included
+        status = UNREACHABLE if isinstance(value.exception, ConnectError) else \
+            TIMED_OUT if isinstance(value.exception, CallTimeout) else FAILED
+        entry = {"host": host, "status": status, "error": cli_hints(value.msg)}
         if value.tb:
             entry["traceback"] = value.tb
         return jsonable(entry)
@@ -141,17 +146,23 @@ def to_json(document: Any, indent: Optional[int] = None) -> str:
     return json.dumps(document, allow_nan=False, indent=indent)
 
 
-def summarize(records: List[Dict[str, Any]], total: int, seconds: float) -> Dict[str, Any]:
-    counts = {status: sum(1 for r in records if r["status"] == status) for status in (OK, FAILED, TIMED_OUT)}
-    return {"hosts": total, "ok": counts[OK], "failed": counts[FAILED], "timed_out": counts[TIMED_OUT],
-            "unfinished": total - len(records), "seconds": round(seconds, 3)}
+def summarize(counts: Dict[str, int], total: int, seconds: float) -> Dict[str, Any]:
+    """The summary of a run from its count of hosts per status."""
+    return {"hosts": total, "ok": counts.get(OK, 0), "failed": counts.get(FAILED, 0),
+            "timed_out": counts.get(TIMED_OUT, 0), "unreachable": counts.get(UNREACHABLE, 0),
+            "unfinished": counts.get(INTERRUPTED, 0), "not_started": counts.get(NOT_STARTED, 0),
+            "seconds": round(seconds, 3)}
 
 
 def summary_line(summary: Dict[str, Any]) -> str:
     text = "%d host%s in %.2fs: %d ok, %d failed, %d timed out" % (
         summary["hosts"], "" if summary["hosts"] == 1 else "s", summary["seconds"], summary["ok"], summary["failed"], summary["timed_out"])
+    if summary["unreachable"]:
+        text += ", %d unreachable" % summary["unreachable"]
     if summary["unfinished"]:
         text += ", %d unfinished (interrupted)" % summary["unfinished"]
+    if summary["not_started"]:
+        text += ", %d not started (--max-fail)" % summary["not_started"]
     return text
 
 

@@ -43,7 +43,9 @@ def _as_tuple(value: StrOrList) -> Tuple[str, ...]:
 class SSHOptions:
     """How to reach hosts over SSH. Every field is optional; ``~/.ssh/config`` fills the gaps.
 
-    ``key`` and ``known_hosts`` take a path or a list of paths; ``jump`` a
+    ``hostname`` is the address to connect to, when not the host's own name (as
+    ``HostName``; an inventory's ``ansible_host``); ``key`` and ``known_hosts`` take a path
+    or a list of paths; ``jump`` a
     ``[user@]host[:port]`` or a list of them (a chain, outermost first), like ProxyJump;
     ``host_key_policy`` is ``'strict'`` (default), ``'accept-new'`` or ``'off'`` (OpenSSH's
     ``yes``/``accept-new``/``no`` are accepted too); ``ssh_config`` is the config file to
@@ -55,6 +57,7 @@ class SSHOptions:
 
     user: Optional[str] = None
     port: Optional[int] = None
+    hostname: Optional[str] = None
     key: StrOrList = None
     passphrase: Optional[str] = dataclasses.field(default=None, repr=False)
     password: Optional[str] = dataclasses.field(default=None, repr=False)
@@ -143,7 +146,7 @@ def resolve(target: str, options: SSHOptions, _depth: int = 0) -> Destination:
         raise ValueError("bad host %r: %s" % (target, exc)) from None
     config_paths = None if options.ssh_config is None else ([options.ssh_config] if options.ssh_config else [])
     config = ssh_config.lookup(alias, config_paths)
-    hostname = str(config.get("hostname", alias)).replace("%h", alias)
+    hostname = options.hostname or str(config.get("hostname", alias)).replace("%h", alias)
     user = user or options.user or str(config.get("user") or getpass.getuser())
     port = port or options.port or int(config.get("port", 22))
 
@@ -164,7 +167,7 @@ def resolve(target: str, options: SSHOptions, _depth: int = 0) -> Destination:
         jump_spec = () if configured_jump.lower() == "none" else tuple(configured_jump.split(","))
     # A jump host gets its own config lookup and the shared credentials (key, agent, known
     # hosts), but not the target's user, port or jump (that would loop).
-    jump_options = dataclasses.replace(options, jump=None, user=None, port=None)
+    jump_options = dataclasses.replace(options, jump=None, user=None, port=None, hostname=None)
     jumps: Tuple[Destination, ...] = ()
     for hop in jump_spec:
         resolved = resolve(hop.strip(), jump_options, _depth + 1)
