@@ -29,7 +29,8 @@ GROUP_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
 # How deep groups may name groups (a loop is found before this).
 MAX_NESTING = 32
 # What an inventory's host variables say, as the SSH options they set.
-HOSTVARS = {"ansible_host": ("hostname", str), "ansible_port": ("port", int), "ansible_user": ("user", str)}
+HOSTVARS: Dict[str, Tuple[str, type]] = {"ansible_host": ("hostname", str), "ansible_port": ("port", int),
+                                          "ansible_user": ("user", str)}
 
 
 def default_groups_file() -> str:
@@ -121,7 +122,7 @@ def _reach(path: str, host: str, variables: Dict[str, Any]) -> Dict[str, Any]:
     for variable, (option, kind) in HOSTVARS.items():
         if variable not in variables:
             continue
-        value = variables[variable]
+        value: Any = variables[variable]
         if kind is int and isinstance(value, str) and value.isdigit():
             value = int(value)
         if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and not 0 < value < 65536) \
