@@ -125,8 +125,11 @@ def _reach(path: str, host: str, variables: Dict[str, Any]) -> Dict[str, Any]:
         value: Any = variables[variable]
         if kind is int and isinstance(value, str) and value.isdigit():
             value = int(value)
-        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and not 0 < value < 65536) \
-                or (kind is str and not value):
+        if kind is int:
+            ok = type(value) is int and 0 < value < 65536
+        else:
+            ok = isinstance(value, str) and bool(value)
+        if not ok:
             raise UsageError("inventory %r: %s of %r cannot be %r" % (path, variable, host, variables[variable]))
         reach[option] = value
     return reach
