@@ -159,3 +159,43 @@ def test_no_command_is_one_line():
     """Without a subcommand (and without --list-hosts or --explain): one line, exit 2."""
     result = fanout("-H", "a")
     assert result.returncode == 2 and "a command is needed" in result.stderr
+
+
+def test_environment_defaults_and_the_command_line_wins(tmp_path):
+    """CHOPSTICKS_* give options' defaults; the command line replaces them; a bad one names its variable."""
+    import os
+    import subprocess
+    import sys
+    from test_fanout import HERE, ROOT
+
+    def run(env, *argv):
+        return subprocess.run([sys.executable, "-m", "chopsticks.fanout", *argv], cwd=HERE, text=True,
+                              capture_output=True, stdin=subprocess.DEVNULL,
+                              env=dict(os.environ, PYTHONPATH=ROOT, **env), timeout=60)
+    result = run({"CHOPSTICKS_TRANSPORT": "local", "CHOPSTICKS_FORMAT": "json"}, "-H", "e-1", "run", "true")
+    assert result.returncode == 0 and json.loads(result.stdout)["summary"]["ok"] == 1, result.stderr
+    result = run({"CHOPSTICKS_TRANSPORT": "local", "CHOPSTICKS_FORMAT": "json"}, "-H", "e-1", "run", "true",
+                 "--format", "jsonl")
+    assert json.loads(result.stdout.splitlines()[0])["host"] == "e-1"
+    bad = run({"CHOPSTICKS_TIMEOUT": "soon"}, "-H", "e-1", "--transport", "local", "run", "true")
+    assert bad.returncode == 2 and "'soon' is not a number" in bad.stderr and "$CHOPSTICKS_TIMEOUT" in bad.stderr
+    groups = tmp_path / "g"
+    groups.write_text("g: g-1 g-2\n")
+    listed = run({"CHOPSTICKS_GROUPS": str(groups)}, "-H", "@g", "--list-hosts")
+    assert listed.stdout.split() == ["g-1", "g-2"], listed.stderr
+
+
+def test_argument_files(tmp_path):
+    """@FILE is replaced by its lines, files may name files; -H @NAME stays a group; a missing file is one line."""
+    inner = tmp_path / "inner.args"
+    inner.write_text("# the transport\n--transport\nlocal\n")
+    outer = tmp_path / "outer.args"
+    outer.write_text("@%s\n--format\njson\n" % inner)
+    result = fanout("@%s" % outer, "-H", "f-[1-2]", "run", "true")
+    assert result.returncode == 0 and json.loads(result.stdout)["summary"]["ok"] == 2, result.stderr
+    groups = tmp_path / "groups"
+    groups.write_text("outer.args: f-9\n")
+    listed = fanout("--groups", str(groups), "-H", "@outer.args", "--list-hosts")
+    assert listed.stdout.split() == ["f-9"], listed.stderr
+    missing = fanout("@/nonexistent/args", "-H", "a", "run", "true")
+    assert missing.returncode == 2 and "cannot read argument file '/nonexistent/args'" in missing.stderr

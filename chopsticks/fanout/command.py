@@ -28,6 +28,7 @@ from chopsticks.fanout.options import PROG, UsageError, build_parser
 from chopsticks.fanout.output import (
     cli_hints, configure_logging, print_line, progress_bar, show, summarize, summary_line, to_json,
 )
+from chopsticks.fanout import defaults
 from chopsticks.fanout.run import Run, exit_status
 from chopsticks.fanout.targets import Targets, explain
 from chopsticks.logs import visible
@@ -267,7 +268,10 @@ def _main(argv: Optional[List[str]]) -> int:
     for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a character shows its escape
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
+    sources: Dict[str, str] = {}
     try:
+        argv = defaults.expand_files(sys.argv[1:] if argv is None else list(argv))
+        argv, sources = defaults.from_environment(argv)
         args = build_parser().parse_args(argv)
         if args.explain or args.list_hosts:
             return _inspect(args)
@@ -279,7 +283,7 @@ def _main(argv: Optional[List[str]]) -> int:
         configure_logging(args.quiet, args.verbose, args.log_format)
         group = make_group(args, targets)
     except UsageError as exc:
-        print("%s: error: %s" % (PROG, exc), file=sys.stderr)
+        print("%s: error: %s" % (PROG, defaults.blame(str(exc), sources)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
