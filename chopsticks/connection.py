@@ -40,6 +40,7 @@ from chopsticks.writer import FrameWriter
 
 if TYPE_CHECKING:
     from chopsticks.nesting import Nested
+    from chopsticks.sudo import SudoPrompt
 
 # Remote stderr lines kept for error messages about a tunnel that failed.
 STDERR_TAIL = 20
@@ -91,7 +92,7 @@ class Connection:
     def __init__(self, name: str, pipe: Pipe, modules: ImportService, max_result: int,
                  on_output: Callable[[str, str], None] = logs.remote_output,
                  explain: Optional[Callable[[Optional[int], List[str]], Optional[Explained]]] = None,
-                 nested: "Optional[Nested]" = None):
+                 nested: "Optional[Nested]" = None, gate: "Optional[SudoPrompt]" = None):
         self.name = name
         # explain(status, stderr lines) -> (exception class, message) or None: the tunnel's
         # own account of an agent that ended before it started (a missing image, sudo asking
@@ -129,6 +130,8 @@ class Connection:
         # by a greenlet of its own, since a call there may run long; at most NESTED_BACKLOG.
         self.nested = nested
         self._nested_answers: Set[gevent.Greenlet] = set()
+        # what holds the bootstrap back until sudo is answered (``chopsticks.sudo``), or None
+        self.gate = gate
         pipe.start_reading(self._on_data, self._on_stderr)
 
     @property
@@ -146,6 +149,10 @@ class Connection:
         timer = gevent.Timeout(timeout)  # covers the write too: a remote may never read it
         timer.start()
         try:
+            if self.gate is not None:
+                self._wait_for_gate()
+                if self.gate.refused:
+                    return {}
             try:
                 with self.writer.lock:
                     self.pipe.write(stdin_bytes)
@@ -165,6 +172,11 @@ class Connection:
         logs.event("tunnel_connected", host=self.name, python=".".join(map(str, hello["python"])),
                    elapsed_ms=round((time.monotonic() - started) * 1000, 1))
         return hello
+
+    def _wait_for_gate(self) -> None:
+        """Until sudo is answered or let the agent run (or the agent ended: then _hello says why)."""
+        assert self.gate is not None
+        gevent.wait([self.gate.opened, self._finished], count=1)
 
     # -- calls -----------------------------------------------------------------------
 
@@ -351,6 +363,8 @@ class Connection:
 
     def _output_line(self, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip("\r")
+        if self.gate is not None and self.gate.on_line(line, self.pipe):
+            return  # sudo's prompt, or the line that says it let the agent run: not output
         if self._stderr_tail is _NO_LINES:
             self._stderr_tail = collections.deque(maxlen=STDERR_TAIL)
         self._stderr_tail.append(line)

@@ -28,13 +28,15 @@ class TunnelOptions:
     bounds a start, ``max_result`` the encoded size of one result (both positive). ``serve``:
     modules or packages the remote may import from here beyond what the controller has imported
     (see ``chopsticks.modules``). ``sudo``: run the agent as this user through ``sudo -n``
-    (True: root; SSH tunnels only)."""
+    (True: root; SSH tunnels only). ``sudo_password``: the password sudo asks for (then
+    ``sudo -S``, answered only to its own prompt: ``chopsticks.sudo``); never shown."""
 
     python: Optional[str] = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     max_result: int = DEFAULT_MAX_RESULT
     serve: Iterable[str] = ()
     sudo: Union[bool, str] = False
+    sudo_password: Optional[str] = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.connect_timeout <= 0 or self.max_result <= 0:

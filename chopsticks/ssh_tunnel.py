@@ -25,7 +25,8 @@ from chopsticks.transports.ssh import HandshakeSlots, SSHLink, default_slots
 from chopsticks.transports.ssh_jump import default_bastions
 from chopsticks.transports.ssh_options import POLICIES, SSHOptions, resolve
 from chopsticks.transports.ssh_pipe import SSHPipe
-from chopsticks.tunnel import BaseTunnel, explain_sudo, sudo_argv
+from chopsticks.sudo import SudoPrompt, explain as explain_sudo, sudo_argv
+from chopsticks.tunnel import BaseTunnel
 
 
 class SSHTunnel(BaseTunnel):
@@ -51,10 +52,11 @@ class SSHTunnel(BaseTunnel):
                  sudo: Union[bool, str, None] = None, connect_timeout: Optional[float] = None,
                  max_result: Optional[int] = None, modules: Optional[ImportService] = None,
                  serve: Optional[Iterable[str]] = None, handshake_slots: Optional[HandshakeSlots] = None,
-                 via: Optional[BaseTunnel] = None, **ssh_options):
+                 via: Optional[BaseTunnel] = None, sudo_password: Optional[str] = None, **ssh_options):
         super().__init__(host, python=python, connect_timeout=connect_timeout, max_result=max_result,
                          modules=modules, serve=serve,
-                         tunnel_options=(tunnel_options or TunnelOptions()).given(sudo=sudo), via=via)
+                         tunnel_options=(tunnel_options or TunnelOptions()).given(sudo=sudo), via=via,
+                         sudo_password=sudo_password)
         self.options = options = replace(options or SSHOptions(), "SSHTunnel", ssh_options)
         # through another tunnel, that host's own ssh client reads its own configuration
         self.destination = resolve(host, options) if via is None else None
@@ -68,12 +70,15 @@ class SSHTunnel(BaseTunnel):
         return self.tunnel_options.sudo_user
 
     def _command(self) -> str:
-        return self._shell(bootstrap.python_argv(self.python))
+        return self._shell(bootstrap.python_argv(self.python), self._sudo_prompt)
 
-    def _shell(self, words: List[str]) -> str:
-        """``words`` as the remote's shell line, under the tunnel's sudo."""
+    def _sudo_user(self) -> Optional[str]:
+        return self.sudo
+
+    def _shell(self, words: List[str], prompt: Optional[SudoPrompt] = None) -> str:
+        """``words`` as the remote's shell line, under the tunnel's sudo (answering ``prompt``)."""
         if self.sudo:
-            words = sudo_argv(self.sudo, words)
+            words = sudo_argv(self.sudo, words, prompt)
         return " ".join(shlex.quote(word) for word in words)
 
     def python_command(self, code: str, args: List[str]) -> str:
@@ -86,6 +91,8 @@ class SSHTunnel(BaseTunnel):
     def bulk_login(self) -> Optional[Login]:
         """How an extra session logs in as this tunnel did (``chopsticks.bulk``), or None."""
         pipe = self._conn.pipe if self._conn is not None else None
+        if self.tunnel_options.sudo_password:  # its writers would need the password too: the stream it is
+            return None
         return Login.of(pipe.link) if isinstance(pipe, SSHPipe) else None
 
     def _explain_failed_start(self, status: Optional[int], stderr: List[str]) -> Optional[Explained]:

@@ -35,6 +35,7 @@ from chopsticks.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESULT, Tunn
 from chopsticks.transports import Pipe
 from chopsticks.transports.libssh import Login
 from chopsticks.transports.process import ProcessPipe
+from chopsticks.sudo import SudoPrompt, explain as explain_sudo, sudo_argv
 from chopsticks.transports.relayed import RelayPipe
 
 # Exit statuses of a shell that could not run the interpreter.
@@ -43,11 +44,6 @@ NOT_FOUND_STATUSES = (126, 127)
 
 def _system_python() -> str:
     return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
-
-
-def sudo_argv(user: str, argv: List[str]) -> List[str]:
-    """``argv`` run as ``user`` by sudo, which must not ask for a password."""
-    return ["sudo", "-n", "-u", user, "--"] + argv
 
 
 def _weakly(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -85,14 +81,6 @@ def _close_dropped(conn: Connection, owner: "weakref.ref[Any]") -> None:
         pass
 
 
-def explain_sudo(stderr: List[str]) -> Optional[Explained]:
-    """Why an agent started through ``sudo -n`` ended before it started, if sudo said so."""
-    if any("sudo:" in line and "password" in line for line in stderr):
-        return ConnectError, ("sudo asks for a password on this host; chopsticks runs sudo non-interactively "
-                              "(sudo -n): allow the command with NOPASSWD")
-    return None
-
-
 class BaseTunnel:
     """What every tunnel does; subclasses implement ``_open_pipe(timeout)``.
 
@@ -115,16 +103,20 @@ class BaseTunnel:
     def __init__(self, host: str, *, python: Optional[str] = None, connect_timeout: Optional[float] = None,
                  max_result: Optional[int] = None, modules: Optional[ImportService] = None,
                  serve: Optional[Iterable[str]] = None, tunnel_options: Optional[TunnelOptions] = None,
-                 via: "Optional[BaseTunnel]" = None):
+                 via: "Optional[BaseTunnel]" = None, sudo_password: Optional[str] = None):
         if not isinstance(host, str) or not host:
             raise ValueError("a tunnel needs a non-empty name, got %r" % (host,))
         if via is not None and not isinstance(via, BaseTunnel):
             raise TypeError("via= takes a tunnel (the host that starts this one's agent), got %r" % (via,))
         self.tunnel_options = options = (tunnel_options or TunnelOptions()).given(
-            python=python, connect_timeout=connect_timeout, max_result=max_result, serve=serve)
+            python=python, connect_timeout=connect_timeout, max_result=max_result, serve=serve,
+            sudo_password=sudo_password)
         if options.sudo and not self.takes_sudo:
             raise TypeError("%s has no sudo option (an SSH tunnel's); a local agent as another user is "
                             "Sudo(user)" % type(self).__name__)
+        if sudo_password is not None and not (self.takes_sudo or isinstance(self, Sudo)):
+            raise TypeError("%s runs no sudo: sudo_password= is for Sudo and SSHTunnel(sudo=...)"
+                            % type(self).__name__)
         #: The name given; ``host`` is the whole path for a tunnel through another one
         #: (``web-1 -> app``), as its results, errors and output lines name it.
         self.name = host
@@ -139,6 +131,7 @@ class BaseTunnel:
         self._thread: Optional[threading.Thread] = None  # whose hub runs self._conn
         self._connect_lock = gevent.lock.Semaphore()
         self._finalizer: Optional[weakref.finalize] = None  # closes the agent if the tunnel is dropped
+        self._sudo_prompt: Optional[SudoPrompt] = None  # the current start's, with sudo_password
 
     # -- the options, read-only ------------------------------------------------------------
 
@@ -178,6 +171,10 @@ class BaseTunnel:
         if via is None:
             raise ConnectError("[%s] the tunnel through %s was closed meanwhile" % (self.host, self.via.host))
         return RelayPipe(via, self._relayed_argv(via)), time.monotonic()
+
+    def _sudo_user(self) -> Optional[str]:
+        """Whom sudo runs this tunnel's agent as, or None (no sudo)."""
+        return None
 
     def _explain_failed_start(self, status: Optional[int], stderr: List[str]) -> Optional[Explained]:
         """Why the agent ended before it started, as ``(exception class, message)``, when
@@ -248,6 +245,8 @@ class BaseTunnel:
         caller's now), and within ``connect_timeout``."""
         options = self.tunnel_options
         bundle = bootstrap.bundle_for(options.max_result)
+        sudo_user = self._sudo_user()
+        gate = self._sudo_prompt = SudoPrompt(options.sudo_password) if options.sudo_password and sudo_user else None
         open_pipe = self._open_pipe if self.via is None else self._open_relayed
         try:
             pipe, started = open_pipe(options.connect_timeout, until)
@@ -258,12 +257,14 @@ class BaseTunnel:
         except OSError as exc:
             raise ConnectError("[%s] cannot start the agent: %s" % (self.host, exc)) from exc
         conn = Connection(self.host, pipe, self.modules, options.max_result,
-                          explain=_weakly(self._explain_failed_start), nested=Nested(self))
+                          explain=_weakly(self._explain_failed_start), nested=Nested(self), gate=gate)
         remaining, stated = options.connect_timeout - (time.monotonic() - started), options.connect_timeout
         if until is not None and until - time.monotonic() < remaining:
             remaining, stated = until - time.monotonic(), timeout or 0.0
         try:
             conn.handshake(bundle.stdin_bytes(), max(0.001, remaining), stated)
+            if gate is not None and gate.refused:
+                raise gate.error(self.host, str(sudo_user))
         except BaseException:
             # also when cancelled from outside (a group's deadline, the caller's own
             # timeout, Ctrl-C): what was started must not outlive the attempt
@@ -458,7 +459,10 @@ class Sudo(SubprocessTunnel):
         super().__init__(name or "%s@localhost" % user, **options)
 
     def cmd_args(self) -> List[str]:
-        return sudo_argv(self.user, super().cmd_args())
+        return sudo_argv(self.user, super().cmd_args(), self._sudo_prompt)
+
+    def _sudo_user(self) -> Optional[str]:
+        return self.user
 
     def _explain_failed_start(self, status: Optional[int], stderr: List[str]) -> Optional[Explained]:
         return explain_sudo(stderr) or super()._explain_failed_start(status, stderr)

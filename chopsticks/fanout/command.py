@@ -37,6 +37,21 @@ from chopsticks.options import TunnelOptions
 
 # -- hosts and tunnels ----------------------------------------------------------------------
 
+def become_password(args) -> Optional[str]:
+    """``--ask-become-pass``: the sudo password, asked once for every host."""
+    return ask(args, "ask_become_pass", "sudo password: ")
+
+
+def ask(args, option: str, prompt: str) -> Optional[str]:
+    """A secret the option asks for, read once (from the terminal, else stdin)."""
+    if not getattr(args, option):
+        return None
+    try:
+        return getpass.getpass(prompt)
+    except EOFError:
+        raise UsageError("--%s: no answer (end of input)" % option.replace("_", "-")) from None
+
+
 def _pipe_tunnel(args, name: str, options: TunnelOptions):
     from chopsticks.tunnel import Docker, Local, Sudo
 
@@ -52,6 +67,8 @@ def _pipe_tunnel(args, name: str, options: TunnelOptions):
 def make_group(args, targets: Targets):
     """The group the command works on: each host's tunnel, or with ``--container`` the tunnel
     into that container through each host's (``via=``)."""
+    if args.ask_become_pass and not args.sudo:
+        raise UsageError("--ask-become-pass is for --sudo")
     if not args.container:
         return _hosts_group(args, targets, TunnelOptions().given(python=args.python or None,
                                                                   connect_timeout=args.connect_timeout or None))
@@ -116,6 +133,7 @@ def _hosts_group(args, targets: Targets, tunnel_options: TunnelOptions):
             ssh_only.append("--cluster")
         if ssh_only:
             raise UsageError("%s is not for --transport %s" % (ssh_only[0], args.transport))
+        tunnel_options = tunnel_options.given(sudo_password=become_password(args))
         try:
             tunnels = [_pipe_tunnel(args, name, tunnel_options) for name in names]
         except ValueError as exc:
@@ -123,10 +141,10 @@ def _hosts_group(args, targets: Targets, tunnel_options: TunnelOptions):
         return Group(tunnels, concurrency=args.concurrency)
     ssh = ssh_options(args)
     if args.ask_pass:
-        ssh["password"] = getpass.getpass("SSH password: ")
+        ssh["password"] = ask(args, "ask_pass", "SSH password: ")
     if args.ask_passphrase:
-        ssh["passphrase"] = getpass.getpass("Key passphrase: ")
-    tunnel_options = tunnel_options.given(sudo=args.sudo or None)
+        ssh["passphrase"] = ask(args, "ask_passphrase", "Key passphrase: ")
+    tunnel_options = tunnel_options.given(sudo=args.sudo or None, sudo_password=become_password(args))
     try:
         options = SSHOptions(**ssh)
         # a host the inventory says how to reach gets options of its own (its address, port, user)

@@ -129,6 +129,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ask-passphrase", action="store_true", help="prompt for the key's passphrase")
     group.add_argument("--sudo", nargs="?", const="root", metavar="USER",
                        help="run the agent under 'sudo -n' as USER (default root)")
+    group.add_argument("-K", "--ask-become-pass", action="store_true",
+                       help="with --sudo: prompt once for the password sudo asks for (then 'sudo -S', the "
+                            "password written only in answer to sudo's own prompt)")
     group = parser.add_argument_group("containers")
     group.add_argument("--image", help="--transport docker: start a fresh container of IMAGE per host, named as "
                                        "the host and removed at the end (never pulled)")
