@@ -7,7 +7,8 @@ encoding per type a result may hold); or a table with one row per host in the gr
 error; ``run`` prints a block per host with the command's output). Cells are short human
 forms (``19.1/23.4G``, ``Debian GNU/Linux 12``); ``--format json`` has the full values. Text
 from hosts (values, errors, output, names) shows control characters as escapes
-(``logs.visible``) in tables and console logs. On stderr: structlog logs, and a tqdm
+(``logs.visible``) in tables and console logs; cells line up by the columns they take on a
+terminal (``fanout.width``: CJK and emoji count two). On stderr: structlog logs, and a tqdm
 progress bar on a terminal.
 """
 
@@ -23,6 +24,7 @@ import uuid
 from typing import Any, Callable, Dict, List, Optional
 
 from chopsticks.errors import CallTimeout, ConnectTimeout
+from chopsticks.fanout import width as terminal
 from chopsticks.logs import escape_for_terminal, visible
 from chopsticks.results import ErrorResult
 
@@ -206,9 +208,7 @@ def cell(value: Any, format_value: Optional[Callable[[Any], str]] = None) -> str
 
 
 def _fit(line: str, width: Optional[int]) -> str:
-    if width and len(line) > width:
-        return line[:width - 1] + "…"
-    return line
+    return terminal.clip(line, width) if width else line
 
 
 def show(records: List[Dict[str, Any]], columns: Optional[List[str]], blocks: bool, out=None) -> None:
@@ -228,13 +228,13 @@ def show(records: List[Dict[str, Any]], columns: Optional[List[str]], blocks: bo
             cells = None
         rows.append((visible(r["host"]), r["status"], cells, visible(r.get("error", ""))))
     headings = ["host", "status"] + [HEADINGS.get(name, name) for name in names]
-    widths = [len(h) for h in headings]
+    widths = [terminal.columns(h) for h in headings]
     for host, status, cells, _ in rows:
         for i, text in enumerate([host, status] + (cells or [])):
-            widths[i] = max(widths[i], min(len(text), MAX_CELL))
+            widths[i] = max(widths[i], min(terminal.columns(text), MAX_CELL))
 
     def line(parts: List[str]) -> str:
-        padded = [p[:w - 1] + "…" if len(p) > w else p.ljust(w) for p, w in zip(parts[:-1], widths)]
+        padded = [terminal.pad(terminal.clip(p, w), w) for p, w in zip(parts[:-1], widths)]
         return _fit("  ".join(padded + [parts[-1]]).rstrip(), width)
 
     print(line(headings), file=out)
