@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any, Dict, List, Optional
 
 from chopsticks.errors import ChopsticksError, MissingExtra
-from chopsticks.fanout import hosts
+from chopsticks.fanout import folded, hosts
 from chopsticks.fanout.subcommands import SUBCOMMANDS, Subcommand
 from chopsticks.fanout.options import PROG, UsageError, build_parser
 from chopsticks.fanout.output import (
@@ -166,7 +166,7 @@ def interrupts_in_this_greenlet():
 def execute(args, subcommand: Subcommand, group) -> int:
     import structlog
     log = structlog.get_logger("chopsticks.fanout")
-    fmt = args.format or ("table" if sys.stdout.isatty() else "jsonl")
+    fmt = args.format or ("table" if sys.stdout.isatty() or args.fold else "jsonl")
     records: List[Dict[str, Any]] = []
     bar = progress_bar(len(group), bool(sys.stderr.isatty() and not args.no_progress), subcommand.count_bytes,
                        subcommand.total_bytes)
@@ -202,7 +202,12 @@ def execute(args, subcommand: Subcommand, group) -> int:
     order = {tunnel.host: index for index, tunnel in enumerate(group)}
     records.sort(key=lambda r: order[r["host"]])
     if fmt == "json":
-        print(to_json({"results": records, "summary": summary}, indent=2))
+        document = {"results": records, "summary": summary}
+        if args.fold:
+            document.update(folded.as_json(records, subcommand.columns))
+        print(to_json(document, indent=2))
+    elif fmt == "table" and folded.wanted(args.fold, args.command, records, sys.stdout.isatty()):
+        folded.show(records, subcommand.columns, args.command == "run")
     elif fmt == "table":
         show(records, subcommand.columns, args.command == "run")
     print(summary_line(summary), file=sys.stdout if fmt == "table" else sys.stderr)
@@ -235,6 +240,7 @@ def _main(argv: Optional[List[str]]) -> int:
     try:
         args = build_parser().parse_args(argv)
         subcommand = SUBCOMMANDS[args.command](args)
+        folded.check(args.fold, args.format)
         names = read_hosts(args)
         configure_logging(args.quiet, args.verbose, args.log_format)
         group = make_group(args, names)

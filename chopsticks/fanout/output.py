@@ -251,14 +251,22 @@ def _show_blocks(records: List[Dict[str, Any]], out, width: Optional[int]) -> No
         if value is None:
             print(_fit("%s  %s  %s" % (host, r["status"], visible(r.get("error", ""))), width), file=out)
             continue
-        note = "killed after timeout" if value["timed_out"] else "exit %s" % value["exit_code"]
-        if value.get("truncated"):
-            note += ", output truncated"
-        print(_fit("%s  %s  %s" % (host, r["status"], note), width), file=out)
-        for prefix, stream in (("    ", "stdout"), ("  ! ", "stderr")):
-            for line in _lines(value[stream]):
-                print(_fit(prefix + visible(line), width), file=out)
+        print(_fit("%s  %s  %s" % (host, r["status"], run_note(value)), width), file=out)
+        for line in run_output(value):
+            print(_fit(line, width), file=out)
     print(file=out)
+
+
+def run_note(value: Dict[str, Any]) -> str:
+    """What a ``run`` host's block says after its status: ``exit 0``, ``killed after timeout``."""
+    note = "killed after timeout" if value["timed_out"] else "exit %s" % value["exit_code"]
+    return note + (", output truncated" if value.get("truncated") else "")
+
+
+def run_output(value: Dict[str, Any]) -> List[str]:
+    """A ``run`` host's output lines, stdout indented, stderr after ``!``, made ``visible``."""
+    return [prefix + visible(line) for prefix, stream in (("    ", "stdout"), ("  ! ", "stderr"))
+            for line in _lines(value[stream])]
 
 
 def _lines(text: str) -> List[str]:
