@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any, Dict, List, Optional
 
 from chopsticks.errors import ChopsticksError, MissingExtra
-from chopsticks.fanout import folded, hosts
+from chopsticks.fanout import folded, hosts, out_dir
 from chopsticks.fanout.subcommands import SUBCOMMANDS, Subcommand
 from chopsticks.fanout.options import PROG, UsageError, build_parser
 from chopsticks.fanout.output import (
@@ -168,6 +168,7 @@ def execute(args, subcommand: Subcommand, group) -> int:
     log = structlog.get_logger("chopsticks.fanout")
     fmt = args.format or ("table" if sys.stdout.isatty() or args.fold else "jsonl")
     records: List[Dict[str, Any]] = []
+    writer = out_dir.OutDir(args.out_dir, args.command == "run") if args.out_dir else None
     bar = progress_bar(len(group), bool(sys.stderr.isatty() and not args.no_progress), subcommand.count_bytes,
                        subcommand.total_bytes)
     counts = {OK: 0, FAILED: 0, TIMED_OUT: 0}
@@ -179,6 +180,8 @@ def execute(args, subcommand: Subcommand, group) -> int:
         try:
             for host, value in results:
                 entry = record(host, value, subcommand.judge)
+                if writer is not None:
+                    writer.write(entry, value)
                 records.append(entry)
                 counts[entry["status"]] += 1
                 if fmt == "jsonl":
@@ -213,6 +216,8 @@ def execute(args, subcommand: Subcommand, group) -> int:
     print(summary_line(summary), file=sys.stdout if fmt == "table" else sys.stderr)
     if interrupted:
         return 130
+    if writer is not None and writer.failed:
+        return 1
     return 0 if summary["ok"] == summary["hosts"] else 1
 
 
@@ -241,6 +246,7 @@ def _main(argv: Optional[List[str]]) -> int:
         args = build_parser().parse_args(argv)
         subcommand = SUBCOMMANDS[args.command](args)
         folded.check(args.fold, args.format)
+        out_dir.check(args.out_dir)
         names = read_hosts(args)
         configure_logging(args.quiet, args.verbose, args.log_format)
         group = make_group(args, names)
