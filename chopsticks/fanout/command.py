@@ -24,7 +24,7 @@ from chopsticks.fanout import folded, hosts, out_dir
 from chopsticks.fanout.subcommands import SUBCOMMANDS, Subcommand
 from chopsticks.fanout.options import PROG, UsageError, build_parser
 from chopsticks.fanout.output import (
-    FAILED, OK, TIMED_OUT, cli_hints, configure_logging, print_line, progress_bar, record, show, summarize,
+    FAILED, OK, TIMED_OUT, cli_hints, configure_logging, kept, print_line, progress_bar, record, show, summarize,
     summary_line, to_json,
 )
 from chopsticks.logs import visible
@@ -182,7 +182,7 @@ def execute(args, subcommand: Subcommand, group) -> int:
                 entry = record(host, value, subcommand.judge)
                 if writer is not None:
                     writer.write(entry, value)
-                records.append(entry)
+                records.append(kept(entry, fmt == "jsonl"))
                 counts[entry["status"]] += 1
                 if fmt == "jsonl":
                     print_line(to_json(entry), bar)

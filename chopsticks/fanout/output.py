@@ -143,6 +143,13 @@ def to_json(document: Any, indent: Optional[int] = None) -> str:
     return json.dumps(document, allow_nan=False, indent=indent)
 
 
+def kept(entry: Dict[str, Any], printed: bool) -> Dict[str, Any]:
+    """What the fan-out keeps of a record until its end: all of it for a table or a JSON
+    document; only host and status (what the summary counts) once the record is ``printed``
+    (jsonl), so that memory does not grow with hosts times what they return."""
+    return {"host": entry["host"], "status": entry["status"]} if printed else entry
+
+
 def summarize(records: List[Dict[str, Any]], total: int, seconds: float) -> Dict[str, Any]:
     counts = {status: sum(1 for r in records if r["status"] == status) for status in (OK, FAILED, TIMED_OUT)}
     return {"hosts": total, "ok": counts[OK], "failed": counts[FAILED], "timed_out": counts[TIMED_OUT],
