@@ -23,10 +23,11 @@ from contextlib import contextmanager
 from typing import Any, Dict, List, Optional
 
 from chopsticks.errors import ChopsticksError, MissingExtra
+from chopsticks.fanout import folded, out_dir
 from chopsticks.fanout.subcommands import SUBCOMMANDS, Subcommand
 from chopsticks.fanout.options import PROG, UsageError, build_parser
 from chopsticks.fanout.output import (
-    cli_hints, configure_logging, print_line, progress_bar, show, summarize, summary_line, to_json,
+    cli_hints, configure_logging, kept, print_line, progress_bar, show, summarize, summary_line, to_json,
 )
 from chopsticks.fanout import defaults
 from chopsticks.fanout.run import Run, exit_status
@@ -188,13 +189,16 @@ def interrupts_in_this_greenlet():
 def execute(args, subcommand: Subcommand, group) -> int:
     import structlog
     log = structlog.get_logger("chopsticks.fanout")
-    fmt = args.format or ("table" if sys.stdout.isatty() else "jsonl")
+    fmt = args.format or ("table" if sys.stdout.isatty() or args.fold else "jsonl")
     records: List[Dict[str, Any]] = []
+    writer = out_dir.OutDir(args.out_dir, args.command == "run") if args.out_dir else None
     bar = progress_bar(len(group), bool(sys.stderr.isatty() and not args.no_progress), subcommand.count_bytes,
                        subcommand.total_bytes)
 
-    def emit(entry: Dict[str, Any]) -> None:
-        records.append(entry)
+    def emit(entry: Dict[str, Any], value: Any, finished: bool) -> None:
+        if writer is not None and finished:
+            writer.write(entry, value)
+        records.append(kept(entry, fmt == "jsonl"))
         if fmt == "jsonl":
             print_line(to_json(entry), bar)
 
@@ -222,11 +226,17 @@ def execute(args, subcommand: Subcommand, group) -> int:
     order = {tunnel.host: index for index, tunnel in enumerate(group)}
     records.sort(key=lambda r: order[r["host"]])
     if fmt == "json":
-        print(to_json({"results": records, "summary": summary}, indent=2))
+        document = {"results": records, "summary": summary}
+        if args.fold:
+            document.update(folded.as_json(records, subcommand.columns))
+        print(to_json(document, indent=2))
+    elif fmt == "table" and folded.wanted(args.fold, args.command, records, sys.stdout.isatty()):
+        folded.show(records, subcommand.columns, args.command == "run")
     elif fmt == "table":
         show(records, subcommand.columns, args.command == "run")
     print(summary_line(summary), file=sys.stdout if fmt == "table" else sys.stderr)
-    return exit_status(run.counts, run.interrupted)
+    status = exit_status(run.counts, run.interrupted)
+    return 1 if status == 0 and writer is not None and writer.failed else status
 
 
 def check_failed_to(path: Optional[str]) -> None:
@@ -296,6 +306,8 @@ def _main(argv: Optional[List[str]]) -> int:
         if args.command is None:
             raise UsageError("a command is needed: facts, call, run, put or fetch (see --help)")
         subcommand = SUBCOMMANDS[args.command](args)
+        folded.check(args.fold, args.format)
+        out_dir.check(args.out_dir)
         check_failed_to(args.failed_to)
         targets = Targets(args)
         configure_logging(args.quiet, args.verbose, args.log_format)

@@ -4,13 +4,17 @@ A bracket expands to a list: ``[1-5]`` counts, ``[001-500]`` keeps the zero padd
 first bound, ``[a-f]`` runs through letters, ``[1,3,7-9]`` combines them. Several brackets
 multiply: ``10.0.[1-3].[1-254]`` is 762 hosts. A bracket holding a colon is an IPv6 address
 (``[::1]:2222``) and stays as written. Every mistake is a ``HostSpecError`` saying what is wrong.
+
+``fold`` goes the other way, for showing many hosts at once: names that differ only in a number
+fold into one bracket (``web-001`` ... ``web-480``, ``web-482`` -> ``web-[001-480,482]``), and
+``expand`` of what it makes gives the same names back.
 """
 
 import dataclasses
 import math
 import re
 import sys
-from typing import Dict, Iterable, Iterator, List, Sequence, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 MAX_HOSTS = 1_000_000  # a typo such as [1-10000000] fails instead of eating the machine
 
@@ -171,3 +175,105 @@ def collect(specs: Sequence[str], files: Iterable[str] = ()) -> List[str]:
         for name in expand(pattern):
             seen.setdefault(name, None)
     return list(seen)
+
+
+# -- folding: names back into patterns ---------------------------------------------------------
+
+# What a name is cut into: an IPv6 bracket (kept whole, as ``_parse`` keeps it) or a number.
+_FIELD = re.compile(r"\[[^\]]*\]|[0-9]+")
+
+
+def _fields(name: str) -> Optional[Tuple[Tuple[str, ...], List[str]]]:
+    """``'web-01.dc2'`` -> ``(('web-', '.dc', ''), ['01', '2'])``: the text around each number,
+    and the numbers. None for a name that cannot fold: no number, a bare IPv6 address (its hex
+    groups are not counters), or a name that is not its own pattern (brackets ``expand`` would
+    read, never in what it makes)."""
+    if "[" in name or "]" in name:
+        try:
+            if expand(name) != [name]:
+                return None
+        except HostSpecError:
+            return None
+    texts: List[str] = []
+    numbers: List[str] = []
+    text, position = "", 0
+    for match in _FIELD.finditer(name):
+        text += name[position:match.start()]
+        if match.group().startswith("["):
+            text += match.group()
+        else:
+            texts.append(text)
+            numbers.append(match.group())
+            text = ""
+        position = match.end()
+    texts.append(text + name[position:])
+    if not numbers or re.sub(r"\[[^\]]*\]", "", name).count(":") > 1:
+        return None
+    return tuple(texts), numbers
+
+
+def _bracket_of(numbers: Iterable[str]) -> str:
+    """Number strings as the bracket ``expand`` reads back into exactly them: ``['1', '2', '3',
+    '7']`` -> ``'[1-3,7]'``, ``['08', '09', '10']`` -> ``'[08-10]'``; one number is itself.
+
+    A run's first bound sets its zero padding (as ``_bracket`` reads it), so a padded number
+    joins only a run of its own width; an unpadded one (``10``) also joins a padded run as
+    long as it is at least that wide (``09``, ``10`` are ``[09-10]``)."""
+    unique = sorted(set(numbers), key=lambda text: (int(text), len(text)))
+    if len(unique) == 1:
+        return unique[0]
+    runs: List[List[int]] = []  # [first, last, width]; width 0: unpadded
+    open_runs: Dict[int, List[int]] = {}  # the latest run of each width
+    for text in unique:
+        value = int(text)
+        padded = len(text) > 1 and text.startswith("0")
+        widths = [len(text)] if padded else [0] + [width for width in open_runs if 0 < width <= len(text)]
+        run = next((open_runs[width] for width in widths if width in open_runs and open_runs[width][1] == value - 1),
+                   None)
+        if run is not None:
+            run[1] = value
+            continue
+        run = [value, value, widths[0]]
+        runs.append(run)
+        open_runs[run[2]] = run
+    items = [str(first).zfill(width) + ("-" + str(last).zfill(width) if last != first else "")
+             for first, last, width in runs]
+    return "[%s]" % ",".join(items)
+
+
+def fold(names: Iterable[str]) -> List[str]:
+    """Patterns that ``expand`` back into ``names`` (as a set, each name once), in the order of
+    the names: ``['web-1', 'web-2', 'web-3', 'db']`` -> ``['web-[1-3]', 'db']``.
+
+    Names with the same text around their numbers fold together. The last number that differs
+    among them folds first; then an earlier one, where every combination is there:
+    ``10.0.1.1`` ... ``10.0.3.254`` -> ``10.0.[1-3].[1-254]``, but ``a1-b1``, ``a1-b2``,
+    ``a2-b1`` -> ``a1-b[1-2]``, ``a2-b1``. Zero padding is kept (``web-[001-480]``). A name
+    without a number, a bare IPv6 address and a name that is not its own pattern stay as they
+    are; the number of an IPv6 bracket's port folds (``[::1]:[2222-2223]``)."""
+    patterns: List[Tuple[int, str]] = []
+    shapes: Dict[Tuple[str, ...], List[Tuple[int, List[str]]]] = {}
+    for index, name in enumerate(dict.fromkeys(names)):
+        fields = _fields(name)
+        if fields is None:
+            patterns.append((index, name))
+        else:
+            shapes.setdefault(fields[0], []).append((index, fields[1]))
+    for texts, rows in shapes.items():
+        unfolded = list(range(len(texts) - 1))
+        while len(rows) > 1:
+            varying = [field for field in unfolded if len({numbers[field] for _, numbers in rows}) > 1]
+            if not varying:
+                break
+            field = varying[-1]
+            unfolded.remove(field)
+            groups: Dict[Tuple[str, ...], Tuple[int, List[str]]] = {}
+            for index, numbers in rows:
+                key = tuple(numbers[:field] + numbers[field + 1:])
+                first, members = groups.setdefault(key, (index, []))
+                members.append(numbers[field])
+            rows = [(first, [*key[:field], _bracket_of(members), *key[field:]])
+                    for key, (first, members) in groups.items()]
+        for index, numbers in rows:
+            patterns.append((index, "".join(text + number for text, number in zip(texts, numbers + [""]))))
+    return [pattern for _, pattern in sorted(patterns)]

@@ -150,6 +150,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-format", choices=("console", "json"), help="logs on stderr (default console)")
     group.add_argument("-v", "--verbose", action="store_true", help="debug logs too: connects, modules served, timings")
     group.add_argument("-q", "--quiet", action="store_true", help="warnings only; no remote output")
+    group.add_argument("--fold", action=argparse.BooleanOptionalAction,
+                       help="show hosts with the same result once, under a folded range such as web-[001-480,482]: "
+                            "run's output blocks, for the others a census of each column's values (a table unless "
+                            "--format json; default: run on a terminal, when that at least halves the blocks)")
+    group.add_argument("--out-dir", metavar="DIR",
+                       help="also write each host's result to DIR/HOST.json, and run's stdout and stderr to "
+                            "DIR/HOST.out and DIR/HOST.err (DIR is made if missing; files already there are replaced)")
 
 
 def build_parser() -> argparse.ArgumentParser:

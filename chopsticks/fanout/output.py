@@ -7,7 +7,8 @@ encoding per type a result may hold); or a table with one row per host in the gr
 error; ``run`` prints a block per host with the command's output). Cells are short human
 forms (``19.1/23.4G``, ``Debian GNU/Linux 12``); ``--format json`` has the full values. Text
 from hosts (values, errors, output, names) shows control characters as escapes
-(``logs.visible``) in tables and console logs. On stderr: structlog logs, and a tqdm
+(``logs.visible``) in tables and console logs; cells line up by the columns they take on a
+terminal (``fanout.width``: CJK and emoji count two). On stderr: structlog logs, and a tqdm
 progress bar on a terminal.
 """
 
@@ -23,6 +24,7 @@ import uuid
 from typing import Any, Callable, Dict, List, Optional
 
 from chopsticks.errors import CallTimeout, ConnectError
+from chopsticks.fanout import width as terminal
 from chopsticks.logs import escape_for_terminal, visible
 from chopsticks.results import ErrorResult
 
@@ -146,6 +148,13 @@ def to_json(document: Any, indent: Optional[int] = None) -> str:
     return json.dumps(document, allow_nan=False, indent=indent)
 
 
+def kept(entry: Dict[str, Any], printed: bool) -> Dict[str, Any]:
+    """What the fan-out keeps of a record until its end: all of it for a table or a JSON
+    document; only host and status (what the summary counts) once the record is ``printed``
+    (jsonl), so that memory does not grow with hosts times what they return."""
+    return {"host": entry["host"], "status": entry["status"]} if printed else entry
+
+
 def summarize(counts: Dict[str, int], total: int, seconds: float) -> Dict[str, Any]:
     """The summary of a run from its count of hosts per status."""
     return {"hosts": total, "ok": counts.get(OK, 0), "failed": counts.get(FAILED, 0),
@@ -217,9 +226,7 @@ def cell(value: Any, format_value: Optional[Callable[[Any], str]] = None) -> str
 
 
 def _fit(line: str, width: Optional[int]) -> str:
-    if width and len(line) > width:
-        return line[:width - 1] + "…"
-    return line
+    return terminal.clip(line, width) if width else line
 
 
 def show(records: List[Dict[str, Any]], columns: Optional[List[str]], blocks: bool, out=None) -> None:
@@ -239,13 +246,13 @@ def show(records: List[Dict[str, Any]], columns: Optional[List[str]], blocks: bo
             cells = None
         rows.append((visible(r["host"]), r["status"], cells, visible(r.get("error", ""))))
     headings = ["host", "status"] + [HEADINGS.get(name, name) for name in names]
-    widths = [len(h) for h in headings]
+    widths = [terminal.columns(h) for h in headings]
     for host, status, cells, _ in rows:
         for i, text in enumerate([host, status] + (cells or [])):
-            widths[i] = max(widths[i], min(len(text), MAX_CELL))
+            widths[i] = max(widths[i], min(terminal.columns(text), MAX_CELL))
 
     def line(parts: List[str]) -> str:
-        padded = [p[:w - 1] + "…" if len(p) > w else p.ljust(w) for p, w in zip(parts[:-1], widths)]
+        padded = [terminal.pad(terminal.clip(p, w), w) for p, w in zip(parts[:-1], widths)]
         return _fit("  ".join(padded + [parts[-1]]).rstrip(), width)
 
     print(line(headings), file=out)
@@ -262,14 +269,22 @@ def _show_blocks(records: List[Dict[str, Any]], out, width: Optional[int]) -> No
         if value is None:
             print(_fit("%s  %s  %s" % (host, r["status"], visible(r.get("error", ""))), width), file=out)
             continue
-        note = "killed after timeout" if value["timed_out"] else "exit %s" % value["exit_code"]
-        if value.get("truncated"):
-            note += ", output truncated"
-        print(_fit("%s  %s  %s" % (host, r["status"], note), width), file=out)
-        for prefix, stream in (("    ", "stdout"), ("  ! ", "stderr")):
-            for line in _lines(value[stream]):
-                print(_fit(prefix + visible(line), width), file=out)
+        print(_fit("%s  %s  %s" % (host, r["status"], run_note(value)), width), file=out)
+        for line in run_output(value):
+            print(_fit(line, width), file=out)
     print(file=out)
+
+
+def run_note(value: Dict[str, Any]) -> str:
+    """What a ``run`` host's block says after its status: ``exit 0``, ``killed after timeout``."""
+    note = "killed after timeout" if value["timed_out"] else "exit %s" % value["exit_code"]
+    return note + (", output truncated" if value.get("truncated") else "")
+
+
+def run_output(value: Dict[str, Any]) -> List[str]:
+    """A ``run`` host's output lines, stdout indented, stderr after ``!``, made ``visible``."""
+    return [prefix + visible(line) for prefix, stream in (("    ", "stdout"), ("  ! ", "stderr"))
+            for line in _lines(value[stream])]
 
 
 def _lines(text: str) -> List[str]:

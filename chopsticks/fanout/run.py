@@ -79,11 +79,12 @@ def exit_status(counts: Dict[str, int], interrupted: bool) -> int:
 
 class Run:
     """The records of one run, as the hosts finish. ``start(hosts, seconds_left)`` is the
-    job's fan-out over those hosts (``(host, value)`` as each finishes); ``emit(record)`` is
-    called with each host's record as it comes, those of hosts left undone included."""
+    job's fan-out over those hosts (``(host, value)`` as each finishes); ``emit(record, value,
+    finished)`` is called with each host's record as it comes, those of hosts left undone
+    included (``finished`` False, value None)."""
 
     def __init__(self, hosts: List[str], judge: Callable[[Any], str], bar: Any, count_bytes: bool,
-                 emit: Callable[[Dict[str, Any]], None]):
+                 emit: Callable[[Dict[str, Any], Any, bool], None]):
         self.hosts = hosts
         self.judge = judge
         self.bar = bar
@@ -110,22 +111,22 @@ class Run:
             self.interrupted = True
         for host in self.hosts:
             if host not in self.done:
-                self._add({"host": host, "status": INTERRUPTED if self.interrupted else NOT_STARTED})
+                self._add({"host": host, "status": INTERRUPTED if self.interrupted else NOT_STARTED}, None, False)
 
     def _batch(self, batch: List[str], results: Iterator[Tuple[str, Any]]) -> None:
         pending = dict.fromkeys(batch)
         try:
             for host, value in results:
                 pending.pop(host, None)
-                self._add(record(host, value, self.judge))
+                self._add(record(host, value, self.judge), value, True)
                 self._show_progress(pending)
         finally:
             getattr(results, "close", lambda: None)()  # stop the fan-out: its pool and greenlets
 
-    def _add(self, entry: Dict[str, Any]) -> None:
+    def _add(self, entry: Dict[str, Any], value: Any, finished: bool) -> None:
         self.done[entry["host"]] = entry["status"]
         self.counts[entry["status"]] += 1
-        self.emit(entry)
+        self.emit(entry, value, finished)
 
     def _show_progress(self, pending: Dict[str, None]) -> None:
         counts = self.counts
