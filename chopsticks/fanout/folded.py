@@ -121,7 +121,8 @@ def show(records: List[Dict[str, Any]], columns: Optional[List[str]], blocks: bo
             _show_census(records, column, out)
     for names, first in groups([r for r in records if "value" not in r]):
         print("%s  %s" % (_heading(names), first["status"]), file=out)
-        print("    " + visible(first.get("error", "")), file=out)
+        if first.get("error"):  # hosts interrupted or not started have none
+            print("    " + visible(first["error"]), file=out)
     print(file=out)
 
 
