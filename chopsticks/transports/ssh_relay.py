@@ -169,6 +169,10 @@ class Wire:
         return ConnectTimeout("[%s] %s did not finish within %ss%s" % (
             self.name, deadline.what, deadline.seconds, said))
 
+    def dropped_busy(self) -> bool:
+        """Whether the server said, before closing, that it was too busy (sshd's MaxStartups)."""
+        return DROPPED_NOTICE in self.preamble
+
     # -- the end of the relay ---------------------------------------------------------------
 
     def drained(self) -> bool:
