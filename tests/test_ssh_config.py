@@ -343,3 +343,16 @@ def test_lookup_takes_sources_and_plain_paths(tmp_path):
     second.write_text("Host *\n    User two\n    Port 2000\n")
     found = ssh_config.lookup("h", [str(tmp_path / "missing"), Source(str(first), str(tmp_path)), str(second)])
     assert (found["user"], found["port"]) == ("one", 2000)
+
+
+def test_a_host_name_cannot_inject_into_a_proxy_command(tmp_path):
+    """%h, %n and %r go into a shell command: a name with a shell metacharacter, a space or a
+    leading - is refused there (as OpenSSH 9.6 refuses it), and harmless elsewhere."""
+    config = tmp_path / "config"
+    config.write_text("Host *\n    ProxyCommand nc %h %p # %r %n\n")
+    options = SSHOptions(ssh_config=str(config))
+    assert resolve("ops@web-1.example.com", options).proxy_command == "nc web-1.example.com 22 # ops web-1.example.com"
+    for target in ("web;touch x", "$(reboot)", "-oProxyCommand=x", "`id`@web-1", "a b"):
+        with pytest.raises(ConfigError, match="which a shell would not take as one plain word"):
+            resolve(target, options)
+    assert resolve("web;1", SSHOptions(ssh_config="")).hostname == "web;1"

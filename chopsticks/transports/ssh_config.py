@@ -225,6 +225,10 @@ PATH_TOKENS = "CdhiklLnpru"
 TOKENS = {"HostName": "h", "ProxyCommand": "hnpr", "IdentityFile": PATH_TOKENS,
           "UserKnownHostsFile": PATH_TOKENS}
 ENVIRONMENT = ("IdentityFile", "UserKnownHostsFile")  # keywords that also take ${VAR}
+# Tokens that go into a shell command, and what they may not contain there: a host or user
+# name from a hosts file must not run commands of its own (OpenSSH refuses them since 9.6).
+SHELL_TOKENS = {"ProxyCommand": "hnr"}
+SHELL_METACHARACTERS = frozenset("'`\"$\\;&<>|(){}")
 
 
 class Target(NamedTuple):
@@ -266,7 +270,12 @@ def expand(value: str, keyword: str, target: Target) -> str:
             if token == "%":
                 out.append("%")
             elif token and token in allowed:
-                out.append(values[token]())
+                text = values[token]()
+                if token in SHELL_TOKENS.get(keyword, "") and not _shell_safe(text):
+                    raise ConfigError("%s %r in ssh_config: %%%s would be %r, which a shell would not take as one "
+                                      "plain word (a shell metacharacter, a space, or a leading -)" % (
+                                          keyword, value, token, text))
+                out.append(text)
             else:
                 accepted = ", ".join("%" + t for t in "%" + allowed)
                 raise ConfigError("%s %r in ssh_config: %s (%s accepts %s)" % (
@@ -285,6 +294,11 @@ def expand(value: str, keyword: str, target: Target) -> str:
             i += 1
     text = "".join(out)
     return os.path.expanduser(text) if keyword in ENVIRONMENT else text
+
+
+def _shell_safe(text: str) -> bool:
+    return not text.startswith("-") and not any(
+        c in SHELL_METACHARACTERS or c.isspace() or not c.isprintable() for c in text)
 
 
 def resolved_hostname(configured: Optional[str], host: str) -> str:
