@@ -90,6 +90,14 @@ def test_a_proxy_command_that_exits_fails_at_once_with_its_stderr(fleet, tunnels
         assert "not found" in message or "No such file" in message
 
 
+def test_a_proxy_command_that_cannot_start(fleet, tunnels, tmp_path, monkeypatch):
+    """A ProxyCommand whose shell ($SHELL, as OpenSSH) cannot be started is a ConnectError naming both."""
+    path = config(tmp_path, fleet, "Host h\n    HostName %s\n    %s\n" % (fleet.hosts[0], proxy()))
+    monkeypatch.setenv("SHELL", str(tmp_path / "no-such-shell"))
+    with pytest.raises(ConnectError, match="cannot start ProxyCommand '.*' with .*no-such-shell: No such file"):
+        tunnels("h", ssh_config=path, connect_timeout=10).call(rh.add, 1, 1)
+
+
 def test_a_silent_proxy_command_hits_the_deadline(fleet, tunnels, tmp_path):
     """A ProxyCommand that never answers: ConnectTimeout at the tunnel's deadline, saying the
     command still runs; the command is killed (the leak check finds no child left)."""
