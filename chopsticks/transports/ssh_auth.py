@@ -64,7 +64,8 @@ def authenticate(session: Session, wire: Waiter, dest: Destination, deadline: De
     Keys given explicitly come first, then the agent, then the default key files (so a
     passphrase-protected default key that the agent holds never asks for its passphrase),
     then the password. With IdentitiesOnly the agent offers only its copies of those key
-    files (matched by public key: ``KEY.pub``, or the key file's own header). The error names everything tried and why each failed."""
+    files (matched by public key: ``KEY.pub``, or the key file's own header). The error
+    names everything tried and why each failed."""
     tried: List[str] = []
 
     def files(keys: Sequence[str]) -> Optional[Credential]:

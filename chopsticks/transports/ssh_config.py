@@ -16,8 +16,8 @@ Each file is parsed once (``ssh_config_file``); a lookup walks the parsed lines:
   Include in a block that does not apply is parsed (its errors count) but never applies;
 - the first value obtained for a keyword wins, except ``IdentityFile``, which accumulates
   (without repeats); of ``ProxyJump`` and ``ProxyCommand`` the first wins (``ProxyCommand
-  none`` included, ``ProxyJump none`` not: ssh's own rule); a keyword OpenSSH does not know is an error unless ``IgnoreUnknown``
-  (in force at that line) names it.
+  none`` included, ``ProxyJump none`` not: ssh's own rule); a keyword OpenSSH does not know
+  is an error unless ``IgnoreUnknown`` (in force at that line) names it.
 
 ``expand`` applies OpenSSH's ``%`` tokens (and ``${VAR}``) where each keyword accepts them.
 """
@@ -285,8 +285,8 @@ def expand(value: str, keyword: str, target: Target) -> str:
             end = value.find("}", i)
             name = value[i + 2:end] if end > 0 else ""
             if not name or name not in os.environ:
-                raise ConfigError("%s %r in ssh_config: %s" % (keyword, value, "environment variable %s is not set" % name
-                                                                  if name else "a ${ without its }"))
+                why = "environment variable %s is not set" % name if name else "a ${ without its }"
+                raise ConfigError("%s %r in ssh_config: %s" % (keyword, value, why))
             out.append(os.environ[name])
             i = end + 1
         else:
