@@ -8,7 +8,7 @@ import time
 import pytest
 
 import remote_helpers as rh
-from chopsticks import ConnectError, ConnectTimeout, UnknownHostKey
+from chopsticks import ConnectError, ConnectTimeout, TunnelClosed, UnknownHostKey
 from chopsticks.transports import known_hosts
 from chopsticks.tunnel import SSHTunnel
 
@@ -59,6 +59,20 @@ def test_proxy_command_carries_the_session(fleet, tunnels, tmp_path):
     proxy_pid = tunnel._conn.pipe.link.under.proxy.proc.pid
     tunnel.close()
     assert not os.path.exists("/proc/%d" % proxy_pid)
+
+
+def test_a_proxy_command_killed_mid_session_ends_the_tunnel(fleet, tunnels, tmp_path):
+    """The ProxyCommand dies under a live tunnel: its next call fails with TunnelClosed at once
+    (no keepalive wait, no hang), and the tunnel starts again (a new command) on its next use."""
+    path = config(tmp_path, fleet, "Host behind-proxy\n    HostName %s\n    %s\n" % (fleet.hosts[0], proxy()))
+    tunnel = tunnels("behind-proxy", ssh_config=path)
+    assert tunnel.call(rh.add, 1, 1) == 2
+    os.kill(tunnel._conn.pipe.link.under.proxy.proc.pid, 9)
+    started = time.monotonic()
+    with pytest.raises(TunnelClosed):
+        tunnel.call(rh.add, 1, 1, timeout=30)
+    assert time.monotonic() - started < 5
+    assert tunnel.call(rh.add, 2, 2) == 4
 
 
 def test_the_first_jump_hosts_proxy_command_runs(fleet, tunnels, tmp_path):
