@@ -32,6 +32,16 @@ def _structlog_as_found():
         structlog.reset_defaults()
 
 
+@pytest.fixture(autouse=True)
+def _no_system_ssh_files(monkeypatch, tmp_path_factory):
+    """Tests never read the machine's /etc/ssh: the system ssh_config and global known_hosts
+    point into an empty folder (a test that wants them writes its own there, or passes paths)."""
+    from chopsticks.transports import ssh_config, ssh_options
+    folder = tmp_path_factory.getbasetemp() / "no-etc-ssh"
+    monkeypatch.setattr(ssh_config, "SYSTEM_CONFIG", str(folder / "ssh_config"))
+    monkeypatch.setattr(ssh_options, "GLOBAL_KNOWN_HOSTS", (str(folder / "ssh_known_hosts"),))
+
+
 def _open_fds():
     return set(os.listdir("/proc/self/fd"))
 

@@ -21,10 +21,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
+# ``python -m chopsticks.fanout``, with the system ssh_config and global known_hosts pointed at
+# nothing (as conftest does in-process): what the machine's /etc/ssh says is not under test.
+CLI = ("import runpy; from chopsticks.transports import ssh_config, ssh_options; "
+       "ssh_config.SYSTEM_CONFIG = '/nonexistent/chopsticks-tests/ssh_config'; "
+       "ssh_options.GLOBAL_KNOWN_HOSTS = (); "
+       "runpy.run_module('chopsticks.fanout', run_name='__main__', alter_sys=True)")
+
+
 def fanout(*argv, input=None, timeout=60):
     """Run the CLI (from the tests' directory, so ``remote_helpers`` imports); a CompletedProcess."""
     env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "chopsticks.fanout", *argv], cwd=HERE, env=env, text=True,
+    return subprocess.run([sys.executable, "-c", CLI, *argv], cwd=HERE, env=env, text=True,
                           stdin=subprocess.DEVNULL if input is None else None, input=input,
                           capture_output=True, timeout=timeout)
 

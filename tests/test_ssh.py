@@ -172,6 +172,45 @@ def test_failed_login_names_every_credential_and_why(fleet, ssh_options, tunnels
     assert "ssh-agent key 'stranger-key': refused by the server" in text
 
 
+def _identities_only_config(tmp_path, fleet, identity_file, identities_only):
+    path = tmp_path / ("config-%s" % identities_only)
+    path.write_text("Host *\n    Port %d\n    UserKnownHostsFile %s\n    IdentityFile %s\n    IdentitiesOnly %s\n"
+                    % (fleet.port, fleet.known_hosts, identity_file, identities_only))
+    return str(path)
+
+
+def test_identities_only_keeps_other_agent_keys_out(fleet, tunnels, agent, home, tmp_path):
+    """IdentitiesOnly yes: an agent key that is not among the IdentityFiles is not offered (here
+    it is the only one the server accepts, so the login fails saying why); without it, it is."""
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    agent(fleet.keys["ecdsa"])
+    loose = _identities_only_config(tmp_path, fleet, stranger, "no")
+    assert tunnels(fleet.hosts[2], ssh_config=loose, agent=True).call(rh.add, 1, 1) == 2
+    strict = _identities_only_config(tmp_path, fleet, stranger, "yes")
+    tunnel = tunnels(fleet.hosts[2], ssh_config=strict, agent=True)
+    assert tunnel.destination.identities_only
+    with pytest.raises(AuthenticationFailed) as info:
+        tunnel.call(rh.add, 1, 1)
+    assert "ssh-agent: holds none of the keys listed (IdentitiesOnly)" in str(info.value)
+    assert "key %s: refused by the server" % stranger in str(info.value)
+
+
+def test_identities_only_uses_the_agents_copy_of_a_listed_key(fleet, tunnels, agent, home, tmp_path):
+    """IdentitiesOnly yes with a passphrase-protected IdentityFile (no passphrase given) that the
+    agent holds: the agent's copy logs in, found by the key file's public key."""
+    listed = _copy_key(fleet.keys["passphrase"], tmp_path / "listed")  # no listed.pub beside it
+    clear = _copy_key(fleet.keys["passphrase"], tmp_path / "clear")
+    subprocess.run(["ssh-keygen", "-q", "-p", "-P", PASSPHRASE, "-N", "", "-f", str(clear)], check=True,
+                   capture_output=True)
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    agent(str(stranger))
+    agent(str(clear))
+    strict = _identities_only_config(tmp_path, fleet, listed, "yes")
+    assert tunnels(fleet.hosts[2], ssh_config=strict, agent=True).call(rh.add, 2, 2) == 4
+
+
 def test_key_path_that_is_a_directory(fleet, ssh_options, tunnels, tmp_path):
     """A key path that is a directory is a clear error, not 'does not exist'."""
     options = dataclasses.replace(ssh_options, key=str(tmp_path))

@@ -67,7 +67,7 @@ def test_append_then_read_sees_the_new_key(tmp_path):
 
 
 def test_config_first_value_wins_and_identity_files_accumulate(tmp_path):
-    """OpenSSH's rules: first obtained value wins, IdentityFile accumulates, Match is skipped."""
+    """OpenSSH's rules: first obtained value wins (an Include's too), IdentityFile accumulates."""
     extra = tmp_path / "extra.conf"
     extra.write_text("Host web-*\n  User included\n  IdentityFile ~/.ssh/from-include\n")
     config = tmp_path / "config"

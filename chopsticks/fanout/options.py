@@ -123,7 +123,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                        help="unknown host keys: refuse (strict, default), record (accept-new) or ignore (off)")
     group.add_argument("--connect-timeout", type=_positive(float, MAX_SECONDS), metavar="SECONDS",
                        help="limit on reaching a host and starting its agent")
-    group.add_argument("-F", "--ssh-config", metavar="FILE", help="ssh config file (default ~/.ssh/config; '' for none)")
+    group.add_argument("-F", "--ssh-config", metavar="FILE",
+                       help="ssh config file, the only one read, as ssh -F (default ~/.ssh/config, then "
+                       "/etc/ssh/ssh_config; '' for none)")
     group.add_argument("--no-agent", action="store_true", help="do not ask ssh-agent for keys")
     group.add_argument("--ask-pass", action="store_true", help="prompt for a password")
     group.add_argument("--ask-passphrase", action="store_true", help="prompt for the key's passphrase")

@@ -170,18 +170,27 @@ def _read_file(path: str, size: int, mtime_ns: int) -> Index:
         return parse(f)
 
 
-def line_for(host: str, port: int, key: bytes) -> str:
-    return "%s %s %s\n" % (host_name(host, port), key_type_of(key), base64.b64encode(key).decode())
+def hashed_name(name: str, salt: Optional[bytes] = None) -> str:
+    """``name`` as OpenSSH's HashKnownHosts writes it: ``|1|salt|HMAC-SHA1(salt, name)``."""
+    salt = os.urandom(20) if salt is None else salt
+    digest = hmac.new(salt, name.encode(), hashlib.sha1).digest()
+    return "|1|%s|%s" % (base64.b64encode(salt).decode(), base64.b64encode(digest).decode())
 
 
-def append(path: str, host: str, port: int, key: bytes) -> None:
-    """Record a newly accepted key (``accept-new``), creating the file and its directory."""
+def line_for(host: str, port: int, key: bytes, hashed: bool = False) -> str:
+    name = host_name(host, port)
+    return "%s %s %s\n" % (hashed_name(name) if hashed else name, key_type_of(key), base64.b64encode(key).decode())
+
+
+def append(path: str, host: str, port: int, key: bytes, hashed: bool = False) -> None:
+    """Record a newly accepted key (``accept-new``), creating the file and its directory; with
+    ``hashed`` (HashKnownHosts), the host's name is written hashed."""
     path = os.path.expanduser(path)
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, mode=0o700, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
-        f.write(line_for(host, port, key))
+        f.write(line_for(host, port, key, hashed))
 
 
 def fingerprint(key: bytes) -> str:

@@ -25,7 +25,7 @@ _READ = 1
 _WRITE = 2
 
 
-def _kill_session(pid: int) -> None:
+def kill_session(pid: int) -> None:
     """SIGKILL a child started in a session of its own, and whatever it started there."""
     for kill in (os.killpg, os.kill):  # the child itself too: it may not have called setsid yet
         try:
@@ -34,7 +34,7 @@ def _kill_session(pid: int) -> None:
             pass
 
 
-class _Child(gevent.subprocess.Popen):
+class Child(gevent.subprocess.Popen):
     """A ``Popen`` whose start does not leave the child behind when it is interrupted (a
     deadline, a kill) while gevent waits for the child's exec: the child is killed, reaped,
     and ``after_kill`` runs, before the interruption goes on."""
@@ -44,7 +44,7 @@ class _Child(gevent.subprocess.Popen):
             super().__init__(argv, **options)
         except BaseException:
             if getattr(self, "pid", None) is not None and self.returncode is None:  # forked, not reaped
-                _kill_session(self.pid)
+                kill_session(self.pid)
                 try:
                     self.wait(timeout=EXIT_GRACE)
                 except (subprocess.TimeoutExpired, gevent.Timeout):
@@ -62,7 +62,7 @@ class ProcessPipe:
 
     def __init__(self, argv: List[str], env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
                  after_kill: Optional[Callable[[], None]] = None):
-        self.proc = _Child(argv, after_kill, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        self.proc = Child(argv, after_kill, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            bufsize=0, start_new_session=True, env=env, cwd=cwd)
         self.after_kill = after_kill
         self.end_reason: Optional[str] = None  # the exit status says why a process ended
@@ -152,7 +152,7 @@ class ProcessPipe:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self._killed = True
-            _kill_session(self.proc.pid)
+            kill_session(self.proc.pid)
 
     def close(self) -> None:
         """Release everything: stdin, the child (killed if it outlives EXIT_GRACE), the fds.

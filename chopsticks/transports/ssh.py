@@ -37,6 +37,7 @@ from chopsticks.transports.ssh_auth import Credential, authenticate, verify_host
 from chopsticks.transports.ssh_options import Destination
 from chopsticks.transports.ssh_jump import Bastion, Bastions, Bridge
 from chopsticks.transports.ssh_pipe import SSHPipe
+from chopsticks.transports.ssh_proxy import CLOSE_GRACE, EXIT_WAIT, ProxyCommand
 from chopsticks.transports.ssh_relay import Wire
 
 # Bounds concurrent SSH handshakes from this process. Tuned on the loopback fleet: 64 keeps
@@ -98,20 +99,21 @@ class SSHLink:
     """One authenticated SSH session on one socket (possibly through a shared jump host)."""
 
     def __init__(self, dest: Destination, session: Session, wire: Wire, credential: Credential,
-                 parent: Optional[Bastion] = None, bridge: Optional[Bridge] = None):
+                 parent: Optional[Bastion], under: "Under"):
         self.dest = dest
-        # what another session to this host must present and see (``transports.libssh``)
+        # what another session to this host must present and see (``transports.libssh``):
+        # a direct TCP connection only, not one through a jump host or a ProxyCommand
         self.credential = credential
         self.host_key: bytes = session.hostkey()[0]
-        self.address = wire.sock.getpeername() if parent is None else None
+        self.address = wire.sock.getpeername() if under.direct else None
         self.name = dest.name
         self.session = session
         self.wire = wire
         self.parent = parent
-        self.bridge = bridge
+        self.under: Optional[Under] = under
         self.pipe: Optional[SSHPipe] = None
-        if bridge is not None:
-            bridge.link = self
+        if under.bridge is not None:
+            under.bridge.link = self
 
     @property
     def sock(self) -> socket.socket:
@@ -136,51 +138,58 @@ class SSHLink:
 
     @classmethod
     def open_hop(cls, dest: Destination, parent: Optional[Bastion], deadline: Deadline) -> "SSHLink":
-        """One login to ``dest``, directly or on a channel of ``parent`` (which the link then
-        holds: its ``close`` releases it; on failure the caller still does)."""
+        """One login to ``dest``: directly, through its ProxyCommand, or on a channel of
+        ``parent`` (which the link then holds: its ``close`` releases it; on failure the caller
+        still does)."""
         attempt = 0
         while True:
             attempt += 1
-            bridge: Optional[Bridge] = None
-            if parent is None:
-                sock = _tcp_connect(dest, deadline)
-            else:
-                bridge = parent.connect(dest, deadline)
-                sock = bridge.near
-            where = "%s port %d" % (dest.hostname, dest.port)
-            wire = Wire(sock, dest.name, where)
+            under = _connect(dest, parent, deadline)
+            wire = Wire(under.sock, dest.name, under.where)
             session = Session()
-            step = "the SSH handshake with " + where  # what an ssh2 error ends, for its message
+            step = "the SSH handshake with " + under.where  # what an ssh2 error ends, for its message
             try:
                 for method in (LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC):
                     session.method_pref(method, CIPHERS)
                 session.set_blocking(False)
                 retry(session, wire, deadline, dest.name, session.handshake, wire.fileno())
-                step = "checking the host key of " + where
+                step = "checking the host key of " + under.where
                 verify_host_key(session, dest)
-                step = "logging in as %s on %s" % (dest.user, where)
+                step = "logging in as %s on %s" % (dest.user, under.where)
                 credential = authenticate(session, wire, dest, deadline)
                 # the next exchange (a channel open) waits for the server with the relay
                 # drained: there the connection takes the socketpair's place
                 wire.splice_when_drained = True
-                return cls(dest, session, wire, credential, parent, bridge)
+                return cls(dest, session, wire, credential, parent, under)
             except DROPPED as exc:
                 del session  # libssh2's session is freed before its socket closes
-                _close(wire, bridge)
-                if bridge is not None and bridge.lost is not None:
-                    raise ConnectError("[%s] %s" % (dest.name, bridge.lost)) from exc
+                proxy = under.proxy
+                # a ProxyCommand that ended is the reason, unless sshd said MaxStartups through it
+                ended = proxy is not None and not wire.dropped_busy() and \
+                    proxy.exit_status(min(EXIT_WAIT, max(0.0, deadline.remaining()))) is not None
+                said = proxy.report() if proxy is not None else None
+                under.close(wire, failed=True)
+                if under.bridge is not None and under.bridge.lost is not None:
+                    raise ConnectError("[%s] %s" % (dest.name, under.bridge.lost)) from exc
+                if ended:
+                    raise ConnectError("[%s] cannot reach %s: %s" % (dest.name, under.where, said)) from exc
                 pause = min(MAX_BACKOFF, 0.05 * 2 ** min(attempt, 8)) * (0.5 + random.random())
                 if deadline.remaining() <= pause:
-                    raise ConnectError("[%s] the SSH handshake with %s:%d failed %d times, last: %s" % (
-                        dest.name, dest.hostname, dest.port, attempt, describe(exc))) from exc
+                    raise ConnectError("[%s] the SSH handshake with %s:%d failed %d times, last: %s%s" % (
+                        dest.name, dest.hostname, dest.port, attempt, describe(exc),
+                        " (%s)" % said if said else "")) from exc
                 gevent.sleep(pause)
             except BaseException as exc:
                 del session
-                _close(wire, bridge)
-                if bridge is not None and bridge.lost is not None:
-                    raise ConnectError("[%s] %s" % (dest.name, bridge.lost)) from exc
+                said = under.proxy.report() if under.proxy is not None else None
+                under.close(wire, failed=True)
+                if under.bridge is not None and under.bridge.lost is not None:
+                    raise ConnectError("[%s] %s" % (dest.name, under.bridge.lost)) from exc
                 if isinstance(exc, SSH2Error):  # the boundary: said as the step it ended
-                    raise failure(dest.name, step, exc) from exc
+                    error = failure(dest.name, step, exc)
+                    raise (type(error)("%s (%s)" % (error, said)) if said else error) from exc
+                if said and (isinstance(exc, ConnectTimeout) or type(exc) is ConnectError):
+                    raise type(exc)("%s (%s)" % (exc, said)) from exc  # what the ProxyCommand did says why
                 raise
 
     def open_channel(self, command: str, deadline: Deadline) -> "SSHPipe":
@@ -204,17 +213,47 @@ class SSHLink:
             except CLOSE_ERRORS as exc:  # the session is freed all the same
                 logs.event("ssh_close_failed", host=self.name, step="disconnect", error=describe(exc))
             del session  # the last reference: libssh2 frees it before the socket closes
-            _close(self.wire, self.bridge)
-        self.pipe = self.bridge = None
+            if self.under is not None:
+                self.under.close(self.wire)
+        self.pipe = self.under = None
         if self.parent is not None:
             self.parent.release()
             self.parent = None
 
 
-def _close(wire: Wire, bridge: Optional[Bridge]) -> None:
-    wire.close()
-    if bridge is not None:
-        bridge.close()
+class Under:
+    """What carries a session's bytes: a TCP socket, a ProxyCommand, or a jump host's channel."""
+
+    def __init__(self, sock: socket.socket, where: str, bridge: Optional[Bridge] = None,
+                 proxy: Optional[ProxyCommand] = None):
+        self.sock = sock
+        self.where = where  # "HOST port N", for messages
+        self.bridge = bridge
+        self.proxy = proxy
+
+    @property
+    def direct(self) -> bool:
+        return self.bridge is None and self.proxy is None
+
+    def close(self, wire: Wire, failed: bool = False) -> None:
+        """Close the wire on it, then it: a ProxyCommand may end on its own once its stdin
+        closed, unless the connection ``failed``."""
+        wire.close()
+        if self.bridge is not None:
+            self.bridge.close()
+        if self.proxy is not None:
+            self.proxy.close(grace=0.0 if failed else CLOSE_GRACE)
+
+
+def _connect(dest: Destination, parent: Optional[Bastion], deadline: Deadline) -> Under:
+    where = "%s port %d" % (dest.hostname, dest.port)
+    if parent is not None:
+        bridge = parent.connect(dest, deadline)
+        return Under(bridge.near, where, bridge=bridge)
+    if dest.proxy_command is not None:
+        proxy = ProxyCommand(dest)
+        return Under(proxy.sock, "%s (through its ProxyCommand)" % where, proxy=proxy)
+    return Under(_tcp_connect(dest, deadline), where)
 
 
 def _tcp_connect(dest: Destination, deadline: Deadline):

@@ -1,7 +1,10 @@
 """SSH host key verification and authentication on a freshly handshaken libssh2 session. Transport layer."""
 
+import base64
+import binascii
 import os
 import stat
+import struct
 from typing import List, NamedTuple, Optional, Sequence
 
 from ssh2.session import Session
@@ -17,7 +20,8 @@ def verify_host_key(session: Session, dest: Destination) -> None:
     policy = dest.host_key_policy
     if policy == "off":
         return
-    entries = known_hosts.read(dest.known_hosts)
+    files = dest.known_hosts + dest.global_known_hosts  # the user's files, then the system's
+    entries = known_hosts.read(files)
     outcome = known_hosts.check(entries, dest.hostname, dest.port, key)
     if outcome == known_hosts.MATCH:
         return
@@ -31,15 +35,15 @@ def verify_host_key(session: Session, dest: Destination) -> None:
             "recorded in %s. Someone could be intercepting the connection, or the host was reinstalled; "
             "if the new key is right, remove the old line from known_hosts." % (
                 dest.name, shown, known_hosts.key_type_of(key), known_hosts.fingerprint(key),
-                " or ".join(dest.known_hosts)))
+                " or ".join(files)))
     if policy == "accept-new" and dest.known_hosts:
-        known_hosts.append(dest.known_hosts[0], dest.hostname, dest.port, key)
+        known_hosts.append(dest.known_hosts[0], dest.hostname, dest.port, key, hashed=dest.hash_known_hosts)
         return
     raise UnknownHostKey(
         "[%s] the host key of %s (%s %s) is not in %s and the host key policy is strict; add it "
         "(ssh-keyscan), or use host_key_policy='accept-new'" % (
             dest.name, shown, known_hosts.key_type_of(key), known_hosts.fingerprint(key),
-            " or ".join(dest.known_hosts) or "any known_hosts file"))
+            " or ".join(files) or "any known_hosts file"))
 
 
 # What a key file that cannot be used is noted as; the login goes on with the next credential.
@@ -59,7 +63,9 @@ def authenticate(session: Session, wire: Waiter, dest: Destination, deadline: De
 
     Keys given explicitly come first, then the agent, then the default key files (so a
     passphrase-protected default key that the agent holds never asks for its passphrase),
-    then the password. The error names everything tried and why each failed."""
+    then the password. With IdentitiesOnly the agent offers only its copies of those key
+    files (matched by public key: ``KEY.pub``, or the key file's own header). The error
+    names everything tried and why each failed."""
     tried: List[str] = []
 
     def files(keys: Sequence[str]) -> Optional[Credential]:
@@ -132,6 +138,13 @@ def _agent(session: Session, wire: Waiter, dest: Destination, deadline: Deadline
         return False
     try:
         identities = agent.get_identities()
+        if dest.identities_only:  # only the agent's copies of the configured keys
+            wanted = {blob for blob in map(public_blob, dest.keys) if blob is not None}
+            offered = len(identities)
+            identities = [identity for identity in identities if bytes(identity.blob) in wanted]
+            if offered and not identities:
+                tried.append("ssh-agent: holds none of the keys listed (IdentitiesOnly)")
+                return False
         for identity in identities:
             try:
                 retry(session, wire, deadline, dest.name, agent.userauth, dest.user, identity)
@@ -148,6 +161,39 @@ def _agent(session: Session, wire: Waiter, dest: Destination, deadline: Deadline
         except SSH2Error:
             pass
     return False
+
+
+def public_blob(key: str) -> Optional[bytes]:
+    """The public key of a private key file: from ``KEY.pub``, else from the unencrypted header
+    of an OpenSSH-format private key; None if neither says."""
+    try:
+        with open(key + ".pub", encoding="ascii", errors="replace") as f:
+            return base64.b64decode(f.read().split()[1], validate=True)
+    except (OSError, IndexError, ValueError, binascii.Error):
+        pass
+    try:
+        with open(key, encoding="ascii", errors="replace") as f:
+            text = f.read(1 << 16)
+    except OSError:
+        return None
+    begin, end = "-----BEGIN OPENSSH PRIVATE KEY-----", "-----END OPENSSH PRIVATE KEY-----"
+    if begin not in text or end not in text:
+        return None
+    try:
+        data = base64.b64decode("".join(text.split(begin, 1)[1].split(end, 1)[0].split()))
+        magic = b"openssh-key-v1\0"
+        if not data.startswith(magic):
+            return None
+        at = len(magic)
+        for _ in range(3):  # cipher name, kdf name, kdf options
+            (size,) = struct.unpack(">I", data[at:at + 4])
+            at += 4 + size
+        at += 4  # the number of keys; the first public key follows
+        (size,) = struct.unpack(">I", data[at:at + 4])
+        blob = data[at + 4:at + 4 + size]
+        return blob if len(blob) == size else None
+    except (ValueError, binascii.Error, struct.error):
+        return None
 
 
 def _comment(identity) -> str:

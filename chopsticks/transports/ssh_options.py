@@ -1,25 +1,26 @@
 """SSH options: what the user asks for (``SSHOptions``) and what it resolves to (``Destination``). Controller-side.
 
 ``SSHOptions`` is one frozen object shared by many tunnels (a ``Group`` passes its own to
-every host). ``resolve`` merges it with ``~/.ssh/config`` the way OpenSSH does: options given
-explicitly win, then the first matching config value, then the defaults. Secrets never
-appear in a repr.
+every host). ``resolve`` merges it with the OpenSSH configuration (``ssh_config``: the user's
+file, then the system's) the way OpenSSH does: options given explicitly win, then the first
+matching config value, then the defaults. Secrets never appear in a repr.
 """
 
 import dataclasses
-import getpass
 import os
 from typing import Optional, Sequence, Tuple, Union
 
 from chopsticks.transports import ssh_config
 
 POLICIES = {
-    "strict": "strict", "yes": "strict", "ask": "strict",
+    "strict": "strict", "yes": "strict", "ask": "strict", "true": "strict",
     "accept-new": "accept-new",
-    "off": "off", "no": "off",
+    "off": "off", "no": "off", "false": "off",
 }
 DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+# OpenSSH's GlobalKnownHostsFile default; a module default, so tests can point it elsewhere.
+GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
 # Keepalive, on by default (OpenSSH's ServerAliveInterval is 0, off): a host that dies
 # without a RST (power loss, a cut link, a frozen VM) would otherwise hang a call with no
 # timeout until TCP gives up, which takes about 15 minutes. 15 s x 3 ends such a call
@@ -49,7 +50,8 @@ class SSHOptions:
     ``[user@]host[:port]`` or a list of them (a chain, outermost first), like ProxyJump;
     ``host_key_policy`` is ``'strict'`` (default), ``'accept-new'`` or ``'off'`` (OpenSSH's
     ``yes``/``accept-new``/``no`` are accepted too); ``ssh_config`` is the config file to
-    read (``None``: ``~/.ssh/config``; ``''``: none). ``keepalive_interval`` (whole seconds,
+    read (``None``: ``~/.ssh/config`` then ``/etc/ssh/ssh_config``, as ``ssh`` does; a path:
+    that file only, as ``ssh -F``; ``''``: none). ``keepalive_interval`` (whole seconds,
     0: off; default 15, or ``ServerAliveInterval``) and ``keepalive_count_max`` (default 3, or
     ``ServerAliveCountMax``): a connection silent that long gets a keepalive request, and
     one that answers none of that many in a row is closed (``TunnelClosed``).
@@ -110,6 +112,10 @@ class Destination:
     jumps: Tuple["Destination", ...]
     keepalive_interval: int = DEFAULT_KEEPALIVE_INTERVAL  # 0: off
     keepalive_count_max: int = DEFAULT_KEEPALIVE_COUNT_MAX
+    global_known_hosts: Tuple[str, ...] = ()  # read after known_hosts; never written
+    identities_only: bool = False  # IdentitiesOnly: the agent offers only keys among ``keys``
+    proxy_command: Optional[str] = None  # ProxyCommand, tokens expanded: the connection is its stdin/stdout
+    hash_known_hosts: bool = False  # HashKnownHosts: accept-new records the name hashed
 
 
 def _split_target(target: str) -> Tuple[Optional[str], str, Optional[int]]:
@@ -144,27 +150,34 @@ def resolve(target: str, options: SSHOptions, _depth: int = 0) -> Destination:
         user, alias, port = _split_target(target)
     except ValueError as exc:
         raise ValueError("bad host %r: %s" % (target, exc)) from None
-    config_paths = None if options.ssh_config is None else ([options.ssh_config] if options.ssh_config else [])
-    config = ssh_config.lookup(alias, config_paths)
-    hostname = options.hostname or str(config.get("hostname", alias)).replace("%h", alias)
-    user = user or options.user or str(config.get("user") or getpass.getuser())
+    user = user or options.user
+    config = ssh_config.lookup(alias, ssh_config.sources(options.ssh_config), user=user)
+    hostname = options.hostname or ssh_config.resolved_hostname(config.get("hostname"), alias)
+    user = user or str(config.get("user") or ssh_config.local_user())
     port = port or options.port or int(config.get("port", 22))
+    tokens = ssh_config.Target(alias, hostname, port, user)
 
-    def expand(path: str) -> str:
-        return ssh_config.expand_tokens(path, alias, hostname, port, user)
+    def paths(values: Sequence[str], keyword: str) -> Tuple[str, ...]:
+        return tuple(ssh_config.expand(value, keyword, tokens) for value in values)
 
-    explicit = tuple(expand(k) for k in _as_tuple(options.key))
-    configured = tuple(expand(k) for k in config.get("identityfile", []))
-    keys = explicit or configured or tuple(os.path.expanduser(k) for k in DEFAULT_KEYS)
-    known = _as_tuple(options.known_hosts) or tuple(config.get("userknownhostsfile", ())) or DEFAULT_KNOWN_HOSTS
+    explicit = paths(_as_tuple(options.key), "IdentityFile")
+    keys = explicit or paths(config.get("identityfile", []), "IdentityFile") or \
+        tuple(os.path.expanduser(k) for k in DEFAULT_KEYS)
+    known = _as_tuple(options.known_hosts) or _unless_none(config.get("userknownhostsfile", DEFAULT_KNOWN_HOSTS))
+    global_known = config.get("globalknownhostsfile", GLOBAL_KNOWN_HOSTS)
     policy_name = options.host_key_policy or str(config.get("stricthostkeychecking", "strict")).lower()
     policy = POLICIES.get(policy_name)
     if policy is None:
         raise ValueError("unknown StrictHostKeyChecking value %r for %s" % (policy_name, alias))
+    # ProxyJump and ProxyCommand: a jump given in code wins over both, as ssh -J does
     jump_spec = _as_tuple(options.jump)
+    proxy_command = None
     if not jump_spec:
         configured_jump = str(config.get("proxyjump", "none"))
         jump_spec = () if configured_jump.lower() == "none" else tuple(configured_jump.split(","))
+        command = config.get("proxycommand")
+        if command is not None and command.lower() != "none":
+            proxy_command = ssh_config.expand(command, "ProxyCommand", tokens)
     # A jump host gets its own config lookup and the shared credentials (key, agent, known
     # hosts), but not the target's user, port or jump (that would loop).
     jump_options = dataclasses.replace(options, jump=None, user=None, port=None, hostname=None)
@@ -172,18 +185,29 @@ def resolve(target: str, options: SSHOptions, _depth: int = 0) -> Destination:
     for hop in jump_spec:
         resolved = resolve(hop.strip(), jump_options, _depth + 1)
         jumps += resolved.jumps + (dataclasses.replace(resolved, jumps=()),)
-    timeout = float(str(config["connecttimeout"])) if "connecttimeout" in config and options.connect_timeout == 10.0 \
+    # only the first hop's own ProxyCommand runs (OpenSSH reaches the others with ssh -W)
+    jumps = jumps[:1] + tuple(dataclasses.replace(hop, proxy_command=None) for hop in jumps[1:])
+    configured_timeout = config.get("connecttimeout")
+    timeout = float(configured_timeout) if configured_timeout and options.connect_timeout == 10.0 \
         else options.connect_timeout
     return Destination(
         name=target, hostname=hostname, port=port, user=user, keys=keys, explicit_keys=explicit,
         passphrase=options.passphrase, password=options.password, agent=options.agent,
-        known_hosts=tuple(expand(k) for k in known), host_key_policy=policy,
-        connect_timeout=timeout, jumps=jumps,
+        known_hosts=paths(known, "UserKnownHostsFile"),
+        global_known_hosts=tuple(os.path.expanduser(path) for path in _unless_none(global_known)),
+        host_key_policy=policy, connect_timeout=timeout, jumps=jumps,
         keepalive_interval=_first(options.keepalive_interval, config.get("serveraliveinterval"),
                                   DEFAULT_KEEPALIVE_INTERVAL),
         keepalive_count_max=_first(options.keepalive_count_max, config.get("serveralivecountmax"),
                                    DEFAULT_KEEPALIVE_COUNT_MAX),
+        identities_only=bool(config.get("identitiesonly", False)), proxy_command=proxy_command,
+        hash_known_hosts=bool(config.get("hashknownhosts", False)),
     )
+
+
+def _unless_none(paths: Optional[Sequence[str]]) -> Tuple[str, ...]:
+    """A list of files, where ``none`` means no file (UserKnownHostsFile none)."""
+    return tuple(path for path in paths or () if path.lower() != "none")
 
 
 def _first(given: Optional[int], configured: Optional[int], default: int) -> int:

@@ -117,6 +117,8 @@ class Wire:
                 self.sock.sendall(data)
             except socket.timeout as exc:
                 raise self._timeout(deadline) from exc
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                raise self._closed_early() from exc
             finally:
                 self.sock.settimeout(None)
 
@@ -139,6 +141,24 @@ class Wire:
                 raise Dropped("the server closed the connection before identifying itself")
             raise self._not_ssh("and closed the connection")
         raise ConnectionResetError("the server closed the connection during the SSH handshake")
+
+    def _closed_early(self) -> BaseException:
+        """The server closed while we were sending (a command that printed and exited, a peer
+        that is not SSH): what it sent before says why, as when a read meets the end."""
+        if not self.identified:
+            try:
+                data = os.read(self.sock.fileno(), MAX_PREAMBLE)
+            except OSError:
+                data = b""
+            try:
+                self._identify(data)
+            except ConnectError as exc:
+                return exc
+            if not self.identified:
+                if not self.preamble or DROPPED_NOTICE in self.preamble:
+                    return Dropped("the server closed the connection before identifying itself")
+                return self._not_ssh("and closed the connection")
+        return ConnectionResetError("the server closed the connection during the SSH handshake")
 
     def _identify(self, data: bytes) -> bytes:
         """Hold back the server's bytes until its "SSH-" line; from there on they go to libssh2."""
@@ -168,6 +188,10 @@ class Wire:
             " (the server sent %s and no SSH identification)" % _quote(self.preamble)
         return ConnectTimeout("[%s] %s did not finish within %ss%s" % (
             self.name, deadline.what, deadline.seconds, said))
+
+    def dropped_busy(self) -> bool:
+        """Whether the server said, before closing, that it was too busy (sshd's MaxStartups)."""
+        return DROPPED_NOTICE in self.preamble
 
     # -- the end of the relay ---------------------------------------------------------------
 
