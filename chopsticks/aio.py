@@ -34,9 +34,10 @@ async def run(fn: Callable[..., Any], *args: Any) -> Any:
 
 async def iterate(make: Callable[..., Iterable[Any]], *args: Any) -> AsyncIterator[Any]:
     """The items of ``make(*args)``, iterated in a greenlet of the hub thread, as they come.
-    Leaving the ``async for`` early, or cancelling the task, kills that greenlet, which
-    closes ``make``'s iterator there (for a fan-out: its remaining hosts are not started).
-    An exception of ``make``'s iterator is raised here after the items it gave."""
+    Cancelling the task, or closing this iterator early (``aclose()``, ``contextlib.aclosing``;
+    one dropped unclosed is closed by its loop later), kills that greenlet, which closes
+    ``make``'s iterator there (for a fan-out: its remaining hosts are not started). An
+    exception of ``make``'s iterator is raised here after the items it gave."""
     loop = asyncio.get_running_loop()
     items: "asyncio.Queue[Any]" = asyncio.Queue()
 
@@ -113,7 +114,8 @@ class GroupAwaitables:
     def aiter_call(self, fn: Any, /, *args: Any, timeout: Optional[float] = None,
                    deadline: Optional[float] = None, **kwargs: Any) -> AsyncIterator[Tuple[str, Any]]:
         """``iter_call``, as an async iterator: ``(host, value or ErrorResult)`` as each host
-        finishes. Leaving the loop early, or cancelling the task, stops the fan-out."""
+        finishes. Cancelling the task, or closing the iterator early (``aclose()``), stops the
+        fan-out: hosts not started yet are not, calls under way are forgotten."""
         return self._async_stream(self._stream(Call.for_hosts(fn, args, kwargs, timeout=timeout), deadline))
 
     async def acall(self, fn: Any, /, *args: Any, timeout: Optional[float] = None,
