@@ -357,3 +357,18 @@ def test_a_container_tunnel_awaited(podman, container_names, hub_thread):
     version, running = run(program())
     assert version[:2] == [3, 11] and running == [container_names + "aio"]
     assert podman_containers(container_names) == []
+
+
+def test_a_queue_awaited(make_tunnel):
+    """``await queue.arun()`` runs a Queue's per-host FIFOs in the hub thread, the loop free."""
+    from chopsticks.queue import Queue
+
+    first, second = make_tunnel(0), make_tunnel(1)
+    queue = Queue()
+    results = [queue.call(first, rh.add, 1, 2), queue.call(second, rh.echo, "x"), queue.call(first, rh.add, 3, 4)]
+
+    async def program():
+        await queue.arun(timeout=30)
+        return [result.value for result in results]
+
+    assert run(program()) == [3, "x", 7]

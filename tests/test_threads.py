@@ -222,3 +222,18 @@ def _raised(fn, *args):
     except Exception as exc:
         return type(exc)
     return None
+
+
+def test_a_queue_run_from_a_thread_runs_in_the_hub_thread(make_tunnel):
+    """A Queue run from a plain thread is handed to the hub thread: its operations run on
+    tunnels there (which then serve the main thread too), its callbacks there."""
+    from chopsticks.queue import Queue
+
+    tunnel = make_tunnel()
+    queue = Queue()
+    called_in = []
+    first = queue.call(tunnel, rh.add, 1, 2).with_callback(lambda _: called_in.append(threading.current_thread().name))
+    second = queue.call(tunnel, rh.getpid)
+    in_threads(1, lambda _: queue.run(timeout=30))
+    assert first.value == 3 and called_in == ["chopsticks-hub"]
+    assert tunnel.thread.name == "chopsticks-hub" and tunnel.call(rh.getpid) == second.value
