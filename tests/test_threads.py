@@ -151,13 +151,17 @@ def test_call_async_from_a_thread(make_tunnel, tmp_path):
 
 
 def test_group_fan_outs_from_threads(kind, hub_thread, tmp_path):
-    """Two threads fan out over one group at once (every host answers each), and a thread's
+    """Two threads fan out over one group at once (every host answers each), the main thread's
+    fan-out over it then goes to the hub thread that runs its tunnels, and a thread's
     ``iter_call`` streams results as hosts finish, in the order the main thread lets them go."""
     tunnels = [Local("fan-%d" % i) for i in range(3)] if kind is None else \
         [SSHTunnel(host, options=kind[1]) for host in kind[0].hosts[:3]]
     with Group(tunnels) as group:
         both = in_threads(2, lambda i: group.call(rh.add, i, 10))
         assert [sorted(result.values()) for result in both] == [[10] * 3, [11] * 3]
+        # the hub thread runs its tunnels now: the main thread's fan-out is handed over too
+        assert list(group.call(rh.add, 5, 5).values()) == [10] * 3
+        assert {t.thread.name for t in group.tunnels} == {"chopsticks-hub"}
 
         seen = []
 
