@@ -14,14 +14,13 @@ import sys
 import uuid
 from typing import Callable, List, Optional, Sequence, Tuple
 
-import gevent.subprocess
-
 from chopsticks.agent import relay as remote_relay
 from chopsticks.errors import ContainerError, PythonNotFound
 from chopsticks import logs
 from chopsticks.connection import Connection, Explained
 from chopsticks.jobs import Call
 from chopsticks.transports import Pipe
+from chopsticks.transports.process import run_command
 from chopsticks.tunnel import SubprocessTunnel
 
 # What engines accept as a container name.
@@ -41,9 +40,7 @@ def _daemon_answers(docker: str) -> bool:
     """Whether the ``docker`` client at this path reaches a daemon (asked once per process:
     ``docker version`` fails without one; a ``docker`` that is podman needs none)."""
     try:
-        return gevent.subprocess.run([docker, "version", "--format", "{{.Server.Version}}"],
-                                     stdin=subprocess.DEVNULL, capture_output=True,
-                                     timeout=PROBE_TIMEOUT).returncode == 0
+        return run_command([docker, "version", "--format", "{{.Server.Version}}"], PROBE_TIMEOUT).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -57,8 +54,7 @@ def default_engine() -> str:
 def remove_labelled(engine: str, label: str, host: str) -> None:
     """Remove the containers ``engine`` knows with ``label`` (one tunnel's start), at once."""
     def run(*argv: str) -> str:
-        return gevent.subprocess.run([engine, *argv], stdin=subprocess.DEVNULL, capture_output=True,
-                                     text=True, timeout=30).stdout
+        return run_command([engine, *argv], 30, text=True).stdout
     try:
         ids = run("ps", "--all", "--quiet", "--filter", "label=" + label).split()
         if ids:

@@ -100,8 +100,8 @@ class GroupError(RemoteException):
 
 class WrongThread(ChopsticksError, RuntimeError):
     """A tunnel was used from an OS thread that its gevent hub does not run in (it would
-    wait forever, or gevent would fail): use it from the thread that runs it, or open
-    another tunnel in this one (pipe tunnels start only from the main thread's hub)."""
+    wait forever, or gevent would fail): use it from the thread that runs it, or close it
+    there first. Tunnels the hub thread runs (``chopsticks.hub``) serve every thread."""
 
 
 class ClusterError(ChopsticksError, RuntimeError):

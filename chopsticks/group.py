@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optio
 
 import gevent
 
+from chopsticks import hub
+from chopsticks.aio import GroupAwaitables
 from chopsticks.jobs import Call, Connect, Fetch, Job, Put, default_concurrency, fan_out
 from chopsticks.options import TunnelOptions, replace
 from chopsticks.results import GroupResult
@@ -35,7 +37,7 @@ Host = Union[str, BaseTunnel]
 REPR_TUNNELS = 20
 
 
-class Group:
+class Group(GroupAwaitables):
     """Tunnels addressed together. ``Group(['web-1', 'web-2', Local('w')], user='deploy')``.
 
     Host names become ``SSHTunnel``s made with the SSH options given (one by one or as
@@ -181,9 +183,22 @@ class Group:
         """Run a job (``chopsticks.jobs``: ``Call``, ``Put``, ``Fetch``, ``Connect``) on every
         host; yield ``(host, result)`` as each finishes. ``deadline`` as for ``iter_call``;
         ``ends_at``, a ``time.monotonic()`` instant, ends it instead (``jobs.fan_out``)."""
+        return self._routed(self._stream(job, deadline, ends_at))
+
+    def _stream(self, job: Job, deadline: Optional[float], ends_at: Optional[float] = None
+                ) -> Iterator[Tuple[str, Any]]:
+        """``job``'s stream over the group (its shards, if any), run by whichever thread
+        iterates it: ``jobs.fan_out``, which starts nothing before the first ``next()``."""
         if self._driver is not None:
             return self._driver.iter_job(job, [t.host for t in self.tunnels], deadline, ends_at)
         return fan_out(job, self.tunnels, self.concurrency or default_concurrency(), deadline, ends_at)
+
+    def _routed(self, results: Iterator[Tuple[str, Any]]) -> Iterator[Tuple[str, Any]]:
+        """``results`` iterated where the group's tunnels run (``chopsticks.hub``): here, or
+        in the hub thread, streamed back. A sharded group stays with the thread of its first
+        fan-out (its driver refuses any other)."""
+        there = None if self._driver is not None else hub.route(t.thread for t in self.tunnels)
+        return results if there is None else hub.iterate(there, lambda: results)
 
     def call(self, fn, /, *args, timeout: Optional[float] = None, deadline: Optional[float] = None,
              callback: Optional[Callable[[str, Any], None]] = None, **kwargs) -> GroupResult:
@@ -239,18 +254,23 @@ class Group:
         have). A bad ``mode``, ``sessions`` or ``relay`` raises here; a local file that cannot
         be read on the first ``next()``."""
         job = Put(local_path, remote_path, mode, make_dirs, timeout, progress, if_changed, sessions)
+        return self._routed(self._put_stream(job, deadline, relay))
+
+    def _put_stream(self, put: Put, deadline: Optional[float], relay: Union[int, bool, None]
+                    ) -> Iterator[Tuple[str, Any]]:
+        """``put``'s stream, unrouted (``_stream``); a bad ``relay`` raises here."""
         if relay is None:
-            return self.iter_job(job, deadline)
+            return self._stream(put, deadline)
         from chopsticks import relay_put
         relay_put.check(relay)
-        if sessions:
+        if put.sessions:
             raise ValueError("relay= and sessions= do not go together: a relayed file goes over the tunnels")
         if self._driver is not None:
             raise ValueError("relay= needs the group's tunnels in this process, not in shards (workers=)")
-        if isinstance(local_path, (str, os.PathLike)) and os.path.isdir(local_path):
+        if isinstance(put.local_path, (str, os.PathLike)) and os.path.isdir(put.local_path):
             raise ValueError("relay= sends one file; a directory tree goes without it")
         tunnels, made = (self.tunnels, []) if relay is True else relay_put.tree_of(self.tunnels, relay)
-        return self._iter_relay_put(job, tunnels, made, deadline)
+        return self._iter_relay_put(put, tunnels, made, deadline)
 
     def _iter_relay_put(self, put: Put, tunnels: List[BaseTunnel], made: List[BaseTunnel],
                         deadline: Optional[float]) -> Iterator[Tuple[str, Any]]:
@@ -299,6 +319,13 @@ class Group:
         (which groups made from it by set operations share); the next fan-out starts new ones."""
         if self._driver is not None:
             self._driver.close()
+        there = hub.route(t.thread for t in self.tunnels)
+        if there is not None:
+            hub.run(there, self._close_tunnels)
+        else:
+            self._close_tunnels()
+
+    def _close_tunnels(self) -> None:
         gevent.joinall([gevent.spawn(t.close) for t in self.tunnels])
 
     def __enter__(self) -> "Group":

@@ -261,7 +261,7 @@ class Connect(Stateless):
     """Start each host's agent now; each host's result is None."""
 
     def run(self, tunnel: "BaseTunnel") -> None:
-        tunnel.connect()
+        tunnel.connection()
 
 
 # -- the engine -------------------------------------------------------------------------------
@@ -330,7 +330,7 @@ def _stream(started: Run, tunnels: Sequence["BaseTunnel"], concurrency: int, dea
     def run(tunnel: "BaseTunnel") -> None:
         try:
             if ends_at is not None:  # the start gets what is left; nothing starts after it
-                tunnel.connect(timeout=seconds_left(ends_at))
+                tunnel.connection(seconds_left(ends_at))
             value = started.run(tunnel)
         except gevent.GreenletExit:
             raise

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Se
 import gevent
 import gevent.event
 
+from chopsticks import hub
 from chopsticks.group import Group
 from chopsticks.jobs import Call, Calls, Connect, Fetch, Job, Put, Run, Stateless, fan_out
 from chopsticks.results import ErrorResult, GroupResult
@@ -255,7 +256,15 @@ class Queue:
 
         ``timeout`` bounds each call (and each put or fetch without a timeout of its own).
         Returns when every FIFO is empty. An exception raised by a callback ends the run and
-        is raised here; what its host had still queued stays queued."""
+        is raised here; what its host had still queued stays queued.
+
+        Where its tunnels run (``chopsticks.hub``): from a plain thread other than the main
+        one, or under an asyncio loop, or with a tunnel the hub thread runs, the whole run is
+        handed to the hub thread (its callbacks then run there); a queue with hosts of a
+        sharded group runs here."""
+        there = None if self._sharded else hub.route(tunnel.thread for tunnel, _ in self._fifos.values())
+        if there is not None:
+            return hub.run(there, self.run, timeout)
         if self._wake is not None:
             raise RuntimeError("this queue is running already (queue more from the callback instead)")
         self._wake, self._timeout = wake, _ = gevent.event.Event(), timeout
@@ -284,6 +293,12 @@ class Queue:
                 tunnel, fifo = self._working[host]
                 self._finished(tunnel, fifo)
             self._ops, self._busy, self._wake, self._failure = {}, set(), None, None
+
+    async def arun(self, timeout: Optional[float] = None) -> None:
+        """``run``, awaited: the run goes on in the hub thread (``chopsticks.aio``), its
+        callbacks there; cancelling the task ends it as a killed run does."""
+        from chopsticks import aio
+        await aio.run(self.run, timeout)
 
     def _prepared(self, op: _Op) -> None:
         op.prepare(self._timeout)

@@ -165,11 +165,7 @@ def _start(node: _Node, source: Source, remote_path: Optional[str], mode: int, m
             node.result = transfer.already_there(node.tunnel, source, target, mode)
             if node.result is not None:
                 return
-        node.tunnel.connect()
-        conn = node.tunnel._conn
-        if conn is None:
-            raise TransferError("[%s] the tunnel was closed" % node.tunnel.host)
-        node.conn = conn
+        node.conn = conn = node.tunnel.connection()
         state = conn.open_stream()
         node.future = transfer._start(conn, state, remote_files.receive, state.sid, target, mode, source.mtime_ns,
                                       make_dirs)

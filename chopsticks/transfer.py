@@ -33,11 +33,7 @@ Progress = Optional[Callable[[int], None]]
 
 
 def _connection(tunnel) -> Connection:
-    tunnel.connect()
-    conn = tunnel._conn
-    if conn is None:  # closed by another greenlet meanwhile
-        raise TransferError("[%s] the tunnel was closed" % tunnel.host)
-    return conn
+    return tunnel.connection()
 
 
 def _start(conn: Connection, state: StreamState, fn, *args):

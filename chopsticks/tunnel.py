@@ -3,26 +3,31 @@
 A tunnel connects lazily on first use, can be closed and used again (it reconnects), and is
 a context manager. Subclasses only say how to start a pipe whose other end is the remote
 ``python`` (``_open_pipe``; for a local command, ``SubprocessTunnel.cmd_args``); everything
-else is shared. Tunnels are driven by gevent: use them from greenlets (or plain code in the
-main thread), not from several OS threads. A connected tunnel belongs to the thread whose hub
-runs it; a use from another thread raises ``WrongThread`` at once (it would wait forever).
+else is shared. Tunnels are driven by gevent. A connected tunnel belongs to the hub that
+connected it: gevent code's own (a greenlet's, or plain code's of the main thread), or, for
+plain code of other threads and code under a running asyncio loop, the hub thread's
+(``chopsticks.hub``), to which the public methods then hand their work from any thread. A use
+of a tunnel another thread's hub runs raises ``WrongThread`` at once (it would wait forever).
+The awaitable methods (``acall`` ...) come from ``chopsticks.aio``.
 """
 
+import functools
 import os
 import signal
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import gevent
 import gevent.lock
 from gevent.hub import _get_hub, get_hub  # _get_hub: the calling thread's hub, or None (makes none)
 
-from chopsticks import bootstrap
+from chopsticks import bootstrap, hub
+from chopsticks.aio import TunnelAwaitables
 from chopsticks.bootstrap import EXIT_OLD_PYTHON
 from chopsticks.connection import Connection, Explained
-from chopsticks.errors import ChopsticksError, ConnectError, ConnectTimeout, PythonNotFound, WrongThread
+from chopsticks.errors import ChopsticksError, ConnectError, ConnectTimeout, PythonNotFound, TunnelClosed, WrongThread
 # the original's homes of these: code written for it imports them from here
 from chopsticks.errors import DepthLimitExceeded, RemoteException  # noqa: F401
 from chopsticks.results import ErrorResult  # noqa: F401
@@ -57,22 +62,26 @@ def _weakly(method: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def _close_dropped(conn: Connection, owner: "weakref.ref[Any]") -> None:
+def _close_dropped(conn: Connection, owner: "weakref.ref[Any]", hub_thread: "Optional[hub.HubThread]") -> None:
     """The finalizer of a connected tunnel deleted or collected without ``close()``: its agent
     goes (and its process or container with it), as the original's ``__del__`` did.
 
     It runs wherever the last reference went, perhaps in another thread, so it never blocks
     and never raises, and it holds the connection only, never the tunnel. In the owner's
-    thread, the close runs later in a greenlet of that thread's hub; in another thread, whose
-    hub it must not touch, it only signals the local process (the podman or sudo in front of
-    the agent passes the signal on), and the connection ends in its own hub as if the agent
-    had died. At interpreter exit nothing is needed: the agents see their stdin end."""
+    thread, the close runs later in a greenlet of that thread's hub, and so it does when the
+    owner is the hub thread (``hub_thread``, which any thread may post to); in another
+    thread, whose hub it must not touch, it only signals the local process (the podman or
+    sudo in front of the agent passes the signal on), and the connection ends in its own hub
+    as if the agent had died. At interpreter exit nothing is needed: the agents see their
+    stdin end."""
     try:
         if conn.closed:
             return
-        hub = owner()
-        if hub is not None and _get_hub() is hub:  # the owner's thread (not one that reused its ident)
+        owner_hub = owner()
+        if owner_hub is not None and _get_hub() is owner_hub:  # the owner's thread (not one that reused its ident)
             gevent.spawn(conn.close)
+        elif hub_thread is not None:
+            hub_thread.post(lambda: gevent.spawn(conn.close))
         elif isinstance(conn.pipe, ProcessPipe) and conn.pipe.proc.returncode is None:  # not reaped: its pid
             os.kill(conn.pipe.proc.pid, signal.SIGTERM)
         # else an SSH channel dropped in another thread: it ends with its session, at the
@@ -81,7 +90,7 @@ def _close_dropped(conn: Connection, owner: "weakref.ref[Any]") -> None:
         pass
 
 
-class BaseTunnel:
+class BaseTunnel(TunnelAwaitables):
     """What every tunnel does; subclasses implement ``_open_pipe(timeout)``.
 
     Every kind of tunnel takes ``python``, ``connect_timeout``, ``max_result``, and
@@ -166,10 +175,10 @@ class BaseTunnel:
     def _open_relayed(self, timeout: float, until: Optional[float]) -> Tuple[Pipe, float]:
         """``_open_pipe`` for a tunnel with ``via``: its agent is started by the intermediate's."""
         assert self.via is not None
-        self.via.connect(None if until is None else max(0.0, until - time.monotonic()))
-        via = self.via._conn
-        if via is None:
-            raise ConnectError("[%s] the tunnel through %s was closed meanwhile" % (self.host, self.via.host))
+        try:
+            via = self.via.connection(None if until is None else max(0.0, until - time.monotonic()))
+        except TunnelClosed:
+            raise ConnectError("[%s] the tunnel through %s was closed meanwhile" % (self.host, self.via.host)) from None
         return RelayPipe(via, self._relayed_argv(via)), time.monotonic()
 
     def _sudo_user(self) -> Optional[str]:
@@ -199,11 +208,27 @@ class BaseTunnel:
         """What the agent said of itself (pid, Python version, executable), once connected."""
         return self._conn.hello if self.connected and self._conn else None
 
+    @property
+    def thread(self) -> Optional[threading.Thread]:
+        """The thread whose gevent hub runs this tunnel's connection (also once its agent has
+        died, until a close or the next start); None while it has none."""
+        return self._thread if self._conn is not None else None
+
+    def _elsewhere(self) -> "Optional[hub.HubThread]":
+        """The hub thread to hand a use of this tunnel to, or None: it runs here (``chopsticks.hub``)."""
+        return hub.route_one(self._thread if self._conn is not None else None)
+
     def _check_thread(self) -> None:
         """Refuse a use from an OS thread other than the one whose hub runs the connection:
         nothing would ever wake it there (or gevent would fail deep inside)."""
         owner = self._thread
         if self._conn is not None and owner is not None and owner.ident != threading.get_ident():
+            if hub.in_hub_thread():
+                raise WrongThread(
+                    "[%s] this tunnel runs in the gevent hub of thread %r (gevent code connected it there), "
+                    "so the hub thread that serves asyncio and other threads cannot use it: close() it in "
+                    "thread %r first (it then reconnects in the hub thread), or use it from there"
+                    % (self.host, owner.name, owner.name))
             raise WrongThread(
                 "[%s] this tunnel runs in the gevent hub of thread %r and cannot be used from thread %r: "
                 "use it from that thread (or a greenlet there), or hand the work to that thread (an SSH "
@@ -216,9 +241,28 @@ class BaseTunnel:
         fan-out passes what is left of its deadline); ``connect_timeout`` bounds it as well,
         from when the work starts. Past either: ``ConnectTimeout``, and whatever was started
         for it is stopped. Nothing is started once ``timeout`` has passed."""
+        there = self._elsewhere()
+        if there is not None:
+            hub.run(there, self.connection, timeout)
+        else:
+            self.connection(timeout)
+        return self
+
+    def connection(self, timeout: Optional[float] = None) -> Connection:
+        """The agent's connection, started in this hub if needed (``connect``'s ``timeout``),
+        for the layers that drive it (transfers, relays). Never handed to another thread: a
+        tunnel another thread's hub runs raises ``WrongThread``; one closed meanwhile by
+        another greenlet, ``TunnelClosed``."""
         self._check_thread()
-        if self.connected:
-            return self
+        conn = self._conn
+        if conn is None or conn.closed:
+            self._connect_here(timeout)
+            conn = self._conn
+            if conn is None:
+                raise TunnelClosed("[%s] the tunnel was closed" % self.host)
+        return conn
+
+    def _connect_here(self, timeout: Optional[float]) -> None:
         until = None if timeout is None else time.monotonic() + timeout
         if not self._connect_lock.acquire(timeout=None if until is None else max(0.0, until - time.monotonic())):
             raise ConnectTimeout("[%s] another start of this tunnel did not finish within %ss" % (self.host, timeout))
@@ -231,13 +275,13 @@ class BaseTunnel:
                 self._watch_for_drop(self._conn)
         finally:
             self._connect_lock.release()
-        return self
 
     def _watch_for_drop(self, conn: Connection) -> None:
         """Close ``conn``'s agent if this tunnel is deleted or collected unclosed (``_close_dropped``)."""
         if self._finalizer is not None:
             self._finalizer.detach()
-        self._finalizer = weakref.finalize(self, _close_dropped, conn, weakref.ref(get_hub()))
+        self._finalizer = weakref.finalize(self, _close_dropped, conn, weakref.ref(get_hub()),
+                                           hub.running() if hub.in_hub_thread() else None)
         self._finalizer.atexit = False  # at exit the agents see their stdin end
 
     def _start(self, until: Optional[float], timeout: Optional[float]) -> Connection:
@@ -274,6 +318,9 @@ class BaseTunnel:
 
     def close(self) -> None:
         """Stop the agent and release its process and pipes. The tunnel can be used again."""
+        there = self._elsewhere() if self._conn is not None else None
+        if there is not None:
+            return hub.run(there, self.close)
         self._check_thread()
         with self._connect_lock:  # a connect in progress finishes first, then is closed
             conn, self._conn = self._conn, None
@@ -310,16 +357,27 @@ class BaseTunnel:
         and ``call`` do once the call is pickled; a fan-out pickles once for every host. A call
         that cannot be sent (``Call.check``) raises SerializationError before any connect."""
         call.check(self.host)
-        self.connect()
-        assert self._conn is not None
-        return self._conn.submit(call.payload, call.module, call.kind, call.timeout)
+        return self.connection().submit(call.payload, call.module, call.kind, call.timeout)
 
-    def call_async(self, fn, /, *args, **kwargs) -> CallFuture:
+    def forget(self, future: CallFuture) -> None:
+        """Stop waiting for a call of this tunnel's (its caller gave up: killed, cancelled):
+        its late result is dropped, a write of it still under way is stopped."""
+        conn = self._conn
+        if conn is not None:
+            conn.forget(future, wait=False)
+
+    def call_async(self, fn, /, *args, **kwargs) -> "Union[CallFuture, hub.ThreadCallFuture]":
         """Start ``fn(*args, **kwargs)`` on the remote; return a future for its result.
 
-        Many calls may be in flight on one tunnel; the remote runs them concurrently.
+        Many calls may be in flight on one tunnel; the remote runs them concurrently. Outside
+        the hub that runs the tunnel (a plain thread, under asyncio), the future is a
+        ``hub.ThreadCallFuture``, with the same methods, safe from any thread.
         """
-        return self.submit(Call.of(fn, args, kwargs))  # pickled before anything starts
+        call = Call.of(fn, args, kwargs)  # pickled before anything starts
+        there = self._elsewhere()
+        if there is not None:
+            return hub.ThreadCallFuture(self.host, there.submit(self.run_call, call))
+        return self.submit(call)
 
     # -- files -----------------------------------------------------------------------------
 
@@ -346,8 +404,9 @@ class BaseTunnel:
         8, and a file under 4 MiB always goes over the stream.
         """
         from chopsticks import transfer
-        return transfer.put(self, local_path, remote_path, mode, make_dirs=make_dirs, timeout=timeout,
-                            progress=progress, if_changed=if_changed, sessions=sessions)
+        return self._here(functools.partial(transfer.put, self, local_path, remote_path, mode, make_dirs=make_dirs,
+                                            timeout=timeout, progress=progress, if_changed=if_changed,
+                                            sessions=sessions))
 
     def bulk_login(self) -> "Optional[Login]":
         """How extra sessions would log in as this tunnel did, for big puts (``chopsticks.bulk``):
@@ -366,8 +425,13 @@ class BaseTunnel:
         file (``chopsticks.bulk_fetch``); as ``put``'s, and the result then says how many.
         A file object as ``local_path`` always gets the tunnel's stream."""
         from chopsticks import transfer
-        return transfer.fetch(self, remote_path, local_path, make_dirs=make_dirs, timeout=timeout,
-                              progress=progress, sessions=sessions)
+        return self._here(functools.partial(transfer.fetch, self, remote_path, local_path, make_dirs=make_dirs,
+                                            timeout=timeout, progress=progress, sessions=sessions))
+
+    def _here(self, work: Callable[[], Any]) -> Any:
+        """``work()`` where this tunnel runs: here, or handed to the hub thread (``chopsticks.hub``)."""
+        there = self._elsewhere()
+        return work() if there is None else hub.run(there, work)
 
     def call(self, fn, /, *args, timeout: Optional[float] = None, **kwargs) -> Any:
         """Run ``fn(*args, **kwargs)`` on the remote and return its result.
@@ -381,8 +445,18 @@ class BaseTunnel:
         return self.run_call(Call.of(fn, args, kwargs, timeout=timeout))  # pickled before anything starts
 
     def run_call(self, call: Call) -> Any:
-        """Run a prepared call (``Call.of``) and return its result, as ``call`` does."""
-        return self.submit(call).result()
+        """Run a prepared call (``Call.of``) and return its result, as ``call`` does. A caller
+        killed while it waits (a greenlet killed, an asyncio task cancelled) forgets the call."""
+        there = self._elsewhere()
+        if there is not None:
+            return hub.run(there, self.run_call, call)
+        future = self.submit(call)
+        try:
+            return future.result()
+        except BaseException:
+            if not future.done():
+                self.forget(future)
+            raise
 
 
 class SubprocessTunnel(BaseTunnel):
@@ -421,10 +495,6 @@ class SubprocessTunnel(BaseTunnel):
 
     def _open_pipe(self, timeout: float, until: Optional[float] = None) -> Tuple[Pipe, float]:
         # nothing to wait for: a spawn is bounded by the system, then the handshake by until
-        if not get_hub().loop.default:
-            raise WrongThread("[%s] a pipe tunnel starts its process from the main thread's gevent hub "
-                              "(gevent watches child processes only there), not from thread %r: use "
-                              "it from the main thread" % (self.host, threading.current_thread().name))
         argv = self.cmd_args()
         try:
             return ProcessPipe(argv, after_kill=self._after_kill()), time.monotonic()

@@ -80,6 +80,22 @@ def local(no_leaks):
         tunnel.close()
 
 
+@pytest.fixture(scope="session")
+def _hub_started():
+    from chopsticks import hub
+    return hub.shared()
+
+
+@pytest.fixture
+def hub_thread(_hub_started, no_leaks):
+    """The process's hub thread (``chopsticks.hub``), started before the leak check counts;
+    after the test, one round trip through it, so that the greenlets the test's work left
+    there (handed work finishes just after it answers) have ended before the count."""
+    from chopsticks import hub
+    yield _hub_started
+    hub.run(_hub_started, lambda: None)
+
+
 # -- SSH: a real sshd on loopback, keys generated for this run -------------------------------
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -180,3 +180,12 @@ def python_version():
 def whoami():
     import pwd
     return pwd.getpwuid(os.getuid()).pw_name
+
+
+def wait_for_go(directory, seconds=60):
+    """Leave ``started-PID`` in ``directory``, then return this agent's pid once ``go-PID``
+    exists there (checked every 10 ms, for at most ``seconds``): the caller decides when
+    each agent's call ends."""
+    pid = os.getpid()
+    open(os.path.join(directory, "started-%d" % pid), "w").close()
+    return wait_for_file(os.path.join(directory, "go-%d" % pid), seconds)

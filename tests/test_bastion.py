@@ -143,3 +143,23 @@ def test_a_closed_bastion_leaves_nothing_to_write_into_the_next_connection(wide_
             group.call(rh.add, 1, 1).raise_failures()
             gc.collect()
             assert group.call(rh.add, 2, 2).raise_failures() == {host: 4 for host in far}
+
+
+def test_each_hub_logs_in_to_a_jump_host_of_its_own(fleet, ssh_options, hub_thread):
+    """A jump host used by a tunnel of the main thread's hub and by one of the hub thread's
+    (awaited from asyncio): each hub has its own login to it (a bastion's session is driven
+    by a greenlet of its hub), both tunnels work, and closing them closes both logins."""
+    import asyncio
+
+    jump = "%s:%d" % (fleet.hosts[1], fleet.port)
+    options = dataclasses.replace(ssh_options, jump=jump)
+    here, there = SSHTunnel(fleet.hosts[2], options=options), SSHTunnel(fleet.hosts[3], options=options)
+    try:
+        assert here.call(rh.add, 1, 1) == 2
+        assert asyncio.run(asyncio.wait_for(there.acall(rh.add, 2, 2), 60)) == 4
+        assert connections_to(fleet.hosts[1], fleet.port) == 2
+        assert here.call(rh.add, 3, 3) == 6 and there.call(rh.add, 4, 4) == 8
+    finally:
+        here.close()
+        there.close()
+    assert connections_to(fleet.hosts[1], fleet.port) == 0

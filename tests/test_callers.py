@@ -1,5 +1,6 @@
-"""Calls made from places a tunnel cannot serve fail at once with a clear error, and a
-monkey-patched controller still sends the standard library's functions by their names.
+"""Calls made from places a tunnel cannot serve fail at once with a clear error, calls from
+other threads and under asyncio are served by the hub thread, and a monkey-patched controller
+still sends the standard library's functions by their names.
 
 Each scenario runs in its own Python process under a timeout, so a regression that hangs
 fails the test instead of stalling the suite.
@@ -81,32 +82,34 @@ def test_asyncio_to_thread_is_refused_at_once():
     assert "runs in the gevent hub of thread 'MainThread'" in result["message"]
 
 
-def test_a_pipe_tunnel_started_from_another_thread_is_refused():
-    """A Local tunnel first used from a thread other than the main one: WrongThread saying
-    pipe tunnels start from the main thread (gevent's own error was a TypeError about child
-    watchers), and no process is left behind."""
+def test_a_pipe_tunnel_started_from_another_thread_runs_in_the_hub_thread():
+    """A Local tunnel first used from a thread other than the main one is started by the hub
+    thread (gevent watches child processes only in the main thread's loop: this one starts and
+    reaps its own), serves that thread, and once closed leaves no process behind."""
     result = run_scenario(CATCH, '''
         import os, threading
         from chopsticks.tunnel import Local
         seen = {}
         def worker():
-            seen.update(outcome(lambda: Local("elsewhere").call(os.getpid)))
+            tunnel = Local("elsewhere")
+            seen.update(outcome(lambda: tunnel.call(os.getppid)))
+            seen["owner"] = tunnel.thread.name
+            tunnel.close()
         thread = threading.Thread(target=worker, name="worker-2")
         thread.start()
         thread.join(30)
-        children = open("/proc/%d/task/%d/children" % (os.getpid(), os.getpid())).read().split()
-        result = dict(seen, alive=thread.is_alive(), children=children)
+        children = [pid for task in os.listdir("/proc/self/task")  # every thread's children
+                    for pid in open("/proc/self/task/%s/children" % task).read().split()]
+        result = dict(seen, alive=thread.is_alive(), children=children, me=os.getpid())
     ''')
     assert result["alive"] is False and result["children"] == []
-    assert result["error"] == "WrongThread", result
-    assert "a pipe tunnel starts its process from the main thread's gevent hub" in result["message"]
-    assert "not from thread 'worker-2'" in result["message"]
+    assert result["value"] == result["me"] and result["owner"] == "chopsticks-hub", result
 
 
-def test_a_blocking_call_inside_asyncio_in_the_hubs_own_thread_works():
-    """Inside a running asyncio loop in the thread that runs the hub (a script's
-    ``asyncio.run``, a Jupyter kernel, which always runs one) a call works and returns: it
-    blocks that loop while it runs, as any blocking call does, and never hangs."""
+def test_a_blocking_call_inside_asyncio_works():
+    """Inside a running asyncio loop (a script's ``asyncio.run``, a Jupyter kernel, which
+    always runs one) a plain call works and returns: the tunnel runs in the hub thread, and
+    the call blocks the loop while it runs, as any blocking call does, and never hangs."""
     result = run_scenario('''
         import asyncio, os
         from chopsticks.tunnel import Local
@@ -116,10 +119,11 @@ def test_a_blocking_call_inside_asyncio_in_the_hubs_own_thread_works():
             await asyncio.sleep(0)
             return [first, tun.call(os.getpid)]
         pids = asyncio.run(asyncio.wait_for(main(), 30))
+        owner = tun.thread.name
         tun.close()
-        result = {"same": pids[0] == pids[1], "remote": pids[0] != os.getpid()}
+        result = {"same": pids[0] == pids[1], "remote": pids[0] != os.getpid(), "owner": owner}
     ''')
-    assert result == {"same": True, "remote": True}
+    assert result == {"same": True, "remote": True, "owner": "chopsticks-hub"}
 
 
 def test_a_monkey_patched_controller_sends_stdlib_functions_by_their_names():

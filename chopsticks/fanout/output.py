@@ -324,13 +324,14 @@ def configure_logging(quiet: bool, verbose: bool, log_format: Optional[str]) -> 
 
 
 def progress_bar(hosts: int, enabled: bool, count_bytes: bool, total_bytes: Optional[int]):
-    """Hosts done, or bytes moved for put and fetch (hosts then in the postfix)."""
-    import tqdm
+    """Hosts done, or bytes moved for put and fetch (hosts then in the postfix): a text bar on a
+    terminal, a widget in a notebook (``tqdm.auto``)."""
+    import tqdm.auto
     if count_bytes:
         total = None if total_bytes is None else total_bytes * hosts
-        return tqdm.tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+        return tqdm.auto.tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
                          disable=not enabled, leave=False, dynamic_ncols=True, smoothing=0.1)
-    return tqdm.tqdm(total=hosts, unit="host", file=sys.stderr, disable=not enabled, leave=False,
+    return tqdm.auto.tqdm(total=hosts, unit="host", file=sys.stderr, disable=not enabled, leave=False,
                      dynamic_ncols=True, smoothing=0.1)
 
 

@@ -9,6 +9,8 @@ work: a loop with no watcher would end at once) and answered through a
 ``concurrent.futures.Future`` (``submit``); a greenlet there may feed a thread-safe
 ``queue.Queue`` that the caller's thread reads (``spawn``). ``Inbox`` is that hand-over on its
 own: what any thread puts in, a hub's callback takes out (the driver's Ray readers use it too).
+The process's hub thread for callers outside gevent (``chopsticks.hub``) is one too; cancelling
+a ``submit``'s future kills the greenlet doing the work.
 """
 
 import concurrent.futures
@@ -62,6 +64,14 @@ class Inbox:
         self._wake.close()
 
 
+def _settle(setter: Callable[[Any], None], outcome: Any) -> None:
+    """Give a future its outcome, unless it was cancelled meanwhile (from another thread)."""
+    try:
+        setter(outcome)
+    except concurrent.futures.InvalidStateError:
+        pass
+
+
 class HubThread:
     """One daemon thread running a gevent hub until ``stop()``."""
 
@@ -84,6 +94,11 @@ class HubThread:
         assert self._inbox is not None
         self._inbox.put(work)
 
+    def post(self, work: Callable[[], Any]) -> None:
+        """``work()`` called soon in the hub itself, from any thread: it must not block
+        (``submit`` gives it a greenlet)."""
+        self._handoff(work)
+
     def spawn(self, fn: Callable[..., Any], *args: Any) -> "concurrent.futures.Future[gevent.Greenlet]":
         """Start ``fn(*args)`` in a greenlet of this hub; the future gives that greenlet."""
         spawned: "concurrent.futures.Future[gevent.Greenlet]" = concurrent.futures.Future()
@@ -91,16 +106,36 @@ class HubThread:
         return spawned
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> "concurrent.futures.Future[Any]":
-        """``fn(*args)`` run in a greenlet of this hub; its value or exception, as a future."""
+        """``fn(*args)`` run in a greenlet of this hub; its value or exception, as a future.
+
+        Cancelling the future, from any thread, kills that greenlet (a ``GreenletExit``
+        where it waits), or keeps it from starting; nothing waits for it to end. (The
+        future is never marked running, so ``cancel()`` works until it is done.)"""
         answer: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
 
         def body() -> None:
             try:
-                answer.set_result(fn(*args))
+                value = fn(*args)
+            except gevent.GreenletExit:
+                answer.cancel()  # killed: its future was cancelled (or the hub is stopping)
+                return
             except BaseException as exc:  # noqa: B902 - handed to the caller's thread, as raised
-                answer.set_exception(exc)
+                _settle(answer.set_exception, exc)
+                return
+            _settle(answer.set_result, value)
 
-        self.spawn(body)
+        def start() -> None:  # in the hub
+            if answer.cancelled():
+                return
+            greenlet = gevent.spawn(body)
+
+            def killed(done: "concurrent.futures.Future[Any]") -> None:
+                if done.cancelled():
+                    self._handoff(lambda: greenlet.kill(block=False))
+            # runs at once if the future is already done (then in the hub: the kill is posted)
+            answer.add_done_callback(killed)
+
+        self._handoff(start)
         return answer
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -4,17 +4,24 @@ Used by every tunnel that runs a local command whose stdin and stdout reach the 
 (``SubprocessTunnel``: ``Local``, ``Sudo``, ``Docker`` and your own). The child gets its own session, so
 a Ctrl-C at the controller's terminal does not reach it and closing can kill its whole
 process group.
+
+gevent watches child processes only from the main thread's loop (libev's default loop). In
+any other thread's hub (the hub thread of ``chopsticks.hub``) the child is started by the
+standard library and its exit is waited for on a pidfd (polled where there is none), never
+blocking that hub. One limit there: when the main thread also runs a gevent hub that watches
+children, that loop reaps every child of the process, whichever thread started it, and such
+a child's exit status is then lost (read as 0).
 """
 
 import errno
 import os
 import signal
 import subprocess
-from typing import Callable, List, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
 import gevent
 import gevent.subprocess
-from gevent.hub import get_hub
+from gevent.hub import _get_hub, get_hub  # _get_hub: the calling thread's hub, or None (makes none)
 from greenlet import getcurrent
 
 # Bytes per read: kept under glibc's mmap threshold, so a read does not map a fresh buffer.
@@ -54,6 +61,58 @@ class Child(gevent.subprocess.Popen):
             raise
 
 
+def start_child(argv: List[str], after_kill: Optional[Callable[[], None]], **options) -> Any:
+    """The child, started by gevent in the main thread's loop, else by the standard library
+    (a fork and exec: it returns once the child runs, or raises why it cannot)."""
+    if get_hub().loop.default:
+        return Child(argv, after_kill, **options)
+    return subprocess.Popen(argv, **options)
+
+
+def wait_child(proc: subprocess.Popen, timeout: Optional[float]) -> Optional[int]:
+    """``proc``'s exit status within ``timeout`` seconds (None: still running): gevent's own
+    wait for a child it started, else, in a hub without child watchers, on a pidfd, readable
+    once it exits, or by polling."""
+    if isinstance(proc, gevent.subprocess.Popen):
+        try:
+            return proc.wait(timeout=timeout)
+        except (subprocess.TimeoutExpired, gevent.Timeout):
+            return None
+    if proc.poll() is not None or timeout == 0:
+        return proc.returncode
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # no pidfds here (an old kernel, not Linux), or already reaped
+        pidfd = None
+    with gevent.Timeout(timeout, False):
+        if pidfd is None:
+            pause = 0.001
+            while proc.poll() is None:
+                gevent.sleep(pause)
+                pause = min(pause * 2, 0.05)
+        else:
+            watcher = get_hub().loop.io(pidfd, _READ)
+            try:
+                get_hub().wait(watcher)
+            finally:
+                watcher.close()
+                os.close(pidfd)
+    return proc.poll()
+
+
+def run_command(argv: List[str], timeout: float, text: bool = False) -> "subprocess.CompletedProcess[Any]":
+    """``argv`` run to its end, stdin empty and output captured (``subprocess.run``), without
+    blocking a hub: gevent's in the main thread's loop, else the standard library's in a
+    thread of the hub's pool (plainly in a thread without a hub, which has nothing to block)."""
+    options: Any = dict(stdin=subprocess.DEVNULL, capture_output=True, text=text, timeout=timeout)
+    hub = _get_hub()
+    if hub is None:
+        return subprocess.run(argv, **options)
+    if hub.loop.default:
+        return gevent.subprocess.run(argv, **options)
+    return hub.threadpool.apply(subprocess.run, (argv,), options)
+
+
 class ProcessPipe:
     """stdin/stdout/stderr of a child process, read and written without blocking the hub.
 
@@ -62,8 +121,8 @@ class ProcessPipe:
 
     def __init__(self, argv: List[str], env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
                  after_kill: Optional[Callable[[], None]] = None):
-        self.proc = Child(argv, after_kill, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           bufsize=0, start_new_session=True, env=env, cwd=cwd)
+        self.proc = start_child(argv, after_kill, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, bufsize=0, start_new_session=True, env=env, cwd=cwd)
         self.after_kill = after_kill
         self.end_reason: Optional[str] = None  # the exit status says why a process ended
         self._killed = False
@@ -144,10 +203,7 @@ class ProcessPipe:
 
     def exit_status(self, timeout: Optional[float] = None) -> Optional[int]:
         """The child's exit status, waiting up to ``timeout`` seconds; None if still running."""
-        try:
-            return self.proc.wait(timeout=timeout)
-        except (subprocess.TimeoutExpired, gevent.Timeout):
-            return None
+        return wait_child(self.proc, timeout)
 
     def kill(self) -> None:
         if self.proc.poll() is None:

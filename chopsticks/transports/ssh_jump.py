@@ -1,7 +1,7 @@
 """Jump hosts shared by every tunnel through them: one login, a channel per far host. Transport layer.
 
-Tunnels whose chains reach the same jump host (the same resolved hops: host, port, user,
-keys, host key policy) share one ``Bastion``: an authenticated session to it, opened once
+Tunnels of one gevent hub whose chains reach the same jump host (the same resolved hops: host,
+port, user, keys, host key policy) share one ``Bastion``: an authenticated session to it, opened once
 (concurrent first connects wait for the one login, and share its failure), closed when its
 last user closes. Each far host gets its own ``direct-tcpip`` channel, carried by a ``Bridge``
 to one end of a socketpair on which the far host's own libssh2 session runs.
@@ -20,7 +20,8 @@ was lost.
 import collections
 import dataclasses
 import os
-from typing import TYPE_CHECKING, Deque, Dict, List, Optional, Set, Tuple
+import weakref
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Set, Tuple
 
 import gevent
 import gevent.event
@@ -108,15 +109,18 @@ class Bastions:
         return len(self._open)
 
 
-_shared: Optional[Bastions] = None
+# Each hub's bastions: a bastion's session is driven by a greenlet of the hub that opened it,
+# so tunnels of another thread's hub (the hub thread's, ``chopsticks.hub``) log in their own.
+_shared: "weakref.WeakKeyDictionary[Any, Bastions]" = weakref.WeakKeyDictionary()
 
 
 def default_bastions() -> Bastions:
-    """The process-wide bastions, created on first use (not at import)."""
-    global _shared
-    if _shared is None:
-        _shared = Bastions()
-    return _shared
+    """The calling thread's hub's bastions, created on first use (not at import)."""
+    hub = get_hub()
+    bastions = _shared.get(hub)
+    if bastions is None:
+        bastions = _shared[hub] = Bastions()
+    return bastions
 
 
 class _Open:

@@ -23,7 +23,7 @@ from gevent.hub import get_hub
 
 from chopsticks.errors import ConnectError
 from chopsticks.logs import visible
-from chopsticks.transports.process import Child, kill_session
+from chopsticks.transports.process import kill_session, start_child, wait_child
 from chopsticks.transports.ssh_options import Destination
 
 MAX_STDERR = 2048  # bytes of the command's stderr kept for its error message
@@ -45,8 +45,8 @@ class ProxyCommand:
         shell = os.environ.get("SHELL") or "/bin/sh"
         self.sock, theirs = gevent.socket.socketpair()
         try:
-            self.proc = Child([shell, "-c", "exec " + self.command], None, stdin=theirs.fileno(),
-                              stdout=theirs.fileno(), stderr=subprocess.PIPE, start_new_session=True)
+            self.proc = start_child([shell, "-c", "exec " + self.command], None, stdin=theirs.fileno(),
+                                    stdout=theirs.fileno(), stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
             self.sock.close()
             raise ConnectError("[%s] cannot start ProxyCommand %r with %s: %s" % (
@@ -83,9 +83,8 @@ class ProxyCommand:
 
     def exit_status(self, wait: float = 0.0) -> Optional[int]:
         """The command's exit status, waiting up to ``wait`` seconds; None while it runs."""
-        try:
-            status = self.proc.wait(timeout=max(0.0, wait))
-        except (subprocess.TimeoutExpired, gevent.Timeout):
+        status = wait_child(self.proc, max(0.0, wait))
+        if status is None:
             return None
         self._read_stderr()  # what it wrote last, before its pipe is read no more
         return status
