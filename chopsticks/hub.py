@@ -118,15 +118,17 @@ def run(hub: HubThread, fn: Callable[..., Any], *args: Any) -> Any:
     return wait(hub.submit(fn, *args))
 
 
-def wait(future: "Future[Any]", cancel: bool = True) -> Any:
+def wait(future: "Future[Any]", cancel: bool = True, timeout: Optional[float] = None) -> Any:
     """The outcome of ``future``, resolved in another thread. A thread with a gevent hub
     waits in it, so that its other greenlets go on; a plain thread blocks. An exception
-    that ends the wait cancels ``future`` (unless ``cancel`` is false)."""
+    that ends the wait cancels ``future`` (unless ``cancel`` is false); past ``timeout``
+    seconds, ``concurrent.futures.TimeoutError``."""
     here = _get_hub()
     try:
         if here is None or getcurrent() is here:
-            return future.result()
-        _Wake(here, future).wait()
+            return future.result(timeout)
+        with gevent.Timeout(timeout, False):
+            _Wake(here, future).wait()
         return future.result(0)
     except BaseException:
         if cancel:
@@ -202,9 +204,7 @@ class ThreadCallFuture:
     def result(self, timeout: Optional[float] = None) -> Any:
         """The call's value; raises the call's error, or CallTimeout after ``timeout`` seconds."""
         try:
-            if timeout is not None:
-                return self._future.result(timeout)
-            return wait(self._future, cancel=False)
+            return wait(self._future, cancel=False, timeout=timeout)
         except FutureTimeout:
             raise CallTimeout("[%s] call did not finish within %ss" % (self.host, timeout)) from None
 

@@ -78,11 +78,12 @@ class _Node:
 
 
 def check(relay: Any) -> None:
-    """``relay=``: None, True, or a degree (an int from 1)."""
+    """``relay=``: None, True, or a degree (an int from 2)."""
     if relay is None or relay is True:
         return
-    if type(relay) is not int or relay < 1:
-        raise ValueError("relay= takes True (the tunnels' via=) or a tree's degree, an int from 1, not %r" % (relay,))
+    if type(relay) is not int or relay < 2:
+        raise ValueError("relay= takes True (the tunnels' via=) or a tree's degree, an int from 2 (1 would chain "
+                         "every host behind the one before), not %r" % (relay,))
 
 
 def tree_of(tunnels: List[Any], degree: int) -> Tuple[List[Any], List[Any]]:

@@ -23,7 +23,7 @@ from chopsticks.transports.libssh import Login
 from chopsticks.transports.libssh2 import Deadline
 from chopsticks.transports.ssh import HandshakeSlots, SSHLink, default_slots
 from chopsticks.transports.ssh_jump import default_bastions
-from chopsticks.transports.ssh_options import POLICIES, SSHOptions, resolve
+from chopsticks.transports.ssh_options import POLICIES, SSHOptions, resolve, split_target
 from chopsticks.transports.ssh_pipe import SSHPipe
 from chopsticks.sudo import SudoPrompt, explain as explain_sudo, sudo_argv
 from chopsticks.tunnel import BaseTunnel
@@ -125,21 +125,33 @@ class SSHTunnel(BaseTunnel):
 _STRICT = {"strict": "yes", "accept-new": "accept-new", "off": "no"}
 
 
-def ssh_client_argv(host: str, options: SSHOptions) -> List[str]:
-    """The OpenSSH client command (without the remote command) that reaches ``host`` from
-    an intermediate host (``SSHTunnel(host, via=...)``): never a prompt (``BatchMode``), and
-    the options that make sense there, as that host's paths; the rest is refused."""
+def ssh_client_argv(target: str, options: SSHOptions) -> List[str]:
+    """The OpenSSH client command (without the remote command) that reaches ``target``
+    (``[user@]host[:port]``) from an intermediate host (``SSHTunnel(target, via=...)``): never
+    a prompt (``BatchMode``), and every option passed on, as that host's paths; a password or
+    passphrase, which nothing there could give, is refused."""
     refused = [name for name in ("password", "passphrase") if getattr(options, name) is not None]
     if refused:
         raise ValueError("SSHTunnel(%r, via=...): %s cannot be passed to the intermediate host's ssh client "
-                         "(it runs with BatchMode=yes); use a key or an agent there" % (host, " and ".join(refused)))
+                         "(it runs with BatchMode=yes); use a key or an agent there" % (target, " and ".join(refused)))
+    try:
+        user, host, port = split_target(target)
+    except ValueError as exc:
+        raise ValueError("SSHTunnel(%r): %s" % (target, exc)) from None
+    if host.startswith("-"):
+        raise ValueError("SSHTunnel(%r): a host name cannot start with '-'" % target)
     argv = ["ssh", "-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=%d" % max(1, round(options.connect_timeout))]
-    if options.user:
-        argv += ["-l", options.user]
-    if options.port:
-        argv += ["-p", str(options.port)]
+    user, port = user or options.user, port or options.port
+    if user:
+        argv += ["-l", user]
+    if port:
+        argv += ["-p", str(port)]
+    if options.hostname:  # an address of its own (an inventory's ansible_host); % is ssh's token sign
+        argv += ["-o", "HostName=" + options.hostname.replace("%", "%%")]
     for key in _as_list(options.key):
         argv += ["-i", key]
+    if not options.agent:
+        argv += ["-o", "IdentityAgent=none"]
     for known_hosts in _as_list(options.known_hosts):
         argv += ["-o", "UserKnownHostsFile=" + known_hosts]
     if options.host_key_policy:
@@ -152,8 +164,6 @@ def ssh_client_argv(host: str, options: SSHOptions) -> List[str]:
         argv += ["-o", "ServerAliveInterval=%d" % options.keepalive_interval]
     if options.keepalive_count_max is not None:
         argv += ["-o", "ServerAliveCountMax=%d" % options.keepalive_count_max]
-    if host.startswith("-"):
-        raise ValueError("SSHTunnel(%r): a host name cannot start with '-'" % host)
     return argv + ["--", host]
 
 

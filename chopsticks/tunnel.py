@@ -257,6 +257,7 @@ class BaseTunnel(TunnelAwaitables):
         conn = self._conn
         if conn is None or conn.closed:
             self._connect_here(timeout)
+            self._check_thread()  # another thread's hub may have connected it meanwhile
             conn = self._conn
             if conn is None:
                 raise TunnelClosed("[%s] the tunnel was closed" % self.host)

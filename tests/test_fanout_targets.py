@@ -199,3 +199,15 @@ def test_argument_files(tmp_path):
     assert listed.stdout.split() == ["f-9"], listed.stderr
     missing = fanout("@/nonexistent/args", "-H", "a", "run", "true")
     assert missing.returncode == 2 and "cannot read argument file '/nonexistent/args'" in missing.stderr
+
+
+def test_a_commands_own_words_are_neither_argument_files_nor_options(tmp_path):
+    """After the subcommand, '@word' is the command's (no file is read); after '--', '-u root' does
+    not count as the command line's --user (CHOPSTICKS_USER still applies)."""
+    from chopsticks.fanout import defaults
+    result = local("-H", "w-1", "--format", "json", "run", "--", "echo @user")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["results"][0]["value"]["stdout"] == "@user\n"
+    argv, sources = defaults.from_environment(["-H", "a", "run", "--", "ps", "-u", "root"],
+                                              {"CHOPSTICKS_USER": "deploy"})
+    assert argv[:2] == ["--user", "deploy"] and sources == {"--user": "CHOPSTICKS_USER"}

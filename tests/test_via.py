@@ -136,6 +136,17 @@ def test_a_command_the_intermediate_cannot_run_is_a_clear_error(no_leaks):
         a.close()
 
 
+def test_the_intermediates_ssh_gets_every_option():
+    """user@host:port is split for the ssh client; an address of its own and agent=False pass on."""
+    from chopsticks.ssh_tunnel import ssh_client_argv
+    from chopsticks.transports.ssh_options import SSHOptions
+    argv = ssh_client_argv("deploy@db-7:2222", SSHOptions(hostname="10.0.0.7", agent=False, key="k"))
+    assert argv[-2:] == ["--", "db-7"]
+    for pair in (["-l", "deploy"], ["-p", "2222"], ["-o", "HostName=10.0.0.7"], ["-o", "IdentityAgent=none"],
+                 ["-i", "k"]):
+        assert any(argv[i:i + 2] == pair for i in range(len(argv))), (pair, argv)
+
+
 def test_via_takes_only_a_tunnel():
     """via= refuses what is not a tunnel, and an SSH password the intermediate's ssh could not use."""
     with pytest.raises(TypeError, match="via= takes a tunnel"):

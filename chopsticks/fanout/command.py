@@ -221,8 +221,9 @@ def execute(args, subcommand: Subcommand, group) -> int:
                 run.interrupted = True
     summary = summarize(run.counts, len(group), time.monotonic() - started)
     log.debug("fanout_finished", **summary)
-    if args.failed_to:
-        write_failed_to(args.failed_to, run.not_ok())
+    if args.failed_to:  # as -f reads them back: a host's own name, not 'HOST -> NAME' (--container)
+        given = {tunnel.host: tunnel.via.name if tunnel.via is not None else tunnel.host for tunnel in group}
+        write_failed_to(args.failed_to, [given[host] for host in run.not_ok()])
     order = {tunnel.host: index for index, tunnel in enumerate(group)}
     records.sort(key=lambda r: order[r["host"]])
     if fmt == "json":

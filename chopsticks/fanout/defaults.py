@@ -5,10 +5,11 @@ command line wins (an option given there, before or after the subcommand, replac
 repeatable option such as ``--key``, any on the command line replace the variable's). A bad
 value is the option's usage error, naming the variable.
 
-An argument ``@FILE`` is replaced by the arguments in FILE, one per line (blank lines and lines
-starting with ``#`` skipped), read where it stands; files may name files, 10 deep at most. It is
-not read as a file where it is the value of ``-H``/``--hosts`` or ``-x``/``--exclude``, where
-``@NAME`` is a group (``fanout.targets``).
+An argument ``@FILE`` before the subcommand is replaced by the arguments in FILE, one per line
+(blank lines and lines starting with ``#`` skipped), read where it stands; files may name files,
+10 deep at most. It is not read as a file where it is the value of ``-H``/``--hosts`` or
+``-x``/``--exclude``, where ``@NAME`` is a group (``fanout.targets``), nor after the subcommand
+or ``--``, where words belong to the command.
 """
 
 import os
@@ -37,15 +38,20 @@ VARIABLES: Dict[str, str] = {
 # The short spellings of those options, for telling whether the command line gives one.
 SHORT = {"--user": "-u", "--port": "-p", "--key": "-i", "--jump": "-J", "--ssh-config": "-F", "--timeout": "-t",
          "--concurrency": "-c"}
+# The subcommands: an @FILE after one is not read (``expand_files``).
+COMMANDS = ("facts", "call", "run", "put", "fetch")
 # Options whose value is host words, where @NAME is a group and not a file.
 HOST_OPTIONS = ("-H", "--hosts", "-x", "--exclude")
 MAX_FILE_DEPTH = 10
 
 
 def expand_files(argv: List[str], depth: int = 0) -> List[str]:
-    """``argv`` with each ``@FILE`` replaced by the arguments in FILE."""
+    """``argv`` with each ``@FILE`` before the subcommand replaced by the arguments in FILE
+    (what follows the subcommand, or ``--``, is its own: a command's words, a call's arguments)."""
     out: List[str] = []
     for index, arg in enumerate(argv):
+        if arg in COMMANDS or arg == "--":
+            return out + argv[index:]
         if not arg.startswith("@") or len(arg) == 1 or (index and argv[index - 1] in HOST_OPTIONS):
             out.append(arg)
             continue
@@ -64,10 +70,12 @@ def expand_files(argv: List[str], depth: int = 0) -> List[str]:
 
 
 def _given(argv: List[str], option: str) -> bool:
+    """Whether the command line gives ``option`` (up to ``--``: what follows is a command's words)."""
     flags = (option, SHORT.get(option, option))
+    options = argv[:argv.index("--")] if "--" in argv else argv
     return any(arg in flags or arg.startswith(option + "=") or (arg.startswith(flags[1]) and len(flags[1]) == 2
                                                                   and len(arg) > 2 and not arg.startswith("--"))
-               for arg in argv)
+               for arg in options)
 
 
 def from_environment(argv: List[str], environ: Optional[Dict[str, str]] = None) -> Tuple[List[str], Dict[str, str]]:

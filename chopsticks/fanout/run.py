@@ -100,10 +100,10 @@ class Run:
         started = time.monotonic()
         limit = None if max_fail is None else max_fail.of(len(self.hosts))
         try:
-            for batch in batches(self.hosts, size):
+            for index, batch in enumerate(batches(self.hosts, size)):
                 if limit is not None and len(self.done) - self.counts[OK] >= limit:
                     break
-                left = None if deadline is None else deadline - (time.monotonic() - started)
+                left = deadline if deadline is None or not index else deadline - (time.monotonic() - started)
                 if left is not None and left <= 0:
                     break  # what is left is not started: the run's time is up
                 self._batch(batch, start(batch, left))

@@ -165,6 +165,8 @@ def _put(args) -> Subcommand:
     except ValueError as exc:
         raise UsageError("--sessions: %s" % exc) from None
     columns = ["remote_path", "size", "sha256"] + (["skipped"] if args.if_changed else [])
+    if args.relay is not None and args.relay < 2:
+        raise UsageError("--relay: a tree's degree is 2 or more (1 would chain every host behind the one before)")
     if args.relay is not None and (os.path.isdir(args.src) or args.sessions):
         raise UsageError("--relay sends one file, over the tunnels: %s" % (
             "%s is a directory" % args.src if os.path.isdir(args.src) else "not with --sessions"))

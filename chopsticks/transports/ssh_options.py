@@ -118,7 +118,7 @@ class Destination:
     hash_known_hosts: bool = False  # HashKnownHosts: accept-new records the name hashed
 
 
-def _split_target(target: str) -> Tuple[Optional[str], str, Optional[int]]:
+def split_target(target: str) -> Tuple[Optional[str], str, Optional[int]]:
     """``[user@]host[:port]`` (IPv6 as ``[addr]:port``) -> (user, host, port)."""
     user = None
     if "@" in target:
@@ -147,7 +147,7 @@ def resolve(target: str, options: SSHOptions, _depth: int = 0) -> Destination:
     if _depth > 8:
         raise ValueError("jump host chain too long (a ProxyJump loop?)")
     try:
-        user, alias, port = _split_target(target)
+        user, alias, port = split_target(target)
     except ValueError as exc:
         raise ValueError("bad host %r: %s" % (target, exc)) from None
     user = user or options.user
