@@ -1,0 +1,302 @@
+"""Remote code gets from the controller only the tunnels nesting allows, and a hostile
+intermediate breaks only the tunnels through it.
+
+The hostile remote is a real agent in a subprocess, whose code sends the tunnel requests it
+crafts rather than those ``agent.nested`` sends (``hostile_nesting_remote``); for relayed
+pipes, a real agent whose relay lies as a script says (the same file, run as an
+intermediate tunnel's ``python``).
+"""
+
+import json
+import os
+import sys
+
+import gevent
+import pytest
+
+import hostile_nesting_remote as hnr
+import remote_helpers as rh
+from chopsticks import nesting
+from chopsticks.connection import NESTED_BACKLOG
+from chopsticks.containers import Docker
+from chopsticks.errors import ContainerError, ProtocolViolation, TunnelClosed
+from chopsticks.tunnel import Local
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+MiB = 1 << 20
+
+
+@pytest.fixture
+def tunnels(no_leaks):
+    """Keeps the tunnels a test makes, and closes them (last first) after it."""
+    made = []
+
+    def keep(tunnel):
+        made.append(tunnel)
+        return tunnel
+    yield keep
+    for tunnel in reversed(made):
+        tunnel.close()
+
+
+@pytest.fixture
+def built(monkeypatch):
+    """One "looked up" each time the controller looked up the tunnel classes, to build one
+    for remote code."""
+    lookups = []
+    classes = nesting._classes
+
+    def spy():
+        lookups.append("looked up")
+        return classes()
+    monkeypatch.setattr(nesting, "_classes", spy)
+    return lookups
+
+
+@pytest.fixture
+def intermediate(tmp_path, tunnels):
+    """A tunnel whose agent is real but whose relay lies as ``script`` says (see
+    ``hostile_nesting_remote``), named ``mid``."""
+    def make(**script):
+        (tmp_path / "relay.json").write_text(json.dumps(script))
+        wrapper = tmp_path / "python-mid"
+        wrapper.write_text("#!/bin/sh\nPYTHONPATH=%s exec %s %s %s \"$@\"\n" % (
+            ROOT, sys.executable, os.path.join(HERE, "hostile_nesting_remote.py"), tmp_path / "relay.json"))
+        wrapper.chmod(0o755)
+        return tunnels(Local("mid", python=str(wrapper)))
+    return make
+
+
+# -- what may be opened -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["Popen", "BaseTunnel", "SubprocessTunnel", "../x", "local", 5, None])
+def test_a_kind_outside_the_set_closes_the_tunnel_and_builds_nothing(tunnels, built, kind):
+    """An open of any kind but Local, Sudo, Docker or SSHTunnel is a protocol violation;
+    no tunnel class is even looked up."""
+    outer = tunnels(Local("outer"))
+    with pytest.raises(ProtocolViolation) as info:
+        outer.call(hnr.ask, ["open", kind, "x", {}], 5.0, timeout=20)
+    assert "malformed tunnel request" in str(info.value)
+    assert outer.closed and built == []
+
+
+REFUSED_OPTIONS = [
+    ("Local", {"serve": ["secret_nesting"]}),
+    ("Local", {"modules": "chopsticks"}),
+    ("Local", {"via": "outer"}),
+    ("Local", {"tunnel_options": {"serve": ["secret_nesting"]}}),
+    ("Local", {"depth": 0}),
+    ("SSHTunnel", {"password": "hunter2"}),
+    ("SSHTunnel", {"passphrase": "hunter2"}),
+    ("SSHTunnel", {"handshake_slots": 1}),
+    ("SSHTunnel", {"options": {"port": 22}}),
+    ("SSHTunnel", {"port": "22; rm -rf ~"}),
+    ("SSHTunnel", {"port": True}),
+    ("SSHTunnel", {"key": 5}),
+    ("SSHTunnel", {"key": ["~/.ssh/id", 5]}),
+    ("SSHTunnel", {"sudo": 1}),
+    ("Docker", {"engine_args": [1]}),
+    ("Docker", {"engine_args": "--privileged"}),
+    ("Docker", {"rm": 0}),
+    ("Docker", {"user": "root"}),
+    ("Sudo", {"user": ["root"]}),
+    ("Local", {"python": b"/bin/sh"}),
+    ("Local", {"connect_timeout": "1"}),
+    ("Local", {"max_result": 1.5}),
+]
+
+
+def test_options_a_kind_does_not_take_or_of_the_wrong_type_are_refused_and_start_nothing(tunnels, built):
+    """Import-service, secret, routing and SSH-client options, and options of the wrong type,
+    come back to the remote as TypeError naming the option; nothing is built or started."""
+    outer = tunnels(Local("outer"))
+    report = outer.call(hnr.ask_each, [["open", kind, "x", options] for kind, options in REFUSED_OPTIONS],
+                        timeout=30)
+    for (kind, options), answer in zip(REFUSED_OPTIONS, report["answers"]):
+        assert answer[:2] == [False, "TypeError"], (kind, options, answer)
+        assert answer[2].startswith("%s opened from remote code" % kind), (kind, options, answer)
+        assert repr(next(iter(options))) in answer[2], (kind, options, answer)
+    assert report["children"] == [] and built == []
+    assert outer.call(rh.add, 1, 2) == 3  # a refusal is an answer: the tunnel goes on
+
+
+@pytest.mark.parametrize("request_", [
+    ["open", "Local", "x", ["python", "/bin/sh"]],
+    ["open", "Local", "x", None],
+    ["open", "Local", 5, {}],
+    ["open", "Local", "x"],
+    ["open", "Local", "x", {}, "extra"],
+])
+def test_an_open_that_no_agent_would_send_closes_the_tunnel(tunnels, built, request_):
+    """Options that are not a dict, a name that is not a string, or the wrong number of
+    fields: a protocol violation, before anything is built."""
+    outer = tunnels(Local("outer"))
+    with pytest.raises(ProtocolViolation):
+        outer.call(hnr.ask, request_, 5.0, timeout=20)
+    assert built == []
+
+
+SECRET = "secret-%s" % os.urandom(8).hex()
+
+
+@pytest.fixture
+def secret_module(tmp_path, monkeypatch):
+    """A module on the controller's sys.path, never imported there, holding a secret."""
+    (tmp_path / "secret_nesting.py").write_text("def reveal():\n    return %r\n" % SECRET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "secret_nesting" not in sys.modules
+
+
+def test_a_remote_cannot_get_a_module_the_controller_does_not_serve(tunnels, secret_module):
+    """Neither ``serve=`` nor a call that names the module (to be sent along, or imported
+    there) gets its source to a tunnel opened by remote code."""
+    outer = tunnels(Local("outer"))
+    payload = hnr.call_by_name("secret_nesting", "reveal", [])
+    report = outer.call(hnr.open_then, [
+        ["open", "Local", "served", {"serve": ["secret_nesting"]}],
+        ["call", 1, payload, "secret_nesting", None],
+        ["call", 1, payload, "secret_nesting.reveal", None],
+    ], timeout=30)
+    assert report["opened"][0] is True
+    refused, *calls = report["answers"]
+    assert refused[:2] == [False, "TypeError"]
+    for answer in calls:
+        assert answer[:2] == [False, "RemoteException"], answer
+        assert "does not serve secret_nesting" in answer[2], answer
+    assert SECRET not in repr(report)
+
+
+# -- how many at once -------------------------------------------------------------------------
+
+def test_at_most_max_open_tunnels_are_open_at_once(tunnels):
+    """The remote's 17th open fails with an error saying why; one closed makes room again."""
+    outer = tunnels(Local("outer"))
+    opens = [["open", "Local", "n%d" % index, {}] for index in range(nesting.MAX_OPEN + 1)]
+    report = outer.call(hnr.ask_each, opens + [["close", 3], ["open", "Local", "again", {}]], timeout=60)
+    answers = report["answers"]
+    assert [answer[0] for answer in answers[:nesting.MAX_OPEN]] == [True] * nesting.MAX_OPEN
+    assert answers[nesting.MAX_OPEN][:2] == [False, "ChopsticksError"]
+    assert "at most %d tunnels" % nesting.MAX_OPEN in answers[nesting.MAX_OPEN][2]
+    assert answers[-2] == [True, "NoneType", None] and answers[-1][0] is True
+    assert len(report["children"]) == nesting.MAX_OPEN
+
+
+def test_a_flood_of_unanswered_requests_closes_the_tunnel_and_leaves_nothing(tunnels):
+    """More than NESTED_BACKLOG requests waiting for an answer at once is a protocol
+    violation: the tunnel and the tunnels opened through it close, no greenlet is left."""
+    outer = tunnels(Local("outer"))
+    with pytest.raises(ProtocolViolation) as info:
+        outer.call(hnr.open_and_flood, NESTED_BACKLOG + 1, 10.0, timeout=30)
+    assert "more than %d tunnel requests unanswered" % NESTED_BACKLOG in str(info.value)
+    assert outer.closed
+
+
+# -- calls and closes -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("request_", [
+    ["call", 99, b"x", None, None],
+    ["close", 99],
+    ["call", 0, b"x", None, None],
+    ["call", -1, b"x", None, None],
+    ["call", "1", b"x", None, None],
+    ["call", 1.0, b"x", None, None],
+    ["call", True, b"x", None, None],
+    ["close", True],
+    ["close", [1]],
+    ["call", 1, "not bytes", None, None],
+    ["call", 1, [1, 2], None, None],
+    ["call", 1, b"x", 5, None],
+    ["call", 1, b"x", None, "soon"],
+    ["call", 1, b"x", None, True],
+    ["call", 1, b"x"],
+    ["close"],
+    ["close", 1, 2],
+    [],
+    "call",
+    {"op": "call"},
+    ["nonsense", 1],
+], ids=repr)
+def test_a_call_or_close_no_agent_would_send_closes_the_tunnel(tunnels, request_):
+    """A tunnel id never opened or not an int (``True`` and ``1.0`` included, though tunnel 1
+    is open), a payload that is not bytes, a module or timeout of the wrong type, the wrong
+    number of fields: each is a protocol violation."""
+    outer = tunnels(Local("outer"))
+    with pytest.raises(ProtocolViolation):
+        outer.call(hnr.open_then, [request_], None, 5.0, timeout=30)
+    assert outer.closed
+
+
+# -- how deep ---------------------------------------------------------------------------------
+
+def test_remote_code_cannot_nest_deeper_than_the_limit_whatever_it_sends(tunnels, built):
+    """Code on a tunnel remote code opened (depth 2) is refused any further tunnel with
+    DepthLimitExceeded, whatever it asks; its depth option is no option; nothing starts."""
+    outer = tunnels(Local("outer"))
+    deep = [["open", "Local", "deeper", {}], ["open", "Sudo", "deeper", {"user": "root"}],
+            ["open", "SSHTunnel", "localhost", {}], ["open", "Local", "deeper", {"depth": 0}]]
+    (report, outer_children) = outer.call(hnr.from_nested, "ask_each", deep, timeout=30)
+    answers = report["answers"]
+    for answer in answers[:3]:
+        assert answer[:2] == [False, "DepthLimitExceeded"], answer
+        assert "Depth limit of 2 exceeded at outer -> deeper" in answer[2]
+    assert answers[3][:2] == [False, "TypeError"]
+    assert report["children"] == [] and len(outer_children) == 1
+    assert built == ["looked up"]  # the depth-2 tunnel itself
+
+
+# -- a hostile intermediate -------------------------------------------------------------------
+
+def test_an_intermediate_sending_on_a_stream_never_opened_fails_the_tunnels_through_it(intermediate, tunnels):
+    """Data for a stream never opened: the intermediate's tunnel closes with
+    ProtocolViolation, the far tunnel's call fails with TunnelClosed saying so; the
+    intermediate reconnects, and other tunnels go on."""
+    mid = intermediate(relay="unopened")
+    far = tunnels(Local("far", via=mid))
+    assert far.call(rh.echo, "through") == "through"
+    with pytest.raises(TunnelClosed) as info:
+        far.call(rh.echo, hnr.MARKER, timeout=20)
+    assert str(info.value).startswith("[mid -> far] the tunnel through mid ended")
+    assert "broke the protocol (data for stream 999, which was never opened)" in str(info.value)
+    assert mid.closed
+    with Local("bystander") as bystander:
+        assert bystander.call(rh.add, 2, 3) == 5
+    assert mid.call(rh.add, 1, 2) == 3  # a new agent
+
+
+@pytest.mark.parametrize("status", [
+    {"status": "3; rm -rf ~"}, {"status": 3.0}, {"status": True}, {"status": [3]}, {"status": {"status": 3}},
+], ids=repr)
+def test_an_exit_status_that_is_not_an_int_is_ignored(intermediate, tunnels, status):
+    """A relay that says its command exited with anything but an int: the status is ignored,
+    and the far tunnel's end is still a TunnelClosed naming the path; the intermediate goes on."""
+    mid = intermediate(relay="status", **status)
+    far = tunnels(Local("far", via=mid))
+    with pytest.raises(TunnelClosed) as info:
+        far.call(rh.hard_exit, 3, timeout=20)
+    assert str(info.value).startswith("[mid -> far] the agent exited with status None")
+    assert mid.call(rh.add, 1, 2) == 3
+
+
+def test_a_far_start_that_does_not_name_an_engine_fails(intermediate, tunnels):
+    """A container engine that is not a name, from the intermediate: the start fails clearly."""
+    mid = intermediate(relay="engine", engine=["docker", "--privileged"])
+    with pytest.raises(ContainerError) as info:
+        tunnels(Docker("box", via=mid)).connect()
+    assert "mid named no container engine" in str(info.value)
+    assert mid.call(rh.add, 1, 2) == 3
+
+
+# -- how big a result -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("options", [{"max_result": 1 << 40}], ids=["asked"])
+def test_a_tunnel_remote_code_opens_returns_no_more_than_its_own(tunnels, options):
+    """Asking for a max_result larger than the requesting tunnel's gets the requesting tunnel's."""
+    outer = tunnels(Local("outer", max_result=MiB))
+    big = hnr.call_by_name("os", "urandom", [2 * MiB])
+    report = outer.call(hnr.open_then, [["call", 1, big, None, None]], options, timeout=30)
+    assert report["opened"][0] is True
+    answer = report["answers"][0]
+    assert answer[:2] == [False, "ResultTooLarge"], answer
+    assert "over the tunnel's max_result of %d bytes" % MiB in answer[2]
+
