@@ -247,6 +247,31 @@ def test_remote_code_cannot_nest_deeper_than_the_limit_whatever_it_sends(tunnels
 
 # -- a hostile intermediate -------------------------------------------------------------------
 
+def test_an_intermediate_sending_past_its_credit_fails_the_tunnels_through_it(intermediate, tunnels, tmp_path):
+    """An intermediate that reads none of the credit it is given (the controller's writes to
+    it block) and sends a relayed pipe's stdout on regardless: past the credit its tunnel
+    closes with ProtocolViolation, and the far tunnel's call fails with TunnelClosed naming
+    the intermediate and why."""
+    stopped = tmp_path / "stopped-reading"
+    mid = intermediate(relay="overflow", stopped_reading=str(stopped))
+    far = tunnels(Local("far", via=mid))
+    assert far.call(rh.echo, "through") == "through"
+    marked = gevent.spawn(far.call, rh.echo, hnr.MARKER, timeout=20)
+    with gevent.Timeout(20):
+        while not stopped.exists():
+            gevent.sleep(0.01)
+    # the first call is read whole (then its reader stops), the second fills the pipe
+    filling = [gevent.spawn(mid.call, rh.echo, b"\0" * MiB, timeout=20) for _ in range(2)]
+    with pytest.raises(TunnelClosed) as info:
+        marked.get()
+    assert str(info.value).startswith("[mid -> far] the tunnel through mid ended")
+    assert "broke the protocol (stream 2 sent more than its credit)" in str(info.value)
+    for call in filling:
+        with pytest.raises(ProtocolViolation):
+            call.get()
+    assert mid.closed
+
+
 def test_an_intermediate_sending_on_a_stream_never_opened_fails_the_tunnels_through_it(intermediate, tunnels):
     """Data for a stream never opened: the intermediate's tunnel closes with
     ProtocolViolation, the far tunnel's call fails with TunnelClosed saying so; the
