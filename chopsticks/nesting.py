@@ -72,6 +72,7 @@ class Nested:
     def __init__(self, parent: Any):
         self._parent = weakref.ref(parent)
         self._tunnels: Dict[int, Any] = {}
+        self._opening = 0  # opens under way: they count against MAX_OPEN as they start
         self._ids = itertools.count(1)
 
     def answer(self, request: Any) -> bytes:
@@ -119,7 +120,7 @@ class Nested:
         depth = parent.depth + 1
         if depth > DEPTH_LIMIT:
             raise DepthLimitExceeded("Depth limit of %d exceeded at %s -> %s" % (DEPTH_LIMIT, parent.host, name))
-        if len(self._tunnels) >= MAX_OPEN:
+        if len(self._tunnels) + self._opening >= MAX_OPEN:
             raise ChopsticksError("[%s] at most %d tunnels may be open at once from remote code"
                                   % (parent.host, MAX_OPEN))
         if options.get("max_result", 0) > parent.max_result:
@@ -130,7 +131,11 @@ class Nested:
         else:
             tunnel = cls(name, via=parent, modules=parent.modules, **options)
         tunnel.depth = depth
-        tunnel.connect()  # as the original's ``with Docker(...)``: a failed start raises here
+        self._opening += 1
+        try:
+            tunnel.connect()  # as the original's ``with Docker(...)``: a failed start raises here
+        finally:
+            self._opening -= 1
         tid = next(self._ids)
         self._tunnels[tid] = tunnel
         return tid

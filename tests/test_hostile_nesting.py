@@ -182,6 +182,17 @@ def test_at_most_max_open_tunnels_are_open_at_once(tunnels):
     assert len(report["children"]) == nesting.MAX_OPEN
 
 
+def test_opens_under_way_count_against_max_open(tunnels):
+    """Opens sent all at once, none finished before the others are checked, still get no
+    more than MAX_OPEN tunnels; the rest are told why."""
+    outer = tunnels(Local("outer"))
+    opens = [["open", "Local", "n%d" % index, {}] for index in range(nesting.MAX_OPEN + 8)]
+    answers = outer.call(hnr.ask_at_once, opens, timeout=60)
+    assert [answer[0] for answer in answers].count(True) == nesting.MAX_OPEN
+    for answer in answers:
+        assert answer[0] is True or "at most %d tunnels" % nesting.MAX_OPEN in answer[2], answer
+
+
 def test_a_flood_of_unanswered_requests_closes_the_tunnel_and_leaves_nothing(tunnels):
     """More than NESTED_BACKLOG requests waiting for an answer at once is a protocol
     violation: the tunnel and the tunnels opened through it close, no greenlet is left."""
