@@ -123,8 +123,8 @@ class Nested:
         if len(self._tunnels) + self._opening >= MAX_OPEN:
             raise ChopsticksError("[%s] at most %d tunnels may be open at once from remote code"
                                   % (parent.host, MAX_OPEN))
-        if options.get("max_result", 0) > parent.max_result:
-            options["max_result"] = parent.max_result  # no bigger than what comes back up
+        # no bigger than what comes back up, asked for or not (the default is the largest)
+        options["max_result"] = min(options.get("max_result", parent.max_result), parent.max_result)
         cls = _classes()[kind]
         if kind == "Sudo":
             tunnel = cls(options.pop("user", "root"), name=name, via=parent, modules=parent.modules, **options)

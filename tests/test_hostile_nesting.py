@@ -325,9 +325,10 @@ def test_a_far_start_that_does_not_name_an_engine_fails(intermediate, tunnels):
 
 # -- how big a result -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("options", [{"max_result": 1 << 40}], ids=["asked"])
+@pytest.mark.parametrize("options", [{"max_result": 1 << 40}, {}], ids=["asked", "default"])
 def test_a_tunnel_remote_code_opens_returns_no_more_than_its_own(tunnels, options):
-    """Asking for a max_result larger than the requesting tunnel's gets the requesting tunnel's."""
+    """Asking for a max_result larger than the requesting tunnel's, or for none (the default
+    is larger), gets the requesting tunnel's."""
     outer = tunnels(Local("outer", max_result=MiB))
     big = hnr.call_by_name("os", "urandom", [2 * MiB])
     report = outer.call(hnr.open_then, [["call", 1, big, None, None]], options, timeout=30)
