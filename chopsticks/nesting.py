@@ -16,6 +16,7 @@ the far agent unopened. A remote holds at most ``MAX_OPEN`` tunnels at once, nes
 """
 
 import itertools
+import math
 import pickle
 import weakref
 from typing import Any, Callable, Dict, List, Tuple, Union
@@ -48,6 +49,16 @@ def _classes() -> Dict[str, Callable[..., Any]]:
     return {"Local": Local, "Sudo": Sudo, "Docker": Docker, "SSHTunnel": SSHTunnel}
 
 
+def _finite(number: Any) -> bool:
+    """Whether a number of seconds from a remote is one the controller's clocks can take:
+    finite as a float (ints of any size arrive, and one past a float's range would raise
+    OverflowError wherever it met a float)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
+
+
 def _checked_options(kind: str, options: Any) -> Dict[str, Any]:
     """The options a remote asked for, if each is one its kind takes, of its type."""
     if not isinstance(options, dict):
@@ -60,6 +71,8 @@ def _checked_options(kind: str, options: Any) -> Dict[str, Any]:
         ok = isinstance(value, allowed[name]) and not (isinstance(value, bool) and allowed[name] in (int, (int, float)))
         if isinstance(value, list):
             ok = ok and all(isinstance(item, str) for item in value)
+        if allowed[name] == (int, float):  # seconds
+            ok = ok and _finite(value)
         if not ok:
             raise TypeError("%s opened from remote code: option %r cannot be %r" % (kind, name, value))
     return options
@@ -100,7 +113,10 @@ class Nested:
             tid, payload, module, timeout = args
             if (isinstance(payload, bytes) and (module is None or isinstance(module, str))
                     and (timeout is None or isinstance(timeout, (int, float)) and not isinstance(timeout, bool))):
-                return self._tunnel(tid).run_call(Call(payload, module, timeout))
+                tunnel = self._tunnel(tid)
+                if timeout is not None and not _finite(timeout):
+                    raise ValueError("a call's timeout must be a finite number of seconds")
+                return tunnel.run_call(Call(payload, module, timeout))
         if op == "close" and len(args) == 1:
             self._tunnel(args[0])  # a known one
             self._tunnels.pop(args[0]).close()

@@ -121,6 +121,29 @@ def test_options_a_kind_does_not_take_or_of_the_wrong_type_are_refused_and_start
     assert outer.call(rh.add, 1, 2) == 3  # a refusal is an answer: the tunnel goes on
 
 
+def test_seconds_no_clock_can_take_are_refused(tunnels, built):
+    """A connect timeout or a call's timeout past what a float holds (an int of any size
+    arrives), infinite or NaN comes back to the remote as an error; nothing starts, and
+    the controller is not left with a failed greenlet and a half-started tunnel."""
+    outer = tunnels(Local("outer"))
+    payload = hnr.call_by_name("os", "getpid", [])
+    report = outer.call(hnr.open_then, [
+        ["open", "Local", "x", {"connect_timeout": 10 ** 400}],
+        ["open", "Local", "x", {"connect_timeout": float("inf")}],
+        ["open", "Local", "x", {"connect_timeout": float("nan")}],
+        ["call", 1, payload, None, 10 ** 400],
+        ["call", 1, payload, None, float("inf")],
+        ["call", 1, payload, None, float("nan")],
+    ], timeout=60)
+    answers = report["answers"]
+    for answer in answers[:3]:
+        assert answer[:2] == [False, "TypeError"] and "'connect_timeout' cannot be" in answer[2], answer
+    for answer in answers[3:]:
+        assert answer == [False, "ValueError", "a call's timeout must be a finite number of seconds"], answer
+    assert len(report["children"]) == 1 and built == ["looked up"]  # the one opened first
+    assert outer.call(rh.add, 1, 2) == 3
+
+
 @pytest.mark.parametrize("request_", [
     ["open", "Local", "x", ["python", "/bin/sh"]],
     ["open", "Local", "x", None],
