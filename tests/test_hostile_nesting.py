@@ -325,10 +325,12 @@ def test_an_intermediate_sending_on_a_stream_never_opened_fails_the_tunnels_thro
 
 @pytest.mark.parametrize("status", [
     {"status": "3; rm -rf ~"}, {"status": 3.0}, {"status": True}, {"status": [3]}, {"status": {"status": 3}},
+    {"status": 1, "times_ten_to": 5000}, {"status": -1, "times_ten_to": 5000},
 ], ids=repr)
-def test_an_exit_status_that_is_not_an_int_is_ignored(intermediate, tunnels, status):
-    """A relay that says its command exited with anything but an int: the status is ignored,
-    and the far tunnel's end is still a TunnelClosed naming the path; the intermediate goes on."""
+def test_an_exit_status_no_process_has_is_ignored(intermediate, tunnels, status):
+    """A relay that says its command exited with anything but an int, or an int no exit status
+    or signal is (one past what Python prints among them): the status is ignored, and the far
+    tunnel's end is still a TunnelClosed naming the path; the intermediate goes on."""
     mid = intermediate(relay="status", **status)
     far = tunnels(Local("far", via=mid))
     with pytest.raises(TunnelClosed) as info:
