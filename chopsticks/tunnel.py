@@ -174,8 +174,9 @@ class BaseTunnel:
         resource, which the connect timeout does not count)."""
         raise NotImplementedError
 
-    def _relayed_argv(self, via: Connection) -> List[str]:
-        """The command that ``via``'s agent runs to start this tunnel's agent on its host."""
+    def _relayed_argv(self, via: Connection, until: float) -> List[str]:
+        """The command that ``via``'s agent runs to start this tunnel's agent on its host,
+        known by ``until`` (a ``time.monotonic()`` instant) if it must ask that agent."""
         raise TypeError("%s cannot be reached through another tunnel (via=)" % type(self).__name__)
 
     def _open_relayed(self, timeout: float, until: Optional[float]) -> Tuple[Pipe, float]:
@@ -185,7 +186,9 @@ class BaseTunnel:
         via = self.via._conn
         if via is None:
             raise ConnectError("[%s] the tunnel through %s was closed meanwhile" % (self.host, self.via.host))
-        return RelayPipe(via, self._relayed_argv(via)), time.monotonic()
+        started = time.monotonic()  # what the command takes to learn counts as the start's
+        argv = self._relayed_argv(via, started + timeout if until is None else min(started + timeout, until))
+        return RelayPipe(via, argv), started
 
     def _explain_failed_start(self, status: Optional[int], stderr: List[str]) -> Optional[Explained]:
         """Why the agent ended before it started, as ``(exception class, message)``, when
@@ -417,7 +420,7 @@ class SubprocessTunnel(BaseTunnel):
         """The command that starts the agent: by default the remote ``python`` itself."""
         return bootstrap.python_argv(self.python)
 
-    def _relayed_argv(self, via: Connection) -> List[str]:
+    def _relayed_argv(self, via: Connection, until: float) -> List[str]:
         return self.cmd_args()
 
     def _after_kill(self) -> Optional[Callable[[], None]]:
@@ -524,7 +527,7 @@ class SSHTunnel(BaseTunnel):
         """The shell line that runs ``code`` under the agent's interpreter, as the agent's user."""
         return self._shell([self.python, "-S", "-c", code] + args)
 
-    def _relayed_argv(self, via: Connection) -> List[str]:
+    def _relayed_argv(self, via: Connection, until: float) -> List[str]:
         return ssh_client_argv(self.name, self.options) + [self._command()]
 
     def bulk_login(self) -> Optional[Login]:

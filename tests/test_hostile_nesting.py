@@ -10,6 +10,7 @@ intermediate tunnel's ``python``).
 import json
 import os
 import sys
+import time
 
 import gevent
 import pytest
@@ -19,7 +20,7 @@ import remote_helpers as rh
 from chopsticks import nesting
 from chopsticks.connection import NESTED_BACKLOG
 from chopsticks.containers import Docker
-from chopsticks.errors import ContainerError, ProtocolViolation, TunnelClosed
+from chopsticks.errors import ConnectTimeout, ContainerError, ProtocolViolation, TunnelClosed
 from chopsticks.tunnel import Local
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -345,6 +346,17 @@ def test_a_far_start_that_does_not_name_an_engine_fails(intermediate, tunnels):
     with pytest.raises(ContainerError) as info:
         tunnels(Docker("box", via=mid)).connect()
     assert "mid named no container engine" in str(info.value)
+    assert mid.call(rh.add, 1, 2) == 3
+
+
+def test_an_intermediate_that_never_names_its_engine_times_the_start_out(intermediate, tunnels):
+    """A container tunnel through an intermediate that never says which engine it has fails
+    with ConnectTimeout within its connect timeout; the intermediate goes on."""
+    mid = intermediate(relay="engine", engine="docker", sleep=60)
+    box = tunnels(Docker("box", via=mid, connect_timeout=1))
+    with gevent.Timeout(15), pytest.raises(ConnectTimeout) as info:  # else it waits the minute out
+        box.connect()
+    assert str(info.value) == "[mid -> box] mid did not name its container engine in time"
     assert mid.call(rh.add, 1, 2) == 3
 
 
