@@ -7,10 +7,12 @@ pipes, a real agent whose relay lies as a script says (the same file, run as an
 intermediate tunnel's ``python``).
 """
 
+import gc
 import json
 import os
 import sys
 import time
+import tracemalloc
 
 import gevent
 import pytest
@@ -374,3 +376,38 @@ def test_a_tunnel_remote_code_opens_returns_no_more_than_its_own(tunnels, option
     assert answer[:2] == [False, "ResultTooLarge"], answer
     assert "over the tunnel's max_result of %d bytes" % MiB in answer[2]
 
+
+# -- the names of modules sent along with a call ----------------------------------------------
+
+def test_a_module_name_made_to_be_slow_does_not_stall_the_controller(tunnels):
+    """A call naming a module of sixty thousand dotted parts is answered at the cost of any
+    call: the controller does not look them up one prefix at a time (its hub stood still
+    while it did, for some 10 s of CPU)."""
+    outer = tunnels(Local("outer"))
+    payload = hnr.call_by_name("os", "getpid", [])
+    outer.call(hnr.open_then, [], timeout=30)
+    cpu = time.process_time()  # the controller's own: a loaded machine does not inflate it
+    report = outer.call(hnr.ask_each, [["call", 1, payload, "a." * 60000 + "a", None]], timeout=300)
+    cpu = time.process_time() - cpu
+    assert report["answers"][0][:2] == [True, "int"]
+    assert cpu < 2.0, "the controller spent %.1f s of CPU on one call" % cpu
+
+
+def test_module_names_a_remote_makes_up_are_not_kept(tunnels):
+    """Calls naming a new module under a package the controller serves, each time, keep no
+    copy of that package's sources per name: the controller's memory stays flat."""
+    outer = tunnels(Local("outer"))
+    payload = hnr.call_by_name("os", "getpid", [])
+    made_up = ["chopsticks.connection.made_up_%d" % index for index in range(17)]
+    outer.call(hnr.open_then, [["call", 1, payload, made_up[0], None]], timeout=30)  # sources read once
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        report = outer.call(hnr.ask_each, [["call", 1, payload, name, None] for name in made_up[1:]], timeout=60)
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert [answer[:2] for answer in report["answers"]] == [[True, "int"]] * 16
+    assert kept < 2 * MiB, "%.1f MiB kept" % (kept / MiB)
