@@ -73,9 +73,10 @@ class StreamState:
     ``window`` counts its credit (``wire.window``): what a put may still send, or what a
     fetch's agent may still send. ``chunks`` hold what arrived and was not yet consumed,
     unless ``on_data`` takes each chunk as it arrives, in the hub (a relayed pipe's output).
-    ``wake`` is set on any change."""
+    ``wake`` is set on any change. ``owed``: bytes consumed whose credit waits for
+    ``crediting``, the write of the credit before (see ``Connection.stream_credit``)."""
 
-    __slots__ = ("sid", "window", "chunks", "wake", "error", "on_data")
+    __slots__ = ("sid", "window", "chunks", "wake", "error", "on_data", "owed", "crediting")
 
     def __init__(self, sid: int):
         self.sid = sid
@@ -84,6 +85,8 @@ class StreamState:
         self.wake = gevent.event.Event()
         self.error: Optional[BaseException] = None
         self.on_data: Optional[Callable[[bytes], None]] = None
+        self.owed = 0
+        self.crediting: Optional[gevent.Greenlet] = None
 
 
 class Connection:
@@ -245,14 +248,32 @@ class Connection:
 
     def stream_credit(self, state: StreamState, size: int, wait: bool = True) -> None:
         """The caller consumed ``size`` bytes of an incoming stream: the agent may send more.
-        ``wait`` False: the credit goes without blocking the caller (from the hub)."""
-        grant = state.window.consumed(size)
-        if not grant:
-            return
+
+        ``wait`` False: the credit goes without blocking the caller (from the hub). While the
+        credit before it waits for the pipe, it adds up in ``owed`` and goes next, as one:
+        a stream has one credit write at a time, and its window counts only credit handed
+        to the pipe, so an agent that reads none of it and sends on is past its credit,
+        not a pile of waiting writes."""
         if wait:
-            self.writer.write(protocol.CREDIT, state.sid, msgpack.packb(grant))
-        else:
-            self.writer.send([(protocol.CREDIT, state.sid, msgpack.packb(grant))])
+            grant = state.window.consumed(size)
+            if grant:
+                self.writer.write(protocol.CREDIT, state.sid, msgpack.packb(grant))
+            return
+        state.owed += size
+        if state.crediting is None:
+            self._send_credit(state)
+
+    def _send_credit(self, state: StreamState) -> None:
+        grant, state.owed = state.window.consumed(state.owed), 0
+        if grant:
+            state.crediting = self.writer.send([(protocol.CREDIT, state.sid, msgpack.packb(grant))])
+            if state.crediting is not None:  # it waits for the pipe
+                state.crediting.link(lambda _: self._credit_sent(state))
+
+    def _credit_sent(self, state: StreamState) -> None:
+        state.crediting = None
+        if state.owed and self._streams.get(state.sid) is state:
+            self._send_credit(state)
 
     def stream_end(self, state: StreamState, info: Dict[str, Any]) -> None:
         self.writer.write(protocol.END, state.sid, msgpack.packb(info))

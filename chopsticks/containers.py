@@ -11,11 +11,12 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from chopsticks.agent import relay as remote_relay
-from chopsticks.errors import ContainerError, PythonNotFound
+from chopsticks.errors import CallTimeout, ConnectTimeout, ContainerError, PythonNotFound
 from chopsticks import logs
 from chopsticks.connection import Connection, Explained
 from chopsticks.jobs import Call
@@ -113,12 +114,19 @@ class Docker(SubprocessTunnel):
         return ([self.engine, "run", "-i", "--pull=never", "--name", self.name] + label + keep
                 + self.engine_args + [str(self.image)] + python)
 
-    def _relayed_argv(self, via: Connection) -> List[str]:
+    def _relayed_argv(self, via: Connection, until: float) -> List[str]:
         if not self.engine:
             call = Call.of(remote_relay.container_engine)
-            self.engine = via.submit(call.payload, call.module, call.kind).result()
-            if not isinstance(self.engine, str) or not self.engine:
+            asked = via.submit(call.payload, call.module, call.kind)
+            try:
+                engine = asked.result(max(0.0, until - time.monotonic()))
+            except CallTimeout:
+                via.forget(asked)
+                raise ConnectTimeout("[%s] %s did not name its container engine in time"
+                                     % (self.host, via.name)) from None
+            if not isinstance(engine, str) or not engine:
                 raise ContainerError("[%s] %s named no container engine" % (self.host, via.name))
+            self.engine = engine
         return self.cmd_args()
 
     def _open_pipe(self, timeout: float, until: Optional[float] = None) -> Tuple[Pipe, float]:

@@ -280,13 +280,19 @@ class ModuleServer:
         """``preload``'s entries as one packed MODULES payload, or None when there are none.
 
         A fan-out's tunnels start alike, with none of them sent yet: for those the payload is
-        packed once, not once per tunnel, and packed again when one of its files changed."""
+        packed once, not once per tunnel, and packed again when one of its files changed.
+        Only a module found here is kept so: the name may be a remote's (a call that remote
+        code makes through a tunnel it opened), and a new name per call must not keep a new
+        copy of its parents each time. A name that is no module name is none of these."""
+        if not _valid_name(name):
+            return None
         cached = self._packed.get(name)
         if cached is None or any(_stamp(origin) != stamp for origin, stamp in cached[1]):
             entries = self.preload(name, set())
             origins = tuple((entry[2], self._stamps[entry[2]]) for entry in entries if entry[2] in self._stamps)
             cached = frozenset(entry[0] for entry in entries), origins, msgpack.packb(entries)
-            self._packed[name] = cached
+            if name in cached[0]:
+                self._packed[name] = cached
         names, _, message = cached
         if not sent.isdisjoint(names):  # this tunnel has some already: only the rest
             entries = self.preload(name, sent)

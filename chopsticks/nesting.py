@@ -16,6 +16,7 @@ the far agent unopened. A remote holds at most ``MAX_OPEN`` tunnels at once, nes
 """
 
 import itertools
+import math
 import pickle
 import weakref
 from typing import Any, Callable, Dict, List, Tuple, Union
@@ -49,6 +50,16 @@ def _classes() -> Dict[str, Callable[..., Any]]:
     return {"Local": Local, "Sudo": Sudo, "Docker": Docker, "SSHTunnel": SSHTunnel}
 
 
+def _finite(number: Any) -> bool:
+    """Whether a number of seconds from a remote is one the controller's clocks can take:
+    finite as a float (ints of any size arrive, and one past a float's range would raise
+    OverflowError wherever it met a float)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
+
+
 def _checked_options(kind: str, options: Any) -> Dict[str, Any]:
     """The options a remote asked for, if each is one its kind takes, of its type."""
     if not isinstance(options, dict):
@@ -61,6 +72,8 @@ def _checked_options(kind: str, options: Any) -> Dict[str, Any]:
         ok = isinstance(value, allowed[name]) and not (isinstance(value, bool) and allowed[name] in (int, (int, float)))
         if isinstance(value, list):
             ok = ok and all(isinstance(item, str) for item in value)
+        if allowed[name] == (int, float):  # seconds
+            ok = ok and _finite(value)
         if not ok:
             raise TypeError("%s opened from remote code: option %r cannot be %r" % (kind, name, value))
     return options
@@ -73,6 +86,7 @@ class Nested:
     def __init__(self, parent: Any):
         self._parent = weakref.ref(parent)
         self._tunnels: Dict[int, Any] = {}
+        self._opening = 0  # opens under way: they count against MAX_OPEN as they start
         self._ids = itertools.count(1)
 
     def answer(self, request: Any) -> bytes:
@@ -100,7 +114,10 @@ class Nested:
             tid, payload, module, timeout = args
             if (isinstance(payload, bytes) and (module is None or isinstance(module, str))
                     and (timeout is None or isinstance(timeout, (int, float)) and not isinstance(timeout, bool))):
-                return self._tunnel(tid).run_call(Call(payload, module, timeout))
+                tunnel = self._tunnel(tid)
+                if timeout is not None and not _finite(timeout):
+                    raise ValueError("a call's timeout must be a finite number of seconds")
+                return tunnel.run_call(Call(payload, module, timeout))
         if op == "close" and len(args) == 1:
             self._tunnel(args[0])  # a known one
             self._tunnels.pop(args[0]).close()
@@ -120,18 +137,22 @@ class Nested:
         depth = parent.depth + 1
         if depth > DEPTH_LIMIT:
             raise DepthLimitExceeded("Depth limit of %d exceeded at %s -> %s" % (DEPTH_LIMIT, parent.host, name))
-        if len(self._tunnels) >= MAX_OPEN:
+        if len(self._tunnels) + self._opening >= MAX_OPEN:
             raise ChopsticksError("[%s] at most %d tunnels may be open at once from remote code"
                                   % (parent.host, MAX_OPEN))
-        if options.get("max_result", 0) > parent.max_result:
-            options["max_result"] = parent.max_result  # no bigger than what comes back up
+        # no bigger than what comes back up, asked for or not (the default is the largest)
+        options["max_result"] = min(options.get("max_result", parent.max_result), parent.max_result)
         cls = _classes()[kind]
         if kind == "Sudo":
             tunnel = cls(options.pop("user", "root"), name=name, via=parent, modules=parent.modules, **options)
         else:
             tunnel = cls(name, via=parent, modules=parent.modules, **options)
         tunnel.depth = depth
-        tunnel.connect()  # as the original's ``with Docker(...)``: a failed start raises here
+        self._opening += 1
+        try:
+            tunnel.connect()  # as the original's ``with Docker(...)``: a failed start raises here
+        finally:
+            self._opening -= 1
         tid = next(self._ids)
         self._tunnels[tid] = tunnel
         return tid

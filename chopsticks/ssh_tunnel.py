@@ -85,7 +85,7 @@ class SSHTunnel(BaseTunnel):
         """The shell line that runs ``code`` under the agent's interpreter, as the agent's user."""
         return self._shell([self.python, "-S", "-c", code] + args)
 
-    def _relayed_argv(self, via: Connection) -> List[str]:
+    def _relayed_argv(self, via: Connection, until: float) -> List[str]:
         return ssh_client_argv(self.name, self.options) + [self._command()]
 
     def bulk_login(self) -> Optional[Login]:

@@ -168,8 +168,9 @@ class BaseTunnel(TunnelAwaitables):
         resource, which the connect timeout does not count)."""
         raise NotImplementedError
 
-    def _relayed_argv(self, via: Connection) -> List[str]:
-        """The command that ``via``'s agent runs to start this tunnel's agent on its host."""
+    def _relayed_argv(self, via: Connection, until: float) -> List[str]:
+        """The command that ``via``'s agent runs to start this tunnel's agent on its host,
+        known by ``until`` (a ``time.monotonic()`` instant) if it must ask that agent."""
         raise TypeError("%s cannot be reached through another tunnel (via=)" % type(self).__name__)
 
     def _open_relayed(self, timeout: float, until: Optional[float]) -> Tuple[Pipe, float]:
@@ -179,7 +180,9 @@ class BaseTunnel(TunnelAwaitables):
             via = self.via.connection(None if until is None else max(0.0, until - time.monotonic()))
         except TunnelClosed:
             raise ConnectError("[%s] the tunnel through %s was closed meanwhile" % (self.host, self.via.host)) from None
-        return RelayPipe(via, self._relayed_argv(via)), time.monotonic()
+        started = time.monotonic()  # what the command takes to learn counts as the start's
+        argv = self._relayed_argv(via, started + timeout if until is None else min(started + timeout, until))
+        return RelayPipe(via, argv), started
 
     def _sudo_user(self) -> Optional[str]:
         """Whom sudo runs this tunnel's agent as, or None (no sudo)."""
@@ -485,7 +488,7 @@ class SubprocessTunnel(BaseTunnel):
         """The command that starts the agent: by default the remote ``python`` itself."""
         return bootstrap.python_argv(self.python)
 
-    def _relayed_argv(self, via: Connection) -> List[str]:
+    def _relayed_argv(self, via: Connection, until: float) -> List[str]:
         return self.cmd_args()
 
     def _after_kill(self) -> Optional[Callable[[], None]]:

@@ -21,6 +21,9 @@ from chopsticks.wire import protocol
 # How long the command may take to exit after its stdin closes before it is killed (as a
 # local child's, ``transports.process.EXIT_GRACE``).
 EXIT_GRACE = 2.0
+# The largest exit status a process can have (signal numbers are smaller): what the
+# intermediate says beyond it is no status (an int of thousands of digits would not print).
+MAX_STATUS = 255
 
 
 class RelayPipe:
@@ -118,11 +121,13 @@ class RelayPipe:
     # -- the end ---------------------------------------------------------------------------
 
     def exit_status(self, timeout: Optional[float] = None) -> Optional[int]:
+        """The command's exit status (negative: the signal that killed it), as the
+        intermediate says; None while it runs, or if what it said is no exit status."""
         try:
             status = self._run.result(timeout)
         except Exception:
             return None
-        return status if type(status) is int else None
+        return status if type(status) is int and -MAX_STATUS <= status <= MAX_STATUS else None
 
     def kill(self) -> None:
         if not self._run.done() and not self._via.closed:
