@@ -51,6 +51,8 @@ MAX_LINE = 64 << 10
 REQUEST_BACKLOG = 256
 # Requests of the agent's code about tunnels it opened (``chopsticks.nesting``) answered at once.
 NESTED_BACKLOG = 64
+# ... and the bytes of their requests at once (a call's pickle is held until the call returns).
+NESTED_BYTES = 4 * protocol.MAX_TUNNEL_REQUEST
 
 # The stderr tail of every tunnel whose agent wrote none yet (most of them), never appended to.
 _NO_LINES: Deque[str] = collections.deque(maxlen=0)
@@ -133,6 +135,7 @@ class Connection:
         # by a greenlet of its own, since a call there may run long; at most NESTED_BACKLOG.
         self.nested = nested
         self._nested_answers: Set[gevent.Greenlet] = set()
+        self._nested_bytes = 0  # what their requests hold, at most NESTED_BYTES
         # what holds the bootstrap back until sudo is answered (``chopsticks.sudo``), or None
         self.gate = gate
         pipe.start_reading(self._on_data, self._on_stderr)
@@ -477,11 +480,19 @@ class Connection:
         self._requests = self._request_server = None
 
     def _on_tunnel(self, frame: protocol.Frame) -> None:
+        size = len(frame.payload)
         if len(self._nested_answers) >= NESTED_BACKLOG:
             raise protocol.ProtocolError("more than %d tunnel requests unanswered" % NESTED_BACKLOG)
+        if self._nested_bytes + size > NESTED_BYTES:
+            raise protocol.ProtocolError("more than %d bytes of tunnel requests unanswered" % NESTED_BYTES)
+        self._nested_bytes += size
         answer = gevent.spawn(self._answer_tunnel, frame.req_id, _decoded(frame))
         self._nested_answers.add(answer)
-        answer.link(self._nested_answers.discard)
+
+        def answered(_: gevent.Greenlet) -> None:
+            self._nested_answers.discard(answer)
+            self._nested_bytes -= size
+        answer.link(answered)
 
     def _answer_tunnel(self, req_id: int, request: Any) -> None:
         if self.nested is None:
@@ -493,6 +504,11 @@ class Connection:
             except protocol.ProtocolError as exc:
                 self._violated(str(exc))
                 return
+            except Exception as exc:  # a bug of ours: the remote still gets an answer, never a hang
+                logs.warning("internal_error", host=self.name, error=repr(exc), traceback=traceback.format_exc())
+                reply = pickle.dumps((False, InternalError("[%s] chopsticks failed answering a tunnel request (%s: "
+                                                           "%s); this is a bug in chopsticks, please report it"
+                                                           % (self.name, type(exc).__name__, exc))))
         self._reply(protocol.TUNNEL_REPLY, req_id, reply)
 
     def _violated(self, reason: str) -> None:

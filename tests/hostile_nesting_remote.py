@@ -204,3 +204,13 @@ if __name__ == "__main__":
     from crafted_agent import run_agent, script_and_command
     script, code, _ = script_and_command()
     run_agent(code, _craft_relay(script), "chopsticks.agent.relay")
+
+
+def open_and_flood_bytes(count, size, seconds=30.0):
+    """Open a tunnel, then ask for ``count`` calls on it at once, each sleeping ``seconds`` and
+    carrying ``size`` bytes of arguments (held by the controller until the call returns)."""
+    opened = ask(["open", "Local", "heavy", {}])
+    if not opened[0]:
+        return opened
+    payload = pickle.dumps((time.sleep, (seconds,), {}), 4) + b"\x00" * size  # junk after the pickle's end
+    return flood([["call", opened[2], payload, None, None]] * count, seconds)

@@ -20,7 +20,8 @@ import pytest
 import hostile_nesting_remote as hnr
 import remote_helpers as rh
 from chopsticks import nesting
-from chopsticks.connection import NESTED_BACKLOG
+from chopsticks.connection import NESTED_BACKLOG, NESTED_BYTES
+from chopsticks.wire import protocol
 from chopsticks.containers import Docker
 from chopsticks.errors import ConnectTimeout, ContainerError, ProtocolViolation, TunnelClosed
 from chopsticks.tunnel import Local
@@ -227,6 +228,20 @@ def test_a_flood_of_unanswered_requests_closes_the_tunnel_and_leaves_nothing(tun
         outer.call(hnr.open_and_flood, NESTED_BACKLOG + 1, 10.0, timeout=30)
     assert "more than %d tunnel requests unanswered" % NESTED_BACKLOG in str(info.value)
     assert outer.closed
+
+
+def test_requests_too_big_or_too_many_bytes_at_once_close_the_tunnel(tunnels):
+    """One request past MAX_TUNNEL_REQUEST, or more than NESTED_BYTES of requests held at once
+    (each answer keeps its call's bytes until the call returns): a protocol violation, so one
+    host cannot make the controller hold gigabytes."""
+    outer = tunnels(Local("outer"))
+    with pytest.raises(ProtocolViolation, match="over its %d-byte limit" % protocol.MAX_TUNNEL_REQUEST):
+        outer.call(hnr.open_and_flood_bytes, 1, protocol.MAX_TUNNEL_REQUEST + 1, 10.0, timeout=30)
+    assert outer.closed
+    again = tunnels(Local("again"))
+    per_call = protocol.MAX_TUNNEL_REQUEST - (1 << 20)
+    with pytest.raises(ProtocolViolation, match="more than %d bytes of tunnel requests unanswered" % NESTED_BYTES):
+        again.call(hnr.open_and_flood_bytes, NESTED_BYTES // per_call + 1, per_call, 10.0, timeout=60)
 
 
 # -- calls and closes -------------------------------------------------------------------------

@@ -26,7 +26,11 @@ PROTOCOL = 4
 
 def _ask(op, *args):
     """One request to the controller, answered when done (a call: when it returned)."""
-    reply = main.AGENT.request(protocol.TUNNEL, mpack.packb([op] + list(args)), timeout=None)
+    request = mpack.packb([op] + list(args))
+    if len(request) > protocol.MAX_TUNNEL_REQUEST:
+        raise ValueError("a call through a tunnel opened here takes at most %d bytes of pickled arguments, "
+                         "not %d: send bulk data another way" % (protocol.MAX_TUNNEL_REQUEST, len(request)))
+    reply = main.AGENT.request(protocol.TUNNEL, request, timeout=None)
     ok, value = pickle.loads(reply.payload)  # the controller's own pickle: it is trusted here
     if not ok:
         raise value

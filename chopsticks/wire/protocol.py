@@ -66,6 +66,9 @@ MAX_PREAMBLE = 1 << 20
 # ~200 bytes measured), counted against max_message: many tiny messages started at once
 # cost their memory, not just their payload bytes.
 PARTIAL_COST = 256
+# The largest request about a tunnel remote code opened (``agent.nested``: a call's pickle):
+# answers hold theirs until the call returns, so the controller bounds them, one and together.
+MAX_TUNNEL_REQUEST = 8 << 20
 # The largest message of each kind an agent may send, where that is far below the tunnel's
 # max_message (results and errors): a controller's decoder refuses anything bigger before it
 # buffers or decodes it, so no small control message can unfold into a large allocation.
@@ -77,6 +80,7 @@ AGENT_LIMITS = {
     GET_DATA: 8 << 10,
     CREDIT: 16,
     STREAM: STREAM_CHUNK,
+    TUNNEL: MAX_TUNNEL_REQUEST,
 }
 
 
