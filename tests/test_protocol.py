@@ -108,7 +108,7 @@ def test_per_kind_limits_refuse_big_control_messages(kind):
         if pieces == 1 and limit + 1 <= protocol.CHUNK:
             data = b"".join(protocol.encode(kind, 1, payload))
         else:
-            step = limit // 2 + 1
+            step = min(limit // 2 + 1, protocol.CHUNK)  # no frame carries more than CHUNK
             data = b""
             for start in range(0, len(payload), step):
                 more = start + step < len(payload)
