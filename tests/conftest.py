@@ -137,6 +137,15 @@ def fleet(request):
         yield running
 
 
+@pytest.fixture(params=["local", "ssh"])
+def local_or_ssh(request):
+    """Each test twice: with Local tunnels (None), and with the SSH fleet ((fleet, its SSH
+    options), started before the leak check counts)."""
+    if request.param == "ssh":
+        return request.getfixturevalue("fleet"), request.getfixturevalue("ssh_options")
+    return None
+
+
 @pytest.fixture
 def ssh_options(fleet):
     """SSH options that reach the fleet with its own key and known_hosts, ignoring ~/.ssh."""

@@ -54,17 +54,10 @@ async def eventually(check):
         await asyncio.sleep(0.01)
 
 
-@pytest.fixture(params=["local", "ssh"])
-def kind(request):
-    """Local tunnels, or SSH hosts of the fleet (started before the leak check counts)."""
-    if request.param == "ssh":
-        return request.getfixturevalue("fleet"), request.getfixturevalue("ssh_options")
-    return None
-
-
 @pytest.fixture
-def make_tunnel(kind, hub_thread):
+def make_tunnel(local_or_ssh, hub_thread):
     """Tunnels of one kind (a Local, or an SSH host of the fleet), closed after the test."""
+    kind = local_or_ssh
     made = []
 
     def make(index=0):

@@ -54,17 +54,10 @@ def started_pids(directory, count=1):
     raise AssertionError("the calls did not start")
 
 
-@pytest.fixture(params=["local", "ssh"])
-def kind(request):
-    """Local tunnels, or SSH hosts of the fleet (started before the leak check counts)."""
-    if request.param == "ssh":
-        return request.getfixturevalue("fleet"), request.getfixturevalue("ssh_options")
-    return None
-
-
 @pytest.fixture
-def make_tunnel(kind, hub_thread):
+def make_tunnel(local_or_ssh, hub_thread):
     """Tunnels of one kind, closed after the test (from the main thread)."""
+    kind = local_or_ssh
     made = []
 
     def make(index=0):
@@ -150,10 +143,11 @@ def test_call_async_from_a_thread(make_tunnel, tmp_path):
     assert kind == "ThreadCallFuture"
 
 
-def test_group_fan_outs_from_threads(kind, hub_thread, tmp_path):
+def test_group_fan_outs_from_threads(local_or_ssh, hub_thread, tmp_path):
     """Two threads fan out over one group at once (every host answers each), the main thread's
     fan-out over it then goes to the hub thread that runs its tunnels, and a thread's
     ``iter_call`` streams results as hosts finish, in the order the main thread lets them go."""
+    kind = local_or_ssh
     tunnels = [Local("fan-%d" % i) for i in range(3)] if kind is None else \
         [SSHTunnel(host, options=kind[1]) for host in kind[0].hosts[:3]]
     with Group(tunnels) as group:
