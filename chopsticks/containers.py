@@ -22,7 +22,7 @@ from chopsticks.connection import Connection, Explained
 from chopsticks.jobs import Call
 from chopsticks.transports import Pipe
 from chopsticks.transports.process import run_command
-from chopsticks.tunnel import SubprocessTunnel
+from chopsticks.pipe_tunnels import SubprocessTunnel
 
 # What engines accept as a container name.
 CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")

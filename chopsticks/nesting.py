@@ -46,7 +46,7 @@ OPTIONS: Dict[str, Dict[str, _Types]] = {
 def _classes() -> Dict[str, Callable[..., Any]]:
     from chopsticks.containers import Docker
     from chopsticks.ssh_tunnel import SSHTunnel
-    from chopsticks.tunnel import Local, Sudo
+    from chopsticks.pipe_tunnels import Local, Sudo
     return {"Local": Local, "Sudo": Sudo, "Docker": Docker, "SSHTunnel": SSHTunnel}
 
 

@@ -46,6 +46,7 @@ class SSHTunnel(BaseTunnel):
 
     python3 = "python3"
     takes_sudo = True
+    takes_sudo_password = True
 
     def __init__(self, host: str, *, options: Optional[SSHOptions] = None,
                  tunnel_options: Optional[TunnelOptions] = None, python: Optional[str] = None,

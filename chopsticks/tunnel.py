@@ -40,7 +40,7 @@ from chopsticks.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESULT, Tunn
 from chopsticks.transports import Pipe
 from chopsticks.transports.libssh import Login
 from chopsticks.transports.process import ProcessPipe
-from chopsticks.sudo import SudoPrompt, explain as explain_sudo, sudo_argv
+from chopsticks.sudo import SudoPrompt
 from chopsticks.transports.relayed import RelayPipe
 
 # Exit statuses of a shell that could not run the interpreter.
@@ -105,6 +105,8 @@ class BaseTunnel(TunnelAwaitables):
     python3: Optional[str] = None
     #: Whether this kind of tunnel can run its agent under ``sudo`` (the option is SSH's).
     takes_sudo = False
+    #: Whether it can answer sudo's password prompt (``sudo_password=``: ``Sudo``, ``SSHTunnel``).
+    takes_sudo_password = False
     #: How deep this tunnel is nested: 1 for the controller's own, one more for each
     #: level of remote code that opened it (``chopsticks.nesting``).
     depth = 1
@@ -123,7 +125,7 @@ class BaseTunnel(TunnelAwaitables):
         if options.sudo and not self.takes_sudo:
             raise TypeError("%s has no sudo option (an SSH tunnel's); a local agent as another user is "
                             "Sudo(user)" % type(self).__name__)
-        if sudo_password is not None and not (self.takes_sudo or isinstance(self, Sudo)):
+        if sudo_password is not None and not self.takes_sudo_password:
             raise TypeError("%s runs no sudo: sudo_password= is for Sudo and SSHTunnel(sudo=...)"
                             % type(self).__name__)
         #: The name given; ``host`` is the whole path for a tunnel through another one
@@ -463,87 +465,10 @@ class BaseTunnel(TunnelAwaitables):
             raise
 
 
-class SubprocessTunnel(BaseTunnel):
-    """A tunnel whose agent is reached through a local command's stdin and stdout.
-
-    The base of ``Local``, ``Sudo`` and ``Docker``, and of your own pipe tunnels: override
-    ``cmd_args()`` to wrap the remote ``python`` command in whatever reaches the other side
-    (``kubectl exec -i``, ``lxc exec``, ``chroot`` ...). The command must pass stdin and stdout
-    through byte for byte and must not write to stdout itself; what it writes to stderr is
-    shown as the host's output. Set the class attribute ``python3`` (as in the original
-    chopsticks) or pass ``python=`` to choose the interpreter.
-    """
-
-    def __init__(self, host: Optional[str] = None, **options):
-        if host is None:  # the original's subclasses set self.host, then call __init__()
-            host = getattr(self, "host", "")
-        super().__init__(host, **options)
-
-    @property
-    def PYTHON_ARGS(self) -> List[str]:  # noqa: N802 (the original's name)
-        """The interpreter's arguments that start the agent (the original's attribute)."""
-        return bootstrap.python_argv(self.python)[1:]
-
-    def cmd_args(self) -> List[str]:
-        """The command that starts the agent: by default the remote ``python`` itself."""
-        return bootstrap.python_argv(self.python)
-
-    def _relayed_argv(self, via: Connection, until: float) -> List[str]:
-        return self.cmd_args()
-
-    def _after_kill(self) -> Optional[Callable[[], None]]:
-        """What cleans up after the command had to be killed (a container tunnel removes its
-        container), or None: a callable of plain values, never holding the tunnel, since the
-        pipe outlives a tunnel dropped without ``close()``."""
-        return None
-
-    def _open_pipe(self, timeout: float, until: Optional[float] = None) -> Tuple[Pipe, float]:
-        # nothing to wait for: a spawn is bounded by the system, then the handshake by until
-        argv = self.cmd_args()
-        try:
-            return ProcessPipe(argv, after_kill=self._after_kill()), time.monotonic()
-        except FileNotFoundError:
-            if argv[0] == self.python:
-                raise  # connect reports the missing interpreter
-            raise ConnectError("[%s] cannot start %s: it is not installed (not found on PATH)"
-                               % (self.host, argv[0])) from None
-
-
-class Local(SubprocessTunnel):
-    """A tunnel to an agent in a local subprocess of the system ``python3``.
-
-    ``Local()`` or ``Local('name', python='/usr/bin/python3.11')``.
-    """
-
-    def __init__(self, name: str = "localhost", **options):
-        super().__init__(name, **options)
-
-
-class Sudo(SubprocessTunnel):
-    """A tunnel to a local agent run as another user through ``sudo -n`` (never a password
-    prompt: allow the interpreter with NOPASSWD in sudoers).
-
-    ``Sudo()`` (root, named ``root@localhost``), ``Sudo('postgres', name='pg')``.
-    """
-
-    def __init__(self, user: str = "root", name: Optional[str] = None, **options):
-        if not isinstance(user, str) or not user or user.startswith("-"):
-            raise ValueError("Sudo needs a user name, got %r" % (user,))
-        self.user = user
-        super().__init__(name or "%s@localhost" % user, **options)
-
-    def cmd_args(self) -> List[str]:
-        return sudo_argv(self.user, super().cmd_args(), self._sudo_prompt)
-
-    def _sudo_user(self) -> Optional[str]:
-        return self.user
-
-    def _explain_failed_start(self, status: Optional[int], stderr: List[str]) -> Optional[Explained]:
-        return explain_sudo(stderr) or super()._explain_failed_start(status, stderr)
-
-
 # Where the tunnels of their own modules live (they import this one); the original had them here.
-_ELSEWHERE = {"Docker": "chopsticks.containers", "SSHTunnel": "chopsticks.ssh_tunnel", "Tunnel": "chopsticks.ssh_tunnel"}
+_ELSEWHERE = {"Docker": "chopsticks.containers", "SSHTunnel": "chopsticks.ssh_tunnel", "Tunnel": "chopsticks.ssh_tunnel",
+              "SubprocessTunnel": "chopsticks.pipe_tunnels", "Local": "chopsticks.pipe_tunnels",
+              "Sudo": "chopsticks.pipe_tunnels"}
 
 
 def __getattr__(name: str):

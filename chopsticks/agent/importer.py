@@ -32,8 +32,8 @@ SITE_PENDING, SITE_RUNNING, SITE_DONE = range(3)
 PACKED = object()
 # The controller's API modules, which need gevent: on a remote, code that imports them gets
 # their remote-safe stand-in (a module that puts another in its own place in sys.modules).
-ALIASES = dict.fromkeys(("chopsticks.tunnel", "chopsticks.ssh_tunnel", "chopsticks.group", "chopsticks.queue",
-                         "chopsticks.containers"), "chopsticks.agent.nested")
+ALIASES = dict.fromkeys(("chopsticks.tunnel", "chopsticks.ssh_tunnel", "chopsticks.pipe_tunnels", "chopsticks.group",
+                         "chopsticks.queue", "chopsticks.containers"), "chopsticks.agent.nested")
 ALIAS_SOURCE = "import sys\nfrom importlib import import_module\nsys.modules[__name__] = import_module(%r)\n"
 
 

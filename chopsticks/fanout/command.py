@@ -54,7 +54,8 @@ def ask(args, option: str, prompt: str) -> Optional[str]:
 
 
 def _pipe_tunnel(args, name: str, options: TunnelOptions):
-    from chopsticks.tunnel import Docker, Local, Sudo
+    from chopsticks.containers import Docker
+    from chopsticks.pipe_tunnels import Local, Sudo
 
     if args.transport == "docker":
         if args.image:
