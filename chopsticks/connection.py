@@ -49,10 +49,6 @@ MAX_LINE = 64 << 10
 # Import and data requests waiting for an answer, at most. With their size limits
 # (protocol.AGENT_LIMITS) that bounds what they hold to 256 x 8 KiB = 2 MiB per tunnel.
 REQUEST_BACKLOG = 256
-# Requests of the agent's code about tunnels it opened (``chopsticks.nesting``) answered at once.
-NESTED_BACKLOG = 64
-# ... and the bytes of their requests at once (a call's pickle is held until the call returns).
-NESTED_BYTES = 4 * protocol.MAX_TUNNEL_REQUEST
 
 # The stderr tail of every tunnel whose agent wrote none yet (most of them), never appended to.
 _NO_LINES: Deque[str] = collections.deque(maxlen=0)
@@ -131,11 +127,8 @@ class Connection:
         # REQUEST_BACKLOG is a protocol violation, so a flood cannot pile up greenlets.
         self._requests: Optional[Deque[protocol.Frame]] = None
         self._request_server: Optional[gevent.Greenlet] = None
-        # Tunnels the agent's code opens (``chopsticks.nesting``): each request is answered
-        # by a greenlet of its own, since a call there may run long; at most NESTED_BACKLOG.
+        # the tunnels the agent's code opens, and the answers to its requests about them
         self.nested = nested
-        self._nested_answers: Set[gevent.Greenlet] = set()
-        self._nested_bytes = 0  # what their requests hold, at most NESTED_BYTES
         # what holds the bootstrap back until sudo is answered (``chopsticks.sudo``), or None
         self.gate = gate
         pipe.start_reading(self._on_data, self._on_stderr)
@@ -355,10 +348,8 @@ class Connection:
             state.wake.set()
         if self._request_server is not None:
             self._request_server.kill(block=False)
-        for answer in list(self._nested_answers):
-            answer.kill(block=False)
         if self.nested is not None:
-            gevent.spawn(self.nested.close)  # the tunnels through this one ended with it
+            self.nested.end()  # the tunnels through this one ended with it
         self.pipe.close_stdin()
         self._stderr_ended.wait(2.0)
         self.pipe.close()
@@ -480,36 +471,12 @@ class Connection:
         self._requests = self._request_server = None
 
     def _on_tunnel(self, frame: protocol.Frame) -> None:
-        size = len(frame.payload)
-        if len(self._nested_answers) >= NESTED_BACKLOG:
-            raise protocol.ProtocolError("more than %d tunnel requests unanswered" % NESTED_BACKLOG)
-        if self._nested_bytes + size > NESTED_BYTES:
-            raise protocol.ProtocolError("more than %d bytes of tunnel requests unanswered" % NESTED_BYTES)
-        self._nested_bytes += size
-        answer = gevent.spawn(self._answer_tunnel, frame.req_id, _decoded(frame))
-        self._nested_answers.add(answer)
-
-        def answered(_: gevent.Greenlet) -> None:
-            self._nested_answers.discard(answer)
-            self._nested_bytes -= size
-        answer.link(answered)
-
-    def _answer_tunnel(self, req_id: int, request: Any) -> None:
-        if self.nested is None:
-            reply = pickle.dumps((False, ChopsticksError("[%s] this tunnel opens no tunnels for remote code"
-                                                         % self.name)))
-        else:
-            try:
-                reply = self.nested.answer(request)
-            except protocol.ProtocolError as exc:
-                self._violated(str(exc))
-                return
-            except Exception as exc:  # a bug of ours: the remote still gets an answer, never a hang
-                logs.warning("internal_error", host=self.name, error=repr(exc), traceback=traceback.format_exc())
-                reply = pickle.dumps((False, InternalError("[%s] chopsticks failed answering a tunnel request (%s: "
-                                                           "%s); this is a bug in chopsticks, please report it"
-                                                           % (self.name, type(exc).__name__, exc))))
-        self._reply(protocol.TUNNEL_REPLY, req_id, reply)
+        request = _decoded(frame)
+        if self.nested is not None:
+            self.nested.take(frame.req_id, len(frame.payload), request, self.name, self._reply, self._violated)
+            return
+        refusal = ChopsticksError("[%s] this tunnel opens no tunnels for remote code" % self.name)
+        gevent.spawn(self._reply, protocol.TUNNEL_REPLY, frame.req_id, pickle.dumps((False, refusal)))
 
     def _violated(self, reason: str) -> None:
         """The agent broke the protocol, as found outside the read callback: close it."""

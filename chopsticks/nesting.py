@@ -18,10 +18,14 @@ the far agent unopened. A remote holds at most ``MAX_OPEN`` tunnels at once, nes
 import itertools
 import math
 import pickle
+import traceback
 import weakref
-from typing import Any, Callable, Dict, List, Tuple, Union
+from typing import Any, Callable, Dict, List, Set, Tuple, Union
 
-from chopsticks.errors import ChopsticksError, DepthLimitExceeded
+import gevent
+
+from chopsticks import logs
+from chopsticks.errors import ChopsticksError, DepthLimitExceeded, InternalError
 from chopsticks.jobs import Call
 from chopsticks.wire import protocol
 
@@ -29,6 +33,10 @@ from chopsticks.wire import protocol
 DEPTH_LIMIT = 2
 # Tunnels one remote may hold open at once.
 MAX_OPEN = 16
+# Requests of one remote waiting for their answers, at most, and the bytes they hold (a
+# call's pickle is held until the call returns): one host cannot pile up greenlets or memory.
+BACKLOG = 64
+BYTES = 4 * protocol.MAX_TUNNEL_REQUEST
 
 _Types = Union[type, Tuple[type, ...]]
 _STRINGS = (str, list)  # a string or a list of strings
@@ -88,6 +96,49 @@ class Nested:
         self._tunnels: Dict[int, Any] = {}
         self._opening = 0  # opens under way: they count against MAX_OPEN as they start
         self._ids = itertools.count(1)
+        # each request answered by a greenlet of its own (a call may run long), at most
+        # BACKLOG of them holding at most BYTES of requests
+        self._answers: Set[gevent.Greenlet] = set()
+        self._held = 0
+
+    def take(self, req_id: int, size: int, request: Any, host: str, reply: Callable[[int, int, bytes], None],
+             violated: Callable[[str], None]) -> None:
+        """A request of ``size`` bytes, as the connection decoded it (in the hub, from its read
+        callback): its answer goes to ``reply(kind, req_id, payload)`` from a greenlet of its
+        own; a request no agent of ours would send, to ``violated(reason)``. Past the bounds,
+        ``protocol.ProtocolError`` at once."""
+        if len(self._answers) >= BACKLOG:
+            raise protocol.ProtocolError("more than %d tunnel requests unanswered" % BACKLOG)
+        if self._held + size > BYTES:
+            raise protocol.ProtocolError("more than %d bytes of tunnel requests unanswered" % BYTES)
+        self._held += size
+        answer = gevent.spawn(self._reply_to, req_id, request, host, reply, violated)
+        self._answers.add(answer)
+
+        def answered(_: gevent.Greenlet) -> None:
+            self._answers.discard(answer)
+            self._held -= size
+        answer.link(answered)
+
+    def _reply_to(self, req_id: int, request: Any, host: str, reply: Callable[[int, int, bytes], None],
+                  violated: Callable[[str], None]) -> None:
+        try:
+            payload = self.answer(request)
+        except protocol.ProtocolError as exc:
+            violated(str(exc))
+            return
+        except Exception as exc:  # a bug of ours: the remote still gets an answer, never a hang
+            logs.warning("internal_error", host=host, error=repr(exc), traceback=traceback.format_exc())
+            payload = pickle.dumps((False, InternalError("[%s] chopsticks failed answering a tunnel request (%s: %s); "
+                                                         "this is a bug in chopsticks, please report it"
+                                                         % (host, type(exc).__name__, exc))))
+        reply(protocol.TUNNEL_REPLY, req_id, payload)
+
+    def end(self) -> None:
+        """The remote's own tunnel ended: no more answers, and the tunnels through it close."""
+        for answer in list(self._answers):
+            answer.kill(block=False)
+        gevent.spawn(self.close)
 
     def answer(self, request: Any) -> bytes:
         """The reply to one request, pickled for the remote (which trusts its controller):

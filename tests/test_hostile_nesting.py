@@ -20,7 +20,7 @@ import pytest
 import hostile_nesting_remote as hnr
 import remote_helpers as rh
 from chopsticks import nesting
-from chopsticks.connection import NESTED_BACKLOG, NESTED_BYTES
+from chopsticks.nesting import BACKLOG as NESTED_BACKLOG, BYTES as NESTED_BYTES
 from chopsticks.wire import protocol
 from chopsticks.containers import Docker
 from chopsticks.errors import ConnectTimeout, ContainerError, ProtocolViolation, TunnelClosed
